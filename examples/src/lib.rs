@@ -1,0 +1,1 @@
+//! Runnable programs for kigo-rs. The quickstart arrives with kigo-http.

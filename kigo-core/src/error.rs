@@ -1,0 +1,77 @@
+//! The one error type callers of the manager see.
+
+use std::time::Duration;
+
+use crate::TokenKey;
+use crate::source::SourceError;
+use crate::store::StoreError;
+
+/// Why no token could be handed out.
+///
+/// Cloneable, because one refresh's outcome is shared by every caller that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The token source refused for good (bad credentials, bad request): retrying will not help.
+    #[error("creating a token for {key} failed permanently")]
+    Permanent {
+        /// Which token.
+        key: TokenKey,
+        /// The source's error.
+        #[source]
+        source: SourceError,
+    },
+    /// No valid token, and the token endpoint is failing for now or the fleet is cooling down
+    /// after failures.
+    #[error("no valid token for {key}: the token endpoint is unavailable for now")]
+    Unavailable {
+        /// Which token.
+        key: TokenKey,
+        /// When it is worth asking again.
+        retry_after: Option<Duration>,
+        /// The last failure seen by this process; `None` when the cool-down was set by another
+        /// replica.
+        #[source]
+        source: Option<SourceError>,
+    },
+    /// No valid token, the store is unreachable, and the store-failure policy forbids (or has
+    /// used up) creating one locally.
+    #[error("no valid token for {key}: the token store is unreachable")]
+    StoreUnavailable {
+        /// Which token.
+        key: TokenKey,
+        /// When it is worth asking again.
+        retry_after: Option<Duration>,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// Another replica held the refresh lease for longer than the configured maximum wait.
+    #[error("no valid token for {key} after waiting {waited:?} for another replica's refresh")]
+    WaitTimedOut {
+        /// Which token.
+        key: TokenKey,
+        /// How long this caller waited.
+        waited: Duration,
+    },
+    /// The manager has been shut down.
+    #[error("the token manager is shut down")]
+    ShutDown,
+}
+
+impl Error {
+    /// Whether asking again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Permanent { .. } | Self::ShutDown)
+    }
+
+    /// When it is worth asking again, if known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } | Self::StoreUnavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}

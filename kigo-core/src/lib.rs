@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod codec;
+mod error;
+mod key;
+pub mod manager;
+pub mod policy;
+pub mod runtime;
+mod source;
+pub mod store;
+mod token;
+
+pub use error::Error;
+pub use key::{InvalidId, MAX_ID_LEN, PartnerId, TokenKey, UserId};
+pub use manager::{ManagerBuilder, TokenGuard, TokenHandle, TokenManager};
+pub use policy::{BackoffPolicy, ExpiryPolicy, StoreFailurePolicy};
+pub use source::{BoxError, CreateRequest, SourceError, TokenSource};
+pub use store::{MemoryStore, StoreError, TokenStore};
+pub use token::{Fingerprint, InvalidToken, Token, TokenSecret};

@@ -1,0 +1,114 @@
+//! The background work of a manager: renewing each key ahead of expiry, and following the
+//! store's change notices.
+
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use futures_util::future::{Either, select};
+
+use super::Inner;
+use super::flight::Reason;
+use super::slot::KeySlot;
+use crate::{Error, TokenKey};
+
+/// Renews `slot`'s token at this replica's refresh point, and retries after failures, for as long
+/// as the slot and the manager live. Holds only weak references while it sleeps.
+pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
+    loop {
+        let (changed, sleep) = {
+            let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
+                return;
+            };
+            let changed = slot.changed.listen();
+            let sleep = next_refresh(&slot).map(|at| inner.env.sleep_until(at));
+            (changed, sleep)
+        };
+        let Some(sleep) = sleep else {
+            changed.await;
+            continue;
+        };
+        if let Either::Left(_) = select(changed, sleep).await {
+            continue;
+        }
+        let flight = {
+            let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
+                return;
+            };
+            let due = next_refresh(&slot).is_some_and(|at| at <= inner.now());
+            due.then(|| inner.flight(&slot, Reason::Ahead))
+        };
+        if let Some(flight) = flight
+            && let Err(error) = flight.await
+        {
+            tracing::debug!(%error, "refresh ahead did not renew");
+        }
+    }
+}
+
+/// When the refresher should next act on `slot`, if at all.
+fn next_refresh(slot: &KeySlot) -> Option<SystemTime> {
+    let current = slot.current();
+    let failures = slot.failures();
+    let paused = failures.endpoint_retry_at.max(failures.store_retry_at);
+    if current.present {
+        let is_user = matches!(slot.key, TokenKey::User { .. });
+        if is_user && !current.was_used() {
+            // Nobody took this user's token: let it lapse; the next request creates one.
+            return None;
+        }
+        return Some(paused.map_or(current.refresh_at, |at| at.max(current.refresh_at)));
+    }
+    // No token: keep trying in the background after transient failures, so that callers find
+    // one when the endpoint or the store recovers.
+    let transient = failures
+        .endpoint_error
+        .as_ref()
+        .is_some_and(Error::is_transient)
+        || failures.store_error.is_some();
+    if transient { paused } else { None }
+}
+
+/// Wakes waiters and adopts new tokens when the store announces a change.
+pub(super) async fn follow_changes(inner: Weak<Inner>) {
+    loop {
+        let feed = match inner.upgrade() {
+            Some(inner) => inner.store.changes(),
+            None => return,
+        };
+        let Some(mut feed) = feed else {
+            return;
+        };
+        while let Some(notice) = feed.next().await {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if let Some(slot) = inner.registry.get(&notice.key) {
+                slot.changed.notify(usize::MAX);
+                drop(inner.flight(&slot, Reason::Sync));
+            }
+        }
+        // The feed ended (connection lost): subscribe again after a pause.
+        let pause = match inner.upgrade() {
+            Some(inner) => inner.env.sleep(inner.config.poll_interval),
+            None => return,
+        };
+        pause.await;
+    }
+}
+
+impl Inner {
+    /// Starts the refresher of a new slot, and the change follower with the first slot.
+    pub(super) fn start_background(self: &Arc<Self>, slot: &Arc<KeySlot>) {
+        let weak = Arc::downgrade(self);
+        if !self
+            .following_changes
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.lifecycle
+                .spawn(&self.env, follow_changes(weak.clone()));
+        }
+        self.lifecycle
+            .spawn(&self.env, refresh_ahead(weak, Arc::downgrade(slot)));
+    }
+}

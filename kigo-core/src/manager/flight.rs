@@ -1,0 +1,506 @@
+//! One refresh of one key: read the store, adopt a token another replica committed, or win the
+//! lease, re-read, create and commit with a fenced write; wait for the holder otherwise.
+//!
+//! A flight runs as its own task, so a caller that gives up does not cancel it halfway.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use event_listener::EventListener;
+use futures_util::future::{Either, select};
+
+use super::Inner;
+use super::slot::{Cached, FlightOutcome, KeySlot, until};
+use crate::policy::StoreFailurePolicy;
+use crate::source::CreateRequest;
+use crate::store::{CommitOutcome, Entry, HolderId, Lease, LeaseAttempt, Snapshot};
+use crate::{Error, SourceError, StoreError, Token, TokenKey};
+
+/// Why a flight runs; it decides how eager the flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reason {
+    /// The refresh point has come; the cached token is still valid, so never wait for others.
+    Ahead,
+    /// A caller has no valid token: wait for another replica if it holds the lease.
+    Needed,
+    /// The store announced a change: adopt a new token if there is one, nothing else.
+    Sync,
+}
+
+/// A freshly created token was already past its stale point: renewing it again would loop.
+#[derive(Debug, thiserror::Error)]
+#[error("the token endpoint returned a token that is stale on arrival (check the clocks)")]
+pub struct StaleOnArrival;
+
+/// The token endpoint did not answer within the creation timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("token creation timed out after {0:?}")]
+pub struct CreateTimedOut(pub Duration);
+
+enum Step {
+    Done(FlightOutcome),
+    Again,
+}
+
+pub(super) async fn run(inner: &Arc<Inner>, slot: &KeySlot, reason: Reason) -> FlightOutcome {
+    let flight = Flight {
+        inner,
+        slot,
+        reason,
+        started: inner.now(),
+        holder: inner.next_holder(),
+        rejected_commits: AtomicU32::new(0),
+    };
+    flight.run().await
+}
+
+struct Flight<'a> {
+    inner: &'a Arc<Inner>,
+    slot: &'a KeySlot,
+    reason: Reason,
+    started: SystemTime,
+    holder: HolderId,
+    rejected_commits: AtomicU32,
+}
+
+/// After this many rejected commits in one flight the store is misbehaving: serve the token.
+const MAX_REJECTED_COMMITS: u32 = 2;
+
+impl Flight<'_> {
+    async fn run(&self) -> FlightOutcome {
+        if let Some(error) = self.store_paused() {
+            return self.without_store(error).await;
+        }
+        loop {
+            let changed = self.slot.changed.listen();
+            let snapshot = match self.inner.store.load(self.key()).await {
+                Ok(snapshot) => snapshot,
+                Err(error) => return self.store_failed(error).await,
+            };
+            self.store_ok();
+            if self.adopt(&snapshot) || self.reason == Reason::Sync {
+                return Ok(());
+            }
+            if let Err(error) = self.remove_rejected(&snapshot).await {
+                return self.store_failed(error).await;
+            }
+            if let Some(left) = snapshot.cooldown {
+                return self.cooling_down(left);
+            }
+            if let Some(error) = self.endpoint_paused() {
+                return self.serve_or(error);
+            }
+            let ttl = self.inner.config.lease_ttl;
+            match self
+                .inner
+                .store
+                .acquire_lease(self.key(), &self.holder, ttl)
+                .await
+            {
+                Err(error) => return self.store_failed(error).await,
+                Ok(LeaseAttempt::Acquired(lease)) => match self.create_under(lease).await {
+                    Step::Done(outcome) => return outcome,
+                    Step::Again => {}
+                },
+                Ok(LeaseAttempt::Held { .. }) => {
+                    if self.serving() {
+                        return Ok(());
+                    }
+                    self.wait_for_holder(changed).await?;
+                }
+            }
+        }
+    }
+
+    fn key(&self) -> &TokenKey {
+        &self.slot.key
+    }
+
+    fn now(&self) -> SystemTime {
+        self.inner.now()
+    }
+
+    /// Whether the cached token can still be handed out.
+    fn serving(&self) -> bool {
+        let current = self.slot.current();
+        current.present && current.usable_at(self.now())
+    }
+
+    fn serve_or(&self, error: Error) -> FlightOutcome {
+        if self.serving() { Ok(()) } else { Err(error) }
+    }
+
+    fn install(&self, token: Token) {
+        self.slot.install(self.inner.cache_entry(token));
+    }
+
+    /// Takes the stored token if it is one this replica should use now; true if it did.
+    fn adopt(&self, snapshot: &Snapshot) -> bool {
+        let token = match &snapshot.entry {
+            Entry::Present(token) => token,
+            Entry::Absent => return false,
+            Entry::Corrupt(corrupt) => {
+                tracing::warn!(key = %self.key(), %corrupt, "stored entry is corrupt; replacing it");
+                return false;
+            }
+        };
+        let fingerprint = token.fingerprint();
+        let current = self.slot.current();
+        if self.slot.failures().rejected == Some(fingerprint)
+            || (current.present && current.token.fingerprint() == fingerprint)
+        {
+            return false;
+        }
+        let candidate = self.inner.cache_entry(token.clone());
+        let now = self.now();
+        let due = now >= candidate.refresh_at;
+        if !candidate.usable_at(now) || (self.reason == Reason::Ahead && due && self.serving()) {
+            return false;
+        }
+        tracing::debug!(key = %self.key(), %fingerprint, generation = token.generation(), "adopted the stored token");
+        super::bump(&self.inner.metrics.adoptions);
+        self.slot.install(candidate);
+        true
+    }
+
+    /// Removes a token reported rejected (401) from the store, if it is still there.
+    async fn remove_rejected(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let Some(token) = snapshot.token() else {
+            return Ok(());
+        };
+        let fingerprint = token.fingerprint();
+        if self.slot.failures().rejected != Some(fingerprint) {
+            return Ok(());
+        }
+        self.inner
+            .store
+            .invalidate(self.key(), &fingerprint)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_under(&self, lease: Lease) -> Step {
+        let guard = LeaseGuard::new(self.inner, lease);
+        // Another replica may have committed between our read and our claim.
+        match self.inner.store.load(self.key()).await {
+            Err(error) => {
+                guard.release().await;
+                return Step::Done(self.store_failed(error).await);
+            }
+            Ok(snapshot) => {
+                if self.adopt(&snapshot) {
+                    guard.release().await;
+                    return Step::Done(Ok(()));
+                }
+                if let Some(left) = snapshot.cooldown {
+                    guard.release().await;
+                    return Step::Done(self.cooling_down(left));
+                }
+            }
+        }
+        let token = match self.create().await {
+            Ok(token) => token.with_generation(guard.lease.fence()),
+            Err(error) => {
+                guard.release().await;
+                return Step::Done(self.endpoint_failed(error).await);
+            }
+        };
+        match self.inner.store.commit(&guard.lease, &token).await {
+            Ok(CommitOutcome::Committed) => {
+                guard.disarm();
+                tracing::debug!(key = %self.key(), fingerprint = %token.fingerprint(), generation = token.generation(), "committed a new token");
+                self.install(token);
+                Step::Done(Ok(()))
+            }
+            Ok(CommitOutcome::Rejected) => {
+                guard.disarm();
+                super::bump(&self.inner.metrics.rejected_commits);
+                if self.rejected_commits.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REJECTED_COMMITS
+                {
+                    tracing::error!(key = %self.key(), "the store rejected every commit; serving the token without it");
+                    self.install(token);
+                    return Step::Done(Ok(()));
+                }
+                tracing::warn!(key = %self.key(), "lease lost before commit; using the store's token instead");
+                Step::Again
+            }
+            Err(error) => {
+                guard.release().await;
+                self.commit_unknown(token, error).await
+            }
+        }
+    }
+
+    /// The commit failed in transit, so it may or may not have happened: read to find out.
+    async fn commit_unknown(&self, token: Token, error: StoreError) -> Step {
+        match self.inner.store.load(self.key()).await {
+            Ok(snapshot) => {
+                if snapshot.token().map(Token::fingerprint) == Some(token.fingerprint()) {
+                    self.install(token);
+                    return Step::Done(Ok(()));
+                }
+                Step::Again
+            }
+            Err(_) => {
+                // The store is gone; the token is fresh and valid, so serve it rather than waste it.
+                self.record_store_failure(error);
+                self.install(token);
+                Step::Done(Ok(()))
+            }
+        }
+    }
+
+    /// Calls the token source, bounded by the creation timeout.
+    async fn create(&self) -> Result<Token, SourceError> {
+        let current = self.slot.current();
+        let previous = current.present.then_some(&current.token);
+        let request = CreateRequest::new(self.key(), previous, self.inner.env.time().as_ref());
+        let timeout = self.inner.config.create_timeout;
+        let created = match select(
+            pin!(self.inner.source.create(request)),
+            self.inner.env.sleep(timeout),
+        )
+        .await
+        {
+            Either::Left((created, _)) => created,
+            Either::Right(((), _)) => Err(SourceError::transient(CreateTimedOut(timeout))),
+        };
+        let token = created?;
+        super::bump(&self.inner.metrics.creations);
+        if !self.inner.cache_entry(token.clone()).usable_at(self.now()) {
+            return Err(SourceError::permanent(StaleOnArrival));
+        }
+        self.endpoint_ok();
+        Ok(token)
+    }
+
+    async fn endpoint_failed(&self, error: SourceError) -> FlightOutcome {
+        super::bump(&self.inner.metrics.creation_failures);
+        let draw = self.inner.draw();
+        let now = self.now();
+        let (delay, outcome) = {
+            let mut failures = self.slot.failures();
+            failures.endpoint += 1;
+            let delay =
+                self.inner
+                    .config
+                    .backoff
+                    .delay(failures.endpoint, draw, error.retry_after());
+            let outcome = if error.is_transient() {
+                Error::Unavailable {
+                    key: self.key().clone(),
+                    retry_after: Some(delay),
+                    source: Some(error.clone()),
+                }
+            } else {
+                Error::Permanent {
+                    key: self.key().clone(),
+                    source: error.clone(),
+                }
+            };
+            failures.endpoint_retry_at = Some(now + delay);
+            failures.endpoint_error = Some(outcome.clone());
+            (delay, outcome)
+        };
+        tracing::warn!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
+        if error.is_transient() {
+            // Share the pause so that the whole fleet backs off, not only this replica.
+            if let Err(store_error) = self.inner.store.set_cooldown(self.key(), delay).await {
+                self.record_store_failure(store_error);
+            }
+        }
+        self.serve_or(outcome)
+    }
+
+    fn endpoint_ok(&self) {
+        let mut failures = self.slot.failures();
+        failures.endpoint = 0;
+        failures.endpoint_retry_at = None;
+        failures.endpoint_error = None;
+    }
+
+    /// The error to give while the endpoint is paused (backoff, Retry-After, cool-down).
+    fn endpoint_paused(&self) -> Option<Error> {
+        let now = self.now();
+        let failures = self.slot.failures();
+        let retry_at = failures.endpoint_retry_at.filter(|at| *at > now)?;
+        let mut error = failures.endpoint_error.clone()?;
+        if let Error::Unavailable { retry_after, .. } = &mut error {
+            *retry_after = Some(until(now, retry_at));
+        }
+        Some(error)
+    }
+
+    /// Another replica's failure started a shared cool-down: do not call the endpoint until it ends.
+    fn cooling_down(&self, left: Duration) -> FlightOutcome {
+        let retry_at = self.now() + left + self.inner.poll_delay();
+        let error = {
+            let mut failures = self.slot.failures();
+            failures.endpoint_retry_at = Some(
+                failures
+                    .endpoint_retry_at
+                    .map_or(retry_at, |at| at.max(retry_at)),
+            );
+            let source = match &failures.endpoint_error {
+                Some(Error::Unavailable { source, .. }) => source.clone(),
+                _ => None,
+            };
+            let error = Error::Unavailable {
+                key: self.key().clone(),
+                retry_after: Some(left),
+                source,
+            };
+            failures.endpoint_error = Some(error.clone());
+            error
+        };
+        self.serve_or(error)
+    }
+
+    async fn store_failed(&self, error: StoreError) -> FlightOutcome {
+        self.record_store_failure(error.clone());
+        self.without_store(error).await
+    }
+
+    fn record_store_failure(&self, error: StoreError) {
+        super::bump(&self.inner.metrics.store_errors);
+        let draw = self.inner.draw();
+        let now = self.now();
+        let mut failures = self.slot.failures();
+        failures.store += 1;
+        let delay = self.inner.config.backoff.delay(failures.store, draw, None);
+        failures.store_retry_at = Some(now + delay);
+        tracing::warn!(key = %self.key(), %error, retry_in = ?delay, "token store failed");
+        failures.store_error = Some(error);
+    }
+
+    fn store_ok(&self) {
+        let mut failures = self.slot.failures();
+        if failures.store > 0 {
+            tracing::info!(key = %self.key(), "token store reachable again");
+        }
+        failures.store = 0;
+        failures.store_retry_at = None;
+        failures.store_error = None;
+    }
+
+    /// The last store error, while the store is in backoff.
+    fn store_paused(&self) -> Option<StoreError> {
+        let now = self.now();
+        let failures = self.slot.failures();
+        failures.store_retry_at.filter(|at| *at > now)?;
+        failures.store_error.clone()
+    }
+
+    /// The store cannot be used: serve the cached token, or follow the store-failure policy.
+    async fn without_store(&self, error: StoreError) -> FlightOutcome {
+        if self.serving() || self.reason == Reason::Sync {
+            return Ok(());
+        }
+        let now = self.now();
+        let retry_after = self.slot.failures().store_retry_at.map(|at| until(now, at));
+        let unavailable = |retry_after| Error::StoreUnavailable {
+            key: self.key().clone(),
+            retry_after,
+            source: error.clone(),
+        };
+        let StoreFailurePolicy::CreateLocally { min_interval } = self.inner.config.store_failure
+        else {
+            return Err(unavailable(retry_after));
+        };
+        if let Some(paused) = self.endpoint_paused() {
+            return Err(paused);
+        }
+        {
+            let mut failures = self.slot.failures();
+            if let Some(next) = failures.last_local_creation.map(|last| last + min_interval)
+                && now < next
+            {
+                return Err(unavailable(Some(until(now, next))));
+            }
+            failures.last_local_creation = Some(now);
+        }
+        match self.create().await {
+            Ok(token) => {
+                super::bump(&self.inner.metrics.local_creations);
+                tracing::warn!(key = %self.key(), fingerprint = %token.fingerprint(), "created a token without the store");
+                self.install(token);
+                Ok(())
+            }
+            Err(source_error) => self.endpoint_failed(source_error).await,
+        }
+    }
+
+    /// Waits for the lease holder's commit: a change notice, or the poll interval.
+    async fn wait_for_holder(&self, changed: EventListener) -> Result<(), Error> {
+        super::bump(&self.inner.metrics.lease_waits);
+        let waited = self.now().duration_since(self.started).unwrap_or_default();
+        let max_wait = self.inner.config.max_wait;
+        if waited >= max_wait {
+            return Err(Error::WaitTimedOut {
+                key: self.key().clone(),
+                waited,
+            });
+        }
+        let nap = self.inner.poll_delay().min(max_wait - waited);
+        select(changed, self.inner.env.sleep(nap)).await;
+        Ok(())
+    }
+}
+
+/// Releases the lease when dropped unless committed or released: a flight cancelled at any await
+/// point leaves no lease behind for longer than the release takes.
+struct LeaseGuard<'a> {
+    inner: &'a Inner,
+    lease: Lease,
+    armed: bool,
+}
+
+impl<'a> LeaseGuard<'a> {
+    fn new(inner: &'a Inner, lease: Lease) -> Self {
+        Self {
+            inner,
+            lease,
+            armed: true,
+        }
+    }
+
+    async fn release(mut self) {
+        if let Err(error) = self.inner.store.release_lease(&self.lease).await {
+            tracing::debug!(key = %self.lease.key(), %error, "lease release failed; it lapses by itself");
+        }
+        self.armed = false;
+    }
+
+    /// The commit ended the lease (or it was lost): nothing to release.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let store = Arc::clone(&self.inner.store);
+        let lease = self.lease.clone();
+        self.inner.env.spawn(async move {
+            let _ = store.release_lease(&lease).await;
+        });
+    }
+}
+
+impl Inner {
+    /// The cache entry for `token`, with this replica's refresh and stale points.
+    pub(super) fn cache_entry(&self, token: Token) -> Cached {
+        let policy = &self.config.expiry;
+        let refresh_at = policy.refresh_at(&token, self.jitter);
+        let usable_until = policy
+            .stale_at(&token)
+            .checked_sub(self.hot_lag)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Cached::new(token, refresh_at, usable_until)
+    }
+}

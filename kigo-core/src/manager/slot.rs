@@ -1,0 +1,212 @@
+//! One key's state: the cached token behind an atomic pointer, the single flight, and the
+//! bookkeeping of failures.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use event_listener::Event;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use crate::{Error, Fingerprint, StoreError, Token, TokenKey};
+
+/// What callers of one flight share: its outcome.
+pub(super) type FlightOutcome = Result<(), Error>;
+
+/// A running flight that any number of callers can await.
+pub(super) type Flight = Shared<BoxFuture<'static, FlightOutcome>>;
+
+/// A token as cached by one manager, with the points in time this manager judges it by.
+#[derive(Debug)]
+pub(super) struct Cached {
+    pub(super) token: Token,
+    /// False for the placeholder of an empty slot.
+    pub(super) present: bool,
+    pub(super) refresh_at: SystemTime,
+    /// The stale point minus the clock's coarse lag: handed out only before this.
+    pub(super) usable_until: SystemTime,
+    /// Whether a caller has taken this token; user-level tokens nobody uses are not renewed.
+    used: AtomicBool,
+}
+
+impl Cached {
+    pub(super) fn empty() -> Self {
+        Self {
+            token: Token::placeholder(),
+            present: false,
+            refresh_at: SystemTime::UNIX_EPOCH,
+            usable_until: SystemTime::UNIX_EPOCH,
+            used: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn new(token: Token, refresh_at: SystemTime, usable_until: SystemTime) -> Self {
+        Self {
+            token,
+            present: true,
+            refresh_at,
+            usable_until,
+            used: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn usable_at(&self, now: SystemTime) -> bool {
+        now < self.usable_until
+    }
+
+    pub(super) fn was_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn mark_used(&self) {
+        // Load first: after the first caller, the line stays shared and readers do not contend.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A valid token, borrowed from the manager's cache without touching a shared counter.
+///
+/// Dereferences to [`Token`]. Hold it for the duration of a request, not longer: each thread has
+/// a few slots for such borrows, and holding many at once falls back to reference counting.
+pub struct TokenGuard(Guard<Arc<Cached>>);
+
+impl Deref for TokenGuard {
+    type Target = Token;
+
+    fn deref(&self) -> &Token {
+        &self.0.token
+    }
+}
+
+impl fmt::Debug for TokenGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TokenGuard").field(&self.0.token).finish()
+    }
+}
+
+/// Failure bookkeeping for one key (slow path only).
+#[derive(Debug, Default)]
+pub(super) struct Failures {
+    /// Consecutive failures of the token endpoint.
+    pub(super) endpoint: u32,
+    /// No endpoint attempt before this (backoff, Retry-After, shared cool-down).
+    pub(super) endpoint_retry_at: Option<SystemTime>,
+    /// What callers get while the endpoint is paused and no token is valid.
+    pub(super) endpoint_error: Option<Error>,
+    /// Consecutive failures of the store.
+    pub(super) store: u32,
+    /// No store attempt before this.
+    pub(super) store_retry_at: Option<SystemTime>,
+    pub(super) store_error: Option<StoreError>,
+    /// The last token reported rejected (401): never adopted again, removed from the store.
+    pub(super) rejected: Option<Fingerprint>,
+    /// The last creation without the store, for the local rate limit.
+    pub(super) last_local_creation: Option<SystemTime>,
+}
+
+/// One key's state in one manager.
+pub(super) struct KeySlot {
+    pub(super) key: TokenKey,
+    current: ArcSwap<Cached>,
+    /// Fires on every install and invalidation here and on change notices from the store.
+    pub(super) changed: Event,
+    flight: Mutex<Option<Flight>>,
+    failures: Mutex<Failures>,
+}
+
+impl fmt::Debug for KeySlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySlot")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeySlot {
+    pub(super) fn new(key: TokenKey) -> Self {
+        Self {
+            key,
+            current: ArcSwap::from_pointee(Cached::empty()),
+            changed: Event::new(),
+            flight: Mutex::new(None),
+            failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    /// The hot path: one atomic pointer load and a time comparison.
+    pub(super) fn cached(&self, now: SystemTime) -> Option<TokenGuard> {
+        let guard = self.current.load();
+        if !guard.usable_at(now) {
+            return None;
+        }
+        guard.mark_used();
+        Some(TokenGuard(guard))
+    }
+
+    /// The cached entry (slow path).
+    pub(super) fn current(&self) -> Arc<Cached> {
+        self.current.load_full()
+    }
+
+    pub(super) fn install(&self, cached: Cached) {
+        self.current.store(Arc::new(cached));
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Drops the cached token if it is the one with `fingerprint`; true if it did.
+    pub(super) fn drop_if_current(&self, fingerprint: &Fingerprint) -> bool {
+        let current = self.current.load_full();
+        if !current.present || current.token.fingerprint() != *fingerprint {
+            return false;
+        }
+        let previous = self
+            .current
+            .compare_and_swap(&current, Arc::new(Cached::empty()));
+        let dropped = Arc::ptr_eq(&previous, &current);
+        if dropped {
+            self.changed.notify(usize::MAX);
+        }
+        dropped
+    }
+
+    pub(super) fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins the running flight, or starts one with `start` (which must spawn the work and return
+    /// its outcome future).
+    pub(super) fn join_or_start(
+        &self,
+        start: impl FnOnce() -> BoxFuture<'static, FlightOutcome>,
+    ) -> Flight {
+        let mut flight = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = &*flight {
+            return running.clone();
+        }
+        let started = start().shared();
+        *flight = Some(started.clone());
+        started
+    }
+
+    /// Called by the flight itself once it is done, before it publishes its outcome.
+    pub(super) fn end_flight(&self) {
+        *self.flight.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        // Wakes the refresher so that it sees the slot is gone and ends.
+        self.changed.notify(usize::MAX);
+    }
+}
+
+/// Time left until `at`, zero if it has passed.
+pub(super) fn until(now: SystemTime, at: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or_default()
+}

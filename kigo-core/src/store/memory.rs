@@ -1,0 +1,266 @@
+//! The in-process store: shares one token among the managers of one process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures_channel::mpsc;
+
+use super::{
+    ChangeFeed, ChangeNotice, CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease,
+    LeaseAttempt, Snapshot, StoreError, TokenStore,
+};
+use crate::codec::EntryCodec;
+use crate::runtime::{SystemClock, TimeSource};
+use crate::{Fingerprint, Token, TokenKey};
+
+/// How many undelivered notices a subscriber may fall behind before notices are dropped (the
+/// manager polls as a fallback).
+const FEED_CAPACITY: usize = 64;
+
+/// A [`TokenStore`] in this process's memory.
+///
+/// Clones are handles on the same store, so several managers in one process share one token
+/// through it. It does not share anything across processes: for a fleet, use the Redis or SQL
+/// store. Entries go through the same [`EntryCodec`] as the shared stores do, so the memory store
+/// exercises the same encoding paths in tests.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    clock: Arc<dyn TimeSource>,
+    codec: EntryCodec,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    records: HashMap<TokenKey, Record>,
+    subscribers: Vec<mpsc::Sender<ChangeNotice>>,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    value: Option<Stored>,
+    /// The last fence granted; stored generations never exceed it.
+    fence: u64,
+    lease: Option<(HolderId, SystemTime)>,
+    cooldown_until: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct Stored {
+    encoded: Vec<u8>,
+    generation: u64,
+    fingerprint: Option<Fingerprint>,
+    expires_at: Option<SystemTime>,
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock::new()))
+    }
+
+    /// An empty store whose leases and cool-downs run on `clock` (a manual clock in tests).
+    pub fn with_clock(clock: Arc<dyn TimeSource>) -> Self {
+        Self::with_codec(clock, EntryCodec::plain())
+    }
+
+    /// An empty store on `clock` that encodes entries with `codec`.
+    pub fn with_codec(clock: Arc<dyn TimeSource>, codec: EntryCodec) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                clock,
+                codec,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Writes `raw` as the stored value of `key`, bypassing the codec: for tests of corrupt
+    /// entries.
+    #[cfg(feature = "test-util")]
+    pub fn write_raw(&self, key: &TokenKey, raw: &[u8]) {
+        let mut state = self.state();
+        let record = state.records.entry(key.clone()).or_default();
+        record.value = Some(Stored {
+            encoded: raw.to_vec(),
+            generation: record.fence,
+            fingerprint: None,
+            expires_at: None,
+        });
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> SystemTime {
+        self.shared.clock.now()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    fn notify(&mut self, key: &TokenKey) {
+        self.subscribers.retain_mut(|subscriber| {
+            match subscriber.try_send(ChangeNotice { key: key.clone() }) {
+                Ok(()) => true,
+                Err(error) => error.is_full(),
+            }
+        });
+    }
+}
+
+impl Record {
+    fn lease_holder(&self, now: SystemTime) -> Option<(&HolderId, SystemTime)> {
+        self.lease
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(holder, until)| (holder, *until))
+    }
+
+    fn live_value(&self, now: SystemTime) -> Option<&Stored> {
+        self.value
+            .as_ref()
+            .filter(|stored| stored.expires_at.is_none_or(|expiry| expiry > now))
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
+        let now = self.now();
+        let state = self.state();
+        let Some(record) = state.records.get(key) else {
+            return Ok(Snapshot::absent());
+        };
+        let entry = match record.live_value(now) {
+            None => Entry::Absent,
+            Some(stored) => match self
+                .shared
+                .codec
+                .decode(key, &stored.encoded, stored.generation)
+            {
+                Ok(token) => Entry::Present(token),
+                Err(corrupt) => Entry::Corrupt(corrupt),
+            },
+        };
+        let cooldown = record
+            .cooldown_until
+            .and_then(|until| until.duration_since(now).ok())
+            .filter(|left| !left.is_zero());
+        Ok(Snapshot { entry, cooldown })
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &TokenKey,
+        holder: &HolderId,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        let now = self.now();
+        let mut state = self.state();
+        let record = state.records.entry(key.clone()).or_default();
+        if let Some((_, until)) = record.lease_holder(now) {
+            return Ok(LeaseAttempt::Held {
+                remaining: until.duration_since(now).ok(),
+            });
+        }
+        record.fence += 1;
+        record.lease = Some((holder.clone(), now + ttl));
+        Ok(LeaseAttempt::Acquired(Lease::new(
+            key.clone(),
+            holder.clone(),
+            record.fence,
+        )))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if let Some(record) = state.records.get_mut(lease.key())
+            && record.lease.as_ref().map(|(holder, _)| holder) == Some(lease.holder())
+        {
+            record.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
+        let now = self.now();
+        let encoded = self.shared.codec.encode(lease.key(), token).into_bytes();
+        let mut state = self.state();
+        let Some(record) = state.records.get_mut(lease.key()) else {
+            return Ok(CommitOutcome::Rejected);
+        };
+        let holds = record
+            .lease_holder(now)
+            .is_some_and(|(holder, _)| holder == lease.holder());
+        let stored_generation = record.value.as_ref().map_or(0, |stored| stored.generation);
+        if !holds || lease.fence() <= stored_generation {
+            return Ok(CommitOutcome::Rejected);
+        }
+        record.value = Some(Stored {
+            encoded,
+            generation: lease.fence(),
+            fingerprint: Some(token.fingerprint()),
+            expires_at: Some(token.expires_at()),
+        });
+        record.lease = None;
+        record.cooldown_until = None;
+        state.notify(lease.key());
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn invalidate(
+        &self,
+        key: &TokenKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<InvalidateOutcome, StoreError> {
+        let mut state = self.state();
+        let Some(record) = state.records.get_mut(key) else {
+            return Ok(InvalidateOutcome::NotCurrent);
+        };
+        let current = record.value.as_ref().and_then(|stored| stored.fingerprint);
+        if current != Some(*fingerprint) {
+            return Ok(InvalidateOutcome::NotCurrent);
+        }
+        // Keep the generation: the next commit must still be newer.
+        if let Some(stored) = &mut record.value {
+            stored.encoded.clear();
+            stored.fingerprint = None;
+            stored.expires_at = Some(SystemTime::UNIX_EPOCH);
+        }
+        state.notify(key);
+        Ok(InvalidateOutcome::Removed)
+    }
+
+    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
+        let until = self.now() + duration;
+        let mut state = self.state();
+        let record = state.records.entry(key.clone()).or_default();
+        if record.cooldown_until.is_none_or(|current| current < until) {
+            record.cooldown_until = Some(until);
+        }
+        Ok(())
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        let (sender, receiver) = mpsc::channel(FEED_CAPACITY);
+        self.state().subscribers.push(sender);
+        Some(Box::pin(receiver))
+    }
+}

@@ -1,0 +1,387 @@
+//! The shared state that replicas coordinate through: the [`TokenStore`] trait and its types.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use crate::codec::CorruptEntry;
+use crate::source::BoxError;
+use crate::{Fingerprint, Token, TokenKey};
+
+mod memory;
+pub use memory::MemoryStore;
+
+/// Who holds a refresh lease: unique per attempt, so a late release or commit by a previous
+/// holder can never be mistaken for the current one.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HolderId(Arc<str>);
+
+impl HolderId {
+    /// Wraps a holder ID read back from a store.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    /// A fresh random ID: 128 random bits, hex.
+    pub fn random() -> Self {
+        Self(format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into())
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HolderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HolderId({})", self.0)
+    }
+}
+
+impl fmt::Display for HolderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A granted refresh lease: the right to create the next token for `key` and commit it with
+/// generation `fence`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    key: TokenKey,
+    holder: HolderId,
+    fence: u64,
+}
+
+impl Lease {
+    /// A lease as granted by a store.
+    pub fn new(key: TokenKey, holder: HolderId, fence: u64) -> Self {
+        Self { key, holder, fence }
+    }
+
+    /// Which token.
+    pub fn key(&self) -> &TokenKey {
+        &self.key
+    }
+
+    /// Who holds it.
+    pub fn holder(&self) -> &HolderId {
+        &self.holder
+    }
+
+    /// The generation a commit under this lease writes: greater than any granted before.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+}
+
+/// The result of [`TokenStore::acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    /// The caller holds the lease.
+    Acquired(Lease),
+    /// Someone else holds it.
+    Held {
+        /// Time left on the other holder's lease by the store's clock, if the store can tell.
+        remaining: Option<Duration>,
+    },
+}
+
+/// The result of [`TokenStore::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The token is now the current one.
+    Committed,
+    /// The lease had lapsed or passed to another holder, or a newer generation is stored:
+    /// nothing was written.
+    Rejected,
+}
+
+/// The result of [`TokenStore::invalidate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidateOutcome {
+    /// The token with that fingerprint was current and is gone.
+    Removed,
+    /// Another token (or none) is current: nothing was changed.
+    NotCurrent,
+}
+
+/// What a store holds for a key.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// No token, or only an expired one.
+    Absent,
+    /// The current token.
+    Present(Token),
+    /// Something that is not a usable token; the next commit replaces it.
+    Corrupt(CorruptEntry),
+}
+
+/// The state of one key in a store, as read by [`TokenStore::load`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The stored token.
+    pub entry: Entry,
+    /// The shared cool-down left, by the store's clock: while it runs, no replica calls the token
+    /// endpoint for this key.
+    pub cooldown: Option<Duration>,
+}
+
+impl Snapshot {
+    /// Nothing stored and no cool-down.
+    pub fn absent() -> Self {
+        Self {
+            entry: Entry::Absent,
+            cooldown: None,
+        }
+    }
+
+    /// The stored token, if one is present and decodes.
+    pub fn token(&self) -> Option<&Token> {
+        match &self.entry {
+            Entry::Present(token) => Some(token),
+            Entry::Absent | Entry::Corrupt(_) => None,
+        }
+    }
+}
+
+/// A notice that the entry of `key` changed (commit or invalidation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeNotice {
+    /// The key whose entry changed.
+    pub key: TokenKey,
+}
+
+/// A stream of change notices. It may lose notices and may end (connection lost); the manager
+/// polls as a fallback and subscribes again.
+pub type ChangeFeed = BoxStream<'static, ChangeNotice>;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time; it may work later.
+    #[error("token store unavailable")]
+    Unavailable {
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store is not set up for this use (schema missing: run the migrations; permissions).
+    #[error("token store misconfigured: {hint}")]
+    Misconfigured {
+        /// What to do about it.
+        hint: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// An unreachable or failing store.
+    pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable {
+            source: Arc::new(source),
+        }
+    }
+
+    /// A store that needs an operator (with `hint` saying what to do).
+    pub fn misconfigured(
+        hint: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Misconfigured {
+            hint,
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// The state replicas share: the current token per key, a refresh lease, a cool-down, and
+/// change notifications.
+///
+/// A store's clock (Redis's, the database's) times leases and cool-downs, so that replicas with
+/// skewed clocks agree. Implement it for a new backend and prove it with the conformance suite in
+/// `kigo-testkit` (`kigo_testkit::conformance`), which runs every "# Behavior" line below.
+///
+/// # Implementing a custom store
+///
+/// A store that keeps one process's state behind a mutex (for brevity it ignores lease expiry and
+/// cool-downs, which a real store must not):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+///
+/// use async_trait::async_trait;
+/// use kigo_core::store::{
+///     CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
+///     StoreError, TokenStore,
+/// };
+/// use kigo_core::{Fingerprint, Token, TokenKey};
+///
+/// #[derive(Debug, Default)]
+/// struct TinyStore(Mutex<HashMap<TokenKey, Slot>>);
+///
+/// #[derive(Debug, Default)]
+/// struct Slot {
+///     token: Option<Token>,
+///     fence: u64,
+///     holder: Option<HolderId>,
+/// }
+///
+/// #[async_trait]
+/// impl TokenStore for TinyStore {
+///     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
+///         let map = self.0.lock().unwrap();
+///         let entry = match map.get(key).and_then(|slot| slot.token.clone()) {
+///             Some(token) => Entry::Present(token),
+///             None => Entry::Absent,
+///         };
+///         Ok(Snapshot { entry, cooldown: None })
+///     }
+///
+///     async fn acquire_lease(
+///         &self,
+///         key: &TokenKey,
+///         holder: &HolderId,
+///         _ttl: Duration,
+///     ) -> Result<LeaseAttempt, StoreError> {
+///         let mut map = self.0.lock().unwrap();
+///         let slot = map.entry(key.clone()).or_default();
+///         if slot.holder.is_some() {
+///             return Ok(LeaseAttempt::Held { remaining: None });
+///         }
+///         slot.fence += 1;
+///         slot.holder = Some(holder.clone());
+///         Ok(LeaseAttempt::Acquired(Lease::new(key.clone(), holder.clone(), slot.fence)))
+///     }
+///
+///     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+///         let mut map = self.0.lock().unwrap();
+///         if let Some(slot) = map.get_mut(lease.key()) {
+///             if slot.holder.as_ref() == Some(lease.holder()) {
+///                 slot.holder = None;
+///             }
+///         }
+///         Ok(())
+///     }
+///
+///     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
+///         let mut map = self.0.lock().unwrap();
+///         let Some(slot) = map.get_mut(lease.key()) else { return Ok(CommitOutcome::Rejected) };
+///         let stored = slot.token.as_ref().map_or(0, Token::generation);
+///         if slot.holder.as_ref() != Some(lease.holder()) || lease.fence() <= stored {
+///             return Ok(CommitOutcome::Rejected);
+///         }
+///         slot.token = Some(token.clone().with_generation(lease.fence()));
+///         slot.holder = None;
+///         Ok(CommitOutcome::Committed)
+///     }
+///
+///     async fn invalidate(
+///         &self,
+///         key: &TokenKey,
+///         fingerprint: &Fingerprint,
+///     ) -> Result<InvalidateOutcome, StoreError> {
+///         let mut map = self.0.lock().unwrap();
+///         let slot = map.entry(key.clone()).or_default();
+///         if slot.token.as_ref().map(Token::fingerprint) == Some(*fingerprint) {
+///             slot.token = None;
+///             return Ok(InvalidateOutcome::Removed);
+///         }
+///         Ok(InvalidateOutcome::NotCurrent)
+///     }
+///
+///     async fn set_cooldown(&self, _key: &TokenKey, _for: Duration) -> Result<(), StoreError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
+    /// Reads the entry and the cool-down of `key`.
+    ///
+    /// # Behavior
+    /// - A key never written, or whose token has expired by the store's clock, is
+    ///   [`Entry::Absent`].
+    /// - A value the store cannot decode (garbage, an unknown format version, a failed decryption,
+    ///   a foreign value under the store's key) is [`Entry::Corrupt`]: never a token, never a panic.
+    /// - [`Snapshot::cooldown`] is the time left on the shared cool-down by the store's clock, `None`
+    ///   when none runs.
+    /// - Every handle on the same store sees the same state.
+    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError>;
+
+    /// Tries to take the refresh lease of `key` for `ttl`.
+    ///
+    /// # Behavior
+    /// - Of any number of concurrent attempts while the lease is free, exactly one gets
+    ///   [`LeaseAttempt::Acquired`]; the others get [`LeaseAttempt::Held`].
+    /// - The lease lapses `ttl` after it was granted, by the store's clock; after that anyone may
+    ///   acquire it, and the holder's commit is rejected.
+    /// - Each grant's fence is greater than every fence granted before for this key and than the
+    ///   stored token's generation.
+    async fn acquire_lease(
+        &self,
+        key: &TokenKey,
+        holder: &HolderId,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError>;
+
+    /// Gives up `lease` without committing.
+    ///
+    /// # Behavior
+    /// - Releases only a lease still held by `lease`'s holder (compare-and-delete): a lapsed lease
+    ///   since granted to someone else is left alone.
+    /// - Releasing twice, or a lease that has lapsed, is not an error.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Makes `token` the current token of `lease.key()`, fenced by `lease`.
+    ///
+    /// # Behavior
+    /// - Succeeds only while `lease` is held (not lapsed, not granted to another holder) and its
+    ///   fence is greater than the stored generation; otherwise returns
+    ///   [`CommitOutcome::Rejected`] and changes nothing.
+    /// - The stored token has generation `lease.fence()` and is dropped by the store once it
+    ///   expires.
+    /// - On success the lease is released, the cool-down is cleared, and a change notice is sent.
+    /// - Replaces a corrupt entry like any other.
+    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError>;
+
+    /// Removes the current token of `key` if its fingerprint is `fingerprint`.
+    ///
+    /// # Behavior
+    /// - A different token (a newer one another replica committed) is left alone:
+    ///   [`InvalidateOutcome::NotCurrent`].
+    /// - The generation is kept, so fences keep increasing.
+    /// - On removal a change notice is sent.
+    async fn invalidate(
+        &self,
+        key: &TokenKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<InvalidateOutcome, StoreError>;
+
+    /// Starts a shared cool-down of `duration` for `key`, after the token endpoint failed.
+    ///
+    /// # Behavior
+    /// - Every handle's [`TokenStore::load`] reports it until it runs out, by the store's clock.
+    /// - Never shortens a longer cool-down already running.
+    /// - A successful [`TokenStore::commit`] ends it.
+    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError>;
+
+    /// Notices of changes to any key, if the store can push them.
+    ///
+    /// # Behavior
+    /// - `None` (the default) means no notifications: waiters poll the store every poll interval
+    ///   (the manager's `poll_interval`, jittered).
+    /// - A feed may lose notices and may end; every notice names a key that did change.
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
+    }
+}

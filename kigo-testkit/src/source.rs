@@ -1,0 +1,199 @@
+//! Token sources for tests: a scriptable, counting fake and a mockall mock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use kigo_core::runtime::AsyncSleep;
+use kigo_core::{
+    CreateRequest, Fingerprint, SourceError, Token, TokenKey, TokenSecret, TokenSource,
+};
+use tokio::sync::watch;
+
+/// What the fake does on one call; once the script is used up, it creates tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scripted {
+    /// Create a token with the default lifetime.
+    Token,
+    /// Create a token with this lifetime.
+    TokenFor(Duration),
+    /// Fail transiently, with the server's `Retry-After` if given.
+    Transient(Option<Duration>),
+    /// Fail permanently (as for bad credentials).
+    Permanent,
+    /// Never answer: the caller's timeout has to end the call.
+    Hang,
+}
+
+/// A call the fake received.
+#[derive(Debug, Clone)]
+pub struct SourceCall {
+    /// Which token was asked for.
+    pub key: TokenKey,
+    /// When, by the request's clock.
+    pub at: SystemTime,
+    /// The fingerprint of the token being replaced, if the caller passed one.
+    pub previous: Option<Fingerprint>,
+    /// What the fake did.
+    pub action: Scripted,
+}
+
+/// The failures the fake reports.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FakeFailure {
+    /// A scripted transient failure.
+    #[error("scripted transient failure")]
+    Transient,
+    /// A scripted permanent failure.
+    #[error("scripted permanent failure: bad credentials")]
+    Permanent,
+}
+
+/// A counting, scriptable [`TokenSource`]. Clones share their state.
+#[derive(Debug, Clone)]
+pub struct FakeSource {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    lifetime: Duration,
+    latency: Option<(Duration, Arc<dyn AsyncSleep>)>,
+    script: Mutex<VecDeque<Scripted>>,
+    calls: Mutex<Vec<SourceCall>>,
+    created: AtomicU64,
+    started: watch::Sender<usize>,
+}
+
+impl FakeSource {
+    /// A fake that creates 30-minute tokens at once.
+    pub fn new() -> Self {
+        Self::build(Duration::from_secs(30 * 60), None)
+    }
+
+    /// A fake whose tokens live `lifetime`.
+    pub fn with_lifetime(lifetime: Duration) -> Self {
+        Self::build(lifetime, None)
+    }
+
+    /// The same fake, answering after `latency` on `sleeper`'s clock.
+    pub fn with_latency(self, latency: Duration, sleeper: Arc<dyn AsyncSleep>) -> Self {
+        Self::build(self.inner.lifetime, Some((latency, sleeper)))
+    }
+
+    fn build(lifetime: Duration, latency: Option<(Duration, Arc<dyn AsyncSleep>)>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                lifetime,
+                latency,
+                script: Mutex::new(VecDeque::new()),
+                calls: Mutex::new(Vec::new()),
+                created: AtomicU64::new(0),
+                started: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Appends steps to the script.
+    pub fn script(&self, steps: impl IntoIterator<Item = Scripted>) {
+        lock(&self.inner.script).extend(steps);
+    }
+
+    /// How many tokens it created.
+    pub fn creations(&self) -> u64 {
+        self.inner.created.load(Ordering::SeqCst)
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<SourceCall> {
+        lock(&self.inner.calls).clone()
+    }
+
+    /// Waits until at least `count` calls have started.
+    pub async fn wait_for_calls(&self, count: usize) {
+        let mut started = self.inner.started.subscribe();
+        let _ = started.wait_for(|started| *started >= count).await;
+    }
+}
+
+impl Default for FakeSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[async_trait]
+impl TokenSource for FakeSource {
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
+        let sent_at = request.clock.now();
+        let action = lock(&self.inner.script)
+            .pop_front()
+            .unwrap_or(Scripted::Token);
+        lock(&self.inner.calls).push(SourceCall {
+            key: request.key.clone(),
+            at: sent_at,
+            previous: request.previous.map(Token::fingerprint),
+            action: action.clone(),
+        });
+        self.inner.started.send_modify(|started| *started += 1);
+        if let Some((latency, sleeper)) = &self.inner.latency {
+            sleeper.sleep(*latency).await;
+        }
+        let lifetime = match action {
+            Scripted::Token => self.inner.lifetime,
+            Scripted::TokenFor(lifetime) => lifetime,
+            Scripted::Transient(retry_after) => {
+                let error = SourceError::transient(FakeFailure::Transient);
+                return Err(match retry_after {
+                    Some(delay) => error.with_retry_after(delay),
+                    None => error,
+                });
+            }
+            Scripted::Permanent => return Err(SourceError::permanent(FakeFailure::Permanent)),
+            Scripted::Hang => std::future::pending().await,
+        };
+        let n = self.inner.created.fetch_add(1, Ordering::SeqCst) + 1;
+        Token::new(
+            TokenSecret::new(format!("fake-token-{n}")),
+            sent_at,
+            sent_at + lifetime,
+        )
+        .map_err(SourceError::permanent)
+    }
+}
+
+/// One answer of a token endpoint as a plain function: the part [`MockTokenSource`] lets mockall
+/// set expectations on (`MockRespond`), since mockall cannot mock the borrowed request directly.
+#[mockall::automock]
+pub trait Respond: Send + Sync + 'static {
+    /// Answers a request for `key`, sent at `sent_at`, replacing the token `previous`.
+    fn respond(
+        &self,
+        key: &TokenKey,
+        previous: Option<Fingerprint>,
+        sent_at: SystemTime,
+    ) -> Result<Token, SourceError>;
+}
+
+/// A [`TokenSource`] that answers through a mockall mock of [`Respond`].
+pub struct MockTokenSource(pub MockRespond);
+
+impl std::fmt::Debug for MockTokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MockTokenSource")
+    }
+}
+
+#[async_trait]
+impl TokenSource for MockTokenSource {
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
+        let previous = request.previous.map(Token::fingerprint);
+        self.0.respond(request.key, previous, request.clock.now())
+    }
+}
