@@ -43,6 +43,17 @@ pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
         {
             tracing::debug!(%error, "refresh ahead did not renew");
         }
+        // A refresh that neither renewed nor scheduled a retry must not make this loop spin.
+        let pause = {
+            let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
+                return;
+            };
+            let still_due = next_refresh(&slot).is_some_and(|at| at <= inner.now());
+            still_due.then(|| inner.env.sleep(inner.poll_delay()))
+        };
+        if let Some(pause) = pause {
+            pause.await;
+        }
     }
 }
 
@@ -52,6 +63,7 @@ fn next_refresh(slot: &KeySlot) -> Option<SystemTime> {
     let failures = slot.failures();
     let paused = failures.endpoint_retry_at.max(failures.store_retry_at);
     if current.present {
+        let paused = paused.max(failures.lease_retry_at);
         let is_user = matches!(slot.key, TokenKey::User { .. });
         if is_user && !current.was_used() {
             // Nobody took this user's token: let it lapse; the next request creates one.

@@ -29,7 +29,8 @@ pub(super) enum Reason {
     Sync,
 }
 
-/// A freshly created token was already past its stale point: renewing it again would loop.
+/// A freshly created token was already past its stale point (a slow endpoint or a paused
+/// process): transient, since a new request is stamped with a new send time.
 #[derive(Debug, thiserror::Error)]
 #[error("the token endpoint returned a token that is stale on arrival (check the clocks)")]
 pub struct StaleOnArrival;
@@ -104,8 +105,9 @@ impl Flight<'_> {
                     Step::Done(outcome) => return outcome,
                     Step::Again => {}
                 },
-                Ok(LeaseAttempt::Held { .. }) => {
+                Ok(LeaseAttempt::Held { remaining }) => {
                     if self.serving() {
+                        self.retry_after_holder(remaining);
                         return Ok(());
                     }
                     self.wait_for_holder(changed).await?;
@@ -270,7 +272,7 @@ impl Flight<'_> {
         let token = created?;
         super::bump(&self.inner.metrics.creations);
         if !self.inner.cache_entry(token.clone()).usable_at(self.now()) {
-            return Err(SourceError::permanent(StaleOnArrival));
+            return Err(SourceError::transient(StaleOnArrival));
         }
         self.endpoint_ok();
         Ok(token)
@@ -304,6 +306,7 @@ impl Flight<'_> {
             failures.endpoint_error = Some(outcome.clone());
             (delay, outcome)
         };
+        self.slot.changed.notify(usize::MAX);
         tracing::warn!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
         if error.is_transient() {
             // Share the pause so that the whole fleet backs off, not only this replica.
@@ -355,6 +358,7 @@ impl Flight<'_> {
             failures.endpoint_error = Some(error.clone());
             error
         };
+        self.slot.changed.notify(usize::MAX);
         self.serve_or(error)
     }
 
@@ -373,6 +377,8 @@ impl Flight<'_> {
         failures.store_retry_at = Some(now + delay);
         tracing::warn!(key = %self.key(), %error, retry_in = ?delay, "token store failed");
         failures.store_error = Some(error);
+        drop(failures);
+        self.slot.changed.notify(usize::MAX);
     }
 
     fn store_ok(&self) {
@@ -430,6 +436,13 @@ impl Flight<'_> {
             }
             Err(source_error) => self.endpoint_failed(source_error).await,
         }
+    }
+
+    /// Another replica is renewing while this one still serves a valid token: look again when its
+    /// lease lapses (a change notice may bring the new token sooner).
+    fn retry_after_holder(&self, remaining: Option<Duration>) {
+        let pause = remaining.unwrap_or(self.inner.config.lease_ttl) + self.inner.poll_delay();
+        self.slot.failures().lease_retry_at = Some(self.now() + pause);
     }
 
     /// Waits for the lease holder's commit: a change notice, or the poll interval.

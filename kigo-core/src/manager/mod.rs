@@ -305,7 +305,7 @@ impl TokenManager {
                 if let Some(token) = slot.cached(self.inner.env.time().now_coarse()) {
                     return Ok(token);
                 }
-                self.inner.wait_for_token(&slot).await
+                Box::pin(self.inner.wait_for_token(&slot)).await
             }
             None => self.handle(key.clone()).token().await,
         }
@@ -361,16 +361,19 @@ impl TokenHandle {
     }
 
     /// The cached token if it is valid now: the hot path, never waits.
+    #[inline]
     pub fn cached(&self) -> Option<TokenGuard> {
         self.slot.cached(self.inner.env.time().now_coarse())
     }
 
     /// A valid token, waiting for a refresh only if none is cached.
+    #[inline]
     pub async fn token(&self) -> Result<TokenGuard, Error> {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
-        self.inner.wait_for_token(&self.slot).await
+        // Boxed so that this future stays small: polling it on the hot path moves no slow-path state.
+        Box::pin(self.inner.wait_for_token(&self.slot)).await
     }
 
     /// Reports that the API rejected the token with `fingerprint` (a 401).

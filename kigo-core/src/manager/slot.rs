@@ -103,6 +103,9 @@ pub(super) struct Failures {
     /// No store attempt before this.
     pub(super) store_retry_at: Option<SystemTime>,
     pub(super) store_error: Option<StoreError>,
+    /// No refresh-ahead attempt before this: another replica holds the lease, and its commit (or
+    /// the lease's lapse) is what to wait for.
+    pub(super) lease_retry_at: Option<SystemTime>,
     /// The last token reported rejected (401): never adopted again, removed from the store.
     pub(super) rejected: Option<Fingerprint>,
     /// The last creation without the store, for the local rate limit.
@@ -113,7 +116,8 @@ pub(super) struct Failures {
 pub(super) struct KeySlot {
     pub(super) key: TokenKey,
     current: ArcSwap<Cached>,
-    /// Fires on every install and invalidation here and on change notices from the store.
+    /// Fires on every install and invalidation here, on change notices from the store, and when a
+    /// failure schedules a retry: whoever waits on it re-evaluates.
     pub(super) changed: Event,
     flight: Mutex<Option<Flight>>,
     failures: Mutex<Failures>,

@@ -1,0 +1,263 @@
+//! Properties 4 and 7: a lease holder that vanishes, lost notices, corrupt entries, and a store
+//! that fails: the valid token keeps being served, the policy decides, and the manager rejoins.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{World, partner, warm, without_waiting};
+use kigo_core::store::{Entry, HolderId, LeaseAttempt};
+use kigo_core::{Error, StoreFailurePolicy, TokenStore};
+use kigo_testkit::{FaultyStore, settle};
+
+const SECOND: Duration = Duration::from_secs(1);
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+#[tokio::test(start_paused = true)]
+async fn a_vanished_lease_holder_is_replaced_once_its_lease_lapses() {
+    let world = World::new();
+    let key = partner("acme");
+    // A replica claimed the lease and died before committing.
+    let claim = world
+        .store
+        .acquire_lease(&key, &HolderId::random(), LEASE_TTL)
+        .await
+        .unwrap();
+    assert!(matches!(claim, LeaseAttempt::Acquired(_)));
+    let claimed_at = world.now();
+
+    let manager = world.builder(30).lease_ttl(LEASE_TTL).build().unwrap();
+    let caller = tokio::spawn({
+        let handle = manager.handle(key.clone());
+        async move { handle.token().await.map(|token| token.fingerprint()) }
+    });
+    world.run_for(LEASE_TTL - SECOND, SECOND / 2).await;
+    assert_eq!(
+        world.source.creations(),
+        0,
+        "nobody creates while the lease is held"
+    );
+    assert!(!caller.is_finished());
+    world.run_for(2 * SECOND, SECOND / 2).await;
+    caller
+        .await
+        .unwrap()
+        .expect("the waiting caller gets the new token");
+    let calls = world.source.calls();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].at.duration_since(claimed_at).unwrap() >= LEASE_TTL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_a_vanished_holder_blocks_renewal_the_old_token_is_served() {
+    let world = World::new();
+    let key = partner("acme");
+    let manager = world.builder(31).lease_ttl(LEASE_TTL).build().unwrap();
+    let handle = manager.handle(key.clone());
+    let old = warm(&handle).await;
+    let token = handle.cached().unwrap();
+    let refresh_in = manager
+        .refresh_at(&token)
+        .duration_since(world.now())
+        .unwrap();
+    drop(token);
+    world.clock.advance(refresh_in - SECOND);
+    // Just before this replica's refresh point, another replica claims and dies.
+    world
+        .store
+        .acquire_lease(&key, &HolderId::random(), LEASE_TTL)
+        .await
+        .unwrap();
+
+    for _ in 0..(LEASE_TTL.as_secs() - 2) {
+        world.run_for(SECOND, SECOND).await;
+        assert_eq!(
+            without_waiting(&handle),
+            Some(old),
+            "the old token is served meanwhile"
+        );
+    }
+    world.run_for(LEASE_TTL, SECOND).await;
+    let renewed = without_waiting(&handle).expect("renewed without waiting");
+    assert_ne!(renewed, old);
+    assert_eq!(world.source.creations(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_change_notice_costs_at_most_one_poll_interval() {
+    let world = World::with_latency(2 * SECOND);
+    let poll = Duration::from_millis(500);
+    let faulty = FaultyStore::new(Arc::new(world.store.clone()));
+    faulty.mute_changes(true);
+    let holder = world
+        .builder_on(40, Arc::new(faulty.clone()))
+        .poll_interval(poll)
+        .build()
+        .unwrap();
+    let waiter = world
+        .builder_on(41, Arc::new(faulty.clone()))
+        .poll_interval(poll)
+        .build()
+        .unwrap();
+
+    let first = tokio::spawn({
+        let handle = holder.handle(partner("acme"));
+        async move { handle.token().await.map(|t| t.fingerprint()) }
+    });
+    world.source.wait_for_calls(1).await;
+    let second = tokio::spawn({
+        let handle = waiter.handle(partner("acme"));
+        async move { handle.token().await.map(|t| t.fingerprint()) }
+    });
+    settle().await;
+    assert_eq!(
+        waiter.metrics().lease_waits,
+        1,
+        "the second replica waits for the holder"
+    );
+
+    world.clock.advance(2 * SECOND);
+    settle().await;
+    let committed = first.await.unwrap().unwrap();
+    // No notice reaches the waiter; it must find the token by polling within one interval.
+    let step = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    while !second.is_finished() {
+        assert!(
+            waited < poll,
+            "the waiter was still waiting after a whole poll interval"
+        );
+        world.clock.advance(step);
+        settle().await;
+        waited += step;
+    }
+    assert_eq!(second.await.unwrap().unwrap(), committed);
+    assert_eq!(world.source.creations(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn corrupt_store_entries_are_replaced_by_a_fresh_token() {
+    let world = World::new();
+    let key = partner("acme");
+    world
+        .store
+        .write_raw(&key, b"\x00\x01 definitely not a token");
+    let manager = world.manager(50);
+    let handle = manager.handle(key.clone());
+    let token = handle
+        .token()
+        .await
+        .expect("a fresh token replaces the corrupt entry");
+    let stored = world.store.load(&key).await.unwrap();
+    let Entry::Present(stored) = stored.entry else {
+        panic!("the store still holds {:?}", stored.entry);
+    };
+    assert_eq!(stored.fingerprint(), token.fingerprint());
+    assert!(!format!("{token:?}").contains(token.secret().expose()));
+}
+
+struct Outage {
+    world: World,
+    faulty: FaultyStore,
+    manager: kigo_core::TokenManager,
+    handle: kigo_core::TokenHandle,
+}
+
+/// A warm manager whose store then fails, with the clock just past the token's stale point.
+async fn outage_until_stale(policy: StoreFailurePolicy) -> (Outage, kigo_core::Fingerprint) {
+    let world = World::new();
+    let faulty = FaultyStore::new(Arc::new(world.store.clone()));
+    let manager = world
+        .builder_on(60, Arc::new(faulty.clone()))
+        .store_failure(policy)
+        .build()
+        .unwrap();
+    let handle = manager.handle(partner("acme"));
+    let valid = warm(&handle).await;
+    faulty.set_failing(true);
+    // Through the refresh window the cached token is served while the store fails.
+    for _ in 0..(1700 / 10) {
+        world.run_for(10 * SECOND, 10 * SECOND).await;
+        assert_eq!(without_waiting(&handle), Some(valid));
+    }
+    world.run_for(20 * SECOND, 10 * SECOND).await;
+    (
+        Outage {
+            world,
+            faulty,
+            manager,
+            handle,
+        },
+        valid,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_and_fail_closed_refuses_once_the_token_is_stale_then_recovers() {
+    let (outage, _) = outage_until_stale(StoreFailurePolicy::FailClosed).await;
+    let error = outage.handle.token().await.expect_err("fail closed");
+    assert!(matches!(error, Error::StoreUnavailable { .. }), "{error:?}");
+    assert_eq!(
+        outage.world.source.creations(),
+        1,
+        "nothing created without the store"
+    );
+
+    outage.faulty.set_failing(false);
+    outage.world.run_for(60 * SECOND, SECOND).await;
+    let token = outage.handle.token().await.expect("recovered by itself");
+    let stored = outage.world.store.load(&partner("acme")).await.unwrap();
+    assert_eq!(
+        stored.token().map(|t| t.fingerprint()),
+        Some(token.fingerprint()),
+        "rejoined the store"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_and_create_locally_creates_under_a_rate_limit_then_rejoins() {
+    let min_interval = Duration::from_secs(30);
+    let (outage, _) = outage_until_stale(StoreFailurePolicy::CreateLocally { min_interval }).await;
+    let local = outage
+        .handle
+        .token()
+        .await
+        .expect("created locally")
+        .fingerprint();
+    assert_eq!(outage.manager.metrics().local_creations, 1);
+
+    // Needed again at once (say the API rejected it): the local rate limit holds.
+    outage.handle.invalidate(&local);
+    let error = outage.handle.token().await.expect_err("rate limited");
+    let Error::StoreUnavailable {
+        retry_after: Some(retry_after),
+        ..
+    } = error
+    else {
+        panic!("expected a store error with a retry hint, got {error:?}");
+    };
+    assert!(retry_after <= min_interval);
+    outage.world.run_for(min_interval, SECOND).await;
+    outage
+        .handle
+        .token()
+        .await
+        .expect("allowed again after the interval");
+    assert_eq!(outage.manager.metrics().local_creations, 2);
+
+    // The store comes back: the next renewal goes through it again.
+    outage.faulty.set_failing(false);
+    outage
+        .world
+        .run_for(Duration::from_secs(30 * 60), 10 * SECOND)
+        .await;
+    let token = without_waiting(&outage.handle).expect("served");
+    let stored = outage.world.store.load(&partner("acme")).await.unwrap();
+    assert_eq!(
+        stored.token().map(|t| t.fingerprint()),
+        Some(token),
+        "rejoined the store"
+    );
+    assert_eq!(outage.manager.metrics().local_creations, 2);
+}
