@@ -130,7 +130,7 @@ fn user_session(
                 "a user-level token cannot create user tokens",
             );
         }
-        Err(response) => return response,
+        Err(message) => return unauthorized(shared, message),
     };
     let user = serde_json::from_slice::<Value>(body)
         .ok()
@@ -172,23 +172,21 @@ fn protected(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Response<Bod
                 &json!({"key": key.storage_id(), "received_bytes": body.len()}),
             )
         }
-        Err(response) => response,
+        Err(message) => unauthorized(shared, message),
     }
 }
 
-/// The key of the valid session token in the `Authorization` header, or the `401` to send.
-fn bearer_key(shared: &Shared, headers: &HeaderMap) -> Result<TokenKey, Response<Body>> {
+/// The key of the valid session token in the `Authorization` header, or why there is none.
+fn bearer_key(shared: &Shared, headers: &HeaderMap) -> Result<TokenKey, &'static str> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(token) = token else {
-        return Err(unauthorized(shared, "a bearer session token is required"));
-    };
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or("a bearer session token is required")?;
     let checked = shared.ledger().check(token, shared.clock.now());
     checked.map_err(|refusal| match refusal {
-        Refusal::Unknown => unauthorized(shared, "unknown or revoked session token"),
-        Refusal::Expired => unauthorized(shared, "expired session token"),
+        Refusal::Unknown => "unknown or revoked session token",
+        Refusal::Expired => "expired session token",
     })
 }
 
