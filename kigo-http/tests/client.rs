@@ -12,12 +12,41 @@ use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
 use common::{api, manager, manual_manager, mock_on};
 
+/// A mock, an API for it, a partner token manager on real time, and a client using it.
+struct Setup {
+    mock: MockKigo,
+    api: kigo_http::KigoApi,
+    tokens: kigo_core::TokenManager,
+    client: kigo_http::KigoClient,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let mock = MockKigo::start().await.unwrap();
+        let api = api(&mock);
+        let tokens = manager(api.partner_source());
+        let client = api.client(tokens.handle(api.partner_key()));
+        Self {
+            mock,
+            api,
+            tokens,
+            client,
+        }
+    }
+
+    /// After one successful call, every token issued so far is revoked.
+    async fn with_revoked_token() -> Self {
+        let setup = Self::start().await;
+        let client = &setup.client;
+        client.send(client.get(PROTECTED_PATH)).await.unwrap();
+        setup.mock.revoke_all();
+        setup
+    }
+}
+
 #[tokio::test]
 async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = api.client(tokens.handle(api.partner_key()));
+    let Setup { mock, client, .. } = Setup::start().await;
 
     let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -74,12 +103,7 @@ async fn a_token_that_expires_earlier_than_announced_is_renewed_on_401() {
 
 #[tokio::test]
 async fn a_body_that_cannot_be_replayed_is_not_retried() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = api.client(tokens.handle(api.partner_key()));
-    client.send(client.get(PROTECTED_PATH)).await.unwrap();
-    mock.revoke_all();
+    let Setup { mock, client, .. } = Setup::with_revoked_token().await;
 
     let streamed = http_body_util::Full::new(bytes::Bytes::from_static(b"streamed"));
     let response = client
@@ -97,12 +121,7 @@ async fn a_body_that_cannot_be_replayed_is_not_retried() {
 
 #[tokio::test]
 async fn a_request_can_opt_out_of_the_retry() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = api.client(tokens.handle(api.partner_key()));
-    client.send(client.get(PROTECTED_PATH)).await.unwrap();
-    mock.revoke_all();
+    let Setup { mock, client, .. } = Setup::with_revoked_token().await;
     let response = client
         .send_with(client.get(PROTECTED_PATH), RetryOn401::Never)
         .await
@@ -113,10 +132,7 @@ async fn a_request_can_opt_out_of_the_retry() {
 
 #[tokio::test]
 async fn a_second_401_is_returned_without_looping() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = api.client(tokens.handle(api.partner_key()));
+    let Setup { mock, client, .. } = Setup::start().await;
     mock.inject_always(Endpoint::Protected, Some(Fault::Status(401)));
     let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -126,12 +142,12 @@ async fn a_second_401_is_returned_without_looping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_concurrent_calls_with_a_revoked_token_cause_one_creation() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = api.client(tokens.handle(api.partner_key()));
-    client.send(client.get(PROTECTED_PATH)).await.unwrap();
-    mock.revoke_all();
+    let Setup {
+        mock,
+        tokens,
+        client,
+        ..
+    } = Setup::with_revoked_token().await;
 
     let calls: Vec<_> = (0..500)
         .map(|_| {
@@ -153,10 +169,9 @@ async fn five_hundred_concurrent_calls_with_a_revoked_token_cause_one_creation()
 
 #[tokio::test]
 async fn requests_for_other_origins_get_no_token() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = api.client(tokens.handle(api.partner_key()));
+    let Setup {
+        mock, api, client, ..
+    } = Setup::start().await;
     let foreign = api.http_client().get("http://127.0.0.1:9/steal");
     assert!(matches!(
         client.send(foreign).await,
