@@ -1,4 +1,30 @@
-//! The HTTP side of kigo-rs: token sources that create partner- and user-level session tokens over
-//! HTTPS with reqwest, and an authenticated client that sends the bearer token and renews on 401.
-//!
-//! **Not implemented yet.** This crate is a placeholder in the workspace; it offers nothing to use.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod api;
+mod auth;
+mod client;
+mod config;
+mod credentials;
+mod error;
+mod middleware;
+mod parse;
+mod partner;
+mod user;
+
+pub use api::{KigoApi, KigoApiBuilder};
+pub use auth::{ClientMetrics, RetryOn401};
+pub use client::{ClientError, KigoClient};
+pub use config::{ApiConfig, CredentialPlacement, HttpSettings, ResponseFields, USER_AGENT};
+pub use credentials::{API_KEY_VAR, ApiKey, BASE_URL_VAR, Credentials, PARTNER_ID_VAR};
+pub use error::{ConfigError, CreateError, ErrorKind};
+pub use middleware::KigoAuth;
+pub use partner::PartnerTokenSource;
+pub use user::UserTokenSource;
+
+pub use reqwest;
+pub use reqwest_middleware;

@@ -3,6 +3,8 @@
 
 pub mod conformance;
 mod faulty;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod services;
 mod source;
 

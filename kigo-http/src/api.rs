@@ -1,0 +1,322 @@
+//! [`KigoApi`]: the credentials, the assumptions about the API and the HTTP client, checked once
+//! and shared by the token sources and the authenticated client.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{DATE, RETRY_AFTER};
+use kigo_core::runtime::TimeSource;
+use kigo_core::{Token, TokenHandle, TokenKey, UserId};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+
+use crate::client::KigoClient;
+use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
+use crate::credentials::{BASE_URL_VAR, Credentials};
+use crate::error::{ConfigError, CreateError, ErrorKind};
+use crate::middleware::KigoAuth;
+use crate::parse::{self, Timing};
+use crate::partner::PartnerTokenSource;
+use crate::user::UserTokenSource;
+
+/// The Kigo API as one partner sees it. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use kigo_core::TokenManager;
+/// use kigo_http::KigoApi;
+///
+/// let api = KigoApi::from_env()?; // KIGO_API_KEY, KIGO_PARTNER_ID, KIGO_BASE_URL
+/// let manager = TokenManager::builder(Arc::new(api.partner_source())).build()?;
+/// let client = api.client(manager.handle(api.partner_key()));
+/// let response = client.send(client.get("/api/v1/some/endpoint")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct KigoApi {
+    inner: Arc<ApiInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ApiInner {
+    pub(crate) credentials: Credentials,
+    pub(crate) config: ApiConfig,
+    pub(crate) http: reqwest::Client,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) partner_session_url: Url,
+    pub(crate) user_session_url: Url,
+    pub(crate) user_refresh_url: Url,
+}
+
+/// Configures a [`KigoApi`].
+#[derive(Debug)]
+pub struct KigoApiBuilder {
+    credentials: Credentials,
+    config: ApiConfig,
+    settings: HttpSettings,
+    client: Option<reqwest::Client>,
+}
+
+impl KigoApiBuilder {
+    /// Replaces the assumptions about the API (paths, fields, lifetimes).
+    pub fn config(mut self, config: ApiConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Replaces the HTTP settings (timeouts, extra trusted certificates, plain-http opt-in).
+    pub fn http_settings(mut self, settings: HttpSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Uses your own `reqwest::Client` instead of building one: its timeouts, TLS and redirect
+    /// policy are then yours (keep redirects off, so that credentials are never re-sent
+    /// elsewhere). The base URL check and the body cap still apply.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Checks the base URL (HTTPS unless loopback or opted in) and builds the client.
+    pub fn build(self) -> Result<KigoApi, ConfigError> {
+        let base = self.credentials.base_url();
+        check_scheme(base, self.settings.allow_insecure_http)?;
+        let http = match self.client {
+            Some(client) => client,
+            None => build_client(&self.settings)?,
+        };
+        let endpoint = |path: &str, setting| {
+            let joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
+            Url::parse(&joined).map_err(|_| ConfigError::invalid(setting, "not a valid path"))
+        };
+        Ok(KigoApi {
+            inner: Arc::new(ApiInner {
+                partner_session_url: endpoint(
+                    &self.config.partner_session_path,
+                    "partner_session_path",
+                )?,
+                user_session_url: endpoint(&self.config.user_session_path, "user_session_path")?,
+                user_refresh_url: endpoint(&self.config.user_refresh_path, "user_refresh_path")?,
+                credentials: self.credentials,
+                config: self.config,
+                http,
+                max_body_bytes: self.settings.max_body_bytes,
+            }),
+        })
+    }
+}
+
+impl KigoApi {
+    /// Starts configuring the API for `credentials`.
+    pub fn builder(credentials: Credentials) -> KigoApiBuilder {
+        KigoApiBuilder {
+            credentials,
+            config: ApiConfig::default(),
+            settings: HttpSettings::default(),
+            client: None,
+        }
+    }
+
+    /// The API with credentials from the environment and every default.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::builder(Credentials::from_env()?).build()
+    }
+
+    /// The key of this partner's partner-level token.
+    pub fn partner_key(&self) -> TokenKey {
+        TokenKey::partner(self.inner.credentials.partner_id().clone())
+    }
+
+    /// The key of `user`'s user-level token.
+    pub fn user_key(&self, user: UserId) -> TokenKey {
+        TokenKey::user(self.inner.credentials.partner_id().clone(), user)
+    }
+
+    /// The source of partner-level tokens, for a `TokenManager`.
+    pub fn partner_source(&self) -> PartnerTokenSource {
+        PartnerTokenSource::new(Arc::clone(&self.inner))
+    }
+
+    /// The source of user-level tokens, creating them with the partner token of `partner`.
+    pub fn user_source(&self, partner: TokenHandle) -> UserTokenSource {
+        UserTokenSource::new(Arc::clone(&self.inner), partner)
+    }
+
+    /// A client that sends requests to this API with the token of `handle`, renewing on 401.
+    pub fn client(&self, handle: TokenHandle) -> KigoClient {
+        KigoClient::new(self.inner.http.clone(), self.base_url().clone(), handle)
+    }
+
+    /// The same as a `reqwest-middleware` middleware, for a client of your own.
+    pub fn middleware(&self, handle: TokenHandle) -> KigoAuth {
+        KigoAuth::new(handle, self.base_url())
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &Url {
+        self.inner.credentials.base_url()
+    }
+
+    /// The HTTP client in use.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+}
+
+impl ApiInner {
+    /// Sends a token request and reads its answer into a token valid from the send time.
+    ///
+    /// `secrets` are scrubbed from any server message kept in an error.
+    pub(crate) async fn exchange(
+        &self,
+        request: RequestBuilder,
+        clock: &dyn TimeSource,
+        secrets: &[&str],
+    ) -> Result<Token, CreateError> {
+        let sent_at = clock.now();
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let server_date =
+            header(&response, DATE).and_then(|date| httpdate::parse_http_date(date).ok());
+        let retry_after = header(&response, RETRY_AFTER)
+            .and_then(|value| parse::retry_after(value, clock.now(), self.config.max_retry_after));
+        let body = read_capped(response, self.max_body_bytes).await;
+        if status.is_success() {
+            let timing = Timing {
+                sent_at,
+                server_date,
+            };
+            return parse::token(&body?, &self.config, timing);
+        }
+        let kind = classify(status);
+        let mut error = CreateError::new(kind).with_status(status);
+        if kind.is_transient() {
+            error = error.with_retry_after(retry_after);
+        } else if let Ok(body) = body {
+            error = error.with_server_message(parse::server_message(&body, secrets));
+        }
+        Err(error)
+    }
+}
+
+fn header(response: &Response, name: http::HeaderName) -> Option<&str> {
+    response.headers().get(name)?.to_str().ok()
+}
+
+/// The class of a failed status.
+fn classify(status: StatusCode) -> ErrorKind {
+    match status {
+        StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorKind::Forbidden,
+        StatusCode::BAD_REQUEST => ErrorKind::BadRequest,
+        StatusCode::REQUEST_TIMEOUT => ErrorKind::RequestTimeout,
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
+        status if status.is_server_error() => ErrorKind::ServerError,
+        _ => ErrorKind::UnexpectedStatus,
+    }
+}
+
+/// Maps a reqwest failure (no answer, or a broken one) to its class.
+pub(crate) fn transport(error: reqwest::Error) -> CreateError {
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else if error.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Transport
+    };
+    CreateError::new(kind).with_source(error.without_url())
+}
+
+/// Reads the body, refusing more than `cap` bytes (checked before and while reading).
+async fn read_capped(mut response: Response, cap: usize) -> Result<Vec<u8>, CreateError> {
+    let too_large = || CreateError::new(ErrorKind::BodyTooLarge);
+    if response
+        .content_length()
+        .is_some_and(|length| length > cap as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// HTTPS, or plain HTTP for a loopback host or with the explicit opt-in.
+pub(crate) fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
+        "http" => Err(ConfigError::InsecureBaseUrl),
+        _ => Err(ConfigError::invalid(
+            BASE_URL_VAR,
+            "the scheme must be https (or http for loopback)",
+        )),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ConfigError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    for certificate in &settings.root_certificates {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    builder.build().map_err(ConfigError::HttpClient)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(url: &str, opt_in: bool) -> Result<(), ConfigError> {
+        check_scheme(&Url::parse(url).unwrap(), opt_in)
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_with_the_opt_in() {
+        for url in [
+            "https://api.example.com",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:80",
+            "http://localhost:3000",
+        ] {
+            assert!(check(url, false).is_ok(), "{url}");
+        }
+        for url in [
+            "http://api.example.com",
+            "http://10.0.0.1",
+            "http://localhost.evil.com",
+        ] {
+            assert!(
+                matches!(check(url, false), Err(ConfigError::InsecureBaseUrl)),
+                "{url}"
+            );
+            assert!(check(url, true).is_ok(), "{url}");
+        }
+        assert!(matches!(
+            check("ftp://api.example.com", true),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! Sending one request with the current bearer token, shared by [`crate::KigoClient`] and the
+//! middleware: on a `401`, invalidate exactly that token and, if the body can be replayed and the
+//! caller allows it, send once more with the next token. Never more than twice.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use kigo_core::{Fingerprint, Token, TokenHandle};
+use reqwest::{Request, Response, StatusCode};
+
+/// Whether a request rejected with `401` is sent again with a renewed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryOn401 {
+    /// Once, if the body can be replayed (the default).
+    #[default]
+    Once,
+    /// Never: the `401` response is returned as is (the token is still invalidated).
+    Never,
+}
+
+/// Counters of an authenticated client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientMetrics {
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// `401` answers received.
+    pub unauthorized: u64,
+    /// Requests sent again after a `401`.
+    pub retried: u64,
+    /// Retries that were not rejected again.
+    pub recovered: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    requests: AtomicU64,
+    unauthorized: AtomicU64,
+    retried: AtomicU64,
+    recovered: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> ClientMetrics {
+        ClientMetrics {
+            requests: self.requests.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            recovered: self.recovered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Why an authenticated request was not sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError<E> {
+    /// No valid token could be had.
+    #[error(transparent)]
+    Token(kigo_core::Error),
+    /// The transport failed.
+    #[error(transparent)]
+    Send(E),
+}
+
+/// Sends a request down the rest of a stack.
+pub(crate) trait Sender {
+    type Error;
+
+    fn send(
+        &mut self,
+        request: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send + '_>>;
+}
+
+/// Sends `request` with the token of `handle`, renewing and retrying once on `401`.
+pub(crate) async fn send<S: Sender>(
+    handle: &TokenHandle,
+    counters: &Counters,
+    mut request: Request,
+    retry: RetryOn401,
+    sender: &mut S,
+) -> Result<Response, AuthError<S::Error>> {
+    let replay = match retry {
+        RetryOn401::Once => request.try_clone(),
+        RetryOn401::Never => None,
+    };
+    let rejected = authorize(handle, &mut request).await?;
+    bump(&counters.requests);
+    let response = sender.send(request).await.map_err(AuthError::Send)?;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return Ok(response);
+    }
+    bump(&counters.unauthorized);
+    let dropped = handle.invalidate(&rejected);
+    tracing::debug!(key = %handle.key(), fingerprint = %rejected, dropped, "request rejected with 401");
+    let Some(mut replay) = replay else {
+        return Ok(response);
+    };
+    drop(response);
+    authorize(handle, &mut replay).await?;
+    bump(&counters.requests);
+    bump(&counters.retried);
+    let response = sender.send(replay).await.map_err(AuthError::Send)?;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        bump(&counters.unauthorized);
+    } else {
+        bump(&counters.recovered);
+    }
+    Ok(response)
+}
+
+/// Puts the current token in `request`'s `Authorization` header (marked sensitive); returns its
+/// fingerprint. Waits only if no valid token is cached.
+async fn authorize<E>(
+    handle: &TokenHandle,
+    request: &mut Request,
+) -> Result<Fingerprint, AuthError<E>> {
+    let token = handle.token().await.map_err(AuthError::Token)?;
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, bearer_header(&token));
+    Ok(token.fingerprint())
+}
+
+/// `Bearer <token>` as a header value marked sensitive (hidden from `Debug` and HTTP/2 tables).
+pub(crate) fn bearer_header(token: &Token) -> HeaderValue {
+    // `Token::new` admits only visible ASCII, which is always a valid header value.
+    let mut value = HeaderValue::from_str(token.bearer().expose())
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}

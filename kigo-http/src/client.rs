@@ -1,0 +1,123 @@
+//! [`KigoClient`]: any Kigo API request, sent with the current bearer token.
+
+use std::sync::Arc;
+
+use kigo_core::TokenHandle;
+use reqwest::{Method, Request, RequestBuilder, Response, Url};
+
+use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
+
+/// Sends requests to the Kigo API with the token of one [`TokenHandle`] (partner- or user-level).
+///
+/// - The token comes from the manager's hot path: no request waits while a valid token exists.
+/// - On `401` the client invalidates exactly the token it sent (by fingerprint, so a burst of
+///   rejections causes one renewal) and, if the body can be replayed, sends the request once more
+///   with the next token. [`RetryOn401::Never`] opts a request out; nothing ever loops.
+/// - Requests go only to the API's own origin: the token never leaves for another host.
+///
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KigoClient {
+    http: reqwest::Client,
+    base: Url,
+    handle: TokenHandle,
+    counters: Arc<Counters>,
+}
+
+/// Why an authenticated request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No valid token could be had (see the manager's error for why).
+    #[error("no Kigo session token available")]
+    Token(#[source] kigo_core::Error),
+    /// The request could not be built or sent.
+    #[error("the request to the Kigo API failed")]
+    Request(#[source] reqwest::Error),
+    /// The request is not for the API's origin; the token is not sent elsewhere.
+    #[error("the request is not for the Kigo API's origin; no token was sent")]
+    ForeignOrigin,
+}
+
+impl KigoClient {
+    /// A client sending with `http` to the API at `base`, authenticated by `handle`.
+    pub fn new(http: reqwest::Client, base: Url, handle: TokenHandle) -> Self {
+        Self {
+            http,
+            base,
+            handle,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Starts a request to `path` (e.g. `/api/v1/...`) under the base URL.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = format!("{}{path}", self.base.as_str().trim_end_matches('/'));
+        self.http.request(method, url)
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// `POST path`.
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    /// Sends the request with the current token, retrying once on `401` if the body allows.
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        self.send_with(request, RetryOn401::Once).await
+    }
+
+    /// Sends the request with the current token, retrying on `401` as `retry` says.
+    pub async fn send_with(
+        &self,
+        request: RequestBuilder,
+        retry: RetryOn401,
+    ) -> Result<Response, ClientError> {
+        let request = request.build().map_err(ClientError::Request)?;
+        if !same_origin(request.url(), &self.base) {
+            return Err(ClientError::ForeignOrigin);
+        }
+        let mut sender = Direct(&self.http);
+        auth::send(&self.handle, &self.counters, request, retry, &mut sender)
+            .await
+            .map_err(|error| match error {
+                AuthError::Token(error) => ClientError::Token(error),
+                AuthError::Send(error) => ClientError::Request(error),
+            })
+    }
+
+    /// The handle whose token this client sends.
+    pub fn handle(&self) -> &TokenHandle {
+        &self.handle
+    }
+
+    /// This client's counters (shared by its clones).
+    pub fn metrics(&self) -> ClientMetrics {
+        self.counters.snapshot()
+    }
+}
+
+/// Sends straight through a `reqwest::Client`.
+struct Direct<'a>(&'a reqwest::Client);
+
+impl Sender for Direct<'_> {
+    type Error = reqwest::Error;
+
+    fn send(
+        &mut self,
+        request: Request,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, reqwest::Error>> + Send + '_>> {
+        Box::pin(self.0.execute(request))
+    }
+}
+
+/// Same scheme, host and port.
+pub(crate) fn same_origin(url: &Url, base: &Url) -> bool {
+    url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
+}

@@ -1,0 +1,154 @@
+//! What this crate assumes about the Kigo API (paths, field names, where credentials go) and how
+//! it talks HTTP (timeouts, TLS, plain-http opt-in). Every assumption can be changed.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderName;
+
+/// Where the API key and partner ID travel in the partner-token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialPlacement {
+    /// In the JSON body, under these field names.
+    Body {
+        /// The field holding the API key.
+        api_key_field: String,
+        /// The field holding the partner ID.
+        partner_id_field: String,
+    },
+    /// In request headers (the API key header is marked sensitive).
+    Headers {
+        /// The header holding the API key.
+        api_key_header: HeaderName,
+        /// The header holding the partner ID.
+        partner_id_header: HeaderName,
+    },
+}
+
+impl Default for CredentialPlacement {
+    /// A JSON body `{"api_key": ..., "partner_id": ...}` (an assumption about the API).
+    fn default() -> Self {
+        Self::Body {
+            api_key_field: "api_key".to_owned(),
+            partner_id_field: "partner_id".to_owned(),
+        }
+    }
+}
+
+/// Where a token answer keeps its fields, as JSON pointers (`/session_token`, `/data/token`);
+/// the first pointer that is present wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponseFields {
+    /// The session token.
+    pub token: Vec<String>,
+    /// The lifetime in seconds (a number or a numeric string).
+    pub expires_in: Vec<String>,
+    /// The absolute expiry: an RFC 3339 time, or seconds since the epoch.
+    pub expires_at: Vec<String>,
+    /// The refresh token that may come with a user-level token.
+    pub refresh_token: Vec<String>,
+}
+
+impl Default for ResponseFields {
+    fn default() -> Self {
+        let pointers = |names: &[&str]| names.iter().map(|name| format!("/{name}")).collect();
+        Self {
+            token: pointers(&["session_token", "access_token", "token"]),
+            expires_in: pointers(&["expires_in"]),
+            expires_at: pointers(&["expires_at"]),
+            refresh_token: pointers(&["refresh_token"]),
+        }
+    }
+}
+
+/// The Kigo API as this crate assumes it. The defaults follow Kigo's public guides where they are
+/// explicit (Bearer header, 30-minute tokens, user tokens with refresh tokens); the paths and
+/// field names are assumptions, listed in the crate's README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// `POST` here creates a partner-level session token.
+    pub partner_session_path: String,
+    /// `POST` here (with a partner bearer) creates a user-level session token.
+    pub user_session_path: String,
+    /// `POST` here renews a user-level token with its refresh token.
+    pub user_refresh_path: String,
+    /// Where the API key and partner ID go.
+    pub credentials: CredentialPlacement,
+    /// The JSON field naming the user in a user-token request.
+    pub user_id_field: String,
+    /// The JSON field carrying the refresh token in a refresh request.
+    pub refresh_token_field: String,
+    /// Where the answers keep their fields.
+    pub response: ResponseFields,
+    /// The lifetime assumed when an answer gives none: Kigo's documented 30 minutes.
+    pub default_lifetime: Duration,
+    /// Longer lifetimes are refused as absurd (default 24 hours).
+    pub max_lifetime: Duration,
+    /// A longer `Retry-After` is cut to this (default 1 hour), so that one bad header cannot
+    /// stop renewals for days.
+    pub max_retry_after: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            partner_session_path: "/api/v1/auth/session".to_owned(),
+            user_session_path: "/api/v1/auth/account-space/session".to_owned(),
+            user_refresh_path: "/api/v1/auth/account-space/session/refresh".to_owned(),
+            credentials: CredentialPlacement::default(),
+            user_id_field: "external_user_id".to_owned(),
+            refresh_token_field: "refresh_token".to_owned(),
+            response: ResponseFields::default(),
+            default_lifetime: Duration::from_secs(30 * 60),
+            max_lifetime: Duration::from_secs(24 * 60 * 60),
+            max_retry_after: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// How this crate talks HTTP when it builds its own `reqwest::Client`.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct HttpSettings {
+    /// The longest a connection (TCP and TLS) may take to set up (default 5 s).
+    pub connect_timeout: Duration,
+    /// The longest a whole request may take, body included (default 8 s: below the token
+    /// manager's default 10 s creation timeout, so the HTTP error is the one reported).
+    pub timeout: Duration,
+    /// Allows a plain `http://` base URL for a host that is not loopback (default: no).
+    pub allow_insecure_http: bool,
+    /// Extra certificate authorities to trust, besides the platform's (e.g. a test server's).
+    pub root_certificates: Vec<reqwest::Certificate>,
+    /// The cap on a token answer's body (default 64 KiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(8),
+            allow_insecure_http: false,
+            root_certificates: Vec::new(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// The user agent of every request: this crate and its version.
+pub const USER_AGENT: &str = concat!("kigo-http/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,79 @@
+//! [`KigoAuth`]: the authenticated client's behaviour as a `reqwest-middleware` middleware, for
+//! users with a client of their own.
+
+use std::sync::Arc;
+
+use http::Extensions;
+use kigo_core::TokenHandle;
+use reqwest::{Request, Response, Url};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
+use crate::client::same_origin;
+
+/// Adds the current bearer token to requests for the Kigo API's origin and renews on `401`,
+/// like [`crate::KigoClient`]. Requests for other origins pass through untouched.
+///
+/// Opt a request out of the retry with `.with_extension(RetryOn401::Never)` on the
+/// `reqwest_middleware::RequestBuilder`.
+#[derive(Debug, Clone)]
+pub struct KigoAuth {
+    handle: TokenHandle,
+    base: Url,
+    counters: Arc<Counters>,
+}
+
+impl KigoAuth {
+    /// A middleware for the API at `base`, authenticated by `handle`.
+    pub fn new(handle: TokenHandle, base: &Url) -> Self {
+        Self {
+            handle,
+            base: base.clone(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// This middleware's counters.
+    pub fn metrics(&self) -> ClientMetrics {
+        self.counters.snapshot()
+    }
+}
+
+/// The rest of the middleware stack.
+struct Rest<'a, 'e> {
+    next: Next<'a>,
+    extensions: &'e mut Extensions,
+}
+
+impl Sender for Rest<'_, '_> {
+    type Error = reqwest_middleware::Error;
+
+    fn send(
+        &mut self,
+        request: Request,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send + '_>> {
+        self.next.clone().run(request, self.extensions)
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for KigoAuth {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        if !same_origin(request.url(), &self.base) {
+            return next.run(request, extensions).await;
+        }
+        let retry = extensions.get::<RetryOn401>().copied().unwrap_or_default();
+        let mut rest = Rest { next, extensions };
+        auth::send(&self.handle, &self.counters, request, retry, &mut rest)
+            .await
+            .map_err(|error| match error {
+                AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
+                AuthError::Send(error) => error,
+            })
+    }
+}

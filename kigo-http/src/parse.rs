@@ -1,0 +1,282 @@
+//! Reading a token answer: the token, its lifetime (seconds, RFC 3339 or epoch seconds, else the
+//! documented default) and an optional refresh token. Bad input gives a typed error, never a
+//! panic and never a wrong token.
+
+use std::time::{Duration, SystemTime};
+
+use kigo_core::{InvalidToken, Token, TokenSecret};
+use serde_json::Value;
+
+use crate::config::ApiConfig;
+use crate::error::{CreateError, ErrorKind};
+
+/// When the answer was produced, as far as the client can tell.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// When the request was sent, on the caller's clock.
+    pub(crate) sent_at: SystemTime,
+    /// The server's `Date` header, if it sent one: absolute expiries are counted from it, so that
+    /// a server clock that differs from ours does not shift the lifetime.
+    pub(crate) server_date: Option<SystemTime>,
+}
+
+/// Builds the token described by `body`, valid from `timing.sent_at`.
+pub(crate) fn token(body: &[u8], config: &ApiConfig, timing: Timing) -> Result<Token, CreateError> {
+    let answer: Value = serde_json::from_slice(body)
+        .map_err(|error| CreateError::new(ErrorKind::NotJson).with_source(error))?;
+    let fields = &config.response;
+    let secret = match first(&answer, &fields.token) {
+        None => return Err(CreateError::new(ErrorKind::MissingToken)),
+        Some(Value::String(secret)) if secret.is_empty() => {
+            return Err(CreateError::new(ErrorKind::EmptyToken));
+        }
+        Some(Value::String(secret)) => secret.clone(),
+        Some(_) => return Err(CreateError::new(ErrorKind::InvalidToken)),
+    };
+    let lifetime = lifetime(&answer, config, timing)?;
+    let expires_at = timing
+        .sent_at
+        .checked_add(lifetime)
+        .ok_or_else(|| CreateError::new(ErrorKind::AbsurdLifetime))?;
+    let token =
+        Token::new(TokenSecret::new(secret), timing.sent_at, expires_at).map_err(|invalid| {
+            match invalid {
+                InvalidToken::Empty => CreateError::new(ErrorKind::EmptyToken),
+                InvalidToken::NonPositiveLifetime => {
+                    CreateError::new(ErrorKind::NonPositiveLifetime)
+                }
+                _ => CreateError::new(ErrorKind::InvalidToken),
+            }
+        })?;
+    match first(&answer, &fields.refresh_token) {
+        Some(Value::String(refresh)) if !refresh.is_empty() => {
+            Ok(token.with_refresh_token(TokenSecret::new(refresh.clone())))
+        }
+        _ => Ok(token),
+    }
+}
+
+fn first<'a>(answer: &'a Value, pointers: &[String]) -> Option<&'a Value> {
+    pointers
+        .iter()
+        .find_map(|pointer| answer.pointer(pointer))
+        .filter(|value| !value.is_null())
+}
+
+fn lifetime(answer: &Value, config: &ApiConfig, timing: Timing) -> Result<Duration, CreateError> {
+    let fields = &config.response;
+    let lifetime = if let Some(value) = first(answer, &fields.expires_in) {
+        seconds(value).and_then(positive_duration)?
+    } else if let Some(value) = first(answer, &fields.expires_at) {
+        let expires_at = absolute(value)?;
+        let reference = timing.server_date.unwrap_or(timing.sent_at);
+        expires_at
+            .duration_since(reference)
+            .ok()
+            .filter(|lifetime| !lifetime.is_zero())
+            .ok_or_else(|| CreateError::new(ErrorKind::NonPositiveLifetime))?
+    } else {
+        config.default_lifetime
+    };
+    if lifetime > config.max_lifetime {
+        return Err(CreateError::new(ErrorKind::AbsurdLifetime));
+    }
+    Ok(lifetime)
+}
+
+/// A number of seconds: a JSON number or a numeric string.
+fn seconds(value: &Value) -> Result<f64, CreateError> {
+    let number = match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    number
+        .filter(|number| number.is_finite())
+        .ok_or_else(|| CreateError::new(ErrorKind::InvalidExpiry))
+}
+
+fn positive_duration(seconds: f64) -> Result<Duration, CreateError> {
+    if seconds <= 0.0 {
+        return Err(CreateError::new(ErrorKind::NonPositiveLifetime));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| CreateError::new(ErrorKind::AbsurdLifetime))
+}
+
+/// An absolute time: an RFC 3339 string, or seconds since the epoch (number or numeric string).
+fn absolute(value: &Value) -> Result<SystemTime, CreateError> {
+    if let Value::String(text) = value
+        && let Ok(parsed) =
+            time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+    {
+        return Ok(SystemTime::from(parsed));
+    }
+    let since_epoch = seconds(value)?;
+    if since_epoch <= 0.0 {
+        return Err(CreateError::new(ErrorKind::NonPositiveLifetime));
+    }
+    let since_epoch = Duration::try_from_secs_f64(since_epoch)
+        .map_err(|_| CreateError::new(ErrorKind::AbsurdLifetime))?;
+    SystemTime::UNIX_EPOCH
+        .checked_add(since_epoch)
+        .ok_or_else(|| CreateError::new(ErrorKind::AbsurdLifetime))
+}
+
+/// `Retry-After` as seconds or an HTTP date (counted from `now`), capped at `max`.
+pub(crate) fn retry_after(value: &str, now: SystemTime, max: Duration) -> Option<Duration> {
+    let value = value.trim();
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or_default()
+        }
+    };
+    Some(delay.min(max))
+}
+
+/// The longest server message kept in an error, in characters.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// The server's explanation in an error body: its `message` (or `error`, `detail`,
+/// `error_description`) field, else the text itself; `secrets` replaced first, then cut short.
+pub(crate) fn server_message(body: &[u8], secrets: &[&str]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let parsed = serde_json::from_str::<Value>(&text).ok();
+    let field = parsed.as_ref().and_then(|answer| {
+        ["message", "error", "detail", "error_description"]
+            .iter()
+            .find_map(|name| answer.get(name)?.as_str())
+    });
+    let mut message = field.unwrap_or(&text).to_owned();
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        message = message.replace(secret, "[redacted]");
+    }
+    let message: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    let message = message.trim();
+    (!message.is_empty()).then(|| message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn parse(body: &str) -> Result<Token, CreateError> {
+        let timing = Timing {
+            sent_at: at(1_800_000_000),
+            server_date: None,
+        };
+        token(body.as_bytes(), &ApiConfig::default(), timing)
+    }
+
+    fn kind(body: &str) -> ErrorKind {
+        parse(body).expect_err(body).kind()
+    }
+
+    #[test]
+    fn every_expiry_shape_counts_from_the_send_time() {
+        let sent = at(1_800_000_000);
+        for body in [
+            r#"{"session_token":"t","expires_in":600}"#,
+            r#"{"session_token":"t","expires_in":"600"}"#,
+            r#"{"access_token":"t","expires_at":1800000600}"#,
+            r#"{"token":"t","expires_at":"2027-01-15T08:10:00Z"}"#,
+            r#"{"token":"t","expires_at":"2027-01-15T09:10:00+01:00"}"#,
+        ] {
+            let token = parse(body).expect(body);
+            assert_eq!(token.issued_at(), sent, "{body}");
+            assert_eq!(token.lifetime(), Duration::from_secs(600), "{body}");
+        }
+        let fallback = parse(r#"{"session_token":"t"}"#).unwrap();
+        assert_eq!(fallback.lifetime(), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn absolute_expiry_uses_the_server_date() {
+        let timing = Timing {
+            sent_at: at(1_000),
+            server_date: Some(at(5_000)),
+        };
+        let body = br#"{"session_token":"t","expires_at":5060}"#;
+        let token = token(body, &ApiConfig::default(), timing).unwrap();
+        assert_eq!(token.expires_at(), at(1_060));
+    }
+
+    #[test]
+    fn bad_answers_give_typed_errors() {
+        assert_eq!(kind("not json"), ErrorKind::NotJson);
+        assert_eq!(kind(r#"{"session_token":"t""#), ErrorKind::NotJson);
+        assert_eq!(kind(r#"{"expires_in":60}"#), ErrorKind::MissingToken);
+        assert_eq!(kind(r#"{"session_token":null}"#), ErrorKind::MissingToken);
+        assert_eq!(kind(r#"{"session_token":""}"#), ErrorKind::EmptyToken);
+        assert_eq!(kind(r#"{"session_token":42}"#), ErrorKind::InvalidToken);
+        assert_eq!(kind(r#"{"session_token":"a b"}"#), ErrorKind::InvalidToken);
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_in":0}"#),
+            ErrorKind::NonPositiveLifetime
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_in":-30}"#),
+            ErrorKind::NonPositiveLifetime
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_in":1e300}"#),
+            ErrorKind::AbsurdLifetime
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_in":864000}"#),
+            ErrorKind::AbsurdLifetime
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_in":"soon"}"#),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_at":"yesterday"}"#),
+            ErrorKind::InvalidExpiry
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_at":1000}"#),
+            ErrorKind::NonPositiveLifetime
+        );
+    }
+
+    #[test]
+    fn refresh_tokens_are_kept() {
+        let token = parse(r#"{"session_token":"t","refresh_token":"r"}"#).unwrap();
+        assert_eq!(token.refresh_token().map(TokenSecret::expose), Some("r"));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = at(1_800_000_000);
+        let max = Duration::from_secs(3600);
+        assert_eq!(retry_after("120", now, max), Some(Duration::from_secs(120)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(retry_after(&date, now, max), Some(Duration::from_secs(90)));
+        assert_eq!(retry_after("999999", now, max), Some(max));
+        assert_eq!(retry_after("soon", now, max), None);
+    }
+
+    #[test]
+    fn server_messages_are_scrubbed_then_truncated() {
+        let body = br#"{"message":"key sk_live_123 is not valid"}"#;
+        assert_eq!(
+            server_message(body, &["sk_live_123"]).as_deref(),
+            Some("key [redacted] is not valid")
+        );
+        let long = format!("{}sk_live_123", "x".repeat(190));
+        let message = server_message(long.as_bytes(), &["sk_live_123"]).unwrap();
+        assert!(!message.contains("sk_live"), "{message}");
+        assert_eq!(message.chars().count(), 200);
+        assert_eq!(server_message(b"  ", &[]), None);
+    }
+}

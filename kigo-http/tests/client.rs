@@ -1,0 +1,215 @@
+//! The authenticated client and the middleware against the mock Kigo server: bearer tokens,
+//! renewal on 401, replayable bodies, opt-out, and one creation for a storm of 401s.
+
+mod common;
+
+use std::time::Duration;
+
+use kigo_core::runtime::ManualClock;
+use kigo_http::reqwest::{Body, StatusCode};
+use kigo_http::{ClientError, RetryOn401};
+use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
+
+use common::{api, manager, manual_manager, mock_on};
+
+/// A mock, an API for it, a partner token manager on real time, and a client using it.
+struct Setup {
+    mock: MockKigo,
+    api: kigo_http::KigoApi,
+    tokens: kigo_core::TokenManager,
+    client: kigo_http::KigoClient,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let mock = MockKigo::start().await.unwrap();
+        let api = api(&mock);
+        let tokens = manager(api.partner_source());
+        let client = api.client(tokens.handle(api.partner_key()));
+        Self {
+            mock,
+            api,
+            tokens,
+            client,
+        }
+    }
+
+    /// After one successful call, every token issued so far is revoked.
+    async fn with_revoked_token() -> Self {
+        let setup = Self::start().await;
+        let client = &setup.client;
+        client.send(client.get(PROTECTED_PATH)).await.unwrap();
+        setup.mock.revoke_all();
+        setup
+    }
+}
+
+#[tokio::test]
+async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
+    let Setup { mock, client, .. } = Setup::start().await;
+
+    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+
+    assert_eq!(mock.revoke_all(), 1);
+    let response = client
+        .send(client.post(PROTECTED_PATH).body("replayable"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.text().await.unwrap(),
+        r#"{"key":"p/acme","received_bytes":10}"#
+    );
+    assert_eq!(mock.creations(&mock.partner_key()), 2);
+    let metrics = client.metrics();
+    assert_eq!(
+        (
+            metrics.requests,
+            metrics.unauthorized,
+            metrics.retried,
+            metrics.recovered
+        ),
+        (3, 1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_token_that_expires_earlier_than_announced_is_renewed_on_401() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock).start().await.unwrap();
+    let api = api(&mock);
+    let tokens = manual_manager(api.partner_source(), &clock);
+    let client = api.client(tokens.handle(api.partner_key()));
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::ExpiresEarly(Duration::from_secs(10))],
+    );
+    assert!(
+        client
+            .send(client.get(PROTECTED_PATH))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    clock.advance(Duration::from_secs(11));
+    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.creations(&mock.partner_key()), 2);
+    assert_eq!(client.metrics().recovered, 1);
+}
+
+#[tokio::test]
+async fn a_body_that_cannot_be_replayed_is_not_retried() {
+    let Setup { mock, client, .. } = Setup::with_revoked_token().await;
+
+    let streamed = http_body_util::Full::new(bytes::Bytes::from_static(b"streamed"));
+    let response = client
+        .send(client.post(PROTECTED_PATH).body(Body::wrap(streamed)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(client.metrics().retried, 0);
+    // The rejected token was still invalidated: the next request renews and succeeds.
+    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.creations(&mock.partner_key()), 2);
+    assert_eq!(mock.counters().requests_to(Endpoint::Protected), 3);
+}
+
+#[tokio::test]
+async fn a_request_can_opt_out_of_the_retry() {
+    let Setup { mock, client, .. } = Setup::with_revoked_token().await;
+    let response = client
+        .send_with(client.get(PROTECTED_PATH), RetryOn401::Never)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(mock.counters().requests_to(Endpoint::Protected), 2);
+}
+
+#[tokio::test]
+async fn a_second_401_is_returned_without_looping() {
+    let Setup { mock, client, .. } = Setup::start().await;
+    mock.inject_always(Endpoint::Protected, Some(Fault::Status(401)));
+    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(mock.counters().requests_to(Endpoint::Protected), 2);
+    assert_eq!(mock.creations(&mock.partner_key()), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_concurrent_calls_with_a_revoked_token_cause_one_creation() {
+    let Setup {
+        mock,
+        tokens,
+        client,
+        ..
+    } = Setup::with_revoked_token().await;
+
+    let calls: Vec<_> = (0..500)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send(client.get(PROTECTED_PATH)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        mock.creations(&mock.partner_key()),
+        2,
+        "one initial, one renewal"
+    );
+    assert_eq!(tokens.metrics().creations, 2);
+    assert!(client.metrics().unauthorized >= 1);
+}
+
+#[tokio::test]
+async fn requests_for_other_origins_get_no_token() {
+    let Setup {
+        mock, api, client, ..
+    } = Setup::start().await;
+    let foreign = api.http_client().get("http://127.0.0.1:9/steal");
+    assert!(matches!(
+        client.send(foreign).await,
+        Err(ClientError::ForeignOrigin)
+    ));
+    assert_eq!(mock.creations(&mock.partner_key()), 0);
+}
+
+#[tokio::test]
+async fn the_middleware_authenticates_a_client_of_your_own() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let tokens = manager(api.partner_source());
+    let auth = api.middleware(tokens.handle(api.partner_key()));
+    let client =
+        kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
+            .with(auth.clone())
+            .build();
+    let url = format!("{}{PROTECTED_PATH}", mock.base_url());
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    mock.revoke_all();
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(auth.metrics().recovered, 1);
+
+    mock.revoke_all();
+    let opted_out = client
+        .get(&url)
+        .with_extension(RetryOn401::Never)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opted_out.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(mock.creations(&mock.partner_key()), 2);
+}

@@ -1,0 +1,71 @@
+//! Shared set-up: a mock Kigo server and a `KigoApi` pointed at it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kigo_core::runtime::{ManualClock, RuntimeEnv};
+use kigo_core::{PartnerId, TokenManager, TokenSource};
+use kigo_http::{ApiKey, Credentials, HttpSettings, KigoApi, KigoApiBuilder};
+use kigo_testkit::mock::{MockKigo, MockKigoBuilder};
+
+/// The builder of a `KigoApi` for `mock`, trusting its certificate authority if it serves HTTPS.
+pub fn api_builder(mock: &MockKigo) -> KigoApiBuilder {
+    let credentials = Credentials::new(
+        ApiKey::new(mock.api_key()).unwrap(),
+        mock.partner_id().clone(),
+        mock.base_url(),
+    )
+    .unwrap();
+    let mut settings = HttpSettings::default();
+    settings.timeout = Duration::from_secs(3);
+    if let Some(pem) = mock.ca_certificate_pem() {
+        settings
+            .root_certificates
+            .push(kigo_http::reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    }
+    KigoApi::builder(credentials).http_settings(settings)
+}
+
+pub fn api(mock: &MockKigo) -> KigoApi {
+    api_builder(mock).build().unwrap()
+}
+
+/// A mock whose tokens are issued and judged on `clock`.
+pub fn mock_on(clock: &ManualClock) -> MockKigoBuilder {
+    MockKigo::builder().clock(Arc::new(clock.clone()))
+}
+
+/// A manager on real time for `source`, with short timeouts suited to tests.
+pub fn manager(source: impl TokenSource) -> TokenManager {
+    TokenManager::builder(Arc::new(source))
+        .seed(7)
+        .build()
+        .unwrap()
+}
+
+/// A manager on `clock` for `source`.
+pub fn manual_manager(source: impl TokenSource, clock: &ManualClock) -> TokenManager {
+    TokenManager::builder(Arc::new(source))
+        .runtime(RuntimeEnv::manual(clock).unwrap())
+        .seed(7)
+        .build()
+        .unwrap()
+}
+
+/// Waits (real time, with a deadline) until `condition` holds.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn partner(id: &str) -> PartnerId {
+    PartnerId::new(id).unwrap()
+}

@@ -1,0 +1,309 @@
+//! The partner-level token source against the mock Kigo server, over real HTTP and HTTPS.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kigo_core::runtime::{ManualClock, TimeSource};
+use kigo_core::{CreateRequest, SourceError, Token, TokenKey, TokenSource};
+use kigo_http::{
+    ApiConfig, ApiKey, ConfigError, CreateError, CredentialPlacement, Credentials, ErrorKind,
+    HttpSettings, KigoApi,
+};
+use kigo_testkit::mock::{Endpoint, ExpiryShape, Fault, MockKigo, RetryAfter};
+
+use common::{api, api_builder, mock_on};
+
+async fn create(api: &KigoApi, clock: &dyn TimeSource) -> Result<Token, SourceError> {
+    let key = api.partner_key();
+    api.partner_source()
+        .create(CreateRequest::new(&key, None, clock))
+        .await
+}
+
+fn cause(error: &SourceError) -> &CreateError {
+    error
+        .cause()
+        .downcast_ref::<CreateError>()
+        .expect("the cause is a CreateError")
+}
+
+#[tokio::test]
+async fn every_response_shape_gives_the_expiry_counted_from_the_send_time() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock)
+        .lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let api = api(&mock);
+    for (shape, lifetime) in [
+        (ExpiryShape::ExpiresIn, 600),
+        (ExpiryShape::ExpiresAtRfc3339, 600),
+        (ExpiryShape::ExpiresAtEpoch, 600),
+        (ExpiryShape::Omitted, 1800),
+    ] {
+        mock.set_expiry_shape(shape);
+        let token = create(&api, &clock).await.unwrap();
+        assert_eq!(token.issued_at(), clock.now(), "{shape:?}");
+        assert_eq!(token.lifetime(), Duration::from_secs(lifetime), "{shape:?}");
+        assert_eq!(token.generation(), 0);
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(mock.creations(&mock.partner_key()), 4);
+}
+
+#[tokio::test]
+async fn other_token_field_names_are_read() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let clock = ManualClock::new();
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::RawBody(
+            r#"{"access_token":"abc","expires_in":"120"}"#.into(),
+        )],
+    );
+    let token = create(&api, &clock).await.unwrap();
+    assert_eq!(token.secret().expose(), "abc");
+    assert_eq!(token.lifetime(), Duration::from_secs(120));
+
+    let mut config = ApiConfig::default();
+    config.response.token = vec!["/data/jwt".into()];
+    let api = api_builder(&mock).config(config).build().unwrap();
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::RawBody(r#"{"data":{"jwt":"nested"}}"#.into())],
+    );
+    assert_eq!(
+        create(&api, &clock).await.unwrap().secret().expose(),
+        "nested"
+    );
+}
+
+#[tokio::test]
+async fn credentials_can_travel_in_headers() {
+    let mock = MockKigo::start().await.unwrap();
+    let mut config = ApiConfig::default();
+    config.credentials = CredentialPlacement::Headers {
+        api_key_header: "x-api-key".parse().unwrap(),
+        partner_id_header: "x-partner-id".parse().unwrap(),
+    };
+    let api = api_builder(&mock).config(config).build().unwrap();
+    create(&api, &ManualClock::new()).await.unwrap();
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_permanent_unauthorized() {
+    let mock = MockKigo::start().await.unwrap();
+    let credentials = Credentials::new(
+        ApiKey::new("wrong-key-123").unwrap(),
+        mock.partner_id().clone(),
+        mock.base_url(),
+    )
+    .unwrap();
+    let api = KigoApi::builder(credentials).build().unwrap();
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert!(!error.is_transient());
+    assert_eq!(cause(&error).kind(), ErrorKind::Unauthorized);
+    assert_eq!(cause(&error).status().map(|s| s.as_u16()), Some(401));
+    assert_eq!(mock.counters().unauthorized, 1);
+}
+
+#[tokio::test]
+async fn every_bad_answer_gives_its_typed_error() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let clock = ManualClock::new();
+    let raw = |body: &str| Fault::RawBody(body.to_owned());
+    let cases = [
+        (Fault::MalformedJson, ErrorKind::NotJson, false),
+        (raw("<html>busy</html>"), ErrorKind::NotJson, false),
+        (raw(r#"{"expires_in":60}"#), ErrorKind::MissingToken, false),
+        (raw(r#"{"session_token":""}"#), ErrorKind::EmptyToken, false),
+        (
+            raw(r#"{"session_token":"a\nb"}"#),
+            ErrorKind::InvalidToken,
+            false,
+        ),
+        (
+            raw(r#"{"session_token":"t","expires_in":0}"#),
+            ErrorKind::NonPositiveLifetime,
+            false,
+        ),
+        (
+            raw(r#"{"session_token":"t","expires_in":-5}"#),
+            ErrorKind::NonPositiveLifetime,
+            false,
+        ),
+        (
+            raw(r#"{"session_token":"t","expires_in":1e12}"#),
+            ErrorKind::AbsurdLifetime,
+            false,
+        ),
+        (
+            raw(r#"{"session_token":"t","expires_at":"never"}"#),
+            ErrorKind::InvalidExpiry,
+            false,
+        ),
+        (Fault::HugeBody(1024 * 1024), ErrorKind::BodyTooLarge, false),
+        (Fault::Status(403), ErrorKind::Forbidden, false),
+        (Fault::Status(404), ErrorKind::UnexpectedStatus, false),
+        (Fault::Status(408), ErrorKind::RequestTimeout, true),
+        (Fault::Status(500), ErrorKind::ServerError, true),
+        (Fault::Status(503), ErrorKind::ServerError, true),
+        (Fault::TooManyRequests(None), ErrorKind::RateLimited, true),
+        (Fault::Reset, ErrorKind::Transport, true),
+    ];
+    for (fault, kind, transient) in cases {
+        mock.inject(Endpoint::PartnerSession, [fault.clone()]);
+        let error = create(&api, &clock).await.expect_err(&format!("{fault:?}"));
+        assert_eq!(cause(&error).kind(), kind, "{fault:?}");
+        assert_eq!(error.is_transient(), transient, "{fault:?}");
+    }
+    assert_eq!(mock.creations(&mock.partner_key()), 0);
+    create(&api, &clock)
+        .await
+        .expect("recovers once the faults are gone");
+}
+
+#[tokio::test]
+async fn bad_requests_keep_the_server_message_without_secrets() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let body = format!(r#"{{"message":"api_key {} is malformed"}}"#, mock.api_key());
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::StatusWithBody { status: 400, body }],
+    );
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    let create_error = cause(&error);
+    assert_eq!(create_error.kind(), ErrorKind::BadRequest);
+    assert!(!error.is_transient());
+    assert_eq!(
+        create_error.server_message(),
+        Some("api_key [redacted] is malformed")
+    );
+    for text in [
+        create_error.to_string(),
+        format!("{error:?}"),
+        format!("{create_error:?}"),
+    ] {
+        assert!(!text.contains(mock.api_key()), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_read_as_seconds_or_http_date() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock).start().await.unwrap();
+    let api = api(&mock);
+    mock.inject(
+        Endpoint::PartnerSession,
+        [
+            Fault::TooManyRequests(Some(RetryAfter::Seconds(7))),
+            Fault::TooManyRequests(Some(RetryAfter::DateIn(Duration::from_secs(90)))),
+        ],
+    );
+    let seconds = create(&api, &clock).await.unwrap_err();
+    assert_eq!(seconds.retry_after(), Some(Duration::from_secs(7)));
+    let date = create(&api, &clock).await.unwrap_err();
+    assert_eq!(date.retry_after(), Some(Duration::from_secs(90)));
+    assert_eq!(cause(&date).kind(), ErrorKind::RateLimited);
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_is_a_transient_timeout() {
+    let mock = MockKigo::start().await.unwrap();
+    let mut settings = HttpSettings::default();
+    settings.timeout = Duration::from_millis(300);
+    let api = api_builder(&mock).http_settings(settings).build().unwrap();
+    mock.inject(Endpoint::PartnerSession, [Fault::Hang]);
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert!(error.is_transient());
+    assert_eq!(cause(&error).kind(), ErrorKind::Timeout);
+}
+
+#[tokio::test]
+async fn https_with_a_certificate_generated_at_start() {
+    let mock = MockKigo::builder().https().start().await.unwrap();
+    assert!(mock.base_url().starts_with("https://127.0.0.1:"));
+    create(&api(&mock), &ManualClock::new()).await.unwrap();
+
+    // Without trusting the mock's authority the handshake fails: TLS is really checked.
+    let untrusting = api_builder(&mock)
+        .http_settings(HttpSettings::default())
+        .build()
+        .unwrap();
+    let error = create(&untrusting, &ManualClock::new()).await.unwrap_err();
+    assert_eq!(cause(&error).kind(), ErrorKind::Connect);
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+}
+
+#[test]
+fn plain_http_is_refused_for_a_host_that_is_not_loopback() {
+    let credentials =
+        |url| Credentials::new(ApiKey::new("k").unwrap(), common::partner("acme"), url).unwrap();
+    let refused = KigoApi::builder(credentials("http://kigo.example.com")).build();
+    assert!(matches!(refused, Err(ConfigError::InsecureBaseUrl)));
+    let mut settings = HttpSettings::default();
+    settings.allow_insecure_http = true;
+    KigoApi::builder(credentials("http://kigo.example.com"))
+        .http_settings(settings)
+        .build()
+        .expect("explicit opt-in");
+    KigoApi::builder(credentials("https://kigo.example.com"))
+        .build()
+        .expect("https");
+}
+
+#[test]
+fn missing_environment_variables_are_named_without_values() {
+    let mut vars = HashMap::from([
+        ("KIGO_API_KEY", "sk_secret_value"),
+        ("KIGO_BASE_URL", "https://kigo.example.com"),
+    ]);
+    fn lookup(vars: &HashMap<&'static str, &'static str>) -> impl Fn(&str) -> Option<String> {
+        let vars = vars.clone();
+        move |name: &str| vars.get(name).map(|value| (*value).to_owned())
+    }
+    let error = Credentials::from_lookup(lookup(&vars)).unwrap_err();
+    assert!(matches!(
+        error,
+        ConfigError::MissingVariable {
+            variable: "KIGO_PARTNER_ID"
+        }
+    ));
+    assert!(error.to_string().contains("KIGO_PARTNER_ID"));
+    vars.insert("KIGO_PARTNER_ID", "acme");
+    vars.insert("KIGO_API_KEY", " ");
+    let error = Credentials::from_lookup(lookup(&vars)).unwrap_err();
+    assert!(error.to_string().contains("KIGO_API_KEY"), "{error}");
+    vars.insert("KIGO_API_KEY", "sk_secret_value");
+    let credentials = Credentials::from_lookup(lookup(&vars)).unwrap();
+    assert_eq!(credentials.partner_id().as_str(), "acme");
+    let shown = format!("{credentials:?}");
+    assert!(!shown.contains("sk_secret_value"), "{shown}");
+    assert!(shown.contains("[redacted]"));
+}
+
+#[tokio::test]
+async fn keys_of_other_partners_or_levels_are_refused() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let clock = ManualClock::new();
+    for key in [
+        TokenKey::partner(common::partner("someone-else")),
+        api.user_key(kigo_core::UserId::new("u1").unwrap()),
+    ] {
+        let error = api
+            .partner_source()
+            .create(CreateRequest::new(&key, None, &clock))
+            .await
+            .unwrap_err();
+        assert_eq!(cause(&error).kind(), ErrorKind::WrongKey);
+    }
+    assert_eq!(mock.counters().requests_to(Endpoint::PartnerSession), 0);
+}

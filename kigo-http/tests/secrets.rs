@@ -1,0 +1,117 @@
+//! Neither the API key nor any token appears in logs (captured at TRACE), errors or Debug output,
+//! across creations, renewals on 401, user tokens with refresh tokens, and failures.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use kigo_core::{CreateRequest, TokenSource, UserId};
+use kigo_http::{ApiKey, Credentials, KigoApi};
+use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_errors_or_debug_output() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let mock = MockKigo::builder().https().start().await.unwrap();
+    let api = common::api(&mock);
+    let partners = common::manager(api.partner_source());
+    let partner = partners.handle(api.partner_key());
+    let users = common::manager(api.user_source(partner.clone()));
+    let client = api.client(partner.clone());
+    let mut shown = Vec::new();
+
+    // Creation, a protected call, a revocation and the renewal on 401.
+    client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    mock.revoke_all();
+    client
+        .send(client.post(PROTECTED_PATH).body("payload"))
+        .await
+        .unwrap();
+    // User tokens with refresh tokens, and Debug output of the tokens themselves.
+    let alice = users
+        .token(&api.user_key(UserId::new("alice").unwrap()))
+        .await
+        .unwrap();
+    shown.push(format!("{alice:?} {:?}", partner.cached()));
+    drop(alice);
+    // Failures: a 400 echoing the key, wrong credentials, and a manager error.
+    let body = format!(r#"{{"message":"bad key {}"}}"#, mock.api_key());
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::StatusWithBody { status: 400, body }],
+    );
+    let key = api.partner_key();
+    let clock = kigo_core::runtime::SystemClock::new();
+    let error = api
+        .partner_source()
+        .create(CreateRequest::new(&key, None, &clock))
+        .await
+        .unwrap_err();
+    shown.push(format!("{error} {error:?} {}", error.cause()));
+    let wrong = KigoApi::builder(
+        Credentials::new(
+            ApiKey::new(format!("{}x", mock.api_key())).unwrap(),
+            mock.partner_id().clone(),
+            mock.base_url(),
+        )
+        .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let failing = common::manager(wrong.partner_source());
+    let error = failing.token(&key).await.unwrap_err();
+    tracing::error!(%error, ?error, "the manager's error, logged as an application would");
+    shown.push(format!("{api:?} {client:?} {:?}", wrong));
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("created a partner-level session token") && logs.contains("TRACE"),
+        "the capture works and includes TRACE output"
+    );
+    shown.push(logs);
+    for text in &shown {
+        for secret in [
+            mock.api_key(),
+            "kigo_partner_",
+            "kigo_user_",
+            "kigo_refresh_",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "a secret ({secret}...) leaked into:\n{text}"
+            );
+        }
+    }
+}

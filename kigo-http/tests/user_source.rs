@@ -1,0 +1,140 @@
+//! The user-level token source against the mock Kigo server: created with the partner token,
+//! renewed with refresh tokens, and recovering from a rejected partner token.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kigo_core::runtime::ManualClock;
+use kigo_core::{CreateRequest, TokenManager, TokenSource, UserId};
+use kigo_http::{CreateError, ErrorKind};
+use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
+
+use common::{api, manager, manual_manager, mock_on};
+
+fn user(id: &str) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+#[tokio::test]
+async fn user_tokens_are_created_with_the_partner_token_and_work() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    let users = manager(api.user_source(partners.handle(api.partner_key())));
+    let alice = api.user_key(user("alice"));
+
+    let token = users.token(&alice).await.unwrap();
+    assert!(token.refresh_token().is_some());
+    assert_eq!(mock.creations(&alice), 1);
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+
+    let client = api.client(users.handle(alice.clone()));
+    let answer = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    assert_eq!(
+        answer.text().await.unwrap(),
+        r#"{"key":"u/acme/alice","received_bytes":0}"#
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    let users = manager(api.user_source(partners.handle(api.partner_key())));
+    partners.token(&api.partner_key()).await.unwrap();
+    mock.revoke_all();
+
+    users.token(&api.user_key(user("bob"))).await.unwrap();
+    assert_eq!(mock.creations(&mock.partner_key()), 2);
+    assert_eq!(mock.counters().requests_to(Endpoint::UserSession), 2);
+    assert_eq!(partners.metrics().invalidations, 1);
+}
+
+#[tokio::test]
+async fn a_user_token_rejected_twice_is_a_permanent_error() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    let source = api.user_source(partners.handle(api.partner_key()));
+    mock.inject(
+        Endpoint::UserSession,
+        [Fault::Status(401), Fault::Status(401)],
+    );
+    let key = api.user_key(user("carol"));
+    let clock = ManualClock::new();
+    let error = source
+        .create(CreateRequest::new(&key, None, &clock))
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient());
+    let cause = error.cause().downcast_ref::<CreateError>().unwrap();
+    assert_eq!(cause.kind(), ErrorKind::Unauthorized);
+    assert_eq!(mock.counters().requests_to(Endpoint::UserSession), 2);
+}
+
+#[tokio::test]
+async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock)
+        .lifetime(Duration::from_secs(100))
+        .start()
+        .await
+        .unwrap();
+    let api = api(&mock);
+    let partners = manual_manager(api.partner_source(), &clock);
+    let users = manual_manager(api.user_source(partners.handle(api.partner_key())), &clock);
+    let dave = api.user_key(user("dave"));
+    let handle = users.handle(dave.clone());
+
+    let first = handle.token().await.unwrap().fingerprint();
+    // Past the stale point: the next call renews, with the refresh token.
+    clock.advance(Duration::from_secs(85));
+    let second = handle.token().await.unwrap().fingerprint();
+    assert_ne!(first, second);
+    let counters = mock.counters();
+    assert_eq!(counters.requests_to(Endpoint::UserRefresh), 1);
+    assert_eq!(counters.requests_to(Endpoint::UserSession), 1);
+
+    // The partner token renews ahead in the background; let that finish before time jumps again.
+    common::eventually("the partner token's renewal", || {
+        partners.metrics().creations == 2
+    })
+    .await;
+
+    // A refused refresh token falls back to creating a new token.
+    mock.inject(Endpoint::UserRefresh, [Fault::Status(401)]);
+    clock.advance(Duration::from_secs(85));
+    handle.token().await.unwrap();
+    let counters = mock.counters();
+    assert_eq!(counters.requests_to(Endpoint::UserRefresh), 2);
+    assert_eq!(counters.requests_to(Endpoint::UserSession), 2);
+    assert_eq!(mock.creations(&dave), 3);
+}
+
+#[tokio::test]
+async fn user_keys_are_bounded_in_memory() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    let users = TokenManager::builder(Arc::new(
+        api.user_source(partners.handle(api.partner_key())),
+    ))
+    .user_key_capacity(8)
+    .build()
+    .unwrap();
+    for n in 0..40 {
+        users
+            .token(&api.user_key(user(&format!("u{n}"))))
+            .await
+            .unwrap();
+    }
+    assert!(
+        users.user_keys() <= 8,
+        "{} user keys kept",
+        users.user_keys()
+    );
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+}

@@ -1,0 +1,334 @@
+//! A mock Kigo API over real HTTP (feature `mock`): partner- and user-level session tokens, a
+//! protected endpoint, counters and fault injection.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kigo_testkit::mock::MockError> {
+//! use std::time::Duration;
+//! use kigo_testkit::mock::{Endpoint, Fault, MockKigo};
+//!
+//! let mock = MockKigo::builder().lifetime(Duration::from_secs(5)).start().await?;
+//! // Point a client at `mock.base_url()` with `mock.api_key()` and `mock.partner_id()`.
+//! mock.inject(Endpoint::PartnerSession, [Fault::Status(503)]);
+//! // ... run the code under test ...
+//! assert_eq!(mock.creations(&mock.partner_key()), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # The API it serves
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST` [`PARTNER_SESSION_PATH`], JSON `{"api_key", "partner_id"}` or headers `X-Api-Key` / `X-Partner-Id` | `200 {"session_token", "expires_in"}`; `401` for wrong credentials, `400` when missing |
+//! | `POST` [`USER_SESSION_PATH`], `Authorization: Bearer <partner token>`, JSON `{"external_user_id"}` | `200 {"session_token", "expires_in", "refresh_token"}`; `401` for a bad bearer |
+//! | `POST` [`USER_REFRESH_PATH`], JSON `{"refresh_token"}` | a new user token and refresh token (refresh tokens rotate); `401` for an unknown one |
+//! | any method on [`PROTECTED_PATH`], `Authorization: Bearer <any session token>` | `200 {"key", "received_bytes"}`; `401` for unknown, expired or revoked tokens |
+//! | `GET /_mock/counters` | the [`Counters`] as JSON |
+//! | `POST /_mock/revoke` | revokes every session token |
+//! | `POST /_mock/faults` with a [`FaultScript`], `DELETE /_mock/faults` | scripts or clears faults |
+//!
+//! The expiry field follows [`ExpiryShape`]. Every answer carries a `Date` header from the mock's
+//! clock, which may be a manual clock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kigo_core::runtime::{SystemClock, TimeSource};
+use kigo_core::{InvalidId, PartnerId, TokenKey};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+mod fault;
+mod handlers;
+mod server;
+mod state;
+mod tls;
+
+pub use fault::{Endpoint, Fault, FaultScript, RetryAfter};
+pub use state::Counters;
+
+use fault::FaultPlan;
+use state::{Ledger, Minter};
+
+/// Where partner-level session tokens are created.
+pub const PARTNER_SESSION_PATH: &str = "/api/v1/auth/session";
+/// Where user-level session tokens are created.
+pub const USER_SESSION_PATH: &str = "/api/v1/auth/account-space/session";
+/// Where user-level session tokens are renewed with a refresh token.
+pub const USER_REFRESH_PATH: &str = "/api/v1/auth/account-space/session/refresh";
+/// A sample endpoint that needs a valid session token.
+pub const PROTECTED_PATH: &str = "/api/v1/protected";
+
+/// The lifetime of tokens unless configured: Kigo's documented 30 minutes.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// How a token's expiry appears in the mock's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryShape {
+    /// `"expires_in": <seconds>`.
+    #[default]
+    ExpiresIn,
+    /// `"expires_at": "<RFC 3339 time>"`.
+    ExpiresAtRfc3339,
+    /// `"expires_at": <seconds since the epoch>`.
+    ExpiresAtEpoch,
+    /// No expiry at all (clients fall back to the documented 30 minutes).
+    Omitted,
+}
+
+/// The mock could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MockError {
+    /// No listening socket.
+    #[error("the mock Kigo server could not listen: {0}")]
+    Bind(#[source] std::io::Error),
+    /// The certificate or the TLS configuration could not be made.
+    #[error("the mock Kigo server could not set up TLS: {0}")]
+    Tls(String),
+    /// A partner ID given to the builder is not valid.
+    #[error("invalid partner ID for the mock Kigo server: {0}")]
+    PartnerId(#[from] InvalidId),
+}
+
+/// State shared by the server tasks and the handle.
+#[derive(Debug)]
+struct Shared {
+    /// API key per partner.
+    partners: HashMap<PartnerId, String>,
+    lifetime: Duration,
+    refresh_tokens: bool,
+    shape: Mutex<ExpiryShape>,
+    clock: Arc<dyn TimeSource>,
+    ledger: Mutex<Ledger>,
+    faults: Mutex<FaultPlan>,
+    minter: Minter,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, FaultPlan> {
+        lock(&self.faults)
+    }
+
+    fn shape(&self) -> ExpiryShape {
+        *lock(&self.shape)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Configures a [`MockKigo`].
+#[derive(Debug)]
+pub struct MockKigoBuilder {
+    partners: Vec<(String, String)>,
+    lifetime: Duration,
+    clock: Option<Arc<dyn TimeSource>>,
+    https: bool,
+    refresh_tokens: bool,
+    shape: ExpiryShape,
+    port: u16,
+}
+
+impl MockKigoBuilder {
+    /// Accepts `api_key` for `partner_id`. Without any, the mock has one partner `acme` with a
+    /// random key (see [`MockKigo::api_key`]).
+    pub fn partner(mut self, partner_id: impl Into<String>, api_key: impl Into<String>) -> Self {
+        self.partners.push((partner_id.into(), api_key.into()));
+        self
+    }
+
+    /// How long tokens live (default [`DEFAULT_LIFETIME`]).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// The clock that issues and judges tokens (default: the system clock), for example a
+    /// [`kigo_core::runtime::ManualClock`].
+    pub fn clock(mut self, clock: Arc<dyn TimeSource>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Serves HTTPS with a certificate made at start (see [`MockKigo::ca_certificate_pem`]).
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
+    /// Whether user-level tokens come with a refresh token (default: yes).
+    pub fn refresh_tokens(mut self, enabled: bool) -> Self {
+        self.refresh_tokens = enabled;
+        self
+    }
+
+    /// How expiries appear in answers (default [`ExpiryShape::ExpiresIn`]).
+    pub fn expiry_shape(mut self, shape: ExpiryShape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    /// The loopback port to listen on (default 0: any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Starts serving on `127.0.0.1`, on the caller's tokio runtime.
+    pub async fn start(self) -> Result<MockKigo, MockError> {
+        let mut pairs = self.partners;
+        if pairs.is_empty() {
+            pairs.push(("acme".to_owned(), Minter::default().mint("test-api-key")));
+        }
+        let mut partners = HashMap::new();
+        for (partner, key) in &pairs {
+            partners.insert(PartnerId::new(partner)?, key.clone());
+        }
+        let (first_partner, first_key) = pairs.swap_remove(0);
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .await
+            .map_err(MockError::Bind)?;
+        let address = listener.local_addr().map_err(MockError::Bind)?;
+        let tls = if self.https {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            partners,
+            lifetime: self.lifetime,
+            refresh_tokens: self.refresh_tokens,
+            shape: Mutex::new(self.shape),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
+            ledger: Mutex::default(),
+            faults: Mutex::default(),
+            minter: Minter::default(),
+            shutdown: watch::Sender::new(false),
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (ca_pem, acceptor) = match tls {
+            Some(tls) => (Some(tls.ca_pem), Some(tls.acceptor)),
+            None => (None, None),
+        };
+        tokio::spawn(server::run(listener, Arc::clone(&shared), acceptor));
+        Ok(MockKigo {
+            shared,
+            base_url: format!("{scheme}://{address}"),
+            ca_pem,
+            api_key: first_key,
+            partner_id: PartnerId::new(first_partner)?,
+        })
+    }
+}
+
+/// A running mock Kigo API. Stops when dropped.
+#[derive(Debug)]
+pub struct MockKigo {
+    shared: Arc<Shared>,
+    base_url: String,
+    ca_pem: Option<String>,
+    api_key: String,
+    partner_id: PartnerId,
+}
+
+impl MockKigo {
+    /// Starts configuring a mock.
+    pub fn builder() -> MockKigoBuilder {
+        MockKigoBuilder {
+            partners: Vec::new(),
+            lifetime: DEFAULT_LIFETIME,
+            clock: None,
+            https: false,
+            refresh_tokens: true,
+            shape: ExpiryShape::default(),
+            port: 0,
+        }
+    }
+
+    /// Starts a mock with the defaults: one partner, 30-minute tokens, plain HTTP.
+    pub async fn start() -> Result<Self, MockError> {
+        Self::builder().start().await
+    }
+
+    /// `http://127.0.0.1:<port>` (or `https://...`), without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The API key of the first configured partner (a test secret: tests check that it never
+    /// shows up in logs or errors).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The first configured partner.
+    pub fn partner_id(&self) -> &PartnerId {
+        &self.partner_id
+    }
+
+    /// The partner-level key of the first configured partner.
+    pub fn partner_key(&self) -> TokenKey {
+        TokenKey::partner(self.partner_id.clone())
+    }
+
+    /// The certificate authority to trust for HTTPS (PEM); `None` for plain HTTP.
+    pub fn ca_certificate_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// A reading of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.ledger().counters()
+    }
+
+    /// Tokens created for `key` so far.
+    pub fn creations(&self, key: &TokenKey) -> u64 {
+        self.counters().creations_for(key)
+    }
+
+    /// Makes the next requests to `endpoint` misbehave, one fault per request, in order.
+    pub fn inject(&self, endpoint: Endpoint, faults: impl IntoIterator<Item = Fault>) {
+        self.shared.faults().once(endpoint, faults);
+    }
+
+    /// Makes every request to `endpoint` misbehave (after any scripted ones); `None` stops it.
+    pub fn inject_always(&self, endpoint: Endpoint, fault: Option<Fault>) {
+        self.shared.faults().always(endpoint, fault);
+    }
+
+    /// Forgets every scripted and standing fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults().clear();
+    }
+
+    /// Revokes every session token issued so far; returns how many.
+    pub fn revoke_all(&self) -> usize {
+        self.shared.ledger().revoke_all()
+    }
+
+    /// Changes how expiries appear in later answers.
+    pub fn set_expiry_shape(&self, shape: ExpiryShape) {
+        *lock(&self.shared.shape) = shape;
+    }
+
+    /// Stops serving: the listener and every connection close, hanging requests end.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+impl Drop for MockKigo {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,133 @@
+//! What the mock remembers: the tokens it issued and its counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use kigo_core::TokenKey;
+use serde::{Deserialize, Serialize};
+
+use super::fault::Endpoint;
+
+/// What the mock has seen and done so far. Read it with [`super::MockKigo::counters`], or as JSON
+/// from `GET /_mock/counters` when the mock runs as a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Requests received per endpoint, whatever the answer.
+    pub requests: BTreeMap<Endpoint, u64>,
+    /// Tokens created per key (`TokenKey::storage_id`), by creation or refresh.
+    pub creations: BTreeMap<String, u64>,
+    /// Protected requests answered with success.
+    pub protected_served: u64,
+    /// `401 Unauthorized` answers, on any endpoint.
+    pub unauthorized: u64,
+}
+
+impl Counters {
+    /// Tokens created for `key`.
+    pub fn creations_for(&self, key: &TokenKey) -> u64 {
+        self.creations
+            .get(&key.storage_id())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Tokens created for all keys.
+    pub fn total_creations(&self) -> u64 {
+        self.creations.values().sum()
+    }
+
+    /// Requests received by `endpoint`.
+    pub fn requests_to(&self, endpoint: Endpoint) -> u64 {
+        self.requests.get(&endpoint).copied().unwrap_or_default()
+    }
+}
+
+/// One issued session token.
+#[derive(Debug, Clone)]
+pub(super) struct Issued {
+    pub(super) key: TokenKey,
+    pub(super) expires_at: SystemTime,
+}
+
+/// The issued tokens, refresh tokens and counters.
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    tokens: HashMap<String, Issued>,
+    refresh_tokens: HashMap<String, TokenKey>,
+    counters: Counters,
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    Unknown,
+    Expired,
+}
+
+impl Ledger {
+    pub(super) fn request(&mut self, endpoint: Endpoint) {
+        *self.counters.requests.entry(endpoint).or_default() += 1;
+    }
+
+    pub(super) fn unauthorized(&mut self) {
+        self.counters.unauthorized += 1;
+    }
+
+    pub(super) fn served(&mut self) {
+        self.counters.protected_served += 1;
+    }
+
+    pub(super) fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+
+    /// Records a new token for `key`, valid until `expires_at`.
+    pub(super) fn issue(&mut self, secret: String, key: TokenKey, expires_at: SystemTime) {
+        *self.counters.creations.entry(key.storage_id()).or_default() += 1;
+        self.tokens.insert(secret, Issued { key, expires_at });
+    }
+
+    pub(super) fn issue_refresh(&mut self, secret: String, key: TokenKey) {
+        self.refresh_tokens.insert(secret, key);
+    }
+
+    /// The key a refresh token belongs to; it is used up (refresh tokens rotate).
+    pub(super) fn redeem_refresh(&mut self, secret: &str) -> Option<TokenKey> {
+        self.refresh_tokens.remove(secret)
+    }
+
+    /// The key of a session token that is valid at `now`.
+    pub(super) fn check(&self, secret: &str, now: SystemTime) -> Result<TokenKey, Refusal> {
+        let issued = self.tokens.get(secret).ok_or(Refusal::Unknown)?;
+        if now >= issued.expires_at {
+            return Err(Refusal::Expired);
+        }
+        Ok(issued.key.clone())
+    }
+
+    /// Revokes every session token issued so far (refresh tokens stay valid).
+    pub(super) fn revoke_all(&mut self) -> usize {
+        let revoked = self.tokens.len();
+        self.tokens.clear();
+        revoked
+    }
+}
+
+/// A source of unguessable token strings.
+#[derive(Debug, Default)]
+pub(super) struct Minter {
+    next: AtomicU64,
+}
+
+impl Minter {
+    pub(super) fn mint(&self, prefix: &str) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{prefix}_{n}_{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        )
+    }
+}
