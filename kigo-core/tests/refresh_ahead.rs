@@ -3,56 +3,42 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{LIFETIME, World, partner, warm, without_waiting};
-use kigo_core::runtime::{RuntimeEnv, TimeSource};
-use kigo_core::{ExpiryPolicy, Token, TokenManager, TokenSecret};
-use kigo_testkit::{FakeSource, ManualClock};
+use common::{LIFETIME, World, partner, serve_through, warm_all};
+use kigo_core::{ExpiryPolicy, Token, TokenHandle, TokenManager, TokenSecret};
+use kigo_testkit::FakeSource;
 
 const STEP: Duration = Duration::from_secs(10);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// Creation takes this long, so renewals overlap with callers.
 const LATENCY: Duration = Duration::from_secs(2);
 
-/// Renewals a day of 30-minute tokens needs, renewed between 65 % and 75 % of their life.
+/// Renewals that `span` of 30-minute tokens needs, renewed between 65 % and 75 % of their life.
 fn renewals_in(span: Duration) -> std::ops::RangeInclusive<u64> {
     let at_most = span.as_secs_f64() / (LIFETIME.as_secs_f64() * 0.65);
     let at_least = span.as_secs_f64() / (LIFETIME.as_secs_f64() * 0.75 + LATENCY.as_secs_f64());
     (at_least.floor() as u64)..=(at_most.ceil() as u64 + 1)
 }
 
+fn handles(managers: &[TokenManager]) -> Vec<TokenHandle> {
+    managers.iter().map(|m| m.handle(partner("acme"))).collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
     let world = World::with_latency(LATENCY);
     let manager = world.manager(7);
-    let handle = manager.handle(partner("acme"));
-    let first = tokio::spawn({
-        let handle = handle.clone();
-        async move { warm(&handle).await }
-    });
-    world.source.wait_for_calls(1).await;
-    world.clock.advance(LATENCY);
-    first.await.unwrap();
+    let callers = vec![manager.handle(partner("acme")); 3];
+    warm_all(&world, &callers, LATENCY).await;
     let waits_after_warm_up = manager.metrics().waits;
 
     let policy = ExpiryPolicy::default();
-    let mut handed_out = HashSet::new();
-    let mut elapsed = Duration::ZERO;
-    while elapsed < DAY {
-        world.run_for(STEP, STEP).await;
-        elapsed += STEP;
-        for _ in 0..3 {
-            let token = handle.token();
-            let token = futures_util::FutureExt::now_or_never(token)
-                .expect("a caller never waits while a valid token exists")
-                .expect("a token");
-            assert!(world.now() < policy.stale_at(&token), "never a stale token");
-            handed_out.insert(token.fingerprint());
-        }
-    }
+    let handed_out = serve_through(&world, &callers, DAY, STEP, |token| {
+        assert!(world.now() < policy.stale_at(token), "never a stale token");
+    })
+    .await;
 
     assert_eq!(
         manager.metrics().waits,
@@ -63,7 +49,7 @@ async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
     assert_eq!(
         creations,
         handed_out.len() as u64,
-        "every creation was a renewal that was used"
+        "every creation was used"
     );
     assert!(
         renewals_in(DAY).contains(&creations),
@@ -71,9 +57,10 @@ async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
     );
     for pair in world.source.calls().windows(2) {
         let gap = pair[1].at.duration_since(pair[0].at).unwrap();
+        let window = LIFETIME.mul_f64(0.65)..=LIFETIME.mul_f64(0.75) + LATENCY + STEP;
         assert!(
-            gap >= LIFETIME.mul_f64(0.65) && gap <= LIFETIME.mul_f64(0.75) + LATENCY + STEP,
-            "{gap:?}"
+            window.contains(&gap),
+            "renewed {gap:?} after the previous one"
         );
     }
 }
@@ -82,112 +69,60 @@ async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
 async fn eight_managers_sharing_a_store_create_once_per_renewal() {
     let world = World::with_latency(LATENCY);
     let managers: Vec<_> = (0..8).map(|seed| world.manager(100 + seed)).collect();
-    let handles: Vec<_> = managers.iter().map(|m| m.handle(partner("acme"))).collect();
-    let warming = tokio::spawn({
-        let handles = handles.clone();
-        async move {
-            for handle in &handles {
-                warm(handle).await;
-            }
-        }
-    });
-    world.source.wait_for_calls(1).await;
-    world.clock.advance(LATENCY);
-    warming.await.unwrap();
+    let handles = handles(&managers);
+    warm_all(&world, &handles, LATENCY).await;
     assert_eq!(
         world.source.creations(),
         1,
         "the fleet shares its first token"
     );
 
-    let span = 12 * 3600;
-    let mut handed_out = HashSet::new();
-    for _ in 0..span / STEP.as_secs() {
-        world.run_for(STEP, STEP).await;
-        for handle in &handles {
-            handed_out.insert(without_waiting(handle).expect("no replica waits"));
-        }
-    }
+    let span = DAY / 2;
+    let handed_out = serve_through(&world, &handles, span, STEP, |_| {}).await;
 
-    let creations = world.source.creations();
-    let span = Duration::from_secs(span);
+    let renewals = world.source.creations() - 1;
     assert!(
-        renewals_in(span).contains(&(creations - 1)),
-        "{creations} creations for 8 replicas in 12 h"
+        renewals_in(span).contains(&renewals),
+        "{renewals} renewals for 8 replicas in 12 h"
     );
     assert_eq!(
-        creations,
+        renewals + 1,
         handed_out.len() as u64,
         "every creation served the fleet"
     );
     let adopted: u64 = managers.iter().map(|m| m.metrics().adoptions).sum();
     assert!(
-        adopted >= 7 * (creations - 1),
+        adopted >= 7 * renewals,
         "the other replicas took renewals from the store: {adopted}"
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn replicas_with_clocks_a_minute_apart_still_renew_once_and_never_hand_out_expired_tokens() {
-    let clock = ManualClock::new();
-    let store = kigo_core::MemoryStore::with_clock(Arc::new(clock.clone()));
-    let source = FakeSource::new().with_latency(LATENCY, Arc::new(clock.clone()));
-    let managers: Vec<TokenManager> = [-60_000, -20_000, 0, 20_000, 60_000]
+    let world = World::with_latency(LATENCY);
+    let managers: Vec<_> = [-60_000, -20_000, 0, 20_000, 60_000]
         .into_iter()
-        .enumerate()
-        .map(|(seed, skew)| {
-            let local = clock.skewed(skew);
-            let env = RuntimeEnv::new(
-                Arc::new(local.clone()),
-                Arc::new(local),
-                Arc::new(kigo_core::runtime::TokioSpawn::current().unwrap()),
-            );
-            TokenManager::builder(Arc::new(source.clone()))
-                .store(Arc::new(store.clone()))
-                .runtime(env)
-                .seed(seed as u64)
-                .build()
-                .unwrap()
-        })
+        .zip(0..)
+        .map(|(skew_ms, seed)| world.skewed_manager(seed, skew_ms))
         .collect();
-    let handles: Vec<_> = managers.iter().map(|m| m.handle(partner("acme"))).collect();
-    let warming = tokio::spawn({
-        let handles = handles.clone();
-        async move {
-            for handle in &handles {
-                warm(handle).await;
-            }
-        }
-    });
-    source.wait_for_calls(1).await;
-    clock.advance(LATENCY);
-    warming.await.unwrap();
+    let handles = handles(&managers);
+    warm_all(&world, &handles, LATENCY).await;
 
-    let span = Duration::from_secs(12 * 3600);
-    let mut elapsed = Duration::ZERO;
-    let mut expiries = HashMap::new();
-    while elapsed < span {
-        clock.advance(STEP);
-        kigo_testkit::settle().await;
-        elapsed += STEP;
-        for handle in &handles {
-            let token = futures_util::FutureExt::now_or_never(handle.token())
-                .expect("no replica waits")
-                .expect("a token");
-            // Judged by the true (unskewed) time: never expired.
-            assert!(
-                clock.now() < token.expires_at(),
-                "an expired token was handed out"
-            );
-            expiries.insert(token.fingerprint(), token.expires_at());
-        }
-    }
-    let creations = source.creations();
+    let span = DAY / 2;
+    let handed_out = serve_through(&world, &handles, span, STEP, |token| {
+        // Judged by the true (unskewed) time: never expired.
+        assert!(
+            world.now() < token.expires_at(),
+            "an expired token was handed out"
+        );
+    })
+    .await;
+    let renewals = world.source.creations() - 1;
     assert!(
-        renewals_in(span).contains(&(creations - 1)),
-        "{creations} creations in 12 h"
+        renewals_in(span).contains(&renewals),
+        "{renewals} renewals in 12 h"
     );
-    assert_eq!(creations, expiries.len() as u64);
+    assert_eq!(renewals + 1, handed_out.len() as u64);
 }
 
 #[test]

@@ -2,11 +2,12 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::iter::repeat_n;
 use std::time::Duration;
 
-use common::{World, partner, warm};
-use kigo_testkit::settle;
+use common::{
+    World, callers_meet, partner, spawn_callers, tokens_of, warm, warm_all, without_waiting,
+};
 
 const LATENCY: Duration = Duration::from_secs(2);
 
@@ -16,20 +17,7 @@ async fn a_thousand_concurrent_callers_on_an_empty_cache_cause_one_creation() {
     let manager = world.manager(1);
     let handle = manager.handle(partner("acme"));
 
-    let callers: Vec<_> = (0..1000)
-        .map(|_| {
-            let handle = handle.clone();
-            tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) })
-        })
-        .collect();
-    world.source.wait_for_calls(1).await;
-    settle().await;
-    world.clock.advance(LATENCY);
-
-    let mut seen = HashSet::new();
-    for caller in callers {
-        seen.insert(caller.await.unwrap().expect("every caller gets a token"));
-    }
+    let seen = warm_all(&world, &vec![handle; 1000], LATENCY).await;
     assert_eq!(world.source.creations(), 1);
     assert_eq!(world.source.calls().len(), 1);
     assert_eq!(seen.len(), 1, "all callers share one token");
@@ -46,23 +34,13 @@ fn a_thousand_callers_on_several_threads_cause_one_creation() {
     let world = World::with_latency(LATENCY);
     let (seen, creations) = runtime.block_on(async move {
         let manager = world.manager(2);
-        let handle = manager.handle(partner("acme"));
-        let callers: Vec<_> = (0..1000)
-            .map(|_| {
-                let handle = handle.clone();
-                tokio::spawn(async move { handle.token().await.map(|t| t.fingerprint()) })
-            })
-            .collect();
+        let callers = spawn_callers(repeat_n(manager.handle(partner("acme")), 1000), None);
         world.source.wait_for_calls(1).await;
         world.clock.advance(LATENCY);
-        let mut seen = HashSet::new();
-        for caller in callers {
-            seen.insert(caller.await.unwrap().expect("every caller gets a token"));
-        }
-        (seen.len(), world.source.creations())
+        (tokens_of(callers).await, world.source.creations())
     });
     assert_eq!(creations, 1);
-    assert_eq!(seen, 1);
+    assert_eq!(seen.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -70,37 +48,14 @@ async fn a_401_storm_of_500_callers_causes_one_renewal() {
     let world = World::with_latency(LATENCY);
     let manager = world.manager(3);
     let handle = manager.handle(partner("acme"));
-    let warming = tokio::spawn({
-        let handle = handle.clone();
-        async move { warm(&handle).await }
-    });
-    world.source.wait_for_calls(1).await;
-    world.clock.advance(LATENCY);
-    let rejected = warming.await.unwrap();
+    let rejected = *warm_all(&world, std::slice::from_ref(&handle), LATENCY)
+        .await
+        .iter()
+        .next()
+        .unwrap();
 
     // 500 requests all got a 401 with the same token: each reports it and asks again.
-    let callers: Vec<_> = (0..500)
-        .map(|_| {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                handle.invalidate(&rejected);
-                handle.token().await.map(|token| token.fingerprint())
-            })
-        })
-        .collect();
-    world.source.wait_for_calls(2).await;
-    settle().await;
-    world.clock.advance(LATENCY);
-
-    let mut seen = HashSet::new();
-    for caller in callers {
-        seen.insert(
-            caller
-                .await
-                .unwrap()
-                .expect("every caller gets the new token"),
-        );
-    }
+    let seen = callers_meet(&world, &vec![handle; 500], LATENCY, Some(rejected)).await;
     assert_eq!(
         world.source.creations(),
         2,
@@ -120,46 +75,16 @@ async fn a_401_storm_across_eight_managers_causes_one_renewal() {
     let world = World::with_latency(LATENCY);
     let managers: Vec<_> = (0..8).map(|seed| world.manager(seed)).collect();
     let handles: Vec<_> = managers.iter().map(|m| m.handle(partner("acme"))).collect();
-    let first = tokio::spawn({
-        let handles = handles.clone();
-        async move {
-            let mut seen = HashSet::new();
-            for handle in &handles {
-                seen.insert(warm(handle).await);
-            }
-            seen
-        }
-    });
-    world.source.wait_for_calls(1).await;
-    world.clock.advance(LATENCY);
-    let first = first.await.unwrap();
+    let first = warm_all(&world, &handles, LATENCY).await;
     assert_eq!(first.len(), 1, "the fleet shares its first token");
     let rejected = *first.iter().next().unwrap();
 
+    // Every replica sees 64 requests rejected with that token.
     let callers: Vec<_> = handles
         .iter()
-        .flat_map(|handle| (0..64).map(move |_| handle.clone()))
-        .map(|handle| {
-            tokio::spawn(async move {
-                handle.invalidate(&rejected);
-                handle.token().await.map(|token| token.fingerprint())
-            })
-        })
+        .flat_map(|handle| repeat_n(handle.clone(), 64))
         .collect();
-    world.source.wait_for_calls(2).await;
-    settle().await;
-    world.clock.advance(LATENCY);
-    settle().await;
-
-    let mut seen = HashSet::new();
-    for caller in callers {
-        seen.insert(
-            caller
-                .await
-                .unwrap()
-                .expect("every caller gets the new token"),
-        );
-    }
+    let seen = callers_meet(&world, &callers, LATENCY, Some(rejected)).await;
     assert_eq!(world.source.creations(), 2);
     assert_eq!(seen.len(), 1);
     assert!(!seen.contains(&rejected));
@@ -177,6 +102,6 @@ async fn invalidating_an_older_token_leaves_the_current_one_alone() {
 
     // A late 401 for the old token must not drop the new one.
     assert!(!handle.invalidate(&old));
-    assert_eq!(common::without_waiting(&handle), Some(new));
+    assert_eq!(without_waiting(&handle), Some(new));
     assert_eq!(world.source.creations(), 2);
 }

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::collections::HashSet;
+
 use futures_util::FutureExt;
 use kigo_core::runtime::{RuntimeEnv, TimeSource};
 use kigo_core::{
-    Fingerprint, ManagerBuilder, MemoryStore, PartnerId, TokenHandle, TokenKey, TokenManager,
-    TokenStore,
+    Error, Fingerprint, ManagerBuilder, MemoryStore, PartnerId, TokenHandle, TokenKey,
+    TokenManager, TokenStore,
 };
 use kigo_testkit::{FakeSource, ManualClock, settle};
 
@@ -68,6 +70,18 @@ impl World {
         self.builder(seed).build().unwrap()
     }
 
+    /// A manager whose own clock reads `skew_ms` away from the world's (the store keeps the
+    /// world's time).
+    pub fn skewed_manager(&self, seed: u64, skew_ms: i64) -> TokenManager {
+        let local = self.clock.skewed(skew_ms);
+        let env = RuntimeEnv::new(
+            Arc::new(local.clone()),
+            Arc::new(local),
+            Arc::new(kigo_core::runtime::TokioSpawn::current().unwrap()),
+        );
+        self.builder(seed).runtime(env).build().unwrap()
+    }
+
     pub fn now(&self) -> SystemTime {
         self.clock.now()
     }
@@ -83,6 +97,33 @@ impl World {
     }
 }
 
+/// Steps the clock through `span`; after each step every handle must hand out a token without
+/// waiting, which `check` inspects. Returns the distinct tokens handed out.
+pub async fn serve_through(
+    world: &World,
+    handles: &[TokenHandle],
+    span: Duration,
+    step: Duration,
+    check: impl Fn(&kigo_core::Token),
+) -> HashSet<Fingerprint> {
+    let mut handed_out = HashSet::new();
+    let mut elapsed = Duration::ZERO;
+    while elapsed < span {
+        world.run_for(step, step).await;
+        elapsed += step;
+        for handle in handles {
+            let token = handle
+                .token()
+                .now_or_never()
+                .expect("a caller never waits while a valid token exists")
+                .expect("a token");
+            check(&token);
+            handed_out.insert(token.fingerprint());
+        }
+    }
+    handed_out
+}
+
 /// The token of `handle` if it is handed out without waiting.
 pub fn without_waiting(handle: &TokenHandle) -> Option<Fingerprint> {
     handle
@@ -94,4 +135,59 @@ pub fn without_waiting(handle: &TokenHandle) -> Option<Fingerprint> {
 /// Gets a first token (the only time a caller waits).
 pub async fn warm(handle: &TokenHandle) -> Fingerprint {
     handle.token().await.expect("first token").fingerprint()
+}
+
+/// Starts one caller per handle given, each reporting `rejected` as refused by the API (a 401)
+/// if given, then asking for a token.
+pub fn spawn_callers(
+    handles: impl IntoIterator<Item = TokenHandle>,
+    rejected: Option<Fingerprint>,
+) -> Vec<tokio::task::JoinHandle<Result<Fingerprint, Error>>> {
+    handles
+        .into_iter()
+        .map(|handle| {
+            tokio::spawn(async move {
+                if let Some(rejected) = rejected {
+                    handle.invalidate(&rejected);
+                }
+                handle.token().await.map(|t| t.fingerprint())
+            })
+        })
+        .collect()
+}
+
+/// The distinct tokens the callers got; every caller must have got one.
+pub async fn tokens_of(
+    callers: Vec<tokio::task::JoinHandle<Result<Fingerprint, Error>>>,
+) -> HashSet<Fingerprint> {
+    let mut seen = HashSet::new();
+    for caller in callers {
+        seen.insert(caller.await.unwrap().expect("every caller gets a token"));
+    }
+    seen
+}
+
+/// Callers on all `handles` at once (after reporting `rejected` as a 401, if given) while the
+/// source takes `latency` of manual time to create the one token they wait for.
+pub async fn callers_meet(
+    world: &World,
+    handles: &[TokenHandle],
+    latency: Duration,
+    rejected: Option<Fingerprint>,
+) -> HashSet<Fingerprint> {
+    let calls_before = world.source.calls().len();
+    let callers = spawn_callers(handles.to_vec(), rejected);
+    world.source.wait_for_calls(calls_before + 1).await;
+    settle().await;
+    world.clock.advance(latency);
+    tokens_of(callers).await
+}
+
+/// Gets every handle its first token while the source takes `latency` of manual time.
+pub async fn warm_all(
+    world: &World,
+    handles: &[TokenHandle],
+    latency: Duration,
+) -> HashSet<Fingerprint> {
+    callers_meet(world, handles, latency, None).await
 }
