@@ -1,4 +1,14 @@
-//! A `TokenStore` on Redis (standalone and Cluster): one shared token per key across replicas,
-//! with a lease, fenced commits and pub/sub wake-ups.
-//!
-//! **Not implemented yet.** This crate is a placeholder in the workspace; it offers nothing to use.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod builder;
+mod connection;
+mod error;
+mod keys;
+mod scripts;
+mod store;
+
+pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
+pub use keys::KeyNames;
+pub use redis;
+pub use store::RedisStore;

@@ -1,0 +1,12 @@
+//! The Redis store against real Redis servers (standalone and Cluster): the conformance suite and
+//! the fleet and fault scenarios. One test binary, so the helpers compile once.
+
+mod ambiguity;
+mod conformance_cluster;
+mod conformance_standalone;
+mod corrupt;
+mod fleet;
+mod holder;
+mod notifications;
+mod outage;
+mod support;
