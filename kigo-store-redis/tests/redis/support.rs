@@ -14,7 +14,7 @@ use kigo_core::{
     ExpiryPolicy, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager,
     TokenSecret, TokenStore,
 };
-use kigo_store_redis::redis::{self, AsyncCommands};
+use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::StoreHarness;
@@ -72,7 +72,7 @@ impl RedisHarness {
         }
     }
 
-    fn prefix(&self) -> &str {
+    pub(crate) fn builder_prefix(&self) -> &str {
         match &self.server {
             Server::Standalone(service) => service.prefix(),
             Server::Cluster(service) => service.prefix(),
@@ -89,7 +89,7 @@ impl RedisHarness {
         };
         builder
             .unwrap_or_else(|error| panic!("store settings: {error}"))
-            .prefix(self.prefix())
+            .prefix(self.builder_prefix())
     }
 
     /// A new store handle with its own connection, as another replica would open it.
@@ -238,20 +238,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Sets the lease key of `key` by hand, as a stray or foreign writer would.
-pub(crate) async fn set_raw(harness: &RedisHarness, name: &str, value: &str) {
-    let () = harness.raw(redis::cmd("SET").arg(name).arg(value)).await;
-}
-
-/// Reads a string key directly.
-pub(crate) async fn get_raw(harness: &RedisHarness, name: &str) -> Option<String> {
-    let mut admin = harness.admin().await;
-    admin
-        .get(name)
-        .await
-        .unwrap_or_else(|error| panic!("GET failed: {error}"))
 }
 
 /// Where a [`GatedStore`] can hold a replica.
