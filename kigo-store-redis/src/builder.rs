@@ -77,7 +77,7 @@ impl RedisStoreBuilder {
 
     /// One Redis server, through a client you built (TLS certificates, RESP3, ...).
     pub fn from_client(client: Client) -> Self {
-        Self::new(Pending::Ready(Target::Standalone(client)))
+        Self::new(Pending::Ready(Target::Standalone(Box::new(client))))
     }
 
     /// A Redis Cluster, found through any of `nodes` (URLs as for [`Self::from_url`]).
@@ -100,7 +100,10 @@ impl RedisStoreBuilder {
     /// A Redis Cluster through a client you built; change notices are subscribed to through
     /// `nodes` (clients for some of its nodes, tried in turn).
     pub fn from_cluster_client(client: ClusterClient, nodes: Vec<Client>) -> Self {
-        Self::new(Pending::Ready(Target::Cluster { client, nodes }))
+        Self::new(Pending::Ready(Target::Cluster {
+            client: Box::new(client),
+            nodes,
+        }))
     }
 
     /// The prefix of every key and of the change channel (default [`DEFAULT_PREFIX`]).
@@ -154,6 +157,8 @@ impl RedisStoreBuilder {
                 RedisStoreError::Retention,
             ));
         }
+        #[cfg(feature = "tls-rustls")]
+        crate::tls::ensure_crypto_provider();
         let target = match self.target {
             Pending::Ready(target) => target,
             Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
@@ -187,7 +192,7 @@ fn cluster_target(nodes: Vec<ConnectionInfo>, timeouts: Timeouts) -> Result<Targ
         .build()
         .map_err(invalid)?;
     Ok(Target::Cluster {
-        client,
+        client: Box::new(client),
         nodes: clients,
     })
 }

@@ -14,11 +14,11 @@ use tokio::sync::OnceCell;
 #[derive(Clone)]
 pub(crate) enum Target {
     /// One Redis server (or a proxy in front of several).
-    Standalone(Client),
+    Standalone(Box<Client>),
     /// A Redis Cluster, and clients for its nodes to subscribe through (a regular `PUBLISH` in a
     /// cluster reaches the subscribers of every node).
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         nodes: Vec<Client>,
     },
 }
@@ -79,7 +79,7 @@ impl Connection {
                             .set_connection_timeout(Some(self.timeouts.connect))
                             .set_response_timeout(Some(self.timeouts.response))
                             .set_number_of_retries(1);
-                        ConnectionManager::new_lazy_with_config(client.clone(), config)
+                        ConnectionManager::new_lazy_with_config(Client::clone(client), config)
                             .map(Open::Standalone)
                     }
                     Target::Cluster { client, .. } => {
@@ -106,7 +106,7 @@ impl Connection {
     pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<PubSubStream> {
         require_tokio()?;
         let nodes = match &self.target {
-            Target::Standalone(client) => std::slice::from_ref(client),
+            Target::Standalone(client) => std::slice::from_ref(client.as_ref()),
             Target::Cluster { nodes, .. } => nodes.as_slice(),
         };
         let first = self.next_node.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod builder;
 mod connection;
@@ -7,6 +11,8 @@ mod error;
 mod keys;
 mod scripts;
 mod store;
+#[cfg(feature = "tls-rustls")]
+mod tls;
 
 pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
 pub use keys::KeyNames;

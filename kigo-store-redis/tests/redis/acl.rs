@@ -10,7 +10,7 @@ use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 
-use super::support::{RedisHarness, acquire, eventually, token_valid_for};
+use super::support::{RedisHarness, acquire, token_valid_for};
 
 /// The permissions the crate docs give for the store's user (`ACL SETUSER`).
 const COMMANDS: &[&str] = &[
@@ -69,16 +69,7 @@ async fn the_documented_acl_is_enough() {
             let _ = notices.send(notice);
         }
     });
-    let channel = store.channel().to_owned();
-    eventually("the store subscribes", Duration::from_secs(10), || async {
-        let counts: Vec<(String, u64)> = harness
-            .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
-            .await;
-        counts
-            .first()
-            .is_some_and(|(_, subscribers)| *subscribers >= 1)
-    })
-    .await;
+    harness.subscribed().await;
 
     store
         .set_cooldown(&key, Duration::from_secs(5))

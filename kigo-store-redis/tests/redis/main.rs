@@ -12,3 +12,5 @@ mod notifications;
 mod outage;
 mod proxy;
 mod support;
+#[cfg(feature = "tls-rustls")]
+mod tls;

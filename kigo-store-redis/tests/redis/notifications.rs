@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use kigo_testkit::FaultyStore;
 use kigo_testkit::conformance::fresh_key;
 
-use kigo_store_redis::redis;
-
-use super::support::{RedisHarness, eventually, replica, slow_source};
+use super::support::{RedisHarness, replica, slow_source};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -69,16 +67,7 @@ async fn a_notified_waiter_finishes_long_before_its_poll_interval() {
         .unwrap();
     // The waiter's manager subscribes when it gets its first key; wait until Redis has it.
     let waiting = waiter.handle(key.clone());
-    let channel = harness.store().channel().to_owned();
-    eventually("the waiter subscribes", Duration::from_secs(10), || async {
-        let counts: Vec<(String, u64)> = harness
-            .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
-            .await;
-        counts
-            .first()
-            .is_some_and(|(_, subscribers)| *subscribers >= 1)
-    })
-    .await;
+    harness.subscribed().await;
 
     let holder_handle = holder.handle(key.clone());
     let holding = tokio::spawn(async move { holder_handle.token().await.unwrap().fingerprint() });

@@ -129,6 +129,20 @@ impl RedisHarness {
         self.raw(redis::cmd("PTTL").arg(lease)).await
     }
 
+    /// Waits until a store of this harness is subscribed to the change channel.
+    pub(crate) async fn subscribed(&self) {
+        let channel = self.store().channel().to_owned();
+        eventually("a store subscribes", Duration::from_secs(10), || async {
+            let counts: Vec<(String, u64)> = self
+                .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+                .await;
+            counts
+                .first()
+                .is_some_and(|(_, subscribers)| *subscribers >= 1)
+        })
+        .await;
+    }
+
     /// A plain connection to a standalone server, for commands a store must not share.
     pub(crate) async fn admin(&self) -> redis::aio::MultiplexedConnection {
         let client = self
