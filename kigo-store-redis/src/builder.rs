@@ -196,3 +196,46 @@ fn cluster_target(nodes: Vec<ConnectionInfo>, timeouts: Timeouts) -> Result<Targ
         nodes: clients,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_debug_output_and_errors() {
+        let builder = RedisStoreBuilder::from_url("redis://app:hunter2-secret@127.0.0.1:6379/0")
+            .unwrap()
+            .prefix("app:");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+        let store = builder.build().unwrap();
+        assert!(!format!("{store:?}").contains("hunter2"));
+
+        let error =
+            RedisStoreBuilder::from_url("redis://app:hunter2-secret@[::1:bad/0").unwrap_err();
+        let mut shown = format!("{error} {error:?}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            shown.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn unusable_settings_are_refused() {
+        let builder = || RedisStoreBuilder::from_url("redis://127.0.0.1:6379").unwrap();
+        for prefix in ["a{b}:", "with space:"] {
+            assert!(matches!(
+                builder().prefix(prefix).build(),
+                Err(StoreError::Misconfigured { .. })
+            ));
+        }
+        assert!(matches!(
+            builder().retention(Duration::from_secs(60)).build(),
+            Err(StoreError::Misconfigured { .. })
+        ));
+        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
+    }
+}

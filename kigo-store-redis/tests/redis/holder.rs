@@ -73,7 +73,8 @@ impl Scenario {
         }
     }
 
-    /// Requests on the other replicas every 10 ms until stopped: each must get a token.
+    /// Requests on the other replicas every 10 ms until stopped: each must get a token. Returns
+    /// the tokens each replica served, in order.
     fn traffic(&self, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<Vec<Fingerprint>>> {
         self.others
             .iter()
@@ -82,16 +83,20 @@ impl Scenario {
                 let stop = Arc::clone(stop);
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
-                    while !stop.load(Ordering::SeqCst) {
+                    loop {
+                        // Read the flag first: the request after it is set sees the new token.
+                        let stopping = stop.load(Ordering::SeqCst);
                         let token = handle.token().await.unwrap_or_else(|error| {
                             panic!("a request failed while a token was valid: {error}")
                         });
                         if seen.last() != Some(&token.fingerprint()) {
                             seen.push(token.fingerprint());
                         }
+                        if stopping {
+                            return seen;
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    seen
                 })
             })
             .collect()

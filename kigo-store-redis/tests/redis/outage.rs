@@ -93,6 +93,11 @@ async fn the_fleet_rides_out_a_redis_restart() {
         || async { closed.token(&key).await.is_ok() },
     )
     .await;
+    // The traffic kept its token through the whole outage; the steady replicas renew next.
+    stop.store(true, Ordering::SeqCst);
+    for task in traffic {
+        task.await.unwrap();
+    }
     let rejoined = closed.token(&key).await.unwrap().fingerprint();
     let stored = harness.store().load(&key).await.unwrap();
     assert_eq!(
@@ -117,11 +122,6 @@ async fn the_fleet_rides_out_a_redis_restart() {
         .await;
     }
     assert_eq!(source.creations(), 3);
-
-    stop.store(true, Ordering::SeqCst);
-    for task in traffic {
-        task.await.unwrap();
-    }
     for manager in steady.iter().chain([&closed, &local]) {
         manager.shutdown().await;
     }
