@@ -6,6 +6,7 @@ mod ambiguity;
 mod conformance_cluster;
 mod conformance_standalone;
 mod corrupt;
+mod encryption;
 mod fleet;
 mod holder;
 mod notifications;

@@ -87,9 +87,11 @@ impl RedisHarness {
                 RedisStoreBuilder::cluster(service.urls().iter().map(String::as_str))
             }
         };
+        // The shortest retention, so that keys left on a shared server go within an hour.
         builder
             .unwrap_or_else(|error| panic!("store settings: {error}"))
             .prefix(self.builder_prefix())
+            .retention(Duration::from_secs(3600))
     }
 
     /// A new store handle with its own connection, as another replica would open it.
