@@ -1,4 +1,20 @@
-//! A `TokenStore` on Redis (standalone and Cluster): one shared token per key across replicas,
-//! with a lease, fenced commits and pub/sub wake-ups.
-//!
-//! **Not implemented yet.** This crate is a placeholder in the workspace; it offers nothing to use.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod builder;
+mod connection;
+mod error;
+mod keys;
+mod scripts;
+mod store;
+#[cfg(feature = "tls-rustls")]
+mod tls;
+
+pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
+pub use keys::KeyNames;
+pub use redis;
+pub use store::RedisStore;

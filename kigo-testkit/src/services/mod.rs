@@ -11,6 +11,8 @@
 //! a server.
 
 mod process;
+pub mod redis;
+pub mod redis_cluster;
 
 pub use process::{LocalServer, ServerSpec};
 

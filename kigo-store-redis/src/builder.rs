@@ -1,0 +1,241 @@
+//! How a [`RedisStore`] is configured: where Redis is, the key prefix, the entry codec, timeouts.
+
+use std::fmt;
+use std::time::Duration;
+
+use kigo_core::StoreError;
+use kigo_core::codec::EntryCodec;
+use redis::cluster::ClusterClient;
+use redis::{Client, ConnectionInfo, IntoConnectionInfo};
+
+use crate::RedisStore;
+use crate::connection::{Target, Timeouts};
+use crate::error::{RedisStoreError, config_error};
+use crate::keys::check_prefix;
+
+/// The key prefix used unless another is set.
+pub const DEFAULT_PREFIX: &str = "kigo:";
+
+/// Configures a [`RedisStore`]. Nothing connects until the store is first used.
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    target: Pending,
+    prefix: String,
+    codec: EntryCodec,
+    timeouts: Timeouts,
+    retention: Duration,
+}
+
+#[derive(Clone)]
+enum Pending {
+    Ready(Target),
+    ClusterNodes(Vec<ConnectionInfo>),
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    // Hand-written: connection settings may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cluster = match &self.target {
+            Pending::Ready(target) => target.is_cluster(),
+            Pending::ClusterNodes(_) => true,
+        };
+        f.debug_struct("RedisStoreBuilder")
+            .field("cluster", &cluster)
+            .field("prefix", &self.prefix)
+            .field("codec", &self.codec)
+            .field("timeouts", &self.timeouts)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(target: Pending) -> Self {
+        Self {
+            target,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            codec: EntryCodec::plain(),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                response: Duration::from_secs(2),
+            },
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// One Redis server at `url`: `redis://[user:password@]host[:port][/db]`, or `rediss://...`
+    /// for TLS (with one of this crate's TLS features).
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|error| {
+            config_error(
+                "the Redis URL is not valid (or needs a TLS feature)",
+                RedisStoreError::Config(error),
+            )
+        })?;
+        Ok(Self::from_client(client))
+    }
+
+    /// One Redis server, through a client you built (TLS certificates, RESP3, ...).
+    pub fn from_client(client: Client) -> Self {
+        Self::new(Pending::Ready(Target::Standalone(Box::new(client))))
+    }
+
+    /// A Redis Cluster, found through any of `nodes` (URLs as for [`Self::from_url`]).
+    pub fn cluster<T: IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+    ) -> Result<Self, StoreError> {
+        let nodes = nodes
+            .into_iter()
+            .map(IntoConnectionInfo::into_connection_info)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                config_error(
+                    "a Redis Cluster node URL is not valid",
+                    RedisStoreError::Config(error),
+                )
+            })?;
+        Ok(Self::new(Pending::ClusterNodes(nodes)))
+    }
+
+    /// A Redis Cluster through a client you built; change notices are subscribed to through
+    /// `nodes` (clients for some of its nodes, tried in turn).
+    pub fn from_cluster_client(client: ClusterClient, nodes: Vec<Client>) -> Self {
+        Self::new(Pending::Ready(Target::Cluster {
+            client: Box::new(client),
+            nodes,
+        }))
+    }
+
+    /// The prefix of every key and of the change channel (default [`DEFAULT_PREFIX`]).
+    ///
+    /// Give each application (or environment) sharing a Redis its own; it must not contain `{`,
+    /// `}` or whitespace. See the crate docs.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How tokens are written (default plain JSON; `EntryCodec::encrypted` seals them). Every
+    /// replica sharing the prefix needs the same codec.
+    pub fn codec(mut self, codec: EntryCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// How long connecting may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.connect = timeout;
+        self
+    }
+
+    /// How long one command may take (default 2 s); after that the store reports the result as
+    /// unknown and settles it by reading again.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.response = timeout;
+        self
+    }
+
+    /// How long the fence counter and generation of an unused key are kept (default 7 days, at
+    /// least 1 hour); every lease and commit renews them.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Checks the settings and builds the store. It connects on first use and reconnects by
+    /// itself; it must be used inside a tokio runtime.
+    pub fn build(self) -> Result<RedisStore, StoreError> {
+        check_prefix(&self.prefix).map_err(|error| {
+            config_error(
+                "choose a key prefix without braces or whitespace",
+                RedisStoreError::Prefix(error),
+            )
+        })?;
+        if self.retention < Duration::from_secs(3600) {
+            return Err(config_error(
+                "the retention must be at least one hour",
+                RedisStoreError::Retention,
+            ));
+        }
+        #[cfg(feature = "tls-rustls")]
+        crate::tls::ensure_crypto_provider();
+        let target = match self.target {
+            Pending::Ready(target) => target,
+            Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
+        };
+        Ok(RedisStore::new(
+            target,
+            self.timeouts,
+            self.prefix,
+            self.codec,
+            self.retention,
+        ))
+    }
+}
+
+fn cluster_target(nodes: Vec<ConnectionInfo>, timeouts: Timeouts) -> Result<Target, StoreError> {
+    let invalid = |error| {
+        config_error(
+            "the Redis Cluster settings are not valid",
+            RedisStoreError::Config(error),
+        )
+    };
+    let clients = nodes
+        .iter()
+        .cloned()
+        .map(Client::open)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let client = ClusterClient::builder(nodes)
+        .connection_timeout(timeouts.connect)
+        .response_timeout(timeouts.response)
+        .build()
+        .map_err(invalid)?;
+    Ok(Target::Cluster {
+        client: Box::new(client),
+        nodes: clients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_debug_output_and_errors() {
+        let builder = RedisStoreBuilder::from_url("redis://app:hunter2-secret@127.0.0.1:6379/0")
+            .unwrap()
+            .prefix("app:");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+        let store = builder.build().unwrap();
+        assert!(!format!("{store:?}").contains("hunter2"));
+
+        let error =
+            RedisStoreBuilder::from_url("redis://app:hunter2-secret@[::1:bad/0").unwrap_err();
+        let mut shown = format!("{error} {error:?}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            shown.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn unusable_settings_are_refused() {
+        let builder = || RedisStoreBuilder::from_url("redis://127.0.0.1:6379").unwrap();
+        for prefix in ["a{b}:", "with space:"] {
+            assert!(matches!(
+                builder().prefix(prefix).build(),
+                Err(StoreError::Misconfigured { .. })
+            ));
+        }
+        assert!(matches!(
+            builder().retention(Duration::from_secs(60)).build(),
+            Err(StoreError::Misconfigured { .. })
+        ));
+        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
+    }
+}

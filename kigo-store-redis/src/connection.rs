@@ -1,0 +1,153 @@
+//! The way to Redis: a multiplexed connection that reconnects by itself (standalone) or a cluster
+//! connection, opened on first use, and pub/sub subscriptions for change notices.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, ErrorKind, FromRedisValue, RedisError, RedisResult, ScriptInvocation};
+use tokio::sync::OnceCell;
+
+/// Where the store connects to.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One Redis server (or a proxy in front of several).
+    Standalone(Box<Client>),
+    /// A Redis Cluster, and clients for its nodes to subscribe through (a regular `PUBLISH` in a
+    /// cluster reaches the subscribers of every node).
+    Cluster {
+        client: Box<ClusterClient>,
+        nodes: Vec<Client>,
+    },
+}
+
+impl Target {
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
+    }
+}
+
+/// How long one connection attempt and one command may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) response: Duration,
+}
+
+#[derive(Clone)]
+enum Open {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The connection of one store handle, shared by its clones.
+pub(crate) struct Connection {
+    target: Target,
+    timeouts: Timeouts,
+    open: OnceCell<Open>,
+    /// Which node the next subscription tries first, so that a dead node is not tried forever.
+    next_node: AtomicUsize,
+}
+
+impl Connection {
+    pub(crate) fn new(target: Target, timeouts: Timeouts) -> Self {
+        Self {
+            target,
+            timeouts,
+            open: OnceCell::new(),
+            next_node: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The connection, opened on first use. A failed opening is tried again on the next call.
+    async fn open(&self) -> RedisResult<Open> {
+        require_tokio()?;
+        let open = self
+            .open
+            .get_or_try_init(|| async {
+                match &self.target {
+                    Target::Standalone(client) => {
+                        // One quick reconnect attempt per command: while Redis is down, callers
+                        // fail fast and the manager's backoff decides when to try again.
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.timeouts.connect))
+                            .set_response_timeout(Some(self.timeouts.response))
+                            .set_number_of_retries(1);
+                        ConnectionManager::new_lazy_with_config(Client::clone(client), config)
+                            .map(Open::Standalone)
+                    }
+                    Target::Cluster { client, .. } => {
+                        client.get_async_connection().await.map(Open::Cluster)
+                    }
+                }
+            })
+            .await?;
+        Ok(open.clone())
+    }
+
+    /// Runs a script, loading it first if the server does not know it (`NOSCRIPT`).
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self.open().await? {
+            Open::Standalone(mut connection) => invocation.invoke_async(&mut connection).await,
+            Open::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+        }
+    }
+
+    /// Subscribes to `channel` on a fresh connection; the stream ends when it drops.
+    pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<PubSubStream> {
+        require_tokio()?;
+        let nodes = match &self.target {
+            Target::Standalone(client) => std::slice::from_ref(client.as_ref()),
+            Target::Cluster { nodes, .. } => nodes.as_slice(),
+        };
+        let first = self.next_node.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for offset in 0..nodes.len() {
+            let client = &nodes[(first + offset) % nodes.len()];
+            match subscribe_to(client, channel, self.timeouts.connect).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no nodes"))))
+    }
+}
+
+async fn subscribe_to(
+    client: &Client,
+    channel: &str,
+    timeout: Duration,
+) -> RedisResult<PubSubStream> {
+    let subscribing = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub.into_on_message())
+    };
+    match tokio::time::timeout(timeout, subscribing).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))),
+    }
+}
+
+/// The redis crate spawns its connection tasks on tokio: fail with an error, not its panic.
+fn require_tokio() -> RedisResult<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(RedisError::from((
+            ErrorKind::Client,
+            "the Redis store must be used inside a tokio runtime",
+        ))),
+    }
+}

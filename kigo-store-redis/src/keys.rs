@@ -1,0 +1,110 @@
+//! Where the store keeps each token's state: five keys under one hash tag, so that every script
+//! touches a single Redis Cluster slot.
+
+use kigo_core::TokenKey;
+
+/// The longest key prefix accepted, in bytes.
+const MAX_PREFIX_LEN: usize = 128;
+
+/// The Redis keys that hold the state of one token key.
+///
+/// All five share the hash tag `{<storage id>}` (see [`TokenKey::storage_id`]), so that they
+/// live in one Cluster slot and one script can read and write them together. An ACL user for
+/// the store needs access to the pattern `<prefix>*` (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyNames {
+    /// The encoded token (`SET ... PXAT <expiry>`): Redis drops it once the token expires.
+    pub token: String,
+    /// A hash with the stored token's generation (`gen`) and fingerprint (`fp`).
+    pub state: String,
+    /// The refresh lease, `<fence>:<holder>`, with the lease TTL.
+    pub lease: String,
+    /// The fence counter: only grows, one step per lease granted.
+    pub fence: String,
+    /// The shared cool-down, present while it runs.
+    pub cooldown: String,
+}
+
+impl KeyNames {
+    pub(crate) fn new(prefix: &str, key: &TokenKey) -> Self {
+        let base = format!("{prefix}{{{}}}", key.storage_id());
+        Self {
+            token: format!("{base}:token"),
+            state: format!("{base}:state"),
+            lease: format!("{base}:lease"),
+            fence: format!("{base}:fence"),
+            cooldown: format!("{base}:cooldown"),
+        }
+    }
+
+    /// In the order every script declares them (`KEYS[1]` to `KEYS[5]`).
+    pub(crate) fn in_script_order(&self) -> [&str; 5] {
+        [
+            &self.token,
+            &self.state,
+            &self.lease,
+            &self.fence,
+            &self.cooldown,
+        ]
+    }
+}
+
+/// The pub/sub channel on which commits and invalidations under `prefix` are announced.
+pub(crate) fn channel(prefix: &str) -> String {
+    format!("{prefix}changes")
+}
+
+/// Why a key prefix was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidPrefix {
+    #[error("the key prefix contains `{{` or `}}`, which would change the keys' hash tag")]
+    Braces,
+    #[error("the key prefix contains whitespace or control characters")]
+    Unprintable,
+    #[error("the key prefix is longer than {MAX_PREFIX_LEN} bytes")]
+    TooLong,
+}
+
+/// Checks that `prefix` keeps the hash tag of every key its own.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), InvalidPrefix> {
+    if prefix.contains(['{', '}']) {
+        return Err(InvalidPrefix::Braces);
+    }
+    if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidPrefix::Unprintable);
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Err(InvalidPrefix::TooLong);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kigo_core::{PartnerId, UserId};
+
+    use super::*;
+
+    #[test]
+    fn keys_of_one_token_share_one_hash_tag() {
+        let key = TokenKey::user(
+            PartnerId::new("acme").unwrap(),
+            UserId::new("{alice} bob").unwrap(),
+        );
+        let names = KeyNames::new("app:", &key);
+        let tag = format!("{{{}}}", key.storage_id());
+        for name in names.in_script_order() {
+            assert!(name.starts_with(&format!("app:{tag}:")), "{name}");
+            assert_eq!(name.matches('{').count(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn prefixes_that_would_break_the_hash_tag_are_refused() {
+        assert_eq!(check_prefix("kigo:"), Ok(()));
+        assert_eq!(check_prefix(""), Ok(()));
+        assert_eq!(check_prefix("a{b"), Err(InvalidPrefix::Braces));
+        assert_eq!(check_prefix("a b"), Err(InvalidPrefix::Unprintable));
+        assert_eq!(check_prefix(&"x".repeat(200)), Err(InvalidPrefix::TooLong));
+    }
+}

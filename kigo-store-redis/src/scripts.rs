@@ -1,0 +1,183 @@
+//! The Lua scripts that make every read-check-write of the store atomic.
+//!
+//! Each script gets the five keys of one token in the order of
+//! [`KeyNames::in_script_order`](crate::keys::KeyNames::in_script_order), all in one Cluster slot.
+//! [`redis::Script`] sends `EVALSHA` and loads the script again after a `NOSCRIPT` (a restart, a
+//! failover or `SCRIPT FLUSH`).
+//!
+//! A value of a foreign type or form under one of the keys (written by another program or by
+//! hand) never makes a script fail: reads go through `redis.pcall`, and writes replace it.
+//!
+//! Every script first checks the ACL (`redis.acl_check_cmd`, Redis 7), so that a
+//! user missing a permission gets a `NOPERM` error the client can classify, before anything
+//! changed.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Helpers every script starts with.
+macro_rules! script {
+    ($body:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                r#"
+local token, state, lease, fence, cooldown = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+-- The string at `key`, false if absent, nil if a foreign type is stored there.
+local function read_string(key)
+  local reply = redis.pcall('GET', key)
+  if type(reply) == 'table' then return nil end
+  return reply
+end
+
+-- The generation of the stored token; 0 if none, or if the state key holds something foreign.
+local function stored_generation()
+  local reply = redis.pcall('HGET', state, 'gen')
+  if type(reply) == 'table' then return 0 end
+  return tonumber(reply) or 0
+end
+
+-- The fingerprint of the stored token, false if none.
+local function stored_fingerprint()
+  local reply = redis.pcall('HGET', state, 'fp')
+  if type(reply) == 'table' then return false end
+  return reply
+end
+
+-- A NOPERM error naming the first of `commands` (argument lists) the ACL user may not run, so
+-- that the client can classify it by code; nil if all are allowed (or Redis cannot tell).
+local function denied(commands)
+  if not redis.acl_check_cmd then return nil end
+  for _, command in ipairs(commands) do
+    if not redis.acl_check_cmd(unpack(command)) then
+      return redis.error_reply('NOPERM the Redis user of the token store may not run ' .. command[1])
+    end
+  end
+  return nil
+end
+
+-- Drops a state key of a foreign type, so that it can be written.
+local function reset_foreign_state()
+  if redis.call('TYPE', state)['ok'] ~= 'hash' then redis.call('DEL', state) end
+end
+"#,
+                $body
+            ))
+        })
+    };
+}
+
+/// `load`: `{token or nil, 1 if the token key holds a foreign type, generation, cool-down PTTL}`.
+pub(crate) static LOAD: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'GET', token}, {'HGET', state, 'gen'}, {'PTTL', cooldown}})
+if refused then return refused end
+local value = read_string(token)
+local foreign = 0
+if value == nil then
+  value = false
+  foreign = 1
+end
+return {value, foreign, stored_generation(), redis.call('PTTL', cooldown)}
+"#
+);
+
+/// `acquire_lease`, ARGV `holder, ttl ms, retention ms`: `{1, fence}` if granted, `{0, PTTL}` if
+/// held. A value without a TTL (or of another type) under the lease key is no lease: replaced.
+pub(crate) static ACQUIRE: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'PTTL', lease}, {'GET', lease}, {'DEL', lease}, {'INCR', fence},
+  {'PEXPIRE', fence, '1'}, {'SET', lease, '1'}})
+if refused then return refused end
+local left = redis.call('PTTL', lease)
+if left > 0 and read_string(lease) then return {0, left} end
+if left ~= -2 then redis.call('DEL', lease) end
+local generation = stored_generation()
+local granted = redis.pcall('INCR', fence)
+if type(granted) ~= 'number' or granted <= generation then
+  granted = generation + 1
+  redis.call('SET', fence, granted)
+end
+redis.call('PEXPIRE', fence, ARGV[3])
+redis.call('SET', lease, granted .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
+return {1, granted}
+"#
+);
+
+/// Reads the lease after an ambiguous `acquire_lease`: `{value or false, PTTL}`.
+pub(crate) static PROBE_LEASE: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'GET', lease}, {'PTTL', lease}})
+if refused then return refused end
+return {read_string(lease) or false, redis.call('PTTL', lease)}
+"#
+);
+
+/// `release_lease`, ARGV `lease value`: compare-and-delete; 1 if released.
+pub(crate) static RELEASE: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'GET', lease}, {'DEL', lease}})
+if refused then return refused end
+if read_string(lease) == ARGV[1] then
+  redis.call('DEL', lease)
+  return 1
+end
+return 0
+"#
+);
+
+/// `commit`, ARGV `lease value, fence, entry, expiry (Unix ms), fingerprint, channel, storage
+/// id, retention ms`: 1 if committed, 0 if the lease is not held or the fence is not newer.
+pub(crate) static COMMIT: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'GET', lease}, {'SET', token, '1'}, {'TYPE', state}, {'HSET', state, 'f', '1'},
+  {'PEXPIRE', state, '1'}, {'DEL', lease, cooldown}, {'PUBLISH', ARGV[6], '1'}})
+if refused then return refused end
+if read_string(lease) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) <= stored_generation() then return 0 end
+reset_foreign_state()
+redis.call('SET', token, ARGV[3], 'PXAT', ARGV[4])
+redis.call('HSET', state, 'gen', ARGV[2], 'fp', ARGV[5])
+redis.call('PEXPIRE', state, ARGV[8])
+redis.call('DEL', lease, cooldown)
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+"#
+);
+
+/// Reads what decides an ambiguous `commit`: `{fingerprint or false, generation, lease or false}`.
+pub(crate) static PROBE_COMMIT: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'HGET', state, 'fp'}, {'GET', lease}})
+if refused then return refused end
+return {stored_fingerprint(), stored_generation(), read_string(lease) or false}
+"#
+);
+
+/// `invalidate`, ARGV `fingerprint, channel, storage id`: 1 if the token with that fingerprint
+/// was current and is removed. The generation stays.
+pub(crate) static INVALIDATE: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'EXISTS', token}, {'DEL', token}, {'HDEL', state, 'fp'},
+  {'PUBLISH', ARGV[2], '1'}})
+if refused then return refused end
+if redis.call('EXISTS', token) == 0 or stored_fingerprint() ~= ARGV[1] then return 0 end
+redis.call('DEL', token)
+redis.call('HDEL', state, 'fp')
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#
+);
+
+/// `set_cooldown`, ARGV `duration ms`: starts it unless a longer one runs.
+pub(crate) static COOLDOWN: LazyLock<Script> = script!(
+    r#"
+local refused = denied({{'PTTL', cooldown}, {'SET', cooldown, '1'}})
+if refused then return refused end
+if redis.call('PTTL', cooldown) < tonumber(ARGV[1]) then
+  redis.call('SET', cooldown, '1', 'PX', ARGV[1])
+end
+return 1
+"#
+);

@@ -1,0 +1,370 @@
+//! [`RedisStore`]: the [`TokenStore`] operations as scripts, and how ambiguous results are settled.
+
+use std::fmt;
+use std::future::ready;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use kigo_core::codec::{CorruptEntry, EntryCodec};
+use kigo_core::store::{
+    ChangeFeed, ChangeNotice, CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease,
+    LeaseAttempt, Snapshot,
+};
+use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
+use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
+
+use crate::RedisStoreBuilder;
+use crate::connection::{Connection, Target, Timeouts};
+use crate::error::{is_ambiguous, store_error};
+use crate::keys::{KeyNames, channel};
+use crate::scripts;
+
+/// A [`TokenStore`] on Redis or Redis Cluster. See the [crate docs](crate).
+///
+/// Clones are handles on the same connection. Replicas each build their own store with the
+/// same prefix (and codec) to share tokens.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: Connection,
+    prefix: String,
+    channel: String,
+    codec: EntryCodec,
+    retention_ms: u64,
+}
+
+impl RedisStore {
+    /// A store on the Redis server at `url`, with the default settings.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        RedisStoreBuilder::from_url(url)?.build()
+    }
+
+    pub(crate) fn new(
+        target: Target,
+        timeouts: Timeouts,
+        prefix: String,
+        codec: EntryCodec,
+        retention: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                connection: Connection::new(target, timeouts),
+                channel: channel(&prefix),
+                prefix,
+                codec,
+                retention_ms: millis(retention),
+            }),
+        }
+    }
+
+    /// The Redis keys that hold the state of `key`.
+    pub fn key_names(&self, key: &TokenKey) -> KeyNames {
+        KeyNames::new(&self.inner.prefix, key)
+    }
+
+    /// The pub/sub channel on which commits and invalidations are announced.
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    fn invocation<'a>(&self, script: &'a Script, key: &TokenKey) -> ScriptInvocation<'a> {
+        let names = self.key_names(key);
+        let mut invocation = script.prepare_invoke();
+        for name in names.in_script_order() {
+            invocation.key(name);
+        }
+        invocation
+    }
+
+    async fn run<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<T> {
+        self.inner.connection.run(invocation).await
+    }
+
+    /// Runs a script whose repetition is harmless, once more if the first result is unknown.
+    async fn run_idempotent<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match self.run(invocation).await {
+            Err(error) if is_ambiguous(&error) => {
+                tracing::debug!(%error, "Redis result unknown; running the script again");
+                self.run(invocation).await.map_err(store_error)
+            }
+            result => result.map_err(store_error),
+        }
+    }
+
+    /// After an acquire whose result is unknown: the lease tells whether it was granted.
+    async fn settle_acquire(
+        &self,
+        key: &TokenKey,
+        holder: &HolderId,
+        acquire: &ScriptInvocation<'_>,
+        error: redis::RedisError,
+    ) -> Result<LeaseAttempt, StoreError> {
+        tracing::debug!(%error, "acquire result unknown; reading the lease");
+        let probe = self.invocation(&scripts::PROBE_LEASE, key);
+        let (value, left): (Option<String>, i64) = match self.run(&probe).await {
+            Ok(found) => found,
+            Err(_) => return Err(store_error(error)),
+        };
+        if let Some((fence, found)) = value.as_deref().and_then(parse_lease)
+            && found == holder.as_str()
+        {
+            return Ok(LeaseAttempt::Acquired(Lease::new(
+                key.clone(),
+                holder.clone(),
+                fence,
+            )));
+        }
+        if value.is_some() && left > 0 {
+            return Ok(held(left));
+        }
+        // Not granted (the script never ran): try once more.
+        let reply = self.run(acquire).await.map_err(store_error)?;
+        Ok(self.lease_attempt(key, holder, reply))
+    }
+
+    fn lease_attempt(&self, key: &TokenKey, holder: &HolderId, reply: (i64, i64)) -> LeaseAttempt {
+        match reply {
+            (1, fence) => LeaseAttempt::Acquired(Lease::new(
+                key.clone(),
+                holder.clone(),
+                u64::try_from(fence).unwrap_or_default(),
+            )),
+            (_, left) => held(left),
+        }
+    }
+
+    /// After a commit whose result is unknown: the stored fingerprint and generation tell whether
+    /// it happened; if not and the lease is still ours, commit again.
+    async fn settle_commit(
+        &self,
+        lease: &Lease,
+        token: &Token,
+        commit: &ScriptInvocation<'_>,
+        error: redis::RedisError,
+    ) -> Result<CommitOutcome, StoreError> {
+        tracing::debug!(%error, "commit result unknown; reading the stored token");
+        let probe = self.invocation(&scripts::PROBE_COMMIT, lease.key());
+        let (fingerprint, generation, held_by): (Option<String>, u64, Option<String>) =
+            match self.run(&probe).await {
+                Ok(found) => found,
+                Err(_) => return Err(store_error(error)),
+            };
+        if fingerprint.as_deref() == Some(&token.fingerprint().to_string())
+            && generation == lease.fence()
+        {
+            return Ok(CommitOutcome::Committed);
+        }
+        if held_by.as_deref() != Some(&lease_value(lease)) {
+            return Ok(CommitOutcome::Rejected);
+        }
+        let committed: i64 = self.run(commit).await.map_err(store_error)?;
+        Ok(commit_outcome(committed))
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    // Hand-written: the connection settings may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.inner.connection.target().is_cluster())
+            .field("prefix", &self.inner.prefix)
+            .field("codec", &self.inner.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
+        let invocation = self.invocation(&scripts::LOAD, key);
+        let (value, foreign, generation, cooldown): (Option<Vec<u8>>, i64, u64, i64) =
+            self.run_idempotent(&invocation).await?;
+        let entry = match value {
+            _ if foreign != 0 => Entry::Corrupt(CorruptEntry::Malformed),
+            None => Entry::Absent,
+            Some(stored) => match self.inner.codec.decode(key, &stored, generation) {
+                Ok(token) => Entry::Present(token),
+                Err(corrupt) => Entry::Corrupt(corrupt),
+            },
+        };
+        Ok(Snapshot {
+            entry,
+            cooldown: positive_millis(cooldown),
+        })
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &TokenKey,
+        holder: &HolderId,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        let mut invocation = self.invocation(&scripts::ACQUIRE, key);
+        invocation
+            .arg(holder.as_str())
+            .arg(millis(ttl).max(1))
+            .arg(self.inner.retention_ms);
+        match self.run(&invocation).await {
+            Ok(reply) => Ok(self.lease_attempt(key, holder, reply)),
+            Err(error) if is_ambiguous(&error) => {
+                self.settle_acquire(key, holder, &invocation, error).await
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut invocation = self.invocation(&scripts::RELEASE, lease.key());
+        invocation.arg(lease_value(lease));
+        let _released: i64 = self.run_idempotent(&invocation).await?;
+        Ok(())
+    }
+
+    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
+        let key = lease.key();
+        let mut invocation = self.invocation(&scripts::COMMIT, key);
+        invocation
+            .arg(lease_value(lease))
+            .arg(lease.fence())
+            .arg(self.inner.codec.encode(key, token))
+            .arg(millis_since_epoch(token.expires_at()).max(1))
+            .arg(token.fingerprint().to_string())
+            .arg(&self.inner.channel)
+            .arg(key.storage_id())
+            .arg(self.inner.retention_ms);
+        match self.run(&invocation).await {
+            Ok(committed) => Ok(commit_outcome(committed)),
+            Err(error) if is_ambiguous(&error) => {
+                self.settle_commit(lease, token, &invocation, error).await
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    async fn invalidate(
+        &self,
+        key: &TokenKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<InvalidateOutcome, StoreError> {
+        let mut invocation = self.invocation(&scripts::INVALIDATE, key);
+        invocation
+            .arg(fingerprint.to_string())
+            .arg(&self.inner.channel)
+            .arg(key.storage_id());
+        let removed: i64 = self.run_idempotent(&invocation).await?;
+        Ok(if removed == 1 {
+            InvalidateOutcome::Removed
+        } else {
+            InvalidateOutcome::NotCurrent
+        })
+    }
+
+    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
+        let ms = millis(duration);
+        if ms == 0 {
+            return Ok(());
+        }
+        let mut invocation = self.invocation(&scripts::COOLDOWN, key);
+        invocation.arg(ms);
+        let _set: i64 = self.run_idempotent(&invocation).await?;
+        Ok(())
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        let inner = Arc::clone(&self.inner);
+        let subscription = async move {
+            match inner.connection.subscribe(&inner.channel).await {
+                Ok(messages) => Some(messages),
+                Err(error) => {
+                    tracing::debug!(%error, "subscribing to change notices failed");
+                    None
+                }
+            }
+        };
+        let notices = futures_util::stream::once(subscription)
+            .filter_map(ready)
+            .flatten()
+            .filter_map(|message| {
+                let key = std::str::from_utf8(message.get_payload_bytes())
+                    .ok()
+                    .and_then(TokenKey::from_storage_id);
+                ready(key.map(|key| ChangeNotice { key }))
+            });
+        Some(Box::pin(notices))
+    }
+}
+
+/// What the lease key holds for `lease`: `<fence>:<holder>`.
+fn lease_value(lease: &Lease) -> String {
+    format!("{}:{}", lease.fence(), lease.holder())
+}
+
+/// Splits a lease value into fence and holder.
+fn parse_lease(value: &str) -> Option<(u64, &str)> {
+    let (fence, holder) = value.split_once(':')?;
+    Some((fence.parse().ok()?, holder))
+}
+
+fn held(left_ms: i64) -> LeaseAttempt {
+    LeaseAttempt::Held {
+        remaining: positive_millis(left_ms),
+    }
+}
+
+fn commit_outcome(reply: i64) -> CommitOutcome {
+    if reply == 1 {
+        CommitOutcome::Committed
+    } else {
+        CommitOutcome::Rejected
+    }
+}
+
+/// A PTTL reply as a duration; `None` for "no key" (-2), "no expiry" (-1) and 0.
+fn positive_millis(ms: i64) -> Option<Duration> {
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis_since_epoch(time: SystemTime) -> u64 {
+    millis(
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_values_round_trip_with_any_holder() {
+        let key = TokenKey::partner(kigo_core::PartnerId::new("p").unwrap());
+        let lease = Lease::new(key, HolderId::new("replica:1-2"), 42);
+        let value = lease_value(&lease);
+        assert_eq!(parse_lease(&value), Some((42, "replica:1-2")));
+        assert_eq!(parse_lease("garbage"), None);
+        assert_eq!(parse_lease("x:holder"), None);
+    }
+
+    #[test]
+    fn ttl_replies_become_durations() {
+        assert_eq!(positive_millis(-2), None);
+        assert_eq!(positive_millis(-1), None);
+        assert_eq!(positive_millis(0), None);
+        assert_eq!(positive_millis(1500), Some(Duration::from_millis(1500)));
+    }
+}

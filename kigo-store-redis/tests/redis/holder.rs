@@ -1,0 +1,210 @@
+//! A replica that wins the lease and then dies or pauses before its commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kigo_core::{Fingerprint, Token, TokenKey, TokenManager, TokenStore};
+use kigo_testkit::FakeSource;
+use kigo_testkit::conformance::fresh_key;
+use tokio::task::JoinHandle;
+
+use super::support::{GatedStore, Point, RedisHarness, eventually, refresh_at_share, replica};
+
+const LEASE_TTL: Duration = Duration::from_secs(2);
+const LIFETIME: Duration = Duration::from_secs(60);
+
+/// Three replicas holding the fleet's token, and a fourth (the holder) that reaches its refresh
+/// point first, wins the lease, creates a token and is held before its commit.
+struct Scenario {
+    harness: RedisHarness,
+    key: TokenKey,
+    source: FakeSource,
+    holder_store: GatedStore,
+    holder: TokenManager,
+    others: Vec<TokenManager>,
+    first: Fingerprint,
+}
+
+impl Scenario {
+    async fn start() -> Self {
+        let harness = RedisHarness::standalone().await;
+        let key = fresh_key();
+        let source = FakeSource::with_lifetime(LIFETIME);
+        let holder_store = GatedStore::new(Arc::new(harness.store()));
+        // The holder renews after 3 s; the others after 3.6 s, while the holder's lease runs.
+        let holder = replica(&source, Arc::new(holder_store.clone()), "holder")
+            .expiry(refresh_at_share(0.05))
+            .lease_ttl(LEASE_TTL)
+            .build()
+            .unwrap();
+        let others: Vec<_> = (0..3)
+            .map(|index| {
+                replica(
+                    &source,
+                    Arc::new(harness.store()),
+                    &format!("other-{index}"),
+                )
+                .expiry(refresh_at_share(0.06))
+                .lease_ttl(LEASE_TTL)
+                .build()
+                .unwrap()
+            })
+            .collect();
+        let first = holder
+            .handle(key.clone())
+            .token()
+            .await
+            .unwrap()
+            .fingerprint();
+        for other in &others {
+            assert_eq!(other.token(&key).await.unwrap().fingerprint(), first);
+        }
+        assert_eq!(source.creations(), 1);
+        holder_store.hold(Point::BeforeCommit);
+        Self {
+            harness,
+            key,
+            source,
+            holder_store,
+            holder,
+            others,
+            first,
+        }
+    }
+
+    /// Requests on the other replicas every 10 ms until stopped: each must get a token. Returns
+    /// the tokens each replica served, in order.
+    fn traffic(&self, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<Vec<Fingerprint>>> {
+        self.others
+            .iter()
+            .map(|other| {
+                let handle = other.handle(self.key.clone());
+                let stop = Arc::clone(stop);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    loop {
+                        // Read the flag first: the request after it is set sees the new token.
+                        let stopping = stop.load(Ordering::SeqCst);
+                        let token = handle.token().await.unwrap_or_else(|error| {
+                            panic!("a request failed while a token was valid: {error}")
+                        });
+                        if seen.last() != Some(&token.fingerprint()) {
+                            seen.push(token.fingerprint());
+                        }
+                        if stopping {
+                            return seen;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until another replica took over and every other replica serves its token.
+    async fn taken_over(&self) -> Token {
+        let store = self.harness.store();
+        eventually("a replica takes over", Duration::from_secs(10), || async {
+            self.source.creations() == 3
+        })
+        .await;
+        let stored = || async { store.load(&self.key).await.unwrap().token().cloned() };
+        eventually(
+            "the new token is stored",
+            Duration::from_secs(5),
+            || async {
+                stored()
+                    .await
+                    .is_some_and(|token| token.fingerprint() != self.first)
+            },
+        )
+        .await;
+        let stored = stored().await.unwrap();
+        for other in &self.others {
+            let handle = other.handle(self.key.clone());
+            eventually(
+                "every replica serves it",
+                Duration::from_secs(5),
+                || async {
+                    handle.cached().map(|token| token.fingerprint()) == Some(stored.fingerprint())
+                },
+            )
+            .await;
+        }
+        stored
+    }
+
+    /// When the holder and the replica that took over called the token endpoint.
+    fn creation_times(&self) -> (std::time::SystemTime, std::time::SystemTime) {
+        let calls = self.source.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        (calls[1].at, calls[2].at)
+    }
+
+    async fn shutdown(self) {
+        for other in &self.others {
+            other.shutdown().await;
+        }
+        // The dead holder's flight never ends; its tasks go with the runtime.
+        drop(self.holder);
+    }
+}
+
+/// Runs the scenario to the takeover and checks what both holder tests need.
+async fn until_takeover(scenario: &Scenario) -> Token {
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = scenario.traffic(&stop);
+    scenario.holder_store.reached(Point::BeforeCommit).await;
+    let taken_over = scenario.taken_over().await;
+    stop.store(true, Ordering::SeqCst);
+    for replica_seen in traffic {
+        let seen = replica_seen.await.unwrap();
+        assert_eq!(
+            seen,
+            [scenario.first, taken_over.fingerprint()],
+            "each replica served the old token, then the new one, and nothing failed"
+        );
+    }
+    let (claimed, replaced) = scenario.creation_times();
+    let waited = replaced.duration_since(claimed).unwrap();
+    assert!(
+        waited >= LEASE_TTL - Duration::from_millis(100),
+        "the takeover came {waited:?} after the claim, before the {LEASE_TTL:?} lease lapsed"
+    );
+    taken_over
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_dies_after_claiming_is_replaced_once_its_lease_lapses() {
+    let scenario = Scenario::start().await;
+    let taken_over = until_takeover(&scenario).await;
+    assert!(taken_over.generation() > 1);
+    assert_eq!(scenario.harness.lease_pttl(&scenario.key).await, -2);
+    scenario.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_past_its_lease_has_its_commit_rejected() {
+    let scenario = Scenario::start().await;
+    let taken_over = until_takeover(&scenario).await;
+
+    scenario.holder_store.open(Point::BeforeCommit);
+    let holder = scenario.holder.handle(scenario.key.clone());
+    eventually(
+        "the paused holder adopts the stored token",
+        Duration::from_secs(5),
+        || async {
+            holder.cached().map(|token| token.fingerprint()) == Some(taken_over.fingerprint())
+        },
+    )
+    .await;
+    assert_eq!(scenario.holder.metrics().rejected_commits, 1);
+    let stored = scenario.harness.store().load(&scenario.key).await.unwrap();
+    let stored = stored.token().unwrap();
+    assert_eq!(stored.fingerprint(), taken_over.fingerprint());
+    assert_eq!(stored.generation(), taken_over.generation());
+    // Two creations for one renewal is the documented worst case; one token is stored.
+    assert_eq!(scenario.source.creations(), 3);
+    scenario.shutdown().await;
+}

@@ -1,0 +1,17 @@
+//! The Redis store against real Redis servers (standalone and Cluster): the conformance suite and
+//! the fleet and fault scenarios. One test binary, so the helpers compile once.
+
+mod acl;
+mod ambiguity;
+mod conformance_cluster;
+mod conformance_standalone;
+mod corrupt;
+mod encryption;
+mod fleet;
+mod holder;
+mod notifications;
+mod outage;
+mod proxy;
+mod support;
+#[cfg(feature = "tls-rustls")]
+mod tls;

@@ -1,0 +1,114 @@
+//! A TCP proxy in front of Redis that cuts a connection at a chosen moment: before the next
+//! command reaches Redis, or after Redis answered it but before the answer reaches the client.
+//! Either way the client sees a dropped connection and cannot tell whether the command ran.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Where the next cut happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The next command is swallowed: it never runs.
+    BeforeCommand,
+    /// The next reply is swallowed: the command ran.
+    AfterReply,
+}
+
+/// The proxy; stops accepting when dropped.
+pub(crate) struct CuttingProxy {
+    port: u16,
+    armed: Arc<Mutex<Option<Cut>>>,
+    accepting: JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    /// Listens on a free loopback port and forwards to `upstream_port`.
+    pub(crate) async fn start(upstream_port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(Mutex::new(None));
+        let accepting = tokio::spawn({
+            let armed = Arc::clone(&armed);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let upstream = TcpStream::connect(("127.0.0.1", upstream_port))
+                        .await
+                        .unwrap();
+                    tokio::spawn(relay(client, upstream, Arc::clone(&armed)));
+                }
+            }
+        });
+        Self {
+            port,
+            armed,
+            accepting,
+        }
+    }
+
+    /// The URL to give the client.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts the connection that next carries traffic in the direction `cut` names.
+    pub(crate) fn arm(&self, cut: Cut) {
+        *lock(&self.armed) = Some(cut);
+    }
+
+    /// Whether the armed cut has happened.
+    pub(crate) fn has_cut(&self) -> bool {
+        lock(&self.armed).is_none()
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+fn lock(armed: &Mutex<Option<Cut>>) -> std::sync::MutexGuard<'_, Option<Cut>> {
+    armed.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Takes the armed cut if it is for `direction`.
+fn take(armed: &Mutex<Option<Cut>>, direction: Cut) -> bool {
+    let mut armed = lock(armed);
+    if *armed == Some(direction) {
+        *armed = None;
+        return true;
+    }
+    false
+}
+
+async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<Cut>>>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let mut buffer = vec![0; 64 * 1024];
+    let mut reply = vec![0; 64 * 1024];
+    loop {
+        tokio::select! {
+            read = client_read.read(&mut buffer) => {
+                let Ok(n @ 1..) = read else { return };
+                if take(&armed, Cut::BeforeCommand) {
+                    return;
+                }
+                if upstream_write.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+            read = upstream_read.read(&mut reply) => {
+                let Ok(n @ 1..) = read else { return };
+                if take(&armed, Cut::AfterReply) {
+                    return;
+                }
+                if client_write.write_all(&reply[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
