@@ -1,7 +1,6 @@
 //! [`KigoApi`]: the credentials, the assumptions about the API and the HTTP client, checked once
 //! and shared by the token sources and the authenticated client.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{DATE, RETRY_AFTER};
@@ -11,9 +10,10 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use crate::client::KigoClient;
 use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
-use crate::credentials::{BASE_URL_VAR, Credentials};
+use crate::credentials::Credentials;
 use crate::error::{ConfigError, CreateError, ErrorKind};
 use crate::middleware::KigoAuth;
+use crate::origin::{check_scheme, join_path};
 use crate::parse::{self, Timing};
 use crate::partner::PartnerTokenSource;
 use crate::user::UserTokenSource;
@@ -29,7 +29,7 @@ use crate::user::UserTokenSource;
 /// let api = KigoApi::from_env()?; // KIGO_API_KEY, KIGO_PARTNER_ID, KIGO_BASE_URL
 /// let manager = TokenManager::builder(Arc::new(api.partner_source())).build()?;
 /// let client = api.client(manager.handle(api.partner_key()));
-/// let response = client.send(client.get("/api/v1/some/endpoint")).await?;
+/// let response = client.send(client.get("/api/v1/some/endpoint")?).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -86,10 +86,7 @@ impl KigoApiBuilder {
             Some(client) => client,
             None => build_client(&self.settings)?,
         };
-        let endpoint = |path: &str, setting| {
-            let joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
-            Url::parse(&joined).map_err(|_| ConfigError::invalid(setting, "not a valid path"))
-        };
+        let endpoint = |path: &str, setting| join_path(base, path, setting);
         Ok(KigoApi {
             inner: Arc::new(ApiInner {
                 partner_session_url: endpoint(
@@ -248,30 +245,6 @@ async fn read_capped(mut response: Response, cap: usize) -> Result<Vec<u8>, Crea
     Ok(body)
 }
 
-/// HTTPS, or plain HTTP for a loopback host or with the explicit opt-in.
-pub(crate) fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), ConfigError> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
-        "http" => Err(ConfigError::InsecureBaseUrl),
-        _ => Err(ConfigError::invalid(
-            BASE_URL_VAR,
-            "the scheme must be https (or http for loopback)",
-        )),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
 fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ConfigError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -282,41 +255,4 @@ fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ConfigError>
         builder = builder.add_root_certificate(certificate.clone());
     }
     builder.build().map_err(ConfigError::HttpClient)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(url: &str, opt_in: bool) -> Result<(), ConfigError> {
-        check_scheme(&Url::parse(url).unwrap(), opt_in)
-    }
-
-    #[test]
-    fn plain_http_only_for_loopback_or_with_the_opt_in() {
-        for url in [
-            "https://api.example.com",
-            "http://127.0.0.1:8080",
-            "http://127.1.2.3",
-            "http://[::1]:80",
-            "http://localhost:3000",
-        ] {
-            assert!(check(url, false).is_ok(), "{url}");
-        }
-        for url in [
-            "http://api.example.com",
-            "http://10.0.0.1",
-            "http://localhost.evil.com",
-        ] {
-            assert!(
-                matches!(check(url, false), Err(ConfigError::InsecureBaseUrl)),
-                "{url}"
-            );
-            assert!(check(url, true).is_ok(), "{url}");
-        }
-        assert!(matches!(
-            check("ftp://api.example.com", true),
-            Err(ConfigError::Invalid { .. })
-        ));
-    }
 }

@@ -12,6 +12,7 @@ mod config;
 mod credentials;
 mod error;
 mod middleware;
+mod origin;
 mod parse;
 mod partner;
 mod user;

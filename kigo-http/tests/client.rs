@@ -38,7 +38,10 @@ impl Setup {
     async fn with_revoked_token() -> Self {
         let setup = Self::start().await;
         let client = &setup.client;
-        client.send(client.get(PROTECTED_PATH)).await.unwrap();
+        client
+            .send(client.get(PROTECTED_PATH).unwrap())
+            .await
+            .unwrap();
         setup.mock.revoke_all();
         setup
     }
@@ -48,13 +51,16 @@ impl Setup {
 async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
     let Setup { mock, client, .. } = Setup::start().await;
 
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 
     assert_eq!(mock.revoke_all(), 1);
     let response = client
-        .send(client.post(PROTECTED_PATH).body("replayable"))
+        .send(client.post(PROTECTED_PATH).unwrap().body("replayable"))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -88,14 +94,17 @@ async fn a_token_that_expires_earlier_than_announced_is_renewed_on_401() {
     );
     assert!(
         client
-            .send(client.get(PROTECTED_PATH))
+            .send(client.get(PROTECTED_PATH).unwrap())
             .await
             .unwrap()
             .status()
             .is_success()
     );
     clock.advance(Duration::from_secs(11));
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
     assert_eq!(client.metrics().recovered, 1);
@@ -107,13 +116,21 @@ async fn a_body_that_cannot_be_replayed_is_not_retried() {
 
     let streamed = http_body_util::Full::new(bytes::Bytes::from_static(b"streamed"));
     let response = client
-        .send(client.post(PROTECTED_PATH).body(Body::wrap(streamed)))
+        .send(
+            client
+                .post(PROTECTED_PATH)
+                .unwrap()
+                .body(Body::wrap(streamed)),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(client.metrics().retried, 0);
     // The rejected token was still invalidated: the next request renews and succeeds.
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
     assert_eq!(mock.counters().requests_to(Endpoint::Protected), 3);
@@ -123,7 +140,7 @@ async fn a_body_that_cannot_be_replayed_is_not_retried() {
 async fn a_request_can_opt_out_of_the_retry() {
     let Setup { mock, client, .. } = Setup::with_revoked_token().await;
     let response = client
-        .send_with(client.get(PROTECTED_PATH), RetryOn401::Never)
+        .send_with(client.get(PROTECTED_PATH).unwrap(), RetryOn401::Never)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -134,7 +151,10 @@ async fn a_request_can_opt_out_of_the_retry() {
 async fn a_second_401_is_returned_without_looping() {
     let Setup { mock, client, .. } = Setup::start().await;
     mock.inject_always(Endpoint::Protected, Some(Fault::Status(401)));
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(mock.counters().requests_to(Endpoint::Protected), 2);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
@@ -152,7 +172,7 @@ async fn five_hundred_concurrent_calls_with_a_revoked_token_cause_one_creation()
     let calls: Vec<_> = (0..500)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.send(client.get(PROTECTED_PATH)).await })
+            tokio::spawn(async move { client.send(client.get(PROTECTED_PATH).unwrap()).await })
         })
         .collect();
     for call in calls {
@@ -212,4 +232,26 @@ async fn the_middleware_authenticates_a_client_of_your_own() {
         .unwrap();
     assert_eq!(opted_out.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
+}
+
+#[tokio::test]
+async fn a_path_cannot_lead_the_token_to_another_host() {
+    let Setup { mock, client, .. } = Setup::start().await;
+    for path in [
+        "@evil.example/collect",
+        "api/v1/protected",
+        ".evil.example/",
+    ] {
+        assert!(
+            matches!(client.get(path), Err(ClientError::InvalidPath(_))),
+            "{path}"
+        );
+    }
+    let odd = client
+        .get("/@evil.example/collect")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(odd.url().host_str(), Some("127.0.0.1"));
+    assert_eq!(mock.creations(&mock.partner_key()), 0);
 }

@@ -307,3 +307,23 @@ async fn keys_of_other_partners_or_levels_are_refused() {
     }
     assert_eq!(mock.counters().requests_to(Endpoint::PartnerSession), 0);
 }
+
+#[tokio::test]
+async fn an_endpoint_path_cannot_change_the_host() {
+    let mock = MockKigo::start().await.unwrap();
+    for path in ["api/v1/auth/session", "@evil.example/collect"] {
+        let mut config = ApiConfig::default();
+        config.partner_session_path = path.to_owned();
+        let built = api_builder(&mock).config(config).build();
+        assert!(
+            matches!(
+                built,
+                Err(ConfigError::Invalid {
+                    setting: "partner_session_path",
+                    ..
+                })
+            ),
+            "{path}: {built:?}"
+        );
+    }
+}

@@ -53,10 +53,13 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     let mut shown = Vec::new();
 
     // Creation, a protected call, a revocation and the renewal on 401.
-    client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     mock.revoke_all();
     client
-        .send(client.post(PROTECTED_PATH).body("payload"))
+        .send(client.post(PROTECTED_PATH).unwrap().body("payload"))
         .await
         .unwrap();
     // User tokens with refresh tokens, and Debug output of the tokens themselves.

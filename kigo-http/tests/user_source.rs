@@ -31,7 +31,10 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 
     let client = api.client(users.handle(alice.clone()));
-    let answer = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let answer = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         answer.text().await.unwrap(),
         r#"{"key":"u/acme/alice","received_bytes":0}"#

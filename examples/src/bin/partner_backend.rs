@@ -89,7 +89,7 @@ async fn run() -> Result<(), Failure> {
         say(format_args!("GET /session as {user:<5} -> {answer}"));
     }
     if _mock.is_some() {
-        let response = backend.kigo.send(backend.kigo.get(PROTECTED_PATH)).await?;
+        let response = backend.kigo.send(backend.kigo.get(PROTECTED_PATH)?).await?;
         say(format_args!(
             "backend call to {PROTECTED_PATH} -> {} {}",
             response.status(),

@@ -175,8 +175,11 @@ async fn simulate() -> Result<ExitCode, Failure> {
 async fn traffic(client: KigoClient, tally: Arc<Tally>, deadline: tokio::time::Instant) {
     while tokio::time::Instant::now() < deadline {
         tally.requests.fetch_add(1, Ordering::Relaxed);
-        let ok = match client.send(client.get(PROTECTED_PATH)).await {
-            Ok(response) => response.status().is_success(),
+        let ok = match client.get(PROTECTED_PATH) {
+            Ok(request) => client
+                .send(request)
+                .await
+                .is_ok_and(|response| response.status().is_success()),
             Err(_) => false,
         };
         if !ok {
