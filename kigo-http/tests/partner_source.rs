@@ -3,7 +3,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use kigo_core::runtime::{ManualClock, TimeSource};
 use kigo_core::{CreateRequest, SourceError, Token, TokenKey, TokenSource};
@@ -29,14 +30,42 @@ fn cause(error: &SourceError) -> &CreateError {
         .expect("the cause is a CreateError")
 }
 
+/// A clock for the client that reads `before` until the mock has received the request, and
+/// `before + 10 s` from then on: a token stamped after the request was sent (for example when its
+/// answer arrives) would be 10 s late.
+struct SendTimeProbe {
+    before: SystemTime,
+    received: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for SendTimeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendTimeProbe")
+            .field("before", &self.before)
+            .finish()
+    }
+}
+
+impl TimeSource for SendTimeProbe {
+    fn now(&self) -> SystemTime {
+        if (self.received)() {
+            self.before + Duration::from_secs(10)
+        } else {
+            self.before
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_response_shape_gives_the_expiry_counted_from_the_send_time() {
-    let clock = ManualClock::new();
-    let mock = mock_on(&clock)
-        .lifetime(Duration::from_secs(600))
-        .start()
-        .await
-        .unwrap();
+    let server_clock = ManualClock::new();
+    let mock = Arc::new(
+        mock_on(&server_clock)
+            .lifetime(Duration::from_secs(600))
+            .start()
+            .await
+            .unwrap(),
+    );
     let api = api(&mock);
     for (shape, lifetime) in [
         (ExpiryShape::ExpiresIn, 600),
@@ -45,11 +74,23 @@ async fn every_response_shape_gives_the_expiry_counted_from_the_send_time() {
         (ExpiryShape::Omitted, 1800),
     ] {
         mock.set_expiry_shape(shape);
+        let sent = mock.counters().requests_to(Endpoint::PartnerSession);
+        let observed = Arc::clone(&mock);
+        let clock = SendTimeProbe {
+            before: server_clock.now(),
+            received: Box::new(move || {
+                observed.counters().requests_to(Endpoint::PartnerSession) > sent
+            }),
+        };
         let token = create(&api, &clock).await.unwrap();
-        assert_eq!(token.issued_at(), clock.now(), "{shape:?}");
-        assert_eq!(token.lifetime(), Duration::from_secs(lifetime), "{shape:?}");
+        assert!(clock.now() > clock.before, "the probe moved: {shape:?}");
+        assert_eq!(token.issued_at(), clock.before, "{shape:?}");
+        assert_eq!(
+            token.expires_at(),
+            clock.before + Duration::from_secs(lifetime),
+            "{shape:?}"
+        );
         assert_eq!(token.generation(), 0);
-        clock.advance(Duration::from_secs(1));
     }
     assert_eq!(mock.creations(&mock.partner_key()), 4);
 }
