@@ -217,7 +217,7 @@ fn issue(
         answer["refresh_token"] = json!(refresh);
         ledger.issue_refresh(refresh, key.clone());
     }
-    ledger.issue(secret, key, now + expires_early.unwrap_or(lifetime));
+    ledger.issue(secret, key, now, now + expires_early.unwrap_or(lifetime));
     json_response(StatusCode::OK, &answer)
 }
 
@@ -283,7 +283,7 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &Bytes) -> Response
             json_response(StatusCode::OK, &json!(shared.ledger().counters()))
         }
         (&Method::POST, "/_mock/revoke") => {
-            let revoked = shared.ledger().revoke_all();
+            let revoked = shared.ledger().revoke_all(shared.clock.now());
             json_response(StatusCode::OK, &json!({ "revoked": revoked }))
         }
         (&Method::POST, "/_mock/faults") => match serde_json::from_slice::<FaultScript>(body) {

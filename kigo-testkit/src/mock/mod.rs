@@ -311,9 +311,9 @@ impl MockKigo {
         self.shared.faults().clear();
     }
 
-    /// Revokes every session token issued so far; returns how many.
+    /// Revokes every session token issued so far; returns how many were still valid.
     pub fn revoke_all(&self) -> usize {
-        self.shared.ledger().revoke_all()
+        self.shared.ledger().revoke_all(self.shared.clock.now())
     }
 
     /// Changes how expiries appear in later answers.

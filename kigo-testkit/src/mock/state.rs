@@ -83,9 +83,17 @@ impl Ledger {
         self.counters.clone()
     }
 
-    /// Records a new token for `key`, valid until `expires_at`.
-    pub(super) fn issue(&mut self, secret: String, key: TokenKey, expires_at: SystemTime) {
+    /// Records a new token for `key`, issued at `now` and valid until `expires_at`; forgets the
+    /// tokens that have expired, so that the ledger holds only live ones.
+    pub(super) fn issue(
+        &mut self,
+        secret: String,
+        key: TokenKey,
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) {
         *self.counters.creations.entry(key.storage_id()).or_default() += 1;
+        self.tokens.retain(|_, issued| issued.expires_at > now);
         self.tokens.insert(secret, Issued { key, expires_at });
     }
 
@@ -107,11 +115,16 @@ impl Ledger {
         Ok(issued.key.clone())
     }
 
-    /// Revokes every session token issued so far (refresh tokens stay valid).
-    pub(super) fn revoke_all(&mut self) -> usize {
-        let revoked = self.tokens.len();
+    /// Revokes every session token issued so far (refresh tokens stay valid); returns how many
+    /// of them were still valid at `now`.
+    pub(super) fn revoke_all(&mut self, now: SystemTime) -> usize {
+        let live = self
+            .tokens
+            .values()
+            .filter(|issued| issued.expires_at > now)
+            .count();
         self.tokens.clear();
-        revoked
+        live
     }
 }
 
