@@ -189,7 +189,6 @@ async fn every_bad_answer_gives_its_typed_error() {
             ErrorKind::InvalidExpiry,
             false,
         ),
-        (Fault::HugeBody(1024 * 1024), ErrorKind::BodyTooLarge, false),
         (Fault::Status(403), ErrorKind::Forbidden, false),
         (Fault::Status(404), ErrorKind::UnexpectedStatus, false),
         (Fault::Status(408), ErrorKind::RequestTimeout, true),
@@ -208,6 +207,29 @@ async fn every_bad_answer_gives_its_typed_error() {
     create(&api, &clock)
         .await
         .expect("recovers once the faults are gone");
+}
+
+#[tokio::test]
+async fn the_body_cap_stops_reading_early() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock); // 3 s total timeout
+    let clock = ManualClock::new();
+    for fault in [
+        // 64 GiB streamed: reading it all would hit the timeout first.
+        Fault::HugeBody(64 << 30),
+        // A body announced as 64 GiB that never comes: only the announced length can refuse it.
+        Fault::LongContentLength(64 << 30),
+        // Just over the cap, with a Content-Length.
+        Fault::RawBody(format!(
+            r#"{{"session_token":"{}"}}"#,
+            "t".repeat(64 * 1024)
+        )),
+    ] {
+        mock.inject(Endpoint::PartnerSession, [fault.clone()]);
+        let error = create(&api, &clock).await.unwrap_err();
+        assert_eq!(cause(&error).kind(), ErrorKind::BodyTooLarge, "{fault:?}");
+        assert!(!error.is_transient());
+    }
 }
 
 #[tokio::test]

@@ -64,6 +64,9 @@ pub enum Fault {
     MalformedJson,
     /// Answer `200` with a chunked body of this many bytes (no `Content-Length`).
     HugeBody(usize),
+    /// Answer `200` announcing a body of this many bytes (`Content-Length`), then send none
+    /// (until the mock shuts down): a client that trusts the announced length refuses at once.
+    LongContentLength(u64),
     /// Answer `200` with exactly this body (to test response shapes and bad fields).
     RawBody(String),
     /// Create the token as usual and announce the usual lifetime, but let it expire after this.

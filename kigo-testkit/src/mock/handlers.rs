@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, DATE, HeaderValue, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderValue, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -259,6 +259,7 @@ fn injected(shared: &Shared, fault: Fault) -> Response<Body> {
         }
         Fault::MalformedJson => raw(StatusCode::OK, r#"{"session_token": "kigo_partner_"#),
         Fault::HugeBody(size) => huge(size),
+        Fault::LongContentLength(length) => announced_only(length),
         Fault::RawBody(body) => raw(StatusCode::OK, body),
         Fault::Latency(_) | Fault::Hang | Fault::Reset | Fault::ExpiresEarly(_) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "fault handled elsewhere")
@@ -275,6 +276,19 @@ fn huge(size: usize) -> Response<Body> {
     });
     let body = StreamBody::new(stream::iter(chunks));
     with_json_type(Response::new(BodyExt::boxed(body)), StatusCode::OK)
+}
+
+/// A `200` whose `Content-Length` announces `length` bytes, and whose body never comes.
+fn announced_only(length: u64) -> Response<Body> {
+    let never = stream::pending::<Result<Frame<Bytes>, Infallible>>();
+    let mut response = with_json_type(
+        Response::new(BodyExt::boxed(StreamBody::new(never))),
+        StatusCode::OK,
+    );
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
 }
 
 fn admin(shared: &Shared, method: &Method, path: &str, body: &Bytes) -> Response<Body> {
