@@ -190,7 +190,11 @@ impl ApiInner {
         let mut error = CreateError::new(kind).with_status(status);
         if kind.is_transient() {
             error = error.with_retry_after(retry_after);
-        } else if let Ok(body) = body {
+        } else if kind == ErrorKind::BadRequest
+            && let Ok(body) = body
+        {
+            // Only a 400 explains the request; other refusals (401 especially) may echo
+            // credentials in forms no scrubbing can know.
             error = error.with_server_message(parse::server_message(&body, secrets));
         }
         Err(error)

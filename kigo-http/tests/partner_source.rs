@@ -12,7 +12,9 @@ use kigo_http::{
     ApiConfig, ApiKey, ConfigError, CreateError, CredentialPlacement, Credentials, ErrorKind,
     HttpSettings, KigoApi,
 };
-use kigo_testkit::mock::{Endpoint, ExpiryShape, Fault, MockKigo, RetryAfter};
+use kigo_testkit::mock::{
+    Endpoint, ExpiryShape, Fault, MockKigo, PARTNER_SESSION_PATH, RetryAfter,
+};
 
 use common::{api, api_builder, mock_on};
 
@@ -389,4 +391,101 @@ async fn an_endpoint_path_cannot_change_the_host() {
             "{path}: {built:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn requests_name_the_crate_in_the_user_agent() {
+    let mock = MockKigo::start().await.unwrap();
+    create(&api(&mock), &ManualClock::new()).await.unwrap();
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 1);
+    let expected = format!("kigo-http/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(seen[0].user_agent.as_deref(), Some(expected.as_str()));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_credentials_stay_home() {
+    let mock = MockKigo::start().await.unwrap();
+    let elsewhere = MockKigo::start().await.unwrap();
+    for status in [307, 308] {
+        mock.inject(
+            Endpoint::PartnerSession,
+            [Fault::Redirect {
+                status,
+                location: format!("{}{PARTNER_SESSION_PATH}", elsewhere.base_url()),
+            }],
+        );
+        let error = create(&api(&mock), &ManualClock::new()).await.unwrap_err();
+        assert_eq!(cause(&error).kind(), ErrorKind::UnexpectedStatus);
+        assert_eq!(cause(&error).status().map(|s| s.as_u16()), Some(status));
+    }
+    assert_eq!(elsewhere.seen(), []);
+}
+
+#[tokio::test]
+async fn a_server_that_never_completes_the_handshake_hits_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    // Accepts connections and holds them open without a word of TLS.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let credentials = Credentials::new(
+        ApiKey::new("k").unwrap(),
+        common::partner("acme"),
+        &format!("https://{address}"),
+    )
+    .unwrap();
+    let mut settings = HttpSettings::default();
+    settings.connect_timeout = Duration::from_millis(200);
+    settings.timeout = Duration::from_secs(60);
+    let api = KigoApi::builder(credentials)
+        .http_settings(settings)
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), create(&api, &ManualClock::new()))
+        .await
+        .expect("the connect timeout ends the attempt long before the total timeout")
+        .unwrap_err();
+    assert!(error.is_transient());
+    assert!(
+        matches!(
+            cause(&error).kind(),
+            ErrorKind::Timeout | ErrorKind::Connect
+        ),
+        "{:?}",
+        cause(&error).kind()
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn only_a_bad_request_keeps_the_server_message() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let echo = r#"{"message":"key sk_live_12... is not valid"}"#;
+    for status in [401, 403, 404, 409] {
+        mock.inject(
+            Endpoint::PartnerSession,
+            [Fault::StatusWithBody {
+                status,
+                body: echo.to_owned(),
+            }],
+        );
+        let error = create(&api, &ManualClock::new()).await.unwrap_err();
+        assert_eq!(cause(&error).server_message(), None, "{status}");
+        assert!(!cause(&error).to_string().contains("sk_live"), "{status}");
+    }
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::StatusWithBody {
+            status: 400,
+            body: echo.to_owned(),
+        }],
+    );
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert!(cause(&error).server_message().is_some());
 }

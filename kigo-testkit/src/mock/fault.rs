@@ -67,6 +67,13 @@ pub enum Fault {
     /// Answer `200` announcing a body of this many bytes (`Content-Length`), then send none
     /// (until the mock shuts down): a client that trusts the announced length refuses at once.
     LongContentLength(u64),
+    /// Answer with this redirect status (`307`, `308`, ...) to `location`.
+    Redirect {
+        /// The HTTP status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
     /// Answer `200` with exactly this body (to test response shapes and bad fields).
     RawBody(String),
     /// Create the token as usual and announce the usual lifetime, but let it expire after this.

@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderValue, RETRY_AFTER};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderName, HeaderValue, LOCATION,
+    RETRY_AFTER, USER_AGENT,
+};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -16,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::fault::{Endpoint, Fault, FaultScript, RetryAfter};
 use super::server::Connection;
-use super::state::Refusal;
+use super::state::{Refusal, SeenRequest};
 use super::{
     ExpiryShape, PARTNER_SESSION_PATH, PROTECTED_PATH, Shared, USER_REFRESH_PATH, USER_SESSION_PATH,
 };
@@ -56,7 +59,11 @@ async fn route(
         (method, path) if path.starts_with("/_mock/") => return admin(shared, method, path, &body),
         _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
     };
-    shared.ledger().request(endpoint);
+    shared.ledger().request(SeenRequest {
+        endpoint,
+        user_agent: header_text(&parts.headers, USER_AGENT),
+        authorization: parts.headers.contains_key(AUTHORIZATION),
+    });
     let fault = shared.faults().next(endpoint);
     let mut expires_early = None;
     match fault {
@@ -76,6 +83,10 @@ async fn route(
         Endpoint::UserRefresh => user_refresh(shared, &body, expires_early),
         Endpoint::Protected => protected(shared, &parts.headers, &body),
     }
+}
+
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    Some(headers.get(name)?.to_str().ok()?.to_owned())
 }
 
 fn partner_session(
@@ -260,6 +271,13 @@ fn injected(shared: &Shared, fault: Fault) -> Response<Body> {
         Fault::MalformedJson => raw(StatusCode::OK, r#"{"session_token": "kigo_partner_"#),
         Fault::HugeBody(size) => huge(size),
         Fault::LongContentLength(length) => announced_only(length),
+        Fault::Redirect { status, location } => {
+            let mut response = error(status_code(status), "moved");
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            response
+        }
         Fault::RawBody(body) => raw(StatusCode::OK, body),
         Fault::Latency(_) | Fault::Hang | Fault::Reset | Fault::ExpiresEarly(_) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "fault handled elsewhere")

@@ -47,7 +47,7 @@ mod state;
 mod tls;
 
 pub use fault::{Endpoint, Fault, FaultScript, RetryAfter};
-pub use state::Counters;
+pub use state::{Counters, SeenRequest};
 
 use fault::FaultPlan;
 use state::{Ledger, Minter};
@@ -289,6 +289,11 @@ impl MockKigo {
     /// A reading of the counters.
     pub fn counters(&self) -> Counters {
         self.shared.ledger().counters()
+    }
+
+    /// Every request to an endpoint so far, in order of arrival.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.shared.ledger().seen()
     }
 
     /// Tokens created for `key` so far.

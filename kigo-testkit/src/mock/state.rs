@@ -44,6 +44,18 @@ impl Counters {
     }
 }
 
+/// What the mock noted about one request to an endpoint (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SeenRequest {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<String>,
+    /// Whether an `Authorization` header came with it.
+    pub authorization: bool,
+}
+
 /// One issued session token.
 #[derive(Debug, Clone)]
 pub(super) struct Issued {
@@ -57,6 +69,7 @@ pub(super) struct Ledger {
     tokens: HashMap<String, Issued>,
     refresh_tokens: HashMap<String, TokenKey>,
     counters: Counters,
+    seen: Vec<SeenRequest>,
 }
 
 /// Why a bearer token was refused.
@@ -67,8 +80,13 @@ pub(super) enum Refusal {
 }
 
 impl Ledger {
-    pub(super) fn request(&mut self, endpoint: Endpoint) {
-        *self.counters.requests.entry(endpoint).or_default() += 1;
+    pub(super) fn request(&mut self, seen: SeenRequest) {
+        *self.counters.requests.entry(seen.endpoint).or_default() += 1;
+        self.seen.push(seen);
+    }
+
+    pub(super) fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.clone()
     }
 
     pub(super) fn unauthorized(&mut self) {
