@@ -137,3 +137,23 @@ pub(crate) fn bearer_header(token: &Token) -> HeaderValue {
     value.set_sensitive(true);
     value
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use kigo_core::TokenSecret;
+
+    use super::*;
+
+    #[test]
+    fn the_authorization_header_is_marked_sensitive() {
+        let now = SystemTime::now();
+        let token =
+            Token::new(TokenSecret::new("abc"), now, now + Duration::from_secs(60)).unwrap();
+        let header = bearer_header(&token);
+        assert!(header.is_sensitive());
+        assert_eq!(header, "Bearer abc");
+        assert!(!format!("{header:?}").contains("abc"));
+    }
+}

@@ -255,3 +255,57 @@ async fn a_path_cannot_lead_the_token_to_another_host() {
     assert_eq!(odd.url().host_str(), Some("127.0.0.1"));
     assert_eq!(mock.creations(&mock.partner_key()), 0);
 }
+
+#[tokio::test]
+async fn the_middleware_leaves_other_origins_untouched() {
+    let mock = MockKigo::start().await.unwrap();
+    let foreign = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let tokens = manager(api.partner_source());
+    let client =
+        kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
+            .with(api.middleware(tokens.handle(api.partner_key())))
+            .build();
+    let url = format!("{}{PROTECTED_PATH}", foreign.base_url());
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let seen = foreign.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        !seen[0].authorization,
+        "no bearer token reaches another origin"
+    );
+    assert_eq!(mock.creations(&mock.partner_key()), 0);
+}
+
+#[tokio::test]
+async fn no_request_waits_for_a_renewal_while_the_token_is_valid() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock).start().await.unwrap();
+    let api = api(&mock);
+    let tokens = manual_manager(api.partner_source(), &clock);
+    let client = api.client(tokens.handle(api.partner_key()));
+    client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
+
+    // Past the refresh point (22.5 of 30 minutes), before the stale point; renewals hang.
+    mock.inject_always(Endpoint::PartnerSession, Some(Fault::Hang));
+    clock.advance(Duration::from_secs(25 * 60));
+    for _ in 0..3 {
+        let response = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.send(client.get(PROTECTED_PATH).unwrap()),
+        )
+        .await
+        .expect("the request does not wait for the hanging renewal")
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    common::eventually("the renewal to be under way", || {
+        mock.counters().requests_to(Endpoint::PartnerSession) == 2
+    })
+    .await;
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+}

@@ -141,3 +141,102 @@ async fn user_keys_are_bounded_in_memory() {
     );
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 }
+
+/// A user-level source for `mock`'s partner, and a user token created with it (with a refresh
+/// token), ready to be renewed.
+async fn source_with_a_user_token(
+    mock: &MockKigo,
+    clock: &ManualClock,
+) -> (
+    kigo_http::UserTokenSource,
+    kigo_core::TokenManager,
+    kigo_core::TokenKey,
+    kigo_core::Token,
+) {
+    let api = api(mock);
+    let partners = manager(api.partner_source());
+    let source = api.user_source(partners.handle(api.partner_key()));
+    let key = api.user_key(user("erin"));
+    let token = source
+        .create(CreateRequest::new(&key, None, clock))
+        .await
+        .unwrap();
+    assert!(token.refresh_token().is_some());
+    (source, partners, key, token)
+}
+
+#[tokio::test]
+async fn a_transient_refresh_failure_does_not_fall_back_to_creation() {
+    let mock = MockKigo::start().await.unwrap();
+    let clock = ManualClock::new();
+    let (source, _partners, key, token) = source_with_a_user_token(&mock, &clock).await;
+    mock.inject(Endpoint::UserRefresh, [Fault::Status(503)]);
+    let error = source
+        .create(CreateRequest::new(&key, Some(&token), &clock))
+        .await
+        .unwrap_err();
+    assert!(error.is_transient());
+    let counters = mock.counters();
+    assert_eq!(counters.requests_to(Endpoint::UserRefresh), 1);
+    assert_eq!(
+        counters.requests_to(Endpoint::UserSession),
+        1,
+        "no new creation"
+    );
+}
+
+#[tokio::test]
+async fn a_partner_token_echoed_in_a_bad_request_is_scrubbed() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    let source = api.user_source(partners.handle(api.partner_key()));
+    let partner_token = partners.token(&api.partner_key()).await.unwrap();
+    let body = format!(
+        r#"{{"message":"bearer {} may not do this"}}"#,
+        partner_token.secret().expose()
+    );
+    mock.inject(
+        Endpoint::UserSession,
+        [Fault::StatusWithBody { status: 400, body }],
+    );
+    let key = api.user_key(user("frank"));
+    let error = source
+        .create(CreateRequest::new(&key, None, &ManualClock::new()))
+        .await
+        .unwrap_err();
+    let cause = error.cause().downcast_ref::<CreateError>().unwrap();
+    assert_eq!(cause.kind(), ErrorKind::BadRequest);
+    assert_eq!(
+        cause.server_message(),
+        Some("bearer [redacted] may not do this")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refresh_token_echoed_in_a_bad_request_is_scrubbed_from_the_logs() {
+    let capture = common::Capture::default();
+    let _logs = tracing::subscriber::set_default(capture.subscriber());
+    let mock = MockKigo::start().await.unwrap();
+    let clock = ManualClock::new();
+    let (source, _partners, key, token) = source_with_a_user_token(&mock, &clock).await;
+    let refresh = token.refresh_token().unwrap().expose().to_owned();
+    mock.inject(
+        Endpoint::UserRefresh,
+        [Fault::StatusWithBody {
+            status: 400,
+            body: format!(r#"{{"message":"refresh token {refresh} is malformed"}}"#),
+        }],
+    );
+    // The refused refresh falls back to a new token; the refusal is logged.
+    source
+        .create(CreateRequest::new(&key, Some(&token), &clock))
+        .await
+        .unwrap();
+    let logs = capture.text();
+    assert!(
+        logs.contains("refresh token [redacted] is malformed"),
+        "the refusal is logged, scrubbed"
+    );
+    common::assert_no_secret(&logs, &[("the refresh token", &refresh)]);
+}
