@@ -200,16 +200,22 @@ async fn requests_for_other_origins_get_no_token() {
     assert_eq!(mock.creations(&mock.partner_key()), 0);
 }
 
+/// A plain reqwest client of one's own, with `auth` as its middleware.
+fn with_middleware(
+    auth: kigo_http::KigoAuth,
+) -> kigo_http::reqwest_middleware::ClientWithMiddleware {
+    kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
+        .with(auth)
+        .build()
+}
+
 #[tokio::test]
 async fn the_middleware_authenticates_a_client_of_your_own() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let tokens = manager(api.partner_source());
     let auth = api.middleware(tokens.handle(api.partner_key()));
-    let client =
-        kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
-            .with(auth.clone())
-            .build();
+    let client = with_middleware(auth.clone());
     let url = format!("{}{PROTECTED_PATH}", mock.base_url());
     assert_eq!(
         client.get(&url).send().await.unwrap().status(),
@@ -262,10 +268,7 @@ async fn the_middleware_leaves_other_origins_untouched() {
     let foreign = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let tokens = manager(api.partner_source());
-    let client =
-        kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
-            .with(api.middleware(tokens.handle(api.partner_key())))
-            .build();
+    let client = with_middleware(api.middleware(tokens.handle(api.partner_key())));
     let url = format!("{}{PROTECTED_PATH}", foreign.base_url());
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);

@@ -13,6 +13,15 @@ use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
 use common::{api, manager, manual_manager, mock_on};
 
+/// A partner token manager on real time, and a user-level source taking its tokens.
+fn partner_and_user_sources(
+    api: &kigo_http::KigoApi,
+) -> (kigo_core::TokenManager, kigo_http::UserTokenSource) {
+    let partners = manager(api.partner_source());
+    let source = api.user_source(partners.handle(api.partner_key()));
+    (partners, source)
+}
+
 fn user(id: &str) -> UserId {
     UserId::new(id).unwrap()
 }
@@ -60,8 +69,7 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
 async fn a_user_token_rejected_twice_is_a_permanent_error() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
-    let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key()));
+    let (partners, source) = partner_and_user_sources(&api);
     mock.inject(
         Endpoint::UserSession,
         [Fault::Status(401), Fault::Status(401)],
@@ -154,8 +162,7 @@ async fn source_with_a_user_token(
     kigo_core::Token,
 ) {
     let api = api(mock);
-    let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key()));
+    let (partners, source) = partner_and_user_sources(&api);
     let key = api.user_key(user("erin"));
     let token = source
         .create(CreateRequest::new(&key, None, clock))
@@ -189,8 +196,7 @@ async fn a_transient_refresh_failure_does_not_fall_back_to_creation() {
 async fn a_partner_token_echoed_in_a_bad_request_is_scrubbed() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
-    let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key()));
+    let (partners, source) = partner_and_user_sources(&api);
     let partner_token = partners.token(&api.partner_key()).await.unwrap();
     let body = format!(
         r#"{{"message":"bearer {} may not do this"}}"#,
