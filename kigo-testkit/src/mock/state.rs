@@ -1,6 +1,7 @@
 //! What the mock remembers: the tokens it issued and its counters.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -64,12 +65,23 @@ pub(super) struct Issued {
 }
 
 /// The issued tokens, refresh tokens and counters.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Ledger {
     tokens: HashMap<String, Issued>,
     refresh_tokens: HashMap<String, TokenKey>,
     counters: Counters,
     seen: Vec<SeenRequest>,
+}
+
+/// Counts only: the tokens are secrets.
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("tokens", &self.tokens.len())
+            .field("refresh_tokens", &self.refresh_tokens.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a bearer token was refused.
