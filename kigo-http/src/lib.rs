@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod credentials;
 mod error;
+mod exchange;
 mod middleware;
 mod origin;
 mod parse;

@@ -489,3 +489,19 @@ async fn only_a_bad_request_keeps_the_server_message() {
     let error = create(&api, &ManualClock::new()).await.unwrap_err();
     assert!(cause(&error).server_message().is_some());
 }
+
+#[tokio::test]
+async fn a_retry_after_date_counts_from_the_server_date_not_our_clock() {
+    let server_clock = ManualClock::new();
+    let mock = mock_on(&server_clock).start().await.unwrap();
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::TooManyRequests(Some(RetryAfter::DateIn(
+            Duration::from_secs(90),
+        )))],
+    );
+    // Our clock runs 60 s ahead of the server's.
+    let ours = server_clock.skewed(60_000);
+    let error = create(&api(&mock), &ours).await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(90)));
+}

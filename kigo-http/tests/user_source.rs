@@ -69,7 +69,7 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
 async fn a_user_token_rejected_twice_is_a_permanent_error() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
-    let (partners, source) = partner_and_user_sources(&api);
+    let (_partners, source) = partner_and_user_sources(&api);
     mock.inject(
         Endpoint::UserSession,
         [Fault::Status(401), Fault::Status(401)],
