@@ -2,6 +2,7 @@
 //! and shared by the token sources and the authenticated client.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kigo_core::{TokenHandle, TokenKey, UserId};
 use reqwest::Url;
@@ -51,6 +52,8 @@ pub struct KigoApiBuilder {
     credentials: Credentials,
     config: ApiConfig,
     settings: HttpSettings,
+    /// Whether a timeout or certificate was set, which a custom client would ignore.
+    transport_set: bool,
     client: Option<reqwest::Client>,
 }
 
@@ -61,15 +64,49 @@ impl KigoApiBuilder {
         self
     }
 
-    /// Replaces the HTTP settings (timeouts, extra trusted certificates, plain-http opt-in).
-    pub fn http_settings(mut self, settings: HttpSettings) -> Self {
-        self.settings = settings;
+    /// The longest a whole request may take, body included (default 8 s: below the token
+    /// manager's default 10 s creation timeout, so that the HTTP error is the one reported).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self.transport_set = true;
         self
     }
 
-    /// Uses your own `reqwest::Client` instead of building one: its timeouts, TLS and redirect
-    /// policy are then yours (keep redirects off, so that credentials are never re-sent
-    /// elsewhere). The base URL check and the body cap still apply.
+    /// The longest a connection (TCP and TLS) may take to set up (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self.transport_set = true;
+        self
+    }
+
+    /// Trusts `certificate` as an authority too, besides the platform's (e.g. a test server's).
+    /// Each call adds one.
+    pub fn add_root_certificate(mut self, certificate: reqwest::Certificate) -> Self {
+        self.settings.root_certificates.push(certificate);
+        self.transport_set = true;
+        self
+    }
+
+    /// Allows a plain `http://` base URL for a host that is not loopback (default: no).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.settings.allow_insecure_http = allow;
+        self
+    }
+
+    /// The cap on a token answer's body (default 64 KiB).
+    pub fn max_body_bytes(mut self, cap: usize) -> Self {
+        self.settings.max_body_bytes = cap;
+        self
+    }
+
+    /// Uses your own `reqwest::Client` instead of building one. Its timeouts and TLS are then
+    /// yours: combining it with [`Self::timeout`], [`Self::connect_timeout`] or
+    /// [`Self::add_root_certificate`] is refused at [`Self::build`]. The base URL check and the
+    /// body cap still apply.
+    ///
+    /// **Turn its redirects off** (`redirect(reqwest::redirect::Policy::none())`): on a `307` or
+    /// `308` to another origin reqwest re-sends the request body (which holds the API key) and
+    /// custom headers (such as an API-key header); it strips only `Authorization` and cookies.
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
         self
@@ -80,6 +117,12 @@ impl KigoApiBuilder {
         let base = self.credentials.base_url();
         check_scheme(base, self.settings.allow_insecure_http)?;
         let http = match self.client {
+            Some(_) if self.transport_set => {
+                return Err(ConfigError::invalid(
+                    "client",
+                    "a custom client keeps its own timeouts and certificates; set them on it",
+                ));
+            }
             Some(client) => client,
             None => build_client(&self.settings)?,
         };
@@ -108,6 +151,7 @@ impl KigoApi {
             credentials,
             config: ApiConfig::default(),
             settings: HttpSettings::default(),
+            transport_set: false,
             client: None,
         }
     }

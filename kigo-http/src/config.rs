@@ -109,21 +109,15 @@ impl Default for ApiConfig {
     }
 }
 
-/// How this crate talks HTTP when it builds its own `reqwest::Client`.
+/// How this crate talks HTTP when it builds its own `reqwest::Client`; set through
+/// [`crate::KigoApiBuilder`]'s methods (the defaults are documented there).
 #[derive(Clone)]
-#[non_exhaustive]
-pub struct HttpSettings {
-    /// The longest a connection (TCP and TLS) may take to set up (default 5 s).
-    pub connect_timeout: Duration,
-    /// The longest a whole request may take, body included (default 8 s: below the token
-    /// manager's default 10 s creation timeout, so the HTTP error is the one reported).
-    pub timeout: Duration,
-    /// Allows a plain `http://` base URL for a host that is not loopback (default: no).
-    pub allow_insecure_http: bool,
-    /// Extra certificate authorities to trust, besides the platform's (e.g. a test server's).
-    pub root_certificates: Vec<reqwest::Certificate>,
-    /// The cap on a token answer's body (default 64 KiB).
-    pub max_body_bytes: usize,
+pub(crate) struct HttpSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) root_certificates: Vec<reqwest::Certificate>,
+    pub(crate) max_body_bytes: usize,
 }
 
 impl Default for HttpSettings {

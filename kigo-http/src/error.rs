@@ -28,7 +28,7 @@ pub enum ConfigError {
     /// The base URL is plain `http://` for a host that is not loopback, without the opt-in.
     #[error(
         "the base URL uses plain http for a host that is not loopback; use https, or opt in with \
-         HttpSettings::allow_insecure_http"
+         KigoApiBuilder::allow_insecure_http"
     )]
     InsecureBaseUrl,
     /// The HTTP client could not be built.

@@ -21,7 +21,7 @@ mod user;
 pub use api::{KigoApi, KigoApiBuilder};
 pub use auth::{ClientMetrics, RetryOn401};
 pub use client::{ClientError, KigoClient};
-pub use config::{ApiConfig, CredentialPlacement, HttpSettings, ResponseFields, USER_AGENT};
+pub use config::{ApiConfig, CredentialPlacement, ResponseFields, USER_AGENT};
 pub use credentials::{API_KEY_VAR, ApiKey, BASE_URL_VAR, Credentials, PARTNER_ID_VAR};
 pub use error::{ConfigError, CreateError, ErrorKind};
 pub use middleware::KigoAuth;

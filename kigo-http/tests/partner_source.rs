@@ -10,7 +10,7 @@ use kigo_core::runtime::{ManualClock, TimeSource};
 use kigo_core::{CreateRequest, SourceError, Token, TokenKey, TokenSource};
 use kigo_http::{
     ApiConfig, ApiKey, ConfigError, CreateError, CredentialPlacement, Credentials, ErrorKind,
-    HttpSettings, KigoApi,
+    KigoApi,
 };
 use kigo_testkit::mock::{
     Endpoint, ExpiryShape, Fault, MockKigo, PARTNER_SESSION_PATH, RetryAfter,
@@ -282,9 +282,10 @@ async fn retry_after_is_read_as_seconds_or_http_date() {
 #[tokio::test]
 async fn a_hanging_endpoint_is_a_transient_timeout() {
     let mock = MockKigo::start().await.unwrap();
-    let mut settings = HttpSettings::default();
-    settings.timeout = Duration::from_millis(300);
-    let api = api_builder(&mock).http_settings(settings).build().unwrap();
+    let api = api_builder(&mock)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     mock.inject(Endpoint::PartnerSession, [Fault::Hang]);
     let error = create(&api, &ManualClock::new()).await.unwrap_err();
     assert!(error.is_transient());
@@ -298,8 +299,7 @@ async fn https_with_a_certificate_generated_at_start() {
     create(&api(&mock), &ManualClock::new()).await.unwrap();
 
     // Without trusting the mock's authority the handshake fails: TLS is really checked.
-    let untrusting = api_builder(&mock)
-        .http_settings(HttpSettings::default())
+    let untrusting = KigoApi::builder(common::credentials(&mock))
         .build()
         .unwrap();
     let error = create(&untrusting, &ManualClock::new()).await.unwrap_err();
@@ -313,10 +313,8 @@ fn plain_http_is_refused_for_a_host_that_is_not_loopback() {
         |url| Credentials::new(ApiKey::new("k").unwrap(), common::partner("acme"), url).unwrap();
     let refused = KigoApi::builder(credentials("http://kigo.example.com")).build();
     assert!(matches!(refused, Err(ConfigError::InsecureBaseUrl)));
-    let mut settings = HttpSettings::default();
-    settings.allow_insecure_http = true;
     KigoApi::builder(credentials("http://kigo.example.com"))
-        .http_settings(settings)
+        .allow_insecure_http(true)
         .build()
         .expect("explicit opt-in");
     KigoApi::builder(credentials("https://kigo.example.com"))
@@ -439,11 +437,9 @@ async fn a_server_that_never_completes_the_handshake_hits_the_connect_timeout() 
         &format!("https://{address}"),
     )
     .unwrap();
-    let mut settings = HttpSettings::default();
-    settings.connect_timeout = Duration::from_millis(200);
-    settings.timeout = Duration::from_secs(60);
     let api = KigoApi::builder(credentials)
-        .http_settings(settings)
+        .connect_timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     let error = tokio::time::timeout(Duration::from_secs(20), create(&api, &ManualClock::new()))
@@ -504,4 +500,37 @@ async fn a_retry_after_date_counts_from_the_server_date_not_our_clock() {
     let ours = server_clock.skewed(60_000);
     let error = create(&api(&mock), &ours).await.unwrap_err();
     assert_eq!(error.retry_after(), Some(Duration::from_secs(90)));
+}
+
+#[tokio::test]
+async fn settings_add_up_and_a_custom_client_refuses_transport_settings() {
+    let mock = MockKigo::builder().https().start().await.unwrap();
+    // The certificate added by `api_builder` survives later settings.
+    let api = api_builder(&mock)
+        .connect_timeout(Duration::from_secs(2))
+        .max_body_bytes(4096)
+        .build()
+        .unwrap();
+    create(&api, &ManualClock::new()).await.unwrap();
+
+    let custom =
+        || KigoApi::builder(common::credentials(&mock)).client(kigo_http::reqwest::Client::new());
+    for builder in [
+        custom().timeout(Duration::from_secs(1)),
+        custom().connect_timeout(Duration::from_secs(1)),
+        api_builder(&mock).client(kigo_http::reqwest::Client::new()),
+    ] {
+        assert!(matches!(
+            builder.build(),
+            Err(ConfigError::Invalid {
+                setting: "client",
+                ..
+            })
+        ));
+    }
+    custom()
+        .max_body_bytes(1024)
+        .allow_insecure_http(true)
+        .build()
+        .expect("settings that apply to any client");
 }

@@ -8,26 +8,29 @@ use std::time::Duration;
 
 use kigo_core::runtime::{ManualClock, RuntimeEnv};
 use kigo_core::{PartnerId, TokenManager, TokenSource};
-use kigo_http::{ApiKey, Credentials, HttpSettings, KigoApi, KigoApiBuilder};
+use kigo_http::{ApiKey, Credentials, KigoApi, KigoApiBuilder};
 use kigo_testkit::mock::{MockKigo, MockKigoBuilder};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The builder of a `KigoApi` for `mock`, trusting its certificate authority if it serves HTTPS.
 pub fn api_builder(mock: &MockKigo) -> KigoApiBuilder {
-    let credentials = Credentials::new(
+    let builder = KigoApi::builder(credentials(mock)).timeout(Duration::from_secs(3));
+    match mock.ca_certificate_pem() {
+        Some(pem) => builder.add_root_certificate(
+            kigo_http::reqwest::Certificate::from_pem(pem.as_bytes()).unwrap(),
+        ),
+        None => builder,
+    }
+}
+
+/// The credentials `mock` accepts.
+pub fn credentials(mock: &MockKigo) -> Credentials {
+    Credentials::new(
         ApiKey::new(mock.api_key()).unwrap(),
         mock.partner_id().clone(),
         mock.base_url(),
     )
-    .unwrap();
-    let mut settings = HttpSettings::default();
-    settings.timeout = Duration::from_secs(3);
-    if let Some(pem) = mock.ca_certificate_pem() {
-        settings
-            .root_certificates
-            .push(kigo_http::reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
-    }
-    KigoApi::builder(credentials).http_settings(settings)
+    .unwrap()
 }
 
 pub fn api(mock: &MockKigo) -> KigoApi {
