@@ -1,10 +1,11 @@
 //! The mock Kigo server in-process: what tests and the quickstart rely on, each feature once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kigo_core::runtime::ManualClock;
-use kigo_testkit::mock::{MockKigo, PARTNER_SESSION_PATH, USER_SESSION_PATH};
+use kigo_core::{PartnerId, TokenKey};
+use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PARTNER_SESSION_PATH, USER_SESSION_PATH};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -85,4 +86,90 @@ async fn debug_output_shows_no_key_and_no_token() {
             panic!("{name} shown at byte {at} of the Debug output");
         }
     }
+}
+
+#[tokio::test]
+async fn latency_delays_a_normal_answer() {
+    let mock = MockKigo::start().await.unwrap();
+    let delay = Duration::from_millis(300);
+    mock.inject(Endpoint::PartnerSession, [Fault::Latency(delay)]);
+    let started = Instant::now();
+    let answer = create_partner_token(&mock).await;
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    assert!(answer["session_token"].is_string());
+}
+
+#[tokio::test]
+async fn faults_can_be_cleared_in_process_and_over_http() {
+    let mock = MockKigo::start().await.unwrap();
+    let credentials = json!({"api_key": mock.api_key(), "partner_id": mock.partner_id().as_str()});
+    let attempt = || post(&mock, PARTNER_SESSION_PATH, credentials.clone());
+
+    mock.inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));
+    assert_eq!(attempt().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    mock.clear_faults();
+    assert_eq!(attempt().await.0, StatusCode::OK);
+
+    mock.inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));
+    mock.inject(Endpoint::PartnerSession, [Fault::Status(500)]);
+    let cleared = client()
+        .delete(format!("{}/_mock/faults", mock.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::OK);
+    assert_eq!(attempt().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn user_tokens_come_with_refresh_tokens_unless_turned_off() {
+    for enabled in [true, false] {
+        let mock = MockKigo::builder()
+            .refresh_tokens(enabled)
+            .start()
+            .await
+            .unwrap();
+        let partner = create_partner_token(&mock).await;
+        let response = client()
+            .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
+            .bearer_auth(partner["session_token"].as_str().unwrap())
+            .body(json!({"external_user_id": "u1"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(answer["session_token"].is_string());
+        assert_eq!(answer["refresh_token"].is_string(), enabled, "{enabled}");
+    }
+}
+
+#[tokio::test]
+async fn it_listens_on_the_port_asked_for() {
+    let port = kigo_testkit::services::free_port().unwrap();
+    let mock = MockKigo::builder().port(port).start().await.unwrap();
+    assert_eq!(mock.base_url(), format!("http://127.0.0.1:{port}"));
+    create_partner_token(&mock).await;
+}
+
+#[tokio::test]
+async fn creations_are_counted_per_key_and_in_total() {
+    let mock = MockKigo::builder()
+        .partner("north", "north-key")
+        .partner("south", "south-key")
+        .start()
+        .await
+        .unwrap();
+    for (partner, key, times) in [("north", "north-key", 2), ("south", "south-key", 1)] {
+        for _ in 0..times {
+            let credentials = json!({"api_key": key, "partner_id": partner});
+            let (status, _) = post(&mock, PARTNER_SESSION_PATH, credentials).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    let counters = mock.counters();
+    let key = |id| TokenKey::partner(PartnerId::new(id).unwrap());
+    assert_eq!(counters.creations_for(&key("north")), 2);
+    assert_eq!(counters.creations_for(&key("south")), 1);
+    assert_eq!(counters.total_creations(), 3);
+    assert_eq!(counters.requests_to(Endpoint::PartnerSession), 3);
 }

@@ -19,16 +19,6 @@ pub enum Endpoint {
     Protected,
 }
 
-impl Endpoint {
-    /// Every endpoint, in a stable order.
-    pub const ALL: [Endpoint; 4] = [
-        Endpoint::PartnerSession,
-        Endpoint::UserSession,
-        Endpoint::UserRefresh,
-        Endpoint::Protected,
-    ];
-}
-
 /// The delay a `429` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
