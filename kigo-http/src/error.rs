@@ -66,6 +66,8 @@ pub enum ErrorKind {
     Connect,
     /// The connection failed while sending or reading.
     Transport,
+    /// The request could not be built (for example a custom client refused its URL).
+    InvalidRequest,
     /// The answer's body exceeded the size limit.
     BodyTooLarge,
     /// The answer's body is not JSON.
@@ -117,6 +119,7 @@ impl ErrorKind {
             Self::Timeout => "the Kigo API did not answer in time",
             Self::Connect => "the Kigo API could not be reached",
             Self::Transport => "the connection to the Kigo API failed",
+            Self::InvalidRequest => "the request to the Kigo API could not be built",
             Self::BodyTooLarge => "the token answer is larger than allowed",
             Self::NotJson => "the token answer is not JSON",
             Self::MissingToken => "the token answer has no token",

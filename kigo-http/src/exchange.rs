@@ -72,7 +72,9 @@ fn classify(status: StatusCode) -> ErrorKind {
 
 /// Maps a reqwest failure (no answer, or a broken one) to its class.
 fn transport(error: reqwest::Error) -> CreateError {
-    let kind = if error.is_timeout() {
+    let kind = if error.is_builder() {
+        ErrorKind::InvalidRequest
+    } else if error.is_timeout() {
         ErrorKind::Timeout
     } else if error.is_connect() {
         ErrorKind::Connect

@@ -534,3 +534,21 @@ async fn settings_add_up_and_a_custom_client_refuses_transport_settings() {
         .build()
         .expect("settings that apply to any client");
 }
+
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_permanent() {
+    let mock = MockKigo::start().await.unwrap();
+    // A custom client that refuses the (loopback, plain http) base URL when building requests.
+    let https_only = kigo_http::reqwest::Client::builder()
+        .https_only(true)
+        .build()
+        .unwrap();
+    let api = KigoApi::builder(common::credentials(&mock))
+        .client(https_only)
+        .build()
+        .unwrap();
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert!(!error.is_transient(), "retrying cannot fix it");
+    assert_eq!(cause(&error).kind(), ErrorKind::InvalidRequest);
+    assert_eq!(mock.counters().requests_to(Endpoint::PartnerSession), 0);
+}
