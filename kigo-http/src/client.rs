@@ -41,9 +41,12 @@ pub enum ClientError {
     /// No valid token could be had (see the manager's error for why).
     #[error("no Kigo session token available")]
     Token(#[source] kigo_core::Error),
-    /// The request could not be built or sent.
+    /// The request could not be built or sent. The error carries no URL (which may name users).
     #[error("the request to the Kigo API failed")]
     Request(#[source] reqwest::Error),
+    /// The session token cannot be sent in a header.
+    #[error("the session token cannot be sent in a header")]
+    UnusableToken,
     /// The request is not for the API's origin; the token is not sent elsewhere.
     #[error("the request is not for the Kigo API's origin; no token was sent")]
     ForeignOrigin,
@@ -94,7 +97,7 @@ impl KigoClient {
         request: RequestBuilder,
         retry: RetryOn401,
     ) -> Result<Response, ClientError> {
-        let request = request.build().map_err(ClientError::Request)?;
+        let request = request.build().map_err(request_failed)?;
         if !same_origin(request.url(), &self.base) {
             return Err(ClientError::ForeignOrigin);
         }
@@ -103,7 +106,8 @@ impl KigoClient {
             .await
             .map_err(|error| match error {
                 AuthError::Token(error) => ClientError::Token(error),
-                AuthError::Send(error) => ClientError::Request(error),
+                AuthError::Header(_) => ClientError::UnusableToken,
+                AuthError::Send(error) => request_failed(error),
             })
     }
 
@@ -116,6 +120,10 @@ impl KigoClient {
     pub fn metrics(&self) -> ClientMetrics {
         self.counters.snapshot()
     }
+}
+
+fn request_failed(error: reqwest::Error) -> ClientError {
+    ClientError::Request(error.without_url())
 }
 
 /// Sends straight through a `reqwest::Client`.

@@ -82,6 +82,7 @@ impl Middleware for KigoAuth {
             .await
             .map_err(|error| match error {
                 AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
+                AuthError::Header(error) => reqwest_middleware::Error::middleware(error),
                 AuthError::Send(error) => error,
             })
     }

@@ -312,3 +312,26 @@ async fn no_request_waits_for_a_renewal_while_the_token_is_valid() {
     .await;
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 }
+
+#[tokio::test]
+async fn a_failed_request_does_not_repeat_its_url() {
+    let Setup { mock, client, .. } = Setup::start().await;
+    client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
+    mock.shutdown();
+    let path = "/api/v1/users/user-4711/orders";
+    let error = client
+        .send(client.get(path).unwrap())
+        .await
+        .expect_err("the server is gone");
+    assert!(matches!(error, ClientError::Request(_)), "{error:?}");
+    let mut shown = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        shown.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    assert!(!shown.contains("user-4711"), "{shown}");
+}

@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Failure> {
     // Keep the mock alive for the whole run when no real API is configured.
-    let (api, _mock) = if real_api_requested() {
+    let (api, mock) = if real_api_requested() {
         (KigoApi::from_env()?, None)
     } else {
         let mock = MockKigo::start().await?;
@@ -88,7 +88,7 @@ async fn run() -> Result<(), Failure> {
         let answer = backend.session_for_front_end(user).await?;
         say(format_args!("GET /session as {user:<5} -> {answer}"));
     }
-    if _mock.is_some() {
+    if mock.is_some() {
         let response = backend.kigo.send(backend.kigo.get(PROTECTED_PATH)?).await?;
         say(format_args!(
             "backend call to {PROTECTED_PATH} -> {} {}",

@@ -14,7 +14,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use kigo_core::{TokenKey, UserId};
+use kigo_core::{PartnerId, TokenKey, UserId};
 use serde_json::{Value, json};
 
 use super::fault::{Endpoint, Fault, FaultScript, RetryAfter};
@@ -112,17 +112,11 @@ fn partner_session(
             "api_key and partner_id are required",
         );
     };
-    let partner = shared
-        .partners
-        .iter()
-        .find(|(partner, key)| partner.as_str() == partner_id && **key == api_key);
+    let partner = PartnerId::new(partner_id)
+        .ok()
+        .filter(|partner| shared.partners.get(partner) == Some(&api_key));
     match partner {
-        Some((partner, _)) => issue(
-            shared,
-            TokenKey::partner(partner.clone()),
-            expires_early,
-            false,
-        ),
+        Some(partner) => issue(shared, TokenKey::partner(partner), expires_early, false),
         None => unauthorized(shared, "invalid API key or partner ID"),
     }
 }

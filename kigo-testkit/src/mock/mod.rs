@@ -88,8 +88,8 @@ pub enum MockError {
     #[error("the mock Kigo server could not listen: {0}")]
     Bind(#[source] std::io::Error),
     /// The certificate or the TLS configuration could not be made.
-    #[error("the mock Kigo server could not set up TLS: {0}")]
-    Tls(String),
+    #[error("the mock Kigo server could not set up TLS")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A partner ID given to the builder is not valid.
     #[error("invalid partner ID for the mock Kigo server: {0}")]
     PartnerId(#[from] InvalidId),
