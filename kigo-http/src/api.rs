@@ -112,10 +112,12 @@ impl KigoApiBuilder {
         self
     }
 
-    /// Checks the base URL (HTTPS unless loopback or opted in) and builds the client.
+    /// Checks the base URL (HTTPS unless loopback or opted in), the endpoint paths and the
+    /// response fields, and builds the client.
     pub fn build(self) -> Result<KigoApi, ConfigError> {
         let base = self.credentials.base_url();
         check_scheme(base, self.settings.allow_insecure_http)?;
+        self.config.response.check()?;
         let http = match self.client {
             Some(_) if self.transport_set => {
                 return Err(ConfigError::invalid(
@@ -176,9 +178,17 @@ impl KigoApi {
         PartnerTokenSource::new(Arc::clone(&self.inner))
     }
 
-    /// The source of user-level tokens, creating them with the partner token of `partner`.
-    pub fn user_source(&self, partner: TokenHandle) -> UserTokenSource {
-        UserTokenSource::new(Arc::clone(&self.inner), partner)
+    /// The source of user-level tokens, creating them with the partner token of `partner`: a
+    /// handle for [`KigoApi::partner_key`], else an error (a user-level handle would make user
+    /// tokens with user tokens).
+    pub fn user_source(&self, partner: TokenHandle) -> Result<UserTokenSource, ConfigError> {
+        if partner.key() != &self.partner_key() {
+            return Err(ConfigError::invalid(
+                "partner handle",
+                "not the handle of this partner's partner-level token",
+            ));
+        }
+        Ok(UserTokenSource::new(Arc::clone(&self.inner), partner))
     }
 
     /// A client that sends requests to this API with the token of `handle`, renewing on 401.

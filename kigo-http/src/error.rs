@@ -82,6 +82,8 @@ pub enum ErrorKind {
     NonPositiveLifetime,
     /// The lifetime is longer than the configured maximum.
     AbsurdLifetime,
+    /// The lifetime is positive but shorter than the configured minimum.
+    ShortLifetime,
     /// The expiry field is neither seconds, an RFC 3339 time nor epoch seconds.
     InvalidExpiry,
     /// The source was asked for a key it does not serve (another partner, or the wrong level).
@@ -127,6 +129,7 @@ impl ErrorKind {
             Self::InvalidToken => "the token answer has a token that cannot be used",
             Self::NonPositiveLifetime => "the token answer has a zero or negative lifetime",
             Self::AbsurdLifetime => "the token answer has a lifetime beyond the allowed maximum",
+            Self::ShortLifetime => "the token answer has a lifetime below the allowed minimum",
             Self::InvalidExpiry => "the token answer has an expiry that cannot be read",
             Self::WrongKey => "the token source does not serve this key",
             Self::PartnerTokenUnavailable => "no partner token is available for now",

@@ -81,6 +81,9 @@ fn lifetime(answer: &Value, config: &ApiConfig, timing: Timing) -> Result<Durati
     if lifetime > config.max_lifetime {
         return Err(CreateError::new(ErrorKind::AbsurdLifetime));
     }
+    if lifetime < config.min_lifetime {
+        return Err(CreateError::new(ErrorKind::ShortLifetime));
+    }
     Ok(lifetime)
 }
 
@@ -234,6 +237,14 @@ mod tests {
         assert_eq!(
             kind(r#"{"session_token":"t","expires_in":864000}"#),
             ErrorKind::AbsurdLifetime
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_in":0.001}"#),
+            ErrorKind::ShortLifetime
+        );
+        assert_eq!(
+            kind(r#"{"session_token":"t","expires_at":1800000000.5}"#),
+            ErrorKind::ShortLifetime
         );
         assert_eq!(
             kind(r#"{"session_token":"t","expires_in":"soon"}"#),

@@ -26,6 +26,15 @@ use crate::error::{CreateError, ErrorKind};
 ///   if the API refuses it, a new token is created.
 ///
 /// Keys are `TokenKey::User { partner, user }`; the manager keeps a bounded number of them.
+///
+/// # Timeouts
+///
+/// One creation may make several HTTP calls in a row, each bounded by the HTTP timeout (default
+/// 8 s): a partner-token creation when none is cached, then the user call; after a `401`, a second
+/// partner-token creation and a second user call. With the defaults that is 16 s on the usual
+/// path and 32 s at worst, more than the manager's default 10 s creation timeout, which would
+/// then cut the creation short. Give the user-level manager a longer `create_timeout` (20 s
+/// covers the usual path), or lower the HTTP timeout with `KigoApiBuilder::timeout`.
 #[derive(Debug, Clone)]
 pub struct UserTokenSource {
     api: Arc<ApiInner>,

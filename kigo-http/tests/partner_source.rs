@@ -552,3 +552,17 @@ async fn a_request_that_cannot_be_built_is_permanent() {
     assert_eq!(cause(&error).kind(), ErrorKind::InvalidRequest);
     assert_eq!(mock.counters().requests_to(Endpoint::PartnerSession), 0);
 }
+
+#[tokio::test]
+async fn response_pointers_without_a_leading_slash_are_refused() {
+    let mock = MockKigo::start().await.unwrap();
+    let mut config = ApiConfig::default();
+    config.response.expires_in = vec!["/expires_in".into(), "data/ttl".into()];
+    assert!(matches!(
+        api_builder(&mock).config(config).build(),
+        Err(ConfigError::Invalid {
+            setting: "response.expires_in",
+            ..
+        })
+    ));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kigo_core::runtime::ManualClock;
 use kigo_core::{CreateRequest, TokenManager, TokenSource, UserId};
-use kigo_http::{CreateError, ErrorKind};
+use kigo_http::{ConfigError, CreateError, ErrorKind};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
 use common::{api, manager, manual_manager, mock_on};
@@ -18,7 +18,7 @@ fn partner_and_user_sources(
     api: &kigo_http::KigoApi,
 ) -> (kigo_core::TokenManager, kigo_http::UserTokenSource) {
     let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key()));
+    let source = api.user_source(partners.handle(api.partner_key())).unwrap();
     (partners, source)
 }
 
@@ -31,7 +31,7 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key())));
+    let users = manager(api.user_source(partners.handle(api.partner_key())).unwrap());
     let alice = api.user_key(user("alice"));
 
     let token = users.token(&alice).await.unwrap();
@@ -55,7 +55,7 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key())));
+    let users = manager(api.user_source(partners.handle(api.partner_key())).unwrap());
     partners.token(&api.partner_key()).await.unwrap();
     mock.revoke_all();
 
@@ -96,7 +96,10 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
         .unwrap();
     let api = api(&mock);
     let partners = manual_manager(api.partner_source(), &clock);
-    let users = manual_manager(api.user_source(partners.handle(api.partner_key())), &clock);
+    let users = manual_manager(
+        api.user_source(partners.handle(api.partner_key())).unwrap(),
+        &clock,
+    );
     let dave = api.user_key(user("dave"));
     let handle = users.handle(dave.clone());
 
@@ -131,7 +134,7 @@ async fn user_keys_are_bounded_in_memory() {
     let api = api(&mock);
     let partners = manager(api.partner_source());
     let users = TokenManager::builder(Arc::new(
-        api.user_source(partners.handle(api.partner_key())),
+        api.user_source(partners.handle(api.partner_key())).unwrap(),
     ))
     .user_key_capacity(8)
     .build()
@@ -245,4 +248,28 @@ async fn a_refresh_token_echoed_in_a_bad_request_is_scrubbed_from_the_logs() {
         "the refusal is logged, scrubbed"
     );
     common::assert_no_secret(&logs, &[("the refresh token", &refresh)]);
+}
+
+#[tokio::test]
+async fn only_this_partners_partner_level_handle_makes_a_user_source() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    for key in [
+        api.user_key(user("grace")),
+        kigo_core::TokenKey::partner(common::partner("someone-else")),
+    ] {
+        assert!(
+            matches!(
+                api.user_source(partners.handle(key.clone())),
+                Err(ConfigError::Invalid {
+                    setting: "partner handle",
+                    ..
+                })
+            ),
+            "{key}"
+        );
+    }
+    api.user_source(partners.handle(api.partner_key()))
+        .expect("the partner-level handle");
 }

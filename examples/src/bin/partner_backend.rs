@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use examples::{real_api_requested, say, seconds_until};
 use kigo_core::{MemoryStore, TokenHandle, TokenManager, TokenStore, UserId};
@@ -28,9 +29,11 @@ impl Backend {
             .store(Arc::clone(&store))
             .build()?;
         let partner = partners.handle(api.partner_key());
-        // User-level tokens, created with the partner token; at most 10 000 kept in memory.
-        let users = TokenManager::builder(Arc::new(api.user_source(partner.clone())))
+        // User-level tokens, created with the partner token; at most 10 000 kept in memory. A
+        // creation may first create a partner token: two HTTP calls of up to 8 s each.
+        let users = TokenManager::builder(Arc::new(api.user_source(partner.clone())?))
             .store(store)
+            .create_timeout(Duration::from_secs(20))
             .user_key_capacity(10_000)
             .build()?;
         let kigo = api.client(partner.clone());
