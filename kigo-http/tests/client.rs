@@ -25,6 +25,18 @@ impl Setup {
         let mock = MockKigo::start().await.unwrap();
         let api = api(&mock);
         let tokens = manager(api.partner_source());
+        Self::with(mock, api, tokens)
+    }
+
+    /// The mock and the manager on `clock`.
+    async fn on(clock: &ManualClock) -> Self {
+        let mock = mock_on(clock).start().await.unwrap();
+        let api = api(&mock);
+        let tokens = manual_manager(api.partner_source(), clock);
+        Self::with(mock, api, tokens)
+    }
+
+    fn with(mock: MockKigo, api: kigo_http::KigoApi, tokens: kigo_core::TokenManager) -> Self {
         let client = api.client(tokens.handle(api.partner_key()));
         Self {
             mock,
@@ -84,10 +96,7 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
 #[tokio::test]
 async fn a_token_that_expires_earlier_than_announced_is_renewed_on_401() {
     let clock = ManualClock::new();
-    let mock = mock_on(&clock).start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manual_manager(api.partner_source(), &clock);
-    let client = api.client(tokens.handle(api.partner_key()));
+    let Setup { mock, client, .. } = Setup::on(&clock).await;
     mock.inject(
         Endpoint::PartnerSession,
         [Fault::ExpiresEarly(Duration::from_secs(10))],
@@ -284,10 +293,7 @@ async fn the_middleware_leaves_other_origins_untouched() {
 #[tokio::test]
 async fn no_request_waits_for_a_renewal_while_the_token_is_valid() {
     let clock = ManualClock::new();
-    let mock = mock_on(&clock).start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manual_manager(api.partner_source(), &clock);
-    let client = api.client(tokens.handle(api.partner_key()));
+    let Setup { mock, client, .. } = Setup::on(&clock).await;
     client
         .send(client.get(PROTECTED_PATH).unwrap())
         .await
