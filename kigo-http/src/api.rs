@@ -1,20 +1,18 @@
 //! [`KigoApi`]: the credentials, the assumptions about the API and the HTTP client, checked once
 //! and shared by the token sources and the authenticated client.
 
-use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::{DATE, RETRY_AFTER};
-use kigo_core::runtime::TimeSource;
-use kigo_core::{Token, TokenHandle, TokenKey, UserId};
-use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use kigo_core::{TokenHandle, TokenKey, UserId};
+use reqwest::Url;
 
 use crate::client::KigoClient;
 use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
-use crate::credentials::{BASE_URL_VAR, Credentials};
-use crate::error::{ConfigError, CreateError, ErrorKind};
+use crate::credentials::Credentials;
+use crate::error::ConfigError;
 use crate::middleware::KigoAuth;
-use crate::parse::{self, Timing};
+use crate::origin::{check_scheme, join_path};
 use crate::partner::PartnerTokenSource;
 use crate::user::UserTokenSource;
 
@@ -29,7 +27,7 @@ use crate::user::UserTokenSource;
 /// let api = KigoApi::from_env()?; // KIGO_API_KEY, KIGO_PARTNER_ID, KIGO_BASE_URL
 /// let manager = TokenManager::builder(Arc::new(api.partner_source())).build()?;
 /// let client = api.client(manager.handle(api.partner_key()));
-/// let response = client.send(client.get("/api/v1/some/endpoint")).await?;
+/// let response = client.send(client.get("/api/v1/some/endpoint")?).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -54,6 +52,8 @@ pub struct KigoApiBuilder {
     credentials: Credentials,
     config: ApiConfig,
     settings: HttpSettings,
+    /// Whether a timeout or certificate was set, which a custom client would ignore.
+    transport_set: bool,
     client: Option<reqwest::Client>,
 }
 
@@ -64,32 +64,71 @@ impl KigoApiBuilder {
         self
     }
 
-    /// Replaces the HTTP settings (timeouts, extra trusted certificates, plain-http opt-in).
-    pub fn http_settings(mut self, settings: HttpSettings) -> Self {
-        self.settings = settings;
+    /// The longest a whole request may take, body included (default 8 s: below the token
+    /// manager's default 10 s creation timeout, so that the HTTP error is the one reported).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self.transport_set = true;
         self
     }
 
-    /// Uses your own `reqwest::Client` instead of building one: its timeouts, TLS and redirect
-    /// policy are then yours (keep redirects off, so that credentials are never re-sent
-    /// elsewhere). The base URL check and the body cap still apply.
+    /// The longest a connection (TCP and TLS) may take to set up (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self.transport_set = true;
+        self
+    }
+
+    /// Trusts `certificate` as an authority too, besides the platform's (e.g. a test server's).
+    /// Each call adds one.
+    pub fn add_root_certificate(mut self, certificate: reqwest::Certificate) -> Self {
+        self.settings.root_certificates.push(certificate);
+        self.transport_set = true;
+        self
+    }
+
+    /// Allows a plain `http://` base URL for a host that is not loopback (default: no).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.settings.allow_insecure_http = allow;
+        self
+    }
+
+    /// The cap on a token answer's body (default 64 KiB).
+    pub fn max_body_bytes(mut self, cap: usize) -> Self {
+        self.settings.max_body_bytes = cap;
+        self
+    }
+
+    /// Uses your own `reqwest::Client` instead of building one. Its timeouts and TLS are then
+    /// yours: combining it with [`Self::timeout`], [`Self::connect_timeout`] or
+    /// [`Self::add_root_certificate`] is refused at [`Self::build`]. The base URL check and the
+    /// body cap still apply.
+    ///
+    /// **Turn its redirects off** (`redirect(reqwest::redirect::Policy::none())`): on a `307` or
+    /// `308` to another origin reqwest re-sends the request body (which holds the API key) and
+    /// custom headers (such as an API-key header); it strips only `Authorization` and cookies.
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
         self
     }
 
-    /// Checks the base URL (HTTPS unless loopback or opted in) and builds the client.
+    /// Checks the base URL (HTTPS unless loopback or opted in), the endpoint paths and the
+    /// response fields, and builds the client.
     pub fn build(self) -> Result<KigoApi, ConfigError> {
         let base = self.credentials.base_url();
         check_scheme(base, self.settings.allow_insecure_http)?;
+        self.config.response.check()?;
         let http = match self.client {
+            Some(_) if self.transport_set => {
+                return Err(ConfigError::invalid(
+                    "client",
+                    "a custom client keeps its own timeouts and certificates; set them on it",
+                ));
+            }
             Some(client) => client,
             None => build_client(&self.settings)?,
         };
-        let endpoint = |path: &str, setting| {
-            let joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
-            Url::parse(&joined).map_err(|_| ConfigError::invalid(setting, "not a valid path"))
-        };
+        let endpoint = |path: &str, setting| join_path(base, path, setting);
         Ok(KigoApi {
             inner: Arc::new(ApiInner {
                 partner_session_url: endpoint(
@@ -114,6 +153,7 @@ impl KigoApi {
             credentials,
             config: ApiConfig::default(),
             settings: HttpSettings::default(),
+            transport_set: false,
             client: None,
         }
     }
@@ -138,9 +178,17 @@ impl KigoApi {
         PartnerTokenSource::new(Arc::clone(&self.inner))
     }
 
-    /// The source of user-level tokens, creating them with the partner token of `partner`.
-    pub fn user_source(&self, partner: TokenHandle) -> UserTokenSource {
-        UserTokenSource::new(Arc::clone(&self.inner), partner)
+    /// The source of user-level tokens, creating them with the partner token of `partner`: a
+    /// handle for [`KigoApi::partner_key`], else an error (a user-level handle would make user
+    /// tokens with user tokens).
+    pub fn user_source(&self, partner: TokenHandle) -> Result<UserTokenSource, ConfigError> {
+        if partner.key() != &self.partner_key() {
+            return Err(ConfigError::invalid(
+                "partner handle",
+                "not the handle of this partner's partner-level token",
+            ));
+        }
+        Ok(UserTokenSource::new(Arc::clone(&self.inner), partner))
     }
 
     /// A client that sends requests to this API with the token of `handle`, renewing on 401.
@@ -164,114 +212,6 @@ impl KigoApi {
     }
 }
 
-impl ApiInner {
-    /// Sends a token request and reads its answer into a token valid from the send time.
-    ///
-    /// `secrets` are scrubbed from any server message kept in an error.
-    pub(crate) async fn exchange(
-        &self,
-        request: RequestBuilder,
-        clock: &dyn TimeSource,
-        secrets: &[&str],
-    ) -> Result<Token, CreateError> {
-        let sent_at = clock.now();
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        let server_date =
-            header(&response, DATE).and_then(|date| httpdate::parse_http_date(date).ok());
-        let retry_after = header(&response, RETRY_AFTER)
-            .and_then(|value| parse::retry_after(value, clock.now(), self.config.max_retry_after));
-        let body = read_capped(response, self.max_body_bytes).await;
-        if status.is_success() {
-            let timing = Timing {
-                sent_at,
-                server_date,
-            };
-            return parse::token(&body?, &self.config, timing);
-        }
-        let kind = classify(status);
-        let mut error = CreateError::new(kind).with_status(status);
-        if kind.is_transient() {
-            error = error.with_retry_after(retry_after);
-        } else if let Ok(body) = body {
-            error = error.with_server_message(parse::server_message(&body, secrets));
-        }
-        Err(error)
-    }
-}
-
-fn header(response: &Response, name: http::HeaderName) -> Option<&str> {
-    response.headers().get(name)?.to_str().ok()
-}
-
-/// The class of a failed status.
-fn classify(status: StatusCode) -> ErrorKind {
-    match status {
-        StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
-        StatusCode::FORBIDDEN => ErrorKind::Forbidden,
-        StatusCode::BAD_REQUEST => ErrorKind::BadRequest,
-        StatusCode::REQUEST_TIMEOUT => ErrorKind::RequestTimeout,
-        StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
-        status if status.is_server_error() => ErrorKind::ServerError,
-        _ => ErrorKind::UnexpectedStatus,
-    }
-}
-
-/// Maps a reqwest failure (no answer, or a broken one) to its class.
-pub(crate) fn transport(error: reqwest::Error) -> CreateError {
-    let kind = if error.is_timeout() {
-        ErrorKind::Timeout
-    } else if error.is_connect() {
-        ErrorKind::Connect
-    } else {
-        ErrorKind::Transport
-    };
-    CreateError::new(kind).with_source(error.without_url())
-}
-
-/// Reads the body, refusing more than `cap` bytes (checked before and while reading).
-async fn read_capped(mut response: Response, cap: usize) -> Result<Vec<u8>, CreateError> {
-    let too_large = || CreateError::new(ErrorKind::BodyTooLarge);
-    if response
-        .content_length()
-        .is_some_and(|length| length > cap as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > cap {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// HTTPS, or plain HTTP for a loopback host or with the explicit opt-in.
-pub(crate) fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), ConfigError> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
-        "http" => Err(ConfigError::InsecureBaseUrl),
-        _ => Err(ConfigError::invalid(
-            BASE_URL_VAR,
-            "the scheme must be https (or http for loopback)",
-        )),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
 fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ConfigError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -282,41 +222,4 @@ fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ConfigError>
         builder = builder.add_root_certificate(certificate.clone());
     }
     builder.build().map_err(ConfigError::HttpClient)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(url: &str, opt_in: bool) -> Result<(), ConfigError> {
-        check_scheme(&Url::parse(url).unwrap(), opt_in)
-    }
-
-    #[test]
-    fn plain_http_only_for_loopback_or_with_the_opt_in() {
-        for url in [
-            "https://api.example.com",
-            "http://127.0.0.1:8080",
-            "http://127.1.2.3",
-            "http://[::1]:80",
-            "http://localhost:3000",
-        ] {
-            assert!(check(url, false).is_ok(), "{url}");
-        }
-        for url in [
-            "http://api.example.com",
-            "http://10.0.0.1",
-            "http://localhost.evil.com",
-        ] {
-            assert!(
-                matches!(check(url, false), Err(ConfigError::InsecureBaseUrl)),
-                "{url}"
-            );
-            assert!(check(url, true).is_ok(), "{url}");
-        }
-        assert!(matches!(
-            check("ftp://api.example.com", true),
-            Err(ConfigError::Invalid { .. })
-        ));
-    }
 }

@@ -13,6 +13,7 @@ use reqwest::{Request, Response, StatusCode};
 
 /// Whether a request rejected with `401` is sent again with a renewed token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RetryOn401 {
     /// Once, if the body can be replayed (the default).
     #[default]
@@ -64,10 +65,19 @@ pub(crate) enum AuthError<E> {
     /// No valid token could be had.
     #[error(transparent)]
     Token(kigo_core::Error),
+    /// The token cannot travel in a header.
+    #[error(transparent)]
+    Header(UnusableToken),
     /// The transport failed.
     #[error(transparent)]
     Send(E),
 }
+
+/// The token cannot travel in a header (`Token::new` refuses such tokens; this is never papered
+/// over by sending an empty header).
+#[derive(Debug, thiserror::Error)]
+#[error("the session token cannot be sent in a header")]
+pub(crate) struct UnusableToken;
 
 /// Sends a request down the rest of a stack.
 pub(crate) trait Sender {
@@ -123,17 +133,35 @@ async fn authorize<E>(
     request: &mut Request,
 ) -> Result<Fingerprint, AuthError<E>> {
     let token = handle.token().await.map_err(AuthError::Token)?;
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, bearer_header(&token));
+    let header = bearer_header(&token).ok_or(AuthError::Header(UnusableToken))?;
+    request.headers_mut().insert(AUTHORIZATION, header);
     Ok(token.fingerprint())
 }
 
-/// `Bearer <token>` as a header value marked sensitive (hidden from `Debug` and HTTP/2 tables).
-pub(crate) fn bearer_header(token: &Token) -> HeaderValue {
-    // `Token::new` admits only visible ASCII, which is always a valid header value.
-    let mut value = HeaderValue::from_str(token.bearer().expose())
-        .unwrap_or_else(|_| HeaderValue::from_static(""));
+/// `Bearer <token>` as a header value marked sensitive (hidden from `Debug` and HTTP/2 tables);
+/// `None` if the token cannot travel in a header (which `Token::new` already refuses).
+pub(crate) fn bearer_header(token: &Token) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(token.bearer().expose()).ok()?;
     value.set_sensitive(true);
-    value
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use kigo_core::TokenSecret;
+
+    use super::*;
+
+    #[test]
+    fn the_authorization_header_is_marked_sensitive() {
+        let now = SystemTime::now();
+        let token =
+            Token::new(TokenSecret::new("abc"), now, now + Duration::from_secs(60)).unwrap();
+        let header = bearer_header(&token).unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(header, "Bearer abc");
+        assert!(!format!("{header:?}").contains("abc"));
+    }
 }

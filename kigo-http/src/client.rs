@@ -6,6 +6,8 @@ use kigo_core::TokenHandle;
 use reqwest::{Method, Request, RequestBuilder, Response, Url};
 
 use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
+use crate::error::ConfigError;
+use crate::origin::{join_path, same_origin};
 
 /// Sends requests to the Kigo API with the token of one [`TokenHandle`] (partner- or user-level).
 ///
@@ -15,7 +17,15 @@ use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
 ///   with the next token. [`RetryOn401::Never`] opts a request out; nothing ever loops.
 /// - Requests go only to the API's own origin: the token never leaves for another host.
 ///
-/// Cheap to clone.
+/// Cheap to clone. Only [`crate::KigoApi::client`] makes one, so the base URL's scheme is always
+/// checked first:
+///
+/// ```compile_fail
+/// # fn bypass(http: kigo_http::reqwest::Client, handle: kigo_core::TokenHandle) {
+/// let insecure = kigo_http::reqwest::Url::parse("http://kigo.example.com").unwrap();
+/// let client = kigo_http::KigoClient::new(http, insecure, handle); // private
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct KigoClient {
     http: reqwest::Client,
@@ -31,17 +41,25 @@ pub enum ClientError {
     /// No valid token could be had (see the manager's error for why).
     #[error("no Kigo session token available")]
     Token(#[source] kigo_core::Error),
-    /// The request could not be built or sent.
+    /// The request could not be built or sent. The error carries no URL (which may name users).
     #[error("the request to the Kigo API failed")]
     Request(#[source] reqwest::Error),
+    /// The session token cannot be sent in a header.
+    #[error("the session token cannot be sent in a header")]
+    UnusableToken,
     /// The request is not for the API's origin; the token is not sent elsewhere.
     #[error("the request is not for the Kigo API's origin; no token was sent")]
     ForeignOrigin,
+    /// The path given to [`KigoClient::request`] does not start with `/`, or leads away from
+    /// the API's origin.
+    #[error("the request path is not usable")]
+    InvalidPath(#[source] ConfigError),
 }
 
 impl KigoClient {
-    /// A client sending with `http` to the API at `base`, authenticated by `handle`.
-    pub fn new(http: reqwest::Client, base: Url, handle: TokenHandle) -> Self {
+    /// A client sending with `http` to the API at `base`, authenticated by `handle`. Only
+    /// [`crate::KigoApi::client`] makes one, after checking the base URL's scheme.
+    pub(crate) fn new(http: reqwest::Client, base: Url, handle: TokenHandle) -> Self {
         Self {
             http,
             base,
@@ -50,19 +68,21 @@ impl KigoClient {
         }
     }
 
-    /// Starts a request to `path` (e.g. `/api/v1/...`) under the base URL.
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let url = format!("{}{path}", self.base.as_str().trim_end_matches('/'));
-        self.http.request(method, url)
+    /// Starts a request to `path` under the base URL. `path` starts with `/` (e.g.
+    /// `/api/v1/...`) and may carry a query; a path that does not, or that would lead to another
+    /// origin, is refused.
+    pub fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+        let url = join_path(&self.base, path, "path").map_err(ClientError::InvalidPath)?;
+        Ok(self.http.request(method, url))
     }
 
     /// `GET path`.
-    pub fn get(&self, path: &str) -> RequestBuilder {
+    pub fn get(&self, path: &str) -> Result<RequestBuilder, ClientError> {
         self.request(Method::GET, path)
     }
 
     /// `POST path`.
-    pub fn post(&self, path: &str) -> RequestBuilder {
+    pub fn post(&self, path: &str) -> Result<RequestBuilder, ClientError> {
         self.request(Method::POST, path)
     }
 
@@ -77,7 +97,7 @@ impl KigoClient {
         request: RequestBuilder,
         retry: RetryOn401,
     ) -> Result<Response, ClientError> {
-        let request = request.build().map_err(ClientError::Request)?;
+        let request = request.build().map_err(request_failed)?;
         if !same_origin(request.url(), &self.base) {
             return Err(ClientError::ForeignOrigin);
         }
@@ -86,7 +106,8 @@ impl KigoClient {
             .await
             .map_err(|error| match error {
                 AuthError::Token(error) => ClientError::Token(error),
-                AuthError::Send(error) => ClientError::Request(error),
+                AuthError::Header(_) => ClientError::UnusableToken,
+                AuthError::Send(error) => request_failed(error),
             })
     }
 
@@ -101,6 +122,10 @@ impl KigoClient {
     }
 }
 
+fn request_failed(error: reqwest::Error) -> ClientError {
+    ClientError::Request(error.without_url())
+}
+
 /// Sends straight through a `reqwest::Client`.
 struct Direct<'a>(&'a reqwest::Client);
 
@@ -113,11 +138,4 @@ impl Sender for Direct<'_> {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, reqwest::Error>> + Send + '_>> {
         Box::pin(self.0.execute(request))
     }
-}
-
-/// Same scheme, host and port.
-pub(crate) fn same_origin(url: &Url, base: &Url) -> bool {
-    url.scheme() == base.scheme()
-        && url.host_str() == base.host_str()
-        && url.port_or_known_default() == base.port_or_known_default()
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::error::ConfigError;
+
 /// Where the API key and partner ID travel in the partner-token request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -63,6 +65,27 @@ impl Default for ResponseFields {
     }
 }
 
+impl ResponseFields {
+    /// Every pointer starts with `/`: one that does not would silently never match.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        let fields = [
+            (&self.token, "response.token"),
+            (&self.expires_in, "response.expires_in"),
+            (&self.expires_at, "response.expires_at"),
+            (&self.refresh_token, "response.refresh_token"),
+        ];
+        for (pointers, setting) in fields {
+            if pointers.iter().any(|pointer| !pointer.starts_with('/')) {
+                return Err(ConfigError::invalid(
+                    setting,
+                    "a JSON pointer starts with '/', e.g. /data/token",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The Kigo API as this crate assumes it. The defaults follow Kigo's public guides where they are
 /// explicit (Bearer header, 30-minute tokens, user tokens with refresh tokens); the paths and
 /// field names are assumptions, listed in the crate's README.
@@ -87,6 +110,9 @@ pub struct ApiConfig {
     pub default_lifetime: Duration,
     /// Longer lifetimes are refused as absurd (default 24 hours).
     pub max_lifetime: Duration,
+    /// Shorter lifetimes are refused (default 1 s): a token that expires almost at once would
+    /// have the manager renew without pause.
+    pub min_lifetime: Duration,
     /// A longer `Retry-After` is cut to this (default 1 hour), so that one bad header cannot
     /// stop renewals for days.
     pub max_retry_after: Duration,
@@ -104,26 +130,21 @@ impl Default for ApiConfig {
             response: ResponseFields::default(),
             default_lifetime: Duration::from_secs(30 * 60),
             max_lifetime: Duration::from_secs(24 * 60 * 60),
+            min_lifetime: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(60 * 60),
         }
     }
 }
 
-/// How this crate talks HTTP when it builds its own `reqwest::Client`.
+/// How this crate talks HTTP when it builds its own `reqwest::Client`; set through
+/// [`crate::KigoApiBuilder`]'s methods (the defaults are documented there).
 #[derive(Clone)]
-#[non_exhaustive]
-pub struct HttpSettings {
-    /// The longest a connection (TCP and TLS) may take to set up (default 5 s).
-    pub connect_timeout: Duration,
-    /// The longest a whole request may take, body included (default 8 s: below the token
-    /// manager's default 10 s creation timeout, so the HTTP error is the one reported).
-    pub timeout: Duration,
-    /// Allows a plain `http://` base URL for a host that is not loopback (default: no).
-    pub allow_insecure_http: bool,
-    /// Extra certificate authorities to trust, besides the platform's (e.g. a test server's).
-    pub root_certificates: Vec<reqwest::Certificate>,
-    /// The cap on a token answer's body (default 64 KiB).
-    pub max_body_bytes: usize,
+pub(crate) struct HttpSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) root_certificates: Vec<reqwest::Certificate>,
+    pub(crate) max_body_bytes: usize,
 }
 
 impl Default for HttpSettings {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use http::HeaderValue;
 use kigo_core::PartnerId;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
@@ -18,28 +19,51 @@ pub const BASE_URL_VAR: &str = "KIGO_BASE_URL";
 /// A Kigo API key. Its `Debug` says `[redacted]`, it has no `Display`, and nothing in this crate
 /// logs it or puts it in an error.
 #[derive(Clone)]
-pub struct ApiKey(SecretString);
+pub struct ApiKey {
+    key: SecretString,
+    /// The same key as a header value marked sensitive, checked once here.
+    header: HeaderValue,
+}
 
 impl ApiKey {
-    /// Wraps `key`; refuses an empty key or one that cannot travel in a header.
+    /// Wraps `key`, without surrounding whitespace (a secret file's trailing newline); refuses an
+    /// empty key or one that cannot travel in a header.
     pub fn new(key: impl Into<String>) -> Result<Self, ConfigError> {
-        let key = SecretString::from(key.into());
-        let text = key.expose_secret();
-        if text.trim().is_empty() {
-            return Err(ConfigError::invalid(API_KEY_VAR, "the API key is empty"));
+        Self::parse(key.into(), "api_key")
+    }
+
+    /// Like [`ApiKey::new`], naming `setting` (a variable or argument) in errors.
+    fn parse(key: String, setting: &'static str) -> Result<Self, ConfigError> {
+        let key = SecretString::from(key);
+        let text = key.expose_secret().trim();
+        if text.is_empty() {
+            return Err(ConfigError::invalid(setting, "the API key is empty"));
         }
-        if !text.bytes().all(|byte| byte.is_ascii_graphic()) {
-            return Err(ConfigError::invalid(
-                API_KEY_VAR,
+        let not_visible = || {
+            ConfigError::invalid(
+                setting,
                 "the API key holds characters that are not visible ASCII",
-            ));
+            )
+        };
+        if !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(not_visible());
         }
-        Ok(Self(key))
+        let mut header = HeaderValue::from_str(text).map_err(|_| not_visible())?;
+        header.set_sensitive(true);
+        Ok(Self {
+            key: SecretString::from(text),
+            header,
+        })
     }
 
     /// The key itself, for the one request that sends it.
     pub(crate) fn expose(&self) -> &str {
-        self.0.expose_secret()
+        self.key.expose_secret()
+    }
+
+    /// The key as a header value marked sensitive.
+    pub(crate) fn header(&self) -> HeaderValue {
+        self.header.clone()
     }
 }
 
@@ -86,7 +110,7 @@ impl Credentials {
                 .filter(|value| !value.trim().is_empty())
                 .ok_or(ConfigError::MissingVariable { variable: name })
         };
-        let api_key = ApiKey::new(var(API_KEY_VAR)?)?;
+        let api_key = ApiKey::parse(var(API_KEY_VAR)?, API_KEY_VAR)?;
         let partner_id = PartnerId::new(var(PARTNER_ID_VAR)?.trim())
             .map_err(|_| ConfigError::invalid(PARTNER_ID_VAR, "not a valid partner ID"))?;
         Self::new(api_key, partner_id, var(BASE_URL_VAR)?.trim())
@@ -137,4 +161,41 @@ fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed_and_errors_name_the_setting() {
+        let key = ApiKey::new("sk_test_123\n").unwrap();
+        assert_eq!(key.expose(), "sk_test_123");
+        assert_eq!(key.header(), "sk_test_123");
+        assert!(key.header().is_sensitive());
+        for bad in ["", " \n", "sk test"] {
+            assert!(
+                matches!(
+                    ApiKey::new(bad),
+                    Err(ConfigError::Invalid {
+                        setting: "api_key",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        let from_env = Credentials::from_lookup(|name| match name {
+            API_KEY_VAR => Some("sk test".to_owned()),
+            PARTNER_ID_VAR => Some("acme".to_owned()),
+            _ => Some("https://kigo.example.com".to_owned()),
+        });
+        assert!(matches!(
+            from_env,
+            Err(ConfigError::Invalid {
+                setting: API_KEY_VAR,
+                ..
+            })
+        ));
+    }
 }

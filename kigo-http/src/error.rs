@@ -28,7 +28,7 @@ pub enum ConfigError {
     /// The base URL is plain `http://` for a host that is not loopback, without the opt-in.
     #[error(
         "the base URL uses plain http for a host that is not loopback; use https, or opt in with \
-         HttpSettings::allow_insecure_http"
+         KigoApiBuilder::allow_insecure_http"
     )]
     InsecureBaseUrl,
     /// The HTTP client could not be built.
@@ -66,6 +66,8 @@ pub enum ErrorKind {
     Connect,
     /// The connection failed while sending or reading.
     Transport,
+    /// The request could not be built (for example a custom client refused its URL).
+    InvalidRequest,
     /// The answer's body exceeded the size limit.
     BodyTooLarge,
     /// The answer's body is not JSON.
@@ -80,6 +82,8 @@ pub enum ErrorKind {
     NonPositiveLifetime,
     /// The lifetime is longer than the configured maximum.
     AbsurdLifetime,
+    /// The lifetime is positive but shorter than the configured minimum.
+    ShortLifetime,
     /// The expiry field is neither seconds, an RFC 3339 time nor epoch seconds.
     InvalidExpiry,
     /// The source was asked for a key it does not serve (another partner, or the wrong level).
@@ -117,6 +121,7 @@ impl ErrorKind {
             Self::Timeout => "the Kigo API did not answer in time",
             Self::Connect => "the Kigo API could not be reached",
             Self::Transport => "the connection to the Kigo API failed",
+            Self::InvalidRequest => "the request to the Kigo API could not be built",
             Self::BodyTooLarge => "the token answer is larger than allowed",
             Self::NotJson => "the token answer is not JSON",
             Self::MissingToken => "the token answer has no token",
@@ -124,6 +129,7 @@ impl ErrorKind {
             Self::InvalidToken => "the token answer has a token that cannot be used",
             Self::NonPositiveLifetime => "the token answer has a zero or negative lifetime",
             Self::AbsurdLifetime => "the token answer has a lifetime beyond the allowed maximum",
+            Self::ShortLifetime => "the token answer has a lifetime below the allowed minimum",
             Self::InvalidExpiry => "the token answer has an expiry that cannot be read",
             Self::WrongKey => "the token source does not serve this key",
             Self::PartnerTokenUnavailable => "no partner token is available for now",

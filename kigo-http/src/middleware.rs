@@ -9,13 +9,21 @@ use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
-use crate::client::same_origin;
+use crate::origin::same_origin;
 
 /// Adds the current bearer token to requests for the Kigo API's origin and renews on `401`,
 /// like [`crate::KigoClient`]. Requests for other origins pass through untouched.
 ///
 /// Opt a request out of the retry with `.with_extension(RetryOn401::Never)` on the
-/// `reqwest_middleware::RequestBuilder`.
+/// `reqwest_middleware::RequestBuilder`. Only [`crate::KigoApi::middleware`] makes one, so the
+/// base URL's scheme is always checked first:
+///
+/// ```compile_fail
+/// # fn bypass(handle: kigo_core::TokenHandle) {
+/// let insecure = kigo_http::reqwest::Url::parse("http://kigo.example.com").unwrap();
+/// let auth = kigo_http::KigoAuth::new(handle, &insecure); // private
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct KigoAuth {
     handle: TokenHandle,
@@ -24,8 +32,9 @@ pub struct KigoAuth {
 }
 
 impl KigoAuth {
-    /// A middleware for the API at `base`, authenticated by `handle`.
-    pub fn new(handle: TokenHandle, base: &Url) -> Self {
+    /// A middleware for the API at `base`, authenticated by `handle`. Only
+    /// [`crate::KigoApi::middleware`] makes one, after checking the base URL's scheme.
+    pub(crate) fn new(handle: TokenHandle, base: &Url) -> Self {
         Self {
             handle,
             base: base.clone(),
@@ -73,6 +82,7 @@ impl Middleware for KigoAuth {
             .await
             .map_err(|error| match error {
                 AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
+                AuthError::Header(error) => reqwest_middleware::Error::middleware(error),
                 AuthError::Send(error) => error,
             })
     }

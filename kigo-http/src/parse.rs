@@ -81,6 +81,9 @@ fn lifetime(answer: &Value, config: &ApiConfig, timing: Timing) -> Result<Durati
     if lifetime > config.max_lifetime {
         return Err(CreateError::new(ErrorKind::AbsurdLifetime));
     }
+    if lifetime < config.min_lifetime {
+        return Err(CreateError::new(ErrorKind::ShortLifetime));
+    }
     Ok(lifetime)
 }
 
@@ -212,41 +215,53 @@ mod tests {
 
     #[test]
     fn bad_answers_give_typed_errors() {
-        assert_eq!(kind("not json"), ErrorKind::NotJson);
-        assert_eq!(kind(r#"{"session_token":"t""#), ErrorKind::NotJson);
-        assert_eq!(kind(r#"{"expires_in":60}"#), ErrorKind::MissingToken);
-        assert_eq!(kind(r#"{"session_token":null}"#), ErrorKind::MissingToken);
-        assert_eq!(kind(r#"{"session_token":""}"#), ErrorKind::EmptyToken);
-        assert_eq!(kind(r#"{"session_token":42}"#), ErrorKind::InvalidToken);
-        assert_eq!(kind(r#"{"session_token":"a b"}"#), ErrorKind::InvalidToken);
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_in":0}"#),
-            ErrorKind::NonPositiveLifetime
-        );
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_in":-30}"#),
-            ErrorKind::NonPositiveLifetime
-        );
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_in":1e300}"#),
-            ErrorKind::AbsurdLifetime
-        );
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_in":864000}"#),
-            ErrorKind::AbsurdLifetime
-        );
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_in":"soon"}"#),
-            ErrorKind::InvalidExpiry
-        );
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_at":"yesterday"}"#),
-            ErrorKind::InvalidExpiry
-        );
-        assert_eq!(
-            kind(r#"{"session_token":"t","expires_at":1000}"#),
-            ErrorKind::NonPositiveLifetime
-        );
+        for (body, expected) in [
+            ("not json", ErrorKind::NotJson),
+            (r#"{"session_token":"t""#, ErrorKind::NotJson),
+            (r#"{"expires_in":60}"#, ErrorKind::MissingToken),
+            (r#"{"session_token":null}"#, ErrorKind::MissingToken),
+            (r#"{"session_token":""}"#, ErrorKind::EmptyToken),
+            (r#"{"session_token":42}"#, ErrorKind::InvalidToken),
+            (r#"{"session_token":"a b"}"#, ErrorKind::InvalidToken),
+            (
+                r#"{"session_token":"t","expires_in":0}"#,
+                ErrorKind::NonPositiveLifetime,
+            ),
+            (
+                r#"{"session_token":"t","expires_in":-30}"#,
+                ErrorKind::NonPositiveLifetime,
+            ),
+            (
+                r#"{"session_token":"t","expires_in":1e300}"#,
+                ErrorKind::AbsurdLifetime,
+            ),
+            (
+                r#"{"session_token":"t","expires_in":864000}"#,
+                ErrorKind::AbsurdLifetime,
+            ),
+            (
+                r#"{"session_token":"t","expires_in":0.001}"#,
+                ErrorKind::ShortLifetime,
+            ),
+            (
+                r#"{"session_token":"t","expires_at":1800000000.5}"#,
+                ErrorKind::ShortLifetime,
+            ),
+            (
+                r#"{"session_token":"t","expires_in":"soon"}"#,
+                ErrorKind::InvalidExpiry,
+            ),
+            (
+                r#"{"session_token":"t","expires_at":"yesterday"}"#,
+                ErrorKind::InvalidExpiry,
+            ),
+            (
+                r#"{"session_token":"t","expires_at":1000}"#,
+                ErrorKind::NonPositiveLifetime,
+            ),
+        ] {
+            assert_eq!(kind(body), expected, "{body}");
+        }
     }
 
     #[test]

@@ -45,14 +45,9 @@ impl PartnerTokenSource {
             CredentialPlacement::Headers {
                 api_key_header,
                 partner_id_header,
-            } => {
-                let mut key = HeaderValue::from_str(api_key)
-                    .map_err(|_| CreateError::new(ErrorKind::InvalidToken))?;
-                key.set_sensitive(true);
-                builder
-                    .header(api_key_header.clone(), key)
-                    .header(partner_id_header.clone(), partner_id)
-            }
+            } => builder
+                .header(api_key_header.clone(), credentials.api_key().header())
+                .header(partner_id_header.clone(), partner_id),
         };
         tracing::debug!(partner = %partner_id, "creating a partner-level session token");
         let token = self

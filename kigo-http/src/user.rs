@@ -26,6 +26,15 @@ use crate::error::{CreateError, ErrorKind};
 ///   if the API refuses it, a new token is created.
 ///
 /// Keys are `TokenKey::User { partner, user }`; the manager keeps a bounded number of them.
+///
+/// # Timeouts
+///
+/// One creation may make several HTTP calls in a row, each bounded by the HTTP timeout (default
+/// 8 s): a partner-token creation when none is cached, then the user call; after a `401`, a second
+/// partner-token creation and a second user call. With the defaults that is 16 s on the usual
+/// path and 32 s at worst, more than the manager's default 10 s creation timeout, which would
+/// then cut the creation short. Give the user-level manager a longer `create_timeout` (20 s
+/// covers the usual path), or lower the HTTP timeout with `KigoApiBuilder::timeout`.
 #[derive(Debug, Clone)]
 pub struct UserTokenSource {
     api: Arc<ApiInner>,
@@ -81,20 +90,23 @@ impl UserTokenSource {
         let body = json!({ &self.api.config.user_id_field: user.as_str() }).to_string();
         let mut rejected_once = false;
         loop {
-            let (bearer, fingerprint) = {
-                let partner = self.partner.token().await.map_err(partner_unavailable)?;
-                (bearer_header(&partner), partner.fingerprint())
-            };
+            // An owned copy: the manager's guard is not held across the request.
+            let partner = Token::clone(&*self.partner.token().await.map_err(partner_unavailable)?);
+            let fingerprint = partner.fingerprint();
+            let bearer = bearer_header(&partner)
+                .ok_or_else(|| CreateError::new(ErrorKind::PartnerTokenRefused))?;
             let builder = self
                 .api
                 .http
                 .post(self.api.user_session_url.clone())
-                .header(AUTHORIZATION, bearer.clone())
+                .header(AUTHORIZATION, bearer)
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body.clone());
-            let token = bearer.to_str().unwrap_or_default();
-            let secrets = [token.trim_start_matches("Bearer ")];
-            match self.api.exchange(builder, clock, &secrets).await {
+            let answer = self
+                .api
+                .exchange(builder, clock, &[partner.secret().expose()])
+                .await;
+            match answer {
                 Err(error) if error.kind() == ErrorKind::Unauthorized && !rejected_once => {
                     tracing::info!(%user, partner_token = %fingerprint, "partner token rejected while creating a user token; renewing it");
                     self.partner.invalidate(&fingerprint);

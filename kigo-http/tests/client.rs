@@ -25,6 +25,18 @@ impl Setup {
         let mock = MockKigo::start().await.unwrap();
         let api = api(&mock);
         let tokens = manager(api.partner_source());
+        Self::with(mock, api, tokens)
+    }
+
+    /// The mock and the manager on `clock`.
+    async fn on(clock: &ManualClock) -> Self {
+        let mock = mock_on(clock).start().await.unwrap();
+        let api = api(&mock);
+        let tokens = manual_manager(api.partner_source(), clock);
+        Self::with(mock, api, tokens)
+    }
+
+    fn with(mock: MockKigo, api: kigo_http::KigoApi, tokens: kigo_core::TokenManager) -> Self {
         let client = api.client(tokens.handle(api.partner_key()));
         Self {
             mock,
@@ -38,7 +50,10 @@ impl Setup {
     async fn with_revoked_token() -> Self {
         let setup = Self::start().await;
         let client = &setup.client;
-        client.send(client.get(PROTECTED_PATH)).await.unwrap();
+        client
+            .send(client.get(PROTECTED_PATH).unwrap())
+            .await
+            .unwrap();
         setup.mock.revoke_all();
         setup
     }
@@ -48,13 +63,16 @@ impl Setup {
 async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
     let Setup { mock, client, .. } = Setup::start().await;
 
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 
     assert_eq!(mock.revoke_all(), 1);
     let response = client
-        .send(client.post(PROTECTED_PATH).body("replayable"))
+        .send(client.post(PROTECTED_PATH).unwrap().body("replayable"))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -78,24 +96,24 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
 #[tokio::test]
 async fn a_token_that_expires_earlier_than_announced_is_renewed_on_401() {
     let clock = ManualClock::new();
-    let mock = mock_on(&clock).start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manual_manager(api.partner_source(), &clock);
-    let client = api.client(tokens.handle(api.partner_key()));
+    let Setup { mock, client, .. } = Setup::on(&clock).await;
     mock.inject(
         Endpoint::PartnerSession,
         [Fault::ExpiresEarly(Duration::from_secs(10))],
     );
     assert!(
         client
-            .send(client.get(PROTECTED_PATH))
+            .send(client.get(PROTECTED_PATH).unwrap())
             .await
             .unwrap()
             .status()
             .is_success()
     );
     clock.advance(Duration::from_secs(11));
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
     assert_eq!(client.metrics().recovered, 1);
@@ -107,13 +125,21 @@ async fn a_body_that_cannot_be_replayed_is_not_retried() {
 
     let streamed = http_body_util::Full::new(bytes::Bytes::from_static(b"streamed"));
     let response = client
-        .send(client.post(PROTECTED_PATH).body(Body::wrap(streamed)))
+        .send(
+            client
+                .post(PROTECTED_PATH)
+                .unwrap()
+                .body(Body::wrap(streamed)),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(client.metrics().retried, 0);
     // The rejected token was still invalidated: the next request renews and succeeds.
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
     assert_eq!(mock.counters().requests_to(Endpoint::Protected), 3);
@@ -123,7 +149,7 @@ async fn a_body_that_cannot_be_replayed_is_not_retried() {
 async fn a_request_can_opt_out_of_the_retry() {
     let Setup { mock, client, .. } = Setup::with_revoked_token().await;
     let response = client
-        .send_with(client.get(PROTECTED_PATH), RetryOn401::Never)
+        .send_with(client.get(PROTECTED_PATH).unwrap(), RetryOn401::Never)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -134,7 +160,10 @@ async fn a_request_can_opt_out_of_the_retry() {
 async fn a_second_401_is_returned_without_looping() {
     let Setup { mock, client, .. } = Setup::start().await;
     mock.inject_always(Endpoint::Protected, Some(Fault::Status(401)));
-    let response = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let response = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(mock.counters().requests_to(Endpoint::Protected), 2);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
@@ -152,7 +181,7 @@ async fn five_hundred_concurrent_calls_with_a_revoked_token_cause_one_creation()
     let calls: Vec<_> = (0..500)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.send(client.get(PROTECTED_PATH)).await })
+            tokio::spawn(async move { client.send(client.get(PROTECTED_PATH).unwrap()).await })
         })
         .collect();
     for call in calls {
@@ -180,16 +209,22 @@ async fn requests_for_other_origins_get_no_token() {
     assert_eq!(mock.creations(&mock.partner_key()), 0);
 }
 
+/// A plain reqwest client of one's own, with `auth` as its middleware.
+fn with_middleware(
+    auth: kigo_http::KigoAuth,
+) -> kigo_http::reqwest_middleware::ClientWithMiddleware {
+    kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
+        .with(auth)
+        .build()
+}
+
 #[tokio::test]
 async fn the_middleware_authenticates_a_client_of_your_own() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let tokens = manager(api.partner_source());
     let auth = api.middleware(tokens.handle(api.partner_key()));
-    let client =
-        kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
-            .with(auth.clone())
-            .build();
+    let client = with_middleware(auth.clone());
     let url = format!("{}{PROTECTED_PATH}", mock.base_url());
     assert_eq!(
         client.get(&url).send().await.unwrap().status(),
@@ -212,4 +247,97 @@ async fn the_middleware_authenticates_a_client_of_your_own() {
         .unwrap();
     assert_eq!(opted_out.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(mock.creations(&mock.partner_key()), 2);
+}
+
+#[tokio::test]
+async fn a_path_cannot_lead_the_token_to_another_host() {
+    let Setup { mock, client, .. } = Setup::start().await;
+    for path in [
+        "@evil.example/collect",
+        "api/v1/protected",
+        ".evil.example/",
+    ] {
+        assert!(
+            matches!(client.get(path), Err(ClientError::InvalidPath(_))),
+            "{path}"
+        );
+    }
+    let odd = client
+        .get("/@evil.example/collect")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(odd.url().host_str(), Some("127.0.0.1"));
+    assert_eq!(mock.creations(&mock.partner_key()), 0);
+}
+
+#[tokio::test]
+async fn the_middleware_leaves_other_origins_untouched() {
+    let mock = MockKigo::start().await.unwrap();
+    let foreign = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let tokens = manager(api.partner_source());
+    let client = with_middleware(api.middleware(tokens.handle(api.partner_key())));
+    let url = format!("{}{PROTECTED_PATH}", foreign.base_url());
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let seen = foreign.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        !seen[0].authorization,
+        "no bearer token reaches another origin"
+    );
+    assert_eq!(mock.creations(&mock.partner_key()), 0);
+}
+
+#[tokio::test]
+async fn no_request_waits_for_a_renewal_while_the_token_is_valid() {
+    let clock = ManualClock::new();
+    let Setup { mock, client, .. } = Setup::on(&clock).await;
+    client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
+
+    // Past the refresh point (22.5 of 30 minutes), before the stale point; renewals hang.
+    mock.inject_always(Endpoint::PartnerSession, Some(Fault::Hang));
+    clock.advance(Duration::from_secs(25 * 60));
+    for _ in 0..3 {
+        let response = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.send(client.get(PROTECTED_PATH).unwrap()),
+        )
+        .await
+        .expect("the request does not wait for the hanging renewal")
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    common::eventually("the renewal to be under way", || {
+        mock.counters().requests_to(Endpoint::PartnerSession) == 2
+    })
+    .await;
+    assert_eq!(mock.creations(&mock.partner_key()), 1);
+}
+
+#[tokio::test]
+async fn a_failed_request_does_not_repeat_its_url() {
+    let Setup { mock, client, .. } = Setup::start().await;
+    client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
+    mock.shutdown();
+    let path = "/api/v1/users/user-4711/orders";
+    let error = client
+        .send(client.get(path).unwrap())
+        .await
+        .expect_err("the server is gone");
+    assert!(matches!(error, ClientError::Request(_)), "{error:?}");
+    let mut shown = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        shown.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    assert!(!shown.contains("user-4711"), "{shown}");
 }

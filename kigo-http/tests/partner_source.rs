@@ -3,15 +3,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use kigo_core::runtime::{ManualClock, TimeSource};
 use kigo_core::{CreateRequest, SourceError, Token, TokenKey, TokenSource};
 use kigo_http::{
     ApiConfig, ApiKey, ConfigError, CreateError, CredentialPlacement, Credentials, ErrorKind,
-    HttpSettings, KigoApi,
+    KigoApi,
 };
-use kigo_testkit::mock::{Endpoint, ExpiryShape, Fault, MockKigo, RetryAfter};
+use kigo_testkit::mock::{
+    Endpoint, ExpiryShape, Fault, MockKigo, PARTNER_SESSION_PATH, RetryAfter,
+};
 
 use common::{api, api_builder, mock_on};
 
@@ -29,14 +32,42 @@ fn cause(error: &SourceError) -> &CreateError {
         .expect("the cause is a CreateError")
 }
 
+/// A clock for the client that reads `before` until the mock has received the request, and
+/// `before + 10 s` from then on: a token stamped after the request was sent (for example when its
+/// answer arrives) would be 10 s late.
+struct SendTimeProbe {
+    before: SystemTime,
+    received: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for SendTimeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendTimeProbe")
+            .field("before", &self.before)
+            .finish()
+    }
+}
+
+impl TimeSource for SendTimeProbe {
+    fn now(&self) -> SystemTime {
+        if (self.received)() {
+            self.before + Duration::from_secs(10)
+        } else {
+            self.before
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_response_shape_gives_the_expiry_counted_from_the_send_time() {
-    let clock = ManualClock::new();
-    let mock = mock_on(&clock)
-        .lifetime(Duration::from_secs(600))
-        .start()
-        .await
-        .unwrap();
+    let server_clock = ManualClock::new();
+    let mock = Arc::new(
+        mock_on(&server_clock)
+            .lifetime(Duration::from_secs(600))
+            .start()
+            .await
+            .unwrap(),
+    );
     let api = api(&mock);
     for (shape, lifetime) in [
         (ExpiryShape::ExpiresIn, 600),
@@ -45,11 +76,23 @@ async fn every_response_shape_gives_the_expiry_counted_from_the_send_time() {
         (ExpiryShape::Omitted, 1800),
     ] {
         mock.set_expiry_shape(shape);
+        let sent = mock.counters().requests_to(Endpoint::PartnerSession);
+        let observed = Arc::clone(&mock);
+        let clock = SendTimeProbe {
+            before: server_clock.now(),
+            received: Box::new(move || {
+                observed.counters().requests_to(Endpoint::PartnerSession) > sent
+            }),
+        };
         let token = create(&api, &clock).await.unwrap();
-        assert_eq!(token.issued_at(), clock.now(), "{shape:?}");
-        assert_eq!(token.lifetime(), Duration::from_secs(lifetime), "{shape:?}");
+        assert!(clock.now() > clock.before, "the probe moved: {shape:?}");
+        assert_eq!(token.issued_at(), clock.before, "{shape:?}");
+        assert_eq!(
+            token.expires_at(),
+            clock.before + Duration::from_secs(lifetime),
+            "{shape:?}"
+        );
         assert_eq!(token.generation(), 0);
-        clock.advance(Duration::from_secs(1));
     }
     assert_eq!(mock.creations(&mock.partner_key()), 4);
 }
@@ -148,7 +191,6 @@ async fn every_bad_answer_gives_its_typed_error() {
             ErrorKind::InvalidExpiry,
             false,
         ),
-        (Fault::HugeBody(1024 * 1024), ErrorKind::BodyTooLarge, false),
         (Fault::Status(403), ErrorKind::Forbidden, false),
         (Fault::Status(404), ErrorKind::UnexpectedStatus, false),
         (Fault::Status(408), ErrorKind::RequestTimeout, true),
@@ -167,6 +209,29 @@ async fn every_bad_answer_gives_its_typed_error() {
     create(&api, &clock)
         .await
         .expect("recovers once the faults are gone");
+}
+
+#[tokio::test]
+async fn the_body_cap_stops_reading_early() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock); // 3 s total timeout
+    let clock = ManualClock::new();
+    for fault in [
+        // 64 GiB streamed: reading it all would hit the timeout first.
+        Fault::HugeBody(64 << 30),
+        // A body announced as 64 GiB that never comes: only the announced length can refuse it.
+        Fault::LongContentLength(64 << 30),
+        // Just over the cap, with a Content-Length.
+        Fault::RawBody(format!(
+            r#"{{"session_token":"{}"}}"#,
+            "t".repeat(64 * 1024)
+        )),
+    ] {
+        mock.inject(Endpoint::PartnerSession, [fault.clone()]);
+        let error = create(&api, &clock).await.unwrap_err();
+        assert_eq!(cause(&error).kind(), ErrorKind::BodyTooLarge, "{fault:?}");
+        assert!(!error.is_transient());
+    }
 }
 
 #[tokio::test]
@@ -217,9 +282,10 @@ async fn retry_after_is_read_as_seconds_or_http_date() {
 #[tokio::test]
 async fn a_hanging_endpoint_is_a_transient_timeout() {
     let mock = MockKigo::start().await.unwrap();
-    let mut settings = HttpSettings::default();
-    settings.timeout = Duration::from_millis(300);
-    let api = api_builder(&mock).http_settings(settings).build().unwrap();
+    let api = api_builder(&mock)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     mock.inject(Endpoint::PartnerSession, [Fault::Hang]);
     let error = create(&api, &ManualClock::new()).await.unwrap_err();
     assert!(error.is_transient());
@@ -233,8 +299,7 @@ async fn https_with_a_certificate_generated_at_start() {
     create(&api(&mock), &ManualClock::new()).await.unwrap();
 
     // Without trusting the mock's authority the handshake fails: TLS is really checked.
-    let untrusting = api_builder(&mock)
-        .http_settings(HttpSettings::default())
+    let untrusting = KigoApi::builder(common::credentials(&mock))
         .build()
         .unwrap();
     let error = create(&untrusting, &ManualClock::new()).await.unwrap_err();
@@ -248,10 +313,8 @@ fn plain_http_is_refused_for_a_host_that_is_not_loopback() {
         |url| Credentials::new(ApiKey::new("k").unwrap(), common::partner("acme"), url).unwrap();
     let refused = KigoApi::builder(credentials("http://kigo.example.com")).build();
     assert!(matches!(refused, Err(ConfigError::InsecureBaseUrl)));
-    let mut settings = HttpSettings::default();
-    settings.allow_insecure_http = true;
     KigoApi::builder(credentials("http://kigo.example.com"))
-        .http_settings(settings)
+        .allow_insecure_http(true)
         .build()
         .expect("explicit opt-in");
     KigoApi::builder(credentials("https://kigo.example.com"))
@@ -306,4 +369,200 @@ async fn keys_of_other_partners_or_levels_are_refused() {
         assert_eq!(cause(&error).kind(), ErrorKind::WrongKey);
     }
     assert_eq!(mock.counters().requests_to(Endpoint::PartnerSession), 0);
+}
+
+#[tokio::test]
+async fn an_endpoint_path_cannot_change_the_host() {
+    let mock = MockKigo::start().await.unwrap();
+    for path in ["api/v1/auth/session", "@evil.example/collect"] {
+        let mut config = ApiConfig::default();
+        config.partner_session_path = path.to_owned();
+        let built = api_builder(&mock).config(config).build();
+        assert!(
+            matches!(
+                built,
+                Err(ConfigError::Invalid {
+                    setting: "partner_session_path",
+                    ..
+                })
+            ),
+            "{path}: {built:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_name_the_crate_in_the_user_agent() {
+    let mock = MockKigo::start().await.unwrap();
+    create(&api(&mock), &ManualClock::new()).await.unwrap();
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 1);
+    let expected = format!("kigo-http/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(seen[0].user_agent.as_deref(), Some(expected.as_str()));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_credentials_stay_home() {
+    let mock = MockKigo::start().await.unwrap();
+    let elsewhere = MockKigo::start().await.unwrap();
+    for status in [307, 308] {
+        mock.inject(
+            Endpoint::PartnerSession,
+            [Fault::Redirect {
+                status,
+                location: format!("{}{PARTNER_SESSION_PATH}", elsewhere.base_url()),
+            }],
+        );
+        let error = create(&api(&mock), &ManualClock::new()).await.unwrap_err();
+        assert_eq!(cause(&error).kind(), ErrorKind::UnexpectedStatus);
+        assert_eq!(cause(&error).status().map(|s| s.as_u16()), Some(status));
+    }
+    assert_eq!(elsewhere.seen(), []);
+}
+
+#[tokio::test]
+async fn a_server_that_never_completes_the_handshake_hits_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    // Accepts connections and holds them open without a word of TLS.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let credentials = Credentials::new(
+        ApiKey::new("k").unwrap(),
+        common::partner("acme"),
+        &format!("https://{address}"),
+    )
+    .unwrap();
+    let api = KigoApi::builder(credentials)
+        .connect_timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), create(&api, &ManualClock::new()))
+        .await
+        .expect("the connect timeout ends the attempt long before the total timeout")
+        .unwrap_err();
+    assert!(error.is_transient());
+    assert!(
+        matches!(
+            cause(&error).kind(),
+            ErrorKind::Timeout | ErrorKind::Connect
+        ),
+        "{:?}",
+        cause(&error).kind()
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn only_a_bad_request_keeps_the_server_message() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let echo = r#"{"message":"key sk_live_12... is not valid"}"#;
+    for status in [401, 403, 404, 409] {
+        mock.inject(
+            Endpoint::PartnerSession,
+            [Fault::StatusWithBody {
+                status,
+                body: echo.to_owned(),
+            }],
+        );
+        let error = create(&api, &ManualClock::new()).await.unwrap_err();
+        assert_eq!(cause(&error).server_message(), None, "{status}");
+        assert!(!cause(&error).to_string().contains("sk_live"), "{status}");
+    }
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::StatusWithBody {
+            status: 400,
+            body: echo.to_owned(),
+        }],
+    );
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert!(cause(&error).server_message().is_some());
+}
+
+#[tokio::test]
+async fn a_retry_after_date_counts_from_the_server_date_not_our_clock() {
+    let server_clock = ManualClock::new();
+    let mock = mock_on(&server_clock).start().await.unwrap();
+    mock.inject(
+        Endpoint::PartnerSession,
+        [Fault::TooManyRequests(Some(RetryAfter::DateIn(
+            Duration::from_secs(90),
+        )))],
+    );
+    // Our clock runs 60 s ahead of the server's.
+    let ours = server_clock.skewed(60_000);
+    let error = create(&api(&mock), &ours).await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(90)));
+}
+
+#[tokio::test]
+async fn settings_add_up_and_a_custom_client_refuses_transport_settings() {
+    let mock = MockKigo::builder().https().start().await.unwrap();
+    // The certificate added by `api_builder` survives later settings.
+    let api = api_builder(&mock)
+        .connect_timeout(Duration::from_secs(2))
+        .max_body_bytes(4096)
+        .build()
+        .unwrap();
+    create(&api, &ManualClock::new()).await.unwrap();
+
+    let custom =
+        || KigoApi::builder(common::credentials(&mock)).client(kigo_http::reqwest::Client::new());
+    for builder in [
+        custom().timeout(Duration::from_secs(1)),
+        custom().connect_timeout(Duration::from_secs(1)),
+        api_builder(&mock).client(kigo_http::reqwest::Client::new()),
+    ] {
+        assert!(matches!(
+            builder.build(),
+            Err(ConfigError::Invalid {
+                setting: "client",
+                ..
+            })
+        ));
+    }
+    custom()
+        .max_body_bytes(1024)
+        .allow_insecure_http(true)
+        .build()
+        .expect("settings that apply to any client");
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_permanent() {
+    let mock = MockKigo::start().await.unwrap();
+    // A custom client that refuses the (loopback, plain http) base URL when building requests.
+    let https_only = kigo_http::reqwest::Client::builder()
+        .https_only(true)
+        .build()
+        .unwrap();
+    let api = KigoApi::builder(common::credentials(&mock))
+        .client(https_only)
+        .build()
+        .unwrap();
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert!(!error.is_transient(), "retrying cannot fix it");
+    assert_eq!(cause(&error).kind(), ErrorKind::InvalidRequest);
+    assert_eq!(mock.counters().requests_to(Endpoint::PartnerSession), 0);
+}
+
+#[tokio::test]
+async fn response_pointers_without_a_leading_slash_are_refused() {
+    let mock = MockKigo::start().await.unwrap();
+    let mut config = ApiConfig::default();
+    config.response.expires_in = vec!["/expires_in".into(), "data/ttl".into()];
+    assert!(matches!(
+        api_builder(&mock).config(config).build(),
+        Err(ConfigError::Invalid {
+            setting: "response.expires_in",
+            ..
+        })
+    ));
 }

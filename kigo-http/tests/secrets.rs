@@ -3,60 +3,33 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use kigo_core::{CreateRequest, TokenSource, UserId};
 use kigo_http::{ApiKey, Credentials, KigoApi};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
-use tracing_subscriber::fmt::MakeWriter;
 
-/// Collects everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
+use common::Capture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_logs_errors_or_debug_output() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    tracing::subscriber::set_global_default(capture.subscriber()).unwrap();
 
     let mock = MockKigo::builder().https().start().await.unwrap();
     let api = common::api(&mock);
     let partners = common::manager(api.partner_source());
     let partner = partners.handle(api.partner_key());
-    let users = common::manager(api.user_source(partner.clone()));
+    let users = common::manager(api.user_source(partner.clone()).unwrap());
     let client = api.client(partner.clone());
     let mut shown = Vec::new();
 
     // Creation, a protected call, a revocation and the renewal on 401.
-    client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     mock.revoke_all();
     client
-        .send(client.post(PROTECTED_PATH).body("payload"))
+        .send(client.post(PROTECTED_PATH).unwrap().body("payload"))
         .await
         .unwrap();
     // User tokens with refresh tokens, and Debug output of the tokens themselves.
@@ -95,23 +68,21 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     tracing::error!(%error, ?error, "the manager's error, logged as an application would");
     shown.push(format!("{api:?} {client:?} {:?}", wrong));
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("created a partner-level session token") && logs.contains("TRACE"),
         "the capture works and includes TRACE output"
     );
     shown.push(logs);
     for text in &shown {
-        for secret in [
-            mock.api_key(),
-            "kigo_partner_",
-            "kigo_user_",
-            "kigo_refresh_",
-        ] {
-            assert!(
-                !text.contains(secret),
-                "a secret ({secret}...) leaked into:\n{text}"
-            );
-        }
+        common::assert_no_secret(
+            text,
+            &[
+                ("the API key", mock.api_key()),
+                ("a partner-level token", "kigo_partner_"),
+                ("a user-level token", "kigo_user_"),
+                ("a refresh token", "kigo_refresh_"),
+            ],
+        );
     }
 }

@@ -8,10 +8,19 @@ use std::time::Duration;
 
 use kigo_core::runtime::ManualClock;
 use kigo_core::{CreateRequest, TokenManager, TokenSource, UserId};
-use kigo_http::{CreateError, ErrorKind};
+use kigo_http::{ConfigError, CreateError, ErrorKind};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
 use common::{api, manager, manual_manager, mock_on};
+
+/// A partner token manager on real time, and a user-level source taking its tokens.
+fn partner_and_user_sources(
+    api: &kigo_http::KigoApi,
+) -> (kigo_core::TokenManager, kigo_http::UserTokenSource) {
+    let partners = manager(api.partner_source());
+    let source = api.user_source(partners.handle(api.partner_key())).unwrap();
+    (partners, source)
+}
 
 fn user(id: &str) -> UserId {
     UserId::new(id).unwrap()
@@ -22,7 +31,7 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key())));
+    let users = manager(api.user_source(partners.handle(api.partner_key())).unwrap());
     let alice = api.user_key(user("alice"));
 
     let token = users.token(&alice).await.unwrap();
@@ -31,7 +40,10 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 
     let client = api.client(users.handle(alice.clone()));
-    let answer = client.send(client.get(PROTECTED_PATH)).await.unwrap();
+    let answer = client
+        .send(client.get(PROTECTED_PATH).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         answer.text().await.unwrap(),
         r#"{"key":"u/acme/alice","received_bytes":0}"#
@@ -43,7 +55,7 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key())));
+    let users = manager(api.user_source(partners.handle(api.partner_key())).unwrap());
     partners.token(&api.partner_key()).await.unwrap();
     mock.revoke_all();
 
@@ -57,8 +69,7 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
 async fn a_user_token_rejected_twice_is_a_permanent_error() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
-    let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key()));
+    let (_partners, source) = partner_and_user_sources(&api);
     mock.inject(
         Endpoint::UserSession,
         [Fault::Status(401), Fault::Status(401)],
@@ -85,7 +96,10 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
         .unwrap();
     let api = api(&mock);
     let partners = manual_manager(api.partner_source(), &clock);
-    let users = manual_manager(api.user_source(partners.handle(api.partner_key())), &clock);
+    let users = manual_manager(
+        api.user_source(partners.handle(api.partner_key())).unwrap(),
+        &clock,
+    );
     let dave = api.user_key(user("dave"));
     let handle = users.handle(dave.clone());
 
@@ -120,7 +134,7 @@ async fn user_keys_are_bounded_in_memory() {
     let api = api(&mock);
     let partners = manager(api.partner_source());
     let users = TokenManager::builder(Arc::new(
-        api.user_source(partners.handle(api.partner_key())),
+        api.user_source(partners.handle(api.partner_key())).unwrap(),
     ))
     .user_key_capacity(8)
     .build()
@@ -137,4 +151,125 @@ async fn user_keys_are_bounded_in_memory() {
         users.user_keys()
     );
     assert_eq!(mock.creations(&mock.partner_key()), 1);
+}
+
+/// A user-level source for `mock`'s partner, and a user token created with it (with a refresh
+/// token), ready to be renewed.
+async fn source_with_a_user_token(
+    mock: &MockKigo,
+    clock: &ManualClock,
+) -> (
+    kigo_http::UserTokenSource,
+    kigo_core::TokenManager,
+    kigo_core::TokenKey,
+    kigo_core::Token,
+) {
+    let api = api(mock);
+    let (partners, source) = partner_and_user_sources(&api);
+    let key = api.user_key(user("erin"));
+    let token = source
+        .create(CreateRequest::new(&key, None, clock))
+        .await
+        .unwrap();
+    assert!(token.refresh_token().is_some());
+    (source, partners, key, token)
+}
+
+#[tokio::test]
+async fn a_transient_refresh_failure_does_not_fall_back_to_creation() {
+    let mock = MockKigo::start().await.unwrap();
+    let clock = ManualClock::new();
+    let (source, _partners, key, token) = source_with_a_user_token(&mock, &clock).await;
+    mock.inject(Endpoint::UserRefresh, [Fault::Status(503)]);
+    let error = source
+        .create(CreateRequest::new(&key, Some(&token), &clock))
+        .await
+        .unwrap_err();
+    assert!(error.is_transient());
+    let counters = mock.counters();
+    assert_eq!(counters.requests_to(Endpoint::UserRefresh), 1);
+    assert_eq!(
+        counters.requests_to(Endpoint::UserSession),
+        1,
+        "no new creation"
+    );
+}
+
+#[tokio::test]
+async fn a_partner_token_echoed_in_a_bad_request_is_scrubbed() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let (partners, source) = partner_and_user_sources(&api);
+    let partner_token = partners.token(&api.partner_key()).await.unwrap();
+    let body = format!(
+        r#"{{"message":"bearer {} may not do this"}}"#,
+        partner_token.secret().expose()
+    );
+    mock.inject(
+        Endpoint::UserSession,
+        [Fault::StatusWithBody { status: 400, body }],
+    );
+    let key = api.user_key(user("frank"));
+    let error = source
+        .create(CreateRequest::new(&key, None, &ManualClock::new()))
+        .await
+        .unwrap_err();
+    let cause = error.cause().downcast_ref::<CreateError>().unwrap();
+    assert_eq!(cause.kind(), ErrorKind::BadRequest);
+    assert_eq!(
+        cause.server_message(),
+        Some("bearer [redacted] may not do this")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refresh_token_echoed_in_a_bad_request_is_scrubbed_from_the_logs() {
+    let capture = common::Capture::default();
+    let _logs = tracing::subscriber::set_default(capture.subscriber());
+    let mock = MockKigo::start().await.unwrap();
+    let clock = ManualClock::new();
+    let (source, _partners, key, token) = source_with_a_user_token(&mock, &clock).await;
+    let refresh = token.refresh_token().unwrap().expose().to_owned();
+    mock.inject(
+        Endpoint::UserRefresh,
+        [Fault::StatusWithBody {
+            status: 400,
+            body: format!(r#"{{"message":"refresh token {refresh} is malformed"}}"#),
+        }],
+    );
+    // The refused refresh falls back to a new token; the refusal is logged.
+    source
+        .create(CreateRequest::new(&key, Some(&token), &clock))
+        .await
+        .unwrap();
+    let logs = capture.text();
+    assert!(
+        logs.contains("refresh token [redacted] is malformed"),
+        "the refusal is logged, scrubbed"
+    );
+    common::assert_no_secret(&logs, &[("the refresh token", &refresh)]);
+}
+
+#[tokio::test]
+async fn only_this_partners_partner_level_handle_makes_a_user_source() {
+    let mock = MockKigo::start().await.unwrap();
+    let api = api(&mock);
+    let partners = manager(api.partner_source());
+    for key in [
+        api.user_key(user("grace")),
+        kigo_core::TokenKey::partner(common::partner("someone-else")),
+    ] {
+        assert!(
+            matches!(
+                api.user_source(partners.handle(key.clone())),
+                Err(ConfigError::Invalid {
+                    setting: "partner handle",
+                    ..
+                })
+            ),
+            "{key}"
+        );
+    }
+    api.user_source(partners.handle(api.partner_key()))
+        .expect("the partner-level handle");
 }

@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use examples::{real_api_requested, say, seconds_until};
 use kigo_core::{MemoryStore, TokenHandle, TokenManager, TokenStore, UserId};
@@ -28,9 +29,11 @@ impl Backend {
             .store(Arc::clone(&store))
             .build()?;
         let partner = partners.handle(api.partner_key());
-        // User-level tokens, created with the partner token; at most 10 000 kept in memory.
-        let users = TokenManager::builder(Arc::new(api.user_source(partner.clone())))
+        // User-level tokens, created with the partner token; at most 10 000 kept in memory. A
+        // creation may first create a partner token: two HTTP calls of up to 8 s each.
+        let users = TokenManager::builder(Arc::new(api.user_source(partner.clone())?))
             .store(store)
+            .create_timeout(Duration::from_secs(20))
             .user_key_capacity(10_000)
             .build()?;
         let kigo = api.client(partner.clone());
@@ -70,7 +73,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Failure> {
     // Keep the mock alive for the whole run when no real API is configured.
-    let (api, _mock) = if real_api_requested() {
+    let (api, mock) = if real_api_requested() {
         (KigoApi::from_env()?, None)
     } else {
         let mock = MockKigo::start().await?;
@@ -88,8 +91,8 @@ async fn run() -> Result<(), Failure> {
         let answer = backend.session_for_front_end(user).await?;
         say(format_args!("GET /session as {user:<5} -> {answer}"));
     }
-    if _mock.is_some() {
-        let response = backend.kigo.send(backend.kigo.get(PROTECTED_PATH)).await?;
+    if mock.is_some() {
+        let response = backend.kigo.send(backend.kigo.get(PROTECTED_PATH)?).await?;
         say(format_args!(
             "backend call to {PROTECTED_PATH} -> {} {}",
             response.status(),

@@ -3,7 +3,11 @@
 //! Starts a mock Kigo API in this process, runs several simulated replicas (token managers)
 //! sharing one store, with 2-second tokens, and drives traffic through the authenticated client
 //! for a few seconds across several renewals, revoking the token once on the way. Then it prints
-//! what happened: requests, failures, token creations per renewal, 401s recovered.
+//! what happened: requests, failures, token creations per renewal, 401s recovered. It exits
+//! non-zero if a request failed or the fleet created more than one token per renewal.
+//!
+//! `--store-per-replica` gives each replica its own store instead, to show what sharing saves:
+//! every replica then creates its own tokens, and the run fails the one-token-per-renewal check.
 //!
 //! With `KIGO_API_KEY`, `KIGO_PARTNER_ID` and `KIGO_BASE_URL` set, it creates one real
 //! partner-level token instead and prints its expiry (never the token).
@@ -24,13 +28,25 @@ const WORKERS_PER_REPLICA: usize = 4;
 const LIFETIME: Duration = Duration::from_secs(2);
 const RUN_FOR: Duration = Duration::from_secs(5);
 const REVOKE_AT: Duration = Duration::from_millis(2500);
+/// How long to wait after the traffic for every created token to be seen by a replica.
+const SETTLE_FOR: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let outcome = if real_api_requested() {
         real_token().await
     } else {
-        simulate().await
+        let shared_store = match std::env::args().nth(1).as_deref() {
+            None => true,
+            Some("--store-per-replica") => false,
+            Some(other) => {
+                say(format_args!(
+                    "unknown argument {other}; the only one is --store-per-replica"
+                ));
+                return ExitCode::from(2);
+            }
+        };
+        simulate(shared_store).await
     };
     match outcome {
         Ok(code) => code,
@@ -70,15 +86,43 @@ async fn real_token() -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What the workers saw.
-#[derive(Default)]
+/// What the workers saw: requests, failures, and the tokens each replica used.
 struct Tally {
     requests: AtomicU64,
     failures: AtomicU64,
-    tokens: Mutex<HashSet<Fingerprint>>,
+    /// Per replica, the fingerprints of the tokens it used.
+    used: Vec<Mutex<HashSet<Fingerprint>>>,
 }
 
-async fn simulate() -> Result<ExitCode, Failure> {
+impl Tally {
+    fn new(replicas: usize) -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            used: (0..replicas).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn record(&self, replica: usize, token: Fingerprint) {
+        if let Some(used) = self.used.get(replica) {
+            used.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(token);
+        }
+    }
+
+    /// Renewals the fleet needed: the most tokens any one replica used. With one shared store
+    /// every replica moves through the same tokens; with a store each, they each have their own.
+    fn renewals(&self) -> usize {
+        self.used
+            .iter()
+            .map(|used| used.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+async fn simulate(shared_store: bool) -> Result<ExitCode, Failure> {
     let mock = MockKigo::builder().lifetime(LIFETIME).start().await?;
     let api = kigo_http::KigoApi::builder(kigo_http::Credentials::new(
         kigo_http::ApiKey::new(mock.api_key())?,
@@ -86,8 +130,13 @@ async fn simulate() -> Result<ExitCode, Failure> {
         mock.base_url(),
     )?)
     .build()?;
+    let sharing = if shared_store {
+        "share one store and one token"
+    } else {
+        "each have their own store (--store-per-replica)"
+    };
     say(format_args!(
-        "kigo-rs quickstart: {REPLICAS} replicas share one store and one token; tokens live {} s; \
+        "kigo-rs quickstart: {REPLICAS} replicas {sharing}; tokens live {} s; \
          {} s of traffic against a mock Kigo API at {}",
         LIFETIME.as_secs(),
         RUN_FOR.as_secs(),
@@ -98,8 +147,13 @@ async fn simulate() -> Result<ExitCode, Failure> {
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let mut replicas = Vec::new();
     for n in 0..REPLICAS {
+        let store = if shared_store {
+            Arc::clone(&store)
+        } else {
+            Arc::new(MemoryStore::new())
+        };
         let manager = TokenManager::builder(Arc::new(api.partner_source()))
-            .store(Arc::clone(&store))
+            .store(store)
             .replica_name(format!("replica-{n}"))
             .lease_ttl(Duration::from_secs(2))
             .create_timeout(Duration::from_secs(1))
@@ -109,12 +163,13 @@ async fn simulate() -> Result<ExitCode, Failure> {
         replicas.push((manager, client));
     }
 
-    let tally = Arc::new(Tally::default());
+    let tally = Arc::new(Tally::new(REPLICAS));
     let deadline = tokio::time::Instant::now() + RUN_FOR;
     let mut workers = Vec::new();
-    for (_, client) in &replicas {
+    for (replica, (_, client)) in replicas.iter().enumerate() {
         for _ in 0..WORKERS_PER_REPLICA {
             workers.push(tokio::spawn(traffic(
+                replica,
                 client.clone(),
                 Arc::clone(&tally),
                 deadline,
@@ -126,18 +181,24 @@ async fn simulate() -> Result<ExitCode, Failure> {
     for worker in workers {
         worker.await?;
     }
+    // Tokens created before this count; let the replicas pick up the last of them.
+    let creations = mock.creations(&mock.partner_key());
+    let settled = tokio::time::Instant::now() + SETTLE_FOR;
+    while (tally.renewals() as u64) < creations && tokio::time::Instant::now() < settled {
+        for (replica, (_, client)) in replicas.iter().enumerate() {
+            if let Ok(token) = client.handle().token().await {
+                tally.record(replica, token.fingerprint());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for (manager, _) in &replicas {
         manager.shutdown().await;
     }
 
     let recovered: u64 = replicas.iter().map(|(_, c)| c.metrics().recovered).sum();
     let rejected: u64 = replicas.iter().map(|(_, c)| c.metrics().unauthorized).sum();
-    let creations = mock.creations(&mock.partner_key());
-    let used = tally
-        .tokens
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .len();
+    let renewals = tally.renewals();
     let failures = tally.failures.load(Ordering::Relaxed);
     say("");
     say(format_args!(
@@ -152,17 +213,19 @@ async fn simulate() -> Result<ExitCode, Failure> {
         "  tokens created          {creations:>6}   (counted by the mock Kigo server)"
     ));
     say(format_args!(
-        "  distinct tokens used    {used:>6}   by {} workers on {REPLICAS} replicas",
-        REPLICAS * WORKERS_PER_REPLICA
+        "  renewals                {renewals:>6}   (the most tokens one replica went through)"
     ));
-    let renewals = used.max(1) as f64;
+    let per_renewal = creations as f64 / renewals.max(1) as f64;
     say(format_args!(
-        "  creations per renewal   {:>6.2}   (one token per renewal for the whole fleet)",
-        creations as f64 / renewals
+        "  creations per renewal   {per_renewal:>6.2}   (1.00: one token per renewal for the whole fleet)"
     ));
     say("");
     if failures > 0 {
         say("Some requests failed: see above.");
+        return Ok(ExitCode::FAILURE);
+    }
+    if creations > renewals as u64 {
+        say("The fleet created more than one token per renewal: see above.");
         return Ok(ExitCode::FAILURE);
     }
     say(
@@ -171,25 +234,27 @@ async fn simulate() -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends requests until `deadline`, recording outcomes and the tokens in use.
-async fn traffic(client: KigoClient, tally: Arc<Tally>, deadline: tokio::time::Instant) {
+/// Sends requests until `deadline`, recording outcomes and the tokens `replica` used.
+async fn traffic(
+    replica: usize,
+    client: KigoClient,
+    tally: Arc<Tally>,
+    deadline: tokio::time::Instant,
+) {
     while tokio::time::Instant::now() < deadline {
         tally.requests.fetch_add(1, Ordering::Relaxed);
-        let ok = match client.send(client.get(PROTECTED_PATH)).await {
-            Ok(response) => response.status().is_success(),
+        let ok = match client.get(PROTECTED_PATH) {
+            Ok(request) => client
+                .send(request)
+                .await
+                .is_ok_and(|response| response.status().is_success()),
             Err(_) => false,
         };
         if !ok {
             tally.failures.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(token) = client.handle().cached() {
-            let fingerprint = token.fingerprint();
-            drop(token);
-            tally
-                .tokens
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(fingerprint);
+            tally.record(replica, token.fingerprint());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -19,16 +19,6 @@ pub enum Endpoint {
     Protected,
 }
 
-impl Endpoint {
-    /// Every endpoint, in a stable order.
-    pub const ALL: [Endpoint; 4] = [
-        Endpoint::PartnerSession,
-        Endpoint::UserSession,
-        Endpoint::UserRefresh,
-        Endpoint::Protected,
-    ];
-}
-
 /// The delay a `429` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,6 +54,16 @@ pub enum Fault {
     MalformedJson,
     /// Answer `200` with a chunked body of this many bytes (no `Content-Length`).
     HugeBody(usize),
+    /// Answer `200` announcing a body of this many bytes (`Content-Length`), then send none
+    /// (until the mock shuts down): a client that trusts the announced length refuses at once.
+    LongContentLength(u64),
+    /// Answer with this redirect status (`307`, `308`, ...) to `location`.
+    Redirect {
+        /// The HTTP status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
     /// Answer `200` with exactly this body (to test response shapes and bad fields).
     RawBody(String),
     /// Create the token as usual and announce the usual lifetime, but let it expire after this.

@@ -5,18 +5,21 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, DATE, HeaderValue, RETRY_AFTER};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderName, HeaderValue, LOCATION,
+    RETRY_AFTER, USER_AGENT,
+};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use kigo_core::{TokenKey, UserId};
+use kigo_core::{PartnerId, TokenKey, UserId};
 use serde_json::{Value, json};
 
 use super::fault::{Endpoint, Fault, FaultScript, RetryAfter};
 use super::server::Connection;
-use super::state::Refusal;
+use super::state::{Refusal, SeenRequest};
 use super::{
     ExpiryShape, PARTNER_SESSION_PATH, PROTECTED_PATH, Shared, USER_REFRESH_PATH, USER_SESSION_PATH,
 };
@@ -56,7 +59,11 @@ async fn route(
         (method, path) if path.starts_with("/_mock/") => return admin(shared, method, path, &body),
         _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
     };
-    shared.ledger().request(endpoint);
+    shared.ledger().request(SeenRequest {
+        endpoint,
+        user_agent: header_text(&parts.headers, USER_AGENT),
+        authorization: parts.headers.contains_key(AUTHORIZATION),
+    });
     let fault = shared.faults().next(endpoint);
     let mut expires_early = None;
     match fault {
@@ -76,6 +83,10 @@ async fn route(
         Endpoint::UserRefresh => user_refresh(shared, &body, expires_early),
         Endpoint::Protected => protected(shared, &parts.headers, &body),
     }
+}
+
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    Some(headers.get(name)?.to_str().ok()?.to_owned())
 }
 
 fn partner_session(
@@ -101,17 +112,11 @@ fn partner_session(
             "api_key and partner_id are required",
         );
     };
-    let partner = shared
-        .partners
-        .iter()
-        .find(|(partner, key)| partner.as_str() == partner_id && **key == api_key);
+    let partner = PartnerId::new(partner_id)
+        .ok()
+        .filter(|partner| shared.partners.get(partner) == Some(&api_key));
     match partner {
-        Some((partner, _)) => issue(
-            shared,
-            TokenKey::partner(partner.clone()),
-            expires_early,
-            false,
-        ),
+        Some(partner) => issue(shared, TokenKey::partner(partner), expires_early, false),
         None => unauthorized(shared, "invalid API key or partner ID"),
     }
 }
@@ -217,7 +222,7 @@ fn issue(
         answer["refresh_token"] = json!(refresh);
         ledger.issue_refresh(refresh, key.clone());
     }
-    ledger.issue(secret, key, now + expires_early.unwrap_or(lifetime));
+    ledger.issue(secret, key, now, now + expires_early.unwrap_or(lifetime));
     json_response(StatusCode::OK, &answer)
 }
 
@@ -259,6 +264,14 @@ fn injected(shared: &Shared, fault: Fault) -> Response<Body> {
         }
         Fault::MalformedJson => raw(StatusCode::OK, r#"{"session_token": "kigo_partner_"#),
         Fault::HugeBody(size) => huge(size),
+        Fault::LongContentLength(length) => announced_only(length),
+        Fault::Redirect { status, location } => {
+            let mut response = error(status_code(status), "moved");
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            response
+        }
         Fault::RawBody(body) => raw(StatusCode::OK, body),
         Fault::Latency(_) | Fault::Hang | Fault::Reset | Fault::ExpiresEarly(_) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "fault handled elsewhere")
@@ -277,13 +290,26 @@ fn huge(size: usize) -> Response<Body> {
     with_json_type(Response::new(BodyExt::boxed(body)), StatusCode::OK)
 }
 
+/// A `200` whose `Content-Length` announces `length` bytes, and whose body never comes.
+fn announced_only(length: u64) -> Response<Body> {
+    let never = stream::pending::<Result<Frame<Bytes>, Infallible>>();
+    let mut response = with_json_type(
+        Response::new(BodyExt::boxed(StreamBody::new(never))),
+        StatusCode::OK,
+    );
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
 fn admin(shared: &Shared, method: &Method, path: &str, body: &Bytes) -> Response<Body> {
     match (method, path) {
         (&Method::GET, "/_mock/counters") => {
             json_response(StatusCode::OK, &json!(shared.ledger().counters()))
         }
         (&Method::POST, "/_mock/revoke") => {
-            let revoked = shared.ledger().revoke_all();
+            let revoked = shared.ledger().revoke_all(shared.clock.now());
             json_response(StatusCode::OK, &json!({ "revoked": revoked }))
         }
         (&Method::POST, "/_mock/faults") => match serde_json::from_slice::<FaultScript>(body) {

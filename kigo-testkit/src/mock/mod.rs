@@ -30,6 +30,7 @@
 //! clock, which may be a manual clock.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -47,7 +48,7 @@ mod state;
 mod tls;
 
 pub use fault::{Endpoint, Fault, FaultScript, RetryAfter};
-pub use state::Counters;
+pub use state::{Counters, SeenRequest};
 
 use fault::FaultPlan;
 use state::{Ledger, Minter};
@@ -87,15 +88,14 @@ pub enum MockError {
     #[error("the mock Kigo server could not listen: {0}")]
     Bind(#[source] std::io::Error),
     /// The certificate or the TLS configuration could not be made.
-    #[error("the mock Kigo server could not set up TLS: {0}")]
-    Tls(String),
+    #[error("the mock Kigo server could not set up TLS")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A partner ID given to the builder is not valid.
     #[error("invalid partner ID for the mock Kigo server: {0}")]
     PartnerId(#[from] InvalidId),
 }
 
 /// State shared by the server tasks and the handle.
-#[derive(Debug)]
 struct Shared {
     /// API key per partner.
     partners: HashMap<PartnerId, String>,
@@ -123,12 +123,24 @@ impl Shared {
     }
 }
 
+/// Partner IDs and counts only: the keys and tokens are secrets, even in a mock.
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let partners: Vec<&str> = self.partners.keys().map(PartnerId::as_str).collect();
+        f.debug_struct("Shared")
+            .field("partners", &partners)
+            .field("lifetime", &self.lifetime)
+            .field("refresh_tokens", &self.refresh_tokens)
+            .field("ledger", &*self.ledger())
+            .finish_non_exhaustive()
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Configures a [`MockKigo`].
-#[derive(Debug)]
 pub struct MockKigoBuilder {
     partners: Vec<(String, String)>,
     lifetime: Duration,
@@ -137,6 +149,18 @@ pub struct MockKigoBuilder {
     refresh_tokens: bool,
     shape: ExpiryShape,
     port: u16,
+}
+
+impl fmt::Debug for MockKigoBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let partners: Vec<&str> = self.partners.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("MockKigoBuilder")
+            .field("partners", &partners)
+            .field("lifetime", &self.lifetime)
+            .field("https", &self.https)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MockKigoBuilder {
@@ -231,14 +255,24 @@ impl MockKigoBuilder {
     }
 }
 
-/// A running mock Kigo API. Stops when dropped.
-#[derive(Debug)]
+/// A running mock Kigo API. Stops when dropped. Its `Debug` shows the base URL, the partner IDs
+/// and counts, never a key or token.
 pub struct MockKigo {
     shared: Arc<Shared>,
     base_url: String,
     ca_pem: Option<String>,
     api_key: String,
     partner_id: PartnerId,
+}
+
+impl fmt::Debug for MockKigo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockKigo")
+            .field("base_url", &self.base_url)
+            .field("partner_id", &self.partner_id)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MockKigo {
@@ -291,6 +325,11 @@ impl MockKigo {
         self.shared.ledger().counters()
     }
 
+    /// Every request to an endpoint so far, in order of arrival.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.shared.ledger().seen()
+    }
+
     /// Tokens created for `key` so far.
     pub fn creations(&self, key: &TokenKey) -> u64 {
         self.counters().creations_for(key)
@@ -311,9 +350,9 @@ impl MockKigo {
         self.shared.faults().clear();
     }
 
-    /// Revokes every session token issued so far; returns how many.
+    /// Revokes every session token issued so far; returns how many were still valid.
     pub fn revoke_all(&self) -> usize {
-        self.shared.ledger().revoke_all()
+        self.shared.ledger().revoke_all(self.shared.clock.now())
     }
 
     /// Changes how expiries appear in later answers.

@@ -1,6 +1,7 @@
 //! What the mock remembers: the tokens it issued and its counters.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -44,6 +45,18 @@ impl Counters {
     }
 }
 
+/// What the mock noted about one request to an endpoint (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SeenRequest {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<String>,
+    /// Whether an `Authorization` header came with it.
+    pub authorization: bool,
+}
+
 /// One issued session token.
 #[derive(Debug, Clone)]
 pub(super) struct Issued {
@@ -52,11 +65,23 @@ pub(super) struct Issued {
 }
 
 /// The issued tokens, refresh tokens and counters.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Ledger {
     tokens: HashMap<String, Issued>,
     refresh_tokens: HashMap<String, TokenKey>,
     counters: Counters,
+    seen: Vec<SeenRequest>,
+}
+
+/// Counts only: the tokens are secrets.
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("tokens", &self.tokens.len())
+            .field("refresh_tokens", &self.refresh_tokens.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a bearer token was refused.
@@ -67,8 +92,13 @@ pub(super) enum Refusal {
 }
 
 impl Ledger {
-    pub(super) fn request(&mut self, endpoint: Endpoint) {
-        *self.counters.requests.entry(endpoint).or_default() += 1;
+    pub(super) fn request(&mut self, seen: SeenRequest) {
+        *self.counters.requests.entry(seen.endpoint).or_default() += 1;
+        self.seen.push(seen);
+    }
+
+    pub(super) fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.clone()
     }
 
     pub(super) fn unauthorized(&mut self) {
@@ -83,9 +113,17 @@ impl Ledger {
         self.counters.clone()
     }
 
-    /// Records a new token for `key`, valid until `expires_at`.
-    pub(super) fn issue(&mut self, secret: String, key: TokenKey, expires_at: SystemTime) {
+    /// Records a new token for `key`, issued at `now` and valid until `expires_at`; forgets the
+    /// tokens that have expired, so that the ledger holds only live ones.
+    pub(super) fn issue(
+        &mut self,
+        secret: String,
+        key: TokenKey,
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) {
         *self.counters.creations.entry(key.storage_id()).or_default() += 1;
+        self.tokens.retain(|_, issued| issued.expires_at > now);
         self.tokens.insert(secret, Issued { key, expires_at });
     }
 
@@ -107,11 +145,16 @@ impl Ledger {
         Ok(issued.key.clone())
     }
 
-    /// Revokes every session token issued so far (refresh tokens stay valid).
-    pub(super) fn revoke_all(&mut self) -> usize {
-        let revoked = self.tokens.len();
+    /// Revokes every session token issued so far (refresh tokens stay valid); returns how many
+    /// of them were still valid at `now`.
+    pub(super) fn revoke_all(&mut self, now: SystemTime) -> usize {
+        let live = self
+            .tokens
+            .values()
+            .filter(|issued| issued.expires_at > now)
+            .count();
         self.tokens.clear();
-        revoked
+        live
     }
 }
 

@@ -45,6 +45,6 @@ pub(super) fn generate() -> Result<Tls, MockError> {
     })
 }
 
-fn tls_error(error: impl std::fmt::Display) -> MockError {
-    MockError::Tls(error.to_string())
+fn tls_error(error: impl std::error::Error + Send + Sync + 'static) -> MockError {
+    MockError::Tls(Box::new(error))
 }

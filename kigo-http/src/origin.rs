@@ -1,0 +1,156 @@
+//! Where requests may go: the scheme policy of the base URL, and joining paths under it without
+//! ever leaving its origin (a token or API key must never travel to another host).
+
+use std::net::IpAddr;
+
+use reqwest::Url;
+
+use crate::credentials::BASE_URL_VAR;
+use crate::error::ConfigError;
+
+/// HTTPS, or plain HTTP for a loopback host or with the explicit opt-in.
+pub(crate) fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
+        "http" => Err(ConfigError::InsecureBaseUrl),
+        _ => Err(ConfigError::invalid(
+            BASE_URL_VAR,
+            "the scheme must be https (or http for loopback)",
+        )),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Same scheme, host and port.
+pub(crate) fn same_origin(url: &Url, base: &Url) -> bool {
+    url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
+}
+
+/// `path` (which must start with `/`, and may carry a query) under the path of `base`, on
+/// `base`'s origin; anything else is refused as `setting`.
+///
+/// Building the URL from parts instead of text means a path like `@evil.example/collect` or
+/// `.evil.example/` cannot change the host.
+pub(crate) fn join_path(base: &Url, path: &str, setting: &'static str) -> Result<Url, ConfigError> {
+    if !path.starts_with('/') {
+        return Err(ConfigError::invalid(
+            setting,
+            "the path must start with '/'",
+        ));
+    }
+    if path.contains('#') {
+        return Err(ConfigError::invalid(
+            setting,
+            "the path must not have a fragment",
+        ));
+    }
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let mut joined = base.clone();
+    joined.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+    joined.set_query(query);
+    if !same_origin(&joined, base) {
+        return Err(ConfigError::invalid(
+            setting,
+            "the path leads away from the base URL's origin",
+        ));
+    }
+    Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    fn check(url: &str, opt_in: bool) -> Result<(), ConfigError> {
+        check_scheme(&Url::parse(url).unwrap(), opt_in)
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_with_the_opt_in() {
+        for url in [
+            "https://api.example.com",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:80",
+            "http://localhost:3000",
+        ] {
+            assert!(check(url, false).is_ok(), "{url}");
+        }
+        for url in [
+            "http://api.example.com",
+            "http://10.0.0.1",
+            "http://localhost.evil.com",
+        ] {
+            assert!(
+                matches!(check(url, false), Err(ConfigError::InsecureBaseUrl)),
+                "{url}"
+            );
+            assert!(check(url, true).is_ok(), "{url}");
+        }
+        assert!(matches!(
+            check("ftp://api.example.com", true),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn paths_are_joined_under_the_base_path() {
+        let join = |base: &str, path: &str| join_path(&url(base), path, "path").unwrap();
+        assert_eq!(
+            join("https://api.kigo.io", "/api/v1/x").as_str(),
+            "https://api.kigo.io/api/v1/x"
+        );
+        assert_eq!(
+            join("https://api.kigo.io/kigo/", "/api/v1/x?user=1").as_str(),
+            "https://api.kigo.io/kigo/api/v1/x?user=1"
+        );
+        assert_eq!(
+            join("http://127.0.0.1:8080/kigo", "/@evil.example/collect").host_str(),
+            Some("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn a_path_cannot_change_the_host() {
+        for path in [
+            "api/v1/x",
+            "@evil.example/collect",
+            ".evil.example/collect",
+            ":8443/x",
+            "",
+            "/x#fragment",
+        ] {
+            let joined = join_path(&url("https://api.kigo.io"), path, "path");
+            assert!(
+                matches!(
+                    joined,
+                    Err(ConfigError::Invalid {
+                        setting: "path",
+                        ..
+                    })
+                ),
+                "{path}: {joined:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The mock Kigo server in-process: what tests and the quickstart rely on, each feature once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kigo_core::runtime::ManualClock;
+use kigo_core::{PartnerId, TokenKey};
+use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PARTNER_SESSION_PATH, USER_SESSION_PATH};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A plain client with a deadline on every request.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn post(mock: &MockKigo, path: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .post(format!("{}{path}", mock.base_url()))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Creates a partner-level token with the mock's own credentials; its answer.
+async fn create_partner_token(mock: &MockKigo) -> Value {
+    let credentials = json!({"api_key": mock.api_key(), "partner_id": mock.partner_id().as_str()});
+    let (status, answer) = post(mock, PARTNER_SESSION_PATH, credentials).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn revoking_counts_only_tokens_still_valid() {
+    let clock = ManualClock::new();
+    let mock = MockKigo::builder()
+        .clock(Arc::new(clock.clone()))
+        .lifetime(Duration::from_secs(10))
+        .start()
+        .await
+        .unwrap();
+    create_partner_token(&mock).await;
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(mock.revoke_all(), 0, "the expired token is not counted");
+    create_partner_token(&mock).await;
+    create_partner_token(&mock).await;
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(mock.revoke_all(), 2);
+    assert_eq!(mock.revoke_all(), 0);
+}
+
+#[tokio::test]
+async fn debug_output_shows_no_key_and_no_token() {
+    let builder = MockKigo::builder().partner("acme", "mock-secret-key");
+    let builder_shown = format!("{builder:?}");
+    let mock = builder.start().await.unwrap();
+    let partner_token = create_partner_token(&mock).await;
+    let bearer = format!(
+        "Bearer {}",
+        partner_token["session_token"].as_str().unwrap()
+    );
+    let response = client()
+        .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
+        .header("authorization", bearer)
+        .body(json!({"external_user_id": "u1"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let shown = format!("{builder_shown} {mock:?}");
+    assert!(shown.contains(mock.base_url()) && shown.contains("acme"));
+    for (name, secret) in [
+        ("the API key", "mock-secret-key"),
+        ("a partner-level token", "kigo_partner_"),
+        ("a user-level token", "kigo_user_"),
+        ("a refresh token", "kigo_refresh_"),
+    ] {
+        if let Some(at) = shown.find(secret) {
+            panic!("{name} shown at byte {at} of the Debug output");
+        }
+    }
+}
+
+#[tokio::test]
+async fn latency_delays_a_normal_answer() {
+    let mock = MockKigo::start().await.unwrap();
+    let delay = Duration::from_millis(300);
+    mock.inject(Endpoint::PartnerSession, [Fault::Latency(delay)]);
+    let started = Instant::now();
+    let answer = create_partner_token(&mock).await;
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    assert!(answer["session_token"].is_string());
+}
+
+#[tokio::test]
+async fn faults_can_be_cleared_in_process_and_over_http() {
+    let mock = MockKigo::start().await.unwrap();
+    let credentials = json!({"api_key": mock.api_key(), "partner_id": mock.partner_id().as_str()});
+    let attempt = || post(&mock, PARTNER_SESSION_PATH, credentials.clone());
+
+    mock.inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));
+    assert_eq!(attempt().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    mock.clear_faults();
+    assert_eq!(attempt().await.0, StatusCode::OK);
+
+    mock.inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));
+    mock.inject(Endpoint::PartnerSession, [Fault::Status(500)]);
+    let cleared = client()
+        .delete(format!("{}/_mock/faults", mock.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::OK);
+    assert_eq!(attempt().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn user_tokens_come_with_refresh_tokens_unless_turned_off() {
+    for enabled in [true, false] {
+        let mock = MockKigo::builder()
+            .refresh_tokens(enabled)
+            .start()
+            .await
+            .unwrap();
+        let partner = create_partner_token(&mock).await;
+        let response = client()
+            .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
+            .bearer_auth(partner["session_token"].as_str().unwrap())
+            .body(json!({"external_user_id": "u1"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(answer["session_token"].is_string());
+        assert_eq!(answer["refresh_token"].is_string(), enabled, "{enabled}");
+    }
+}
+
+#[tokio::test]
+async fn it_listens_on_the_port_asked_for() {
+    let port = kigo_testkit::services::free_port().unwrap();
+    let mock = MockKigo::builder().port(port).start().await.unwrap();
+    assert_eq!(mock.base_url(), format!("http://127.0.0.1:{port}"));
+    create_partner_token(&mock).await;
+}
+
+#[tokio::test]
+async fn creations_are_counted_per_key_and_in_total() {
+    let mock = MockKigo::builder()
+        .partner("north", "north-key")
+        .partner("south", "south-key")
+        .start()
+        .await
+        .unwrap();
+    for (partner, key, times) in [("north", "north-key", 2), ("south", "south-key", 1)] {
+        for _ in 0..times {
+            let credentials = json!({"api_key": key, "partner_id": partner});
+            let (status, _) = post(&mock, PARTNER_SESSION_PATH, credentials).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    let counters = mock.counters();
+    let key = |id| TokenKey::partner(PartnerId::new(id).unwrap());
+    assert_eq!(counters.creations_for(&key("north")), 2);
+    assert_eq!(counters.creations_for(&key("south")), 1);
+    assert_eq!(counters.total_creations(), 3);
+    assert_eq!(counters.requests_to(Endpoint::PartnerSession), 3);
+}
