@@ -1,0 +1,1 @@
+//! Fleet scenarios every backend runs.

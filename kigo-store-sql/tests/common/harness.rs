@@ -1,0 +1,160 @@
+//! A [`StoreHarness`] for each database: a fresh database (or SQLite file) per test, migrated,
+//! with every handle a store of its own (its own pool), as a replica would open it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use kigo_core::codec::{EntryCodec, FORMAT_VERSION};
+use kigo_core::{TokenKey, TokenStore};
+use kigo_store_sql::{SqlPool, SqlStore, SqlStoreOptions};
+use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::services::{self, TestDatabase};
+
+/// Where a harness's database lives; kept alive as long as the harness.
+enum Place {
+    Server(TestDatabase),
+    File(tempfile::TempDir),
+}
+
+/// A store under test on a database of its own.
+pub(crate) struct SqlHarness {
+    url: String,
+    admin: SqlStore,
+    _place: Place,
+}
+
+impl SqlHarness {
+    /// On a fresh PostgreSQL database.
+    pub(crate) async fn postgres() -> Self {
+        let db = services::postgres::database()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self::on(db.url().to_owned(), Place::Server(db)).await
+    }
+
+    /// On a fresh MySQL/MariaDB database.
+    pub(crate) async fn mysql() -> Self {
+        let db = services::mysql::database()
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self::on(db.url().to_owned(), Place::Server(db)).await
+    }
+
+    /// On a fresh SQLite file.
+    pub(crate) async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
+        Self::on(url, Place::File(dir)).await
+    }
+
+    /// On the database at `url` of an existing server database.
+    pub(crate) async fn on_database(db: TestDatabase) -> Self {
+        Self::on(db.url().to_owned(), Place::Server(db)).await
+    }
+
+    async fn on(url: String, place: Place) -> Self {
+        let admin = SqlStoreOptions::new()
+            .migrate_on_connect(true)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("migrating the test database failed: {error:?}"));
+        Self {
+            url,
+            admin,
+            _place: place,
+        }
+    }
+
+    /// The database URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A new store on the database (a replica's own pool).
+    pub(crate) async fn store(&self) -> SqlStore {
+        self.store_with(SqlStoreOptions::new()).await
+    }
+
+    /// A new store on the database with `options`.
+    pub(crate) async fn store_with(&self, options: SqlStoreOptions) -> SqlStore {
+        options
+            .max_connections(4)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("store: {error:?}"))
+    }
+
+    /// The migrated store the harness reaches behind the others with.
+    pub(crate) fn admin(&self) -> &SqlStore {
+        &self.admin
+    }
+
+    /// Writes `raw` as the entry of `key` with row format `format`, bypassing the store.
+    pub(crate) async fn write_raw_format(&self, key: &TokenKey, raw: &[u8], format: i32) {
+        let id = key.storage_id();
+        let result = match self.admin.pool() {
+            SqlPool::Postgres(pool) => sqlx::query(
+                "INSERT INTO kigo_tokens (token_key, format_version, entry) VALUES ($1, $2, $3)
+                     ON CONFLICT (token_key) DO UPDATE SET format_version = EXCLUDED.format_version,
+                         entry = EXCLUDED.entry, fingerprint = NULL, expires_at = NULL",
+            )
+            .bind(&id)
+            .bind(format)
+            .bind(raw)
+            .execute(pool)
+            .await
+            .map(drop),
+            SqlPool::MySql(pool) => sqlx::query(
+                "INSERT INTO kigo_tokens (token_key, format_version, entry) VALUES (?, ?, ?)
+                     ON DUPLICATE KEY UPDATE format_version = VALUES(format_version),
+                         entry = VALUES(entry), fingerprint = NULL, expires_at = NULL",
+            )
+            .bind(&id)
+            .bind(format)
+            .bind(raw)
+            .execute(pool)
+            .await
+            .map(drop),
+            SqlPool::Sqlite(pool) => sqlx::query(
+                "INSERT INTO kigo_tokens (token_key, format_version, entry) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (token_key) DO UPDATE SET format_version = excluded.format_version,
+                         entry = excluded.entry, fingerprint = NULL, expires_at_us = NULL",
+            )
+            .bind(&id)
+            .bind(format)
+            .bind(raw)
+            .execute(pool)
+            .await
+            .map(drop),
+            _ => unreachable!("every database feature is on in the tests"),
+        };
+        result.unwrap_or_else(|error| panic!("raw write: {error}"));
+    }
+
+    /// A store sealing entries with `codec`.
+    pub(crate) async fn store_with_codec(&self, codec: EntryCodec) -> SqlStore {
+        self.store_with(SqlStoreOptions::new().codec(codec)).await
+    }
+}
+
+#[async_trait]
+impl StoreHarness for SqlHarness {
+    async fn handle(&self) -> Arc<dyn TokenStore> {
+        Arc::new(self.store().await)
+    }
+
+    async fn write_raw(&self, key: &TokenKey, raw: &[u8]) {
+        let format = i32::try_from(FORMAT_VERSION).expect("small format version");
+        self.write_raw_format(key, raw, format).await;
+    }
+
+    /// The database's clock is the machine's: real time passes.
+    async fn pass(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}

@@ -1,0 +1,154 @@
+//! MySQL/MariaDB for tests: a fresh database per test, on the server named by
+//! `KIGO_TEST_MYSQL_URL` (its user needs `CREATE` and `DROP` on databases), else on a private
+//! MariaDB server started from the local binaries (`mariadb-install-db` and `mariadbd`, as the
+//! `mysql` user when running as root), else in a container (feature `testcontainers`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kigo_testkit::services::ServiceError> {
+//! let db = kigo_testkit::services::mysql::database().await?;
+//! let url = db.url(); // mysql://root@.../kigo_test_...
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection};
+use tokio::sync::OnceCell;
+
+use super::database::{
+    Engine, Instance, PrivateServer, TestDatabase, as_user, reap_when_gone, running_as_root,
+    system_user,
+};
+use super::{LocalServer, ServerSpec, find_binary, free_port};
+
+/// The environment variable naming a MySQL or MariaDB server for the tests.
+pub const ENV_VAR: &str = "KIGO_TEST_MYSQL_URL";
+
+static SHARED: OnceCell<Result<Arc<Instance>, String>> = OnceCell::const_new();
+
+/// A fresh database on the MySQL/MariaDB server the tests of this binary share.
+pub async fn database() -> Result<TestDatabase, super::ServiceError> {
+    super::database::database(&MariaDb, &SHARED).await
+}
+
+/// A MariaDB server for one test alone, started from the local binaries, which the test may kill
+/// and restart.
+pub async fn private_server() -> Result<PrivateServer, super::ServiceError> {
+    super::database::private_server(&MariaDb).await
+}
+
+struct MariaDb;
+
+#[async_trait]
+impl Engine for MariaDb {
+    fn service(&self) -> &'static str {
+        "MySQL/MariaDB"
+    }
+
+    fn env_var(&self) -> &'static str {
+        ENV_VAR
+    }
+
+    fn binaries(&self) -> &'static str {
+        "`mariadb-install-db` and `mariadbd`, e.g. Debian's `mariadb-server` package"
+    }
+
+    async fn start_local(&self) -> Result<Instance, String> {
+        let sbin = [PathBuf::from("/usr/sbin")];
+        let install = find_binary("mariadb-install-db", &sbin)
+            .or_else(|| find_binary("mysql_install_db", &sbin))
+            .ok_or("no `mariadb-install-db` on PATH")?;
+        let server = find_binary("mariadbd", &sbin)
+            .or_else(|| find_binary("mysqld", &sbin))
+            .ok_or("no `mariadbd` on PATH or in /usr/sbin")?;
+        // As root: run as `mysql` if there is one, else tell the server that root is meant.
+        let (user, as_root) = match running_as_root().then(|| system_user("mysql")) {
+            None => (None, false),
+            Some(Some(mysql)) => (Some(mysql), false),
+            Some(None) => (None, true),
+        };
+        let dir = LocalServer::temp_dir(user).map_err(|error| error.to_string())?;
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let root_flag = as_root.then(|| "--user=root".to_owned());
+        let mut install_args = vec![
+            "--no-defaults".to_owned(),
+            format!("--datadir={}", path("data")),
+            "--auth-root-authentication-method=normal".to_owned(),
+            "--skip-test-db".to_owned(),
+        ];
+        install_args.extend(root_flag.clone());
+        let install = as_user(ServerSpec::new(install, install_args), user);
+        let log = dir.path().join("install.log");
+        tokio::task::spawn_blocking(move || install.run_to_end(&log))
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| error.to_string())?;
+        let port = free_port().map_err(|error| error.to_string())?;
+        let mut args = vec![
+            "--no-defaults".to_owned(),
+            format!("--datadir={}", path("data")),
+            format!("--socket={}", path("mysqld.sock")),
+            format!("--pid-file={}", path("mariadbd.pid")),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            "--skip-name-resolve".to_owned(),
+            "--skip-log-bin".to_owned(),
+            "--max-connections=500".to_owned(),
+            "--innodb-buffer-pool-size=64M".to_owned(),
+            "--innodb-flush-log-at-trx-commit=0".to_owned(),
+        ];
+        args.extend(root_flag);
+        let spec = as_user(ServerSpec::new(server, args), user);
+        reap_when_gone(&dir.path().join("mariadbd.pid"), dir.path());
+        let server = LocalServer::start(port, dir, spec)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Instance::local(
+            format!("mysql://root@127.0.0.1:{port}/mysql"),
+            server,
+        ))
+    }
+
+    #[cfg(feature = "testcontainers")]
+    async fn start_container(&self) -> Result<Instance, String> {
+        use testcontainers::core::{IntoContainerPort, WaitFor};
+        use testcontainers::runners::AsyncRunner;
+        use testcontainers::{GenericImage, ImageExt};
+
+        let container = GenericImage::new("mariadb", "11")
+            .with_exposed_port(3306.tcp())
+            .with_wait_for(WaitFor::message_on_stderr("ready for connections"))
+            .with_env_var("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "1")
+            .start()
+            .await
+            .map_err(|error| error.to_string())?;
+        let host = container
+            .get_host()
+            .await
+            .map_err(|error| error.to_string())?;
+        let port = container
+            .get_host_port_ipv4(3306)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Instance::container(
+            format!("mysql://root@{host}:{port}/mysql"),
+            container,
+        ))
+    }
+
+    async fn execute(&self, url: &str, statement: String) -> Result<(), sqlx::Error> {
+        let mut connection = MySqlConnection::connect(url).await?;
+        connection.execute(AssertSqlSafe(statement)).await?;
+        connection.close().await
+    }
+
+    fn create_statement(&self, name: &str) -> String {
+        format!("CREATE DATABASE `{name}`")
+    }
+
+    fn drop_statement(&self, name: &str) -> String {
+        format!("DROP DATABASE IF EXISTS `{name}`")
+    }
+}
