@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool};
+use sqlx::{Connection, Row};
 
 use super::{Backend, BackendKind, Statements, Templates, render, sql};
 use crate::error::{Class, mysql_class};
@@ -61,6 +61,9 @@ const CLAIM_NEW: &str = "INSERT IGNORE INTO {table}
                              (token_key, format_version, fence, lease_holder, lease_until)
                          VALUES (?, ?, 1, ?, TIMESTAMPADD(MICROSECOND, ?, {now}))";
 
+/// How long a migration waits for another replica's migration of the same table.
+const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The store's operations on MySQL or MariaDB.
 #[derive(Debug)]
 pub(crate) struct MySql {
@@ -106,12 +109,32 @@ impl Backend for MySql {
         Ok(count > 0)
     }
 
-    /// DDL commits implicitly in MySQL, so migrations cannot share one transaction: sqlx's
-    /// migrator serializes concurrent runs with a named lock (`GET_LOCK`) for their duration.
+    /// DDL commits implicitly in MySQL, so migrations cannot share one transaction: a named
+    /// lock (`GET_LOCK`, per database and table) serializes concurrent runs instead. sqlx's own
+    /// migration lock waits with `GET_LOCK(name, -1)`, which MariaDB answers at once with NULL
+    /// (no lock, no wait), so it is off. The connection is detached from the pool and closed at
+    /// the end, so a cancelled migration cannot leave the lock behind on a pooled connection.
     async fn migrate(&self) -> Result<(), MigrateError> {
-        migrator(MIGRATIONS, &self.table, BackendKind::MySql)
-            .run(&self.pool)
-            .await
+        let mut migrator = migrator(MIGRATIONS, &self.table, BackendKind::MySql);
+        migrator.set_locking(false);
+        let mut connection = self.pool.acquire().await?.detach();
+        let locked: Option<i64> = sqlx::query_scalar(
+            "SELECT GET_LOCK(CONCAT('kigo-migrate:', LEFT(SHA2(CONCAT(DATABASE(), '.', ?), 256), 40)), ?)",
+        )
+        .bind(self.table.quoted(BackendKind::MySql))
+        .bind(MIGRATION_LOCK_WAIT.as_secs())
+        .fetch_one(&mut connection)
+        .await?;
+        if locked != Some(1) {
+            return Err(MigrateError::Execute(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "another replica's migration of this table held its lock for too long",
+            ))));
+        }
+        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
+        migrator.run_direct(None, &mut connection, false).await?;
+        connection.close().await?;
+        Ok(())
     }
 
     async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error> {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use kigo_core::codec::{EntryCodec, FORMAT_VERSION};
 use kigo_core::{TokenKey, TokenStore};
-use kigo_store_sql::{SqlPool, SqlStore, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::conformance::StoreHarness;
 use kigo_testkit::services::{self, TestDatabase};
 
@@ -25,30 +25,23 @@ pub(crate) struct SqlHarness {
 }
 
 impl SqlHarness {
-    /// On a fresh PostgreSQL database.
-    pub(crate) async fn postgres() -> Self {
-        let db = services::postgres::database()
-            .await
-            .unwrap_or_else(|error| panic!("{error}"));
+    /// On a fresh database of `kind`: a database of its own on the test server, or an SQLite
+    /// file in a temp dir.
+    pub(crate) async fn new(kind: BackendKind) -> Self {
+        let db = match kind {
+            BackendKind::Postgres => services::postgres::database().await,
+            BackendKind::MySql => services::mysql::database().await,
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
+                return Self::on(url, Place::File(dir)).await;
+            }
+        };
+        let db = db.unwrap_or_else(|error| panic!("{error}"));
         Self::on(db.url().to_owned(), Place::Server(db)).await
     }
 
-    /// On a fresh MySQL/MariaDB database.
-    pub(crate) async fn mysql() -> Self {
-        let db = services::mysql::database()
-            .await
-            .unwrap_or_else(|error| panic!("{error}"));
-        Self::on(db.url().to_owned(), Place::Server(db)).await
-    }
-
-    /// On a fresh SQLite file.
-    pub(crate) async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
-        Self::on(url, Place::File(dir)).await
-    }
-
-    /// On the database at `url` of an existing server database.
+    /// On `db`, a database of a server the test controls.
     pub(crate) async fn on_database(db: TestDatabase) -> Self {
         Self::on(db.url().to_owned(), Place::Server(db)).await
     }
