@@ -375,7 +375,8 @@ pub(crate) async fn commit_token(store: &dyn TokenStore, key: &TokenKey, token: 
     );
 }
 
-fn fresh_token(name: &str) -> Token {
+/// A 30-minute token named `name`, issued now.
+pub(crate) fn token(name: &str) -> Token {
     let now = SystemTime::now();
     Token::new(
         TokenSecret::new(format!("{name}-{:08x}", fastrand::u32(..))),
@@ -403,7 +404,7 @@ pub(crate) async fn corrupt_rows_are_replaced(harness: &SqlHarness) {
     let ours = harness.store_with_codec(sealed(1)).await;
     let theirs = harness.store_with_codec(sealed(2)).await;
     let key = fresh_key();
-    commit_token(&theirs, &key, &fresh_token("theirs")).await;
+    commit_token(&theirs, &key, &token("theirs")).await;
     let loaded = ours.load(&key).await.unwrap().entry;
     assert!(
         matches!(loaded, Entry::Corrupt(CorruptEntry::Unauthentic)),
@@ -496,13 +497,13 @@ pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHar
         )
         .await;
     let key = fresh_key();
-    let a_token = fresh_token("a");
+    let a_token = token("a");
     commit_token(&team_a[0], &key, &a_token).await;
     assert!(matches!(
         team_b.load(&key).await.unwrap().entry,
         Entry::Absent
     ));
-    let b_token = fresh_token("b");
+    let b_token = token("b");
     commit_token(&team_b, &key, &b_token).await;
     for (store, token) in [(&team_a[7], &a_token), (&team_b, &b_token)] {
         let loaded = store.load(&key).await.unwrap();
@@ -511,6 +512,25 @@ pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHar
             Some(token.fingerprint())
         );
     }
+}
+
+/// A store on a server that is not there (`base` is the URL up to the host, a free port
+/// follows) reports itself unavailable, within its acquire timeout.
+pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
+    let port = kigo_testkit::services::free_port().unwrap();
+    let store = SqlStoreOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect(&format!("{base}:{port}/kigo"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = store.load(&fresh_key()).await.map(drop).unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.

@@ -13,8 +13,8 @@ use kigo_testkit::services::{self, TestDatabase};
 
 /// Where a harness's database lives; kept alive as long as the harness.
 enum Place {
-    Server(TestDatabase),
-    File(tempfile::TempDir),
+    Server { _db: TestDatabase },
+    File { _dir: tempfile::TempDir },
 }
 
 /// A store under test on a database of its own.
@@ -34,16 +34,16 @@ impl SqlHarness {
             _ => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
-                return Self::on(url, Place::File(dir)).await;
+                return Self::on(url, Place::File { _dir: dir }).await;
             }
         };
         let db = db.unwrap_or_else(|error| panic!("{error}"));
-        Self::on(db.url().to_owned(), Place::Server(db)).await
+        Self::on(db.url().to_owned(), Place::Server { _db: db }).await
     }
 
     /// On `db`, a database of a server the test controls.
     pub(crate) async fn on_database(db: TestDatabase) -> Self {
-        Self::on(db.url().to_owned(), Place::Server(db)).await
+        Self::on(db.url().to_owned(), Place::Server { _db: db }).await
     }
 
     async fn on(url: String, place: Place) -> Self {
@@ -57,11 +57,6 @@ impl SqlHarness {
             admin,
             _place: place,
         }
-    }
-
-    /// The database URL.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
     }
 
     /// A new store on the database (a replica's own pool).
