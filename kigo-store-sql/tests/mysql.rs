@@ -14,3 +14,9 @@ mod conformance {
 mod fleet {
     crate::common::fleet::fleet_tests!(kigo_store_sql::BackendKind::MySql);
 }
+
+/// A server that is not there is reported as unavailable, within the acquire timeout.
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    common::fleet::unreachable_database_is_unavailable("mysql://root@127.0.0.1").await;
+}
