@@ -61,6 +61,7 @@ pub(crate) enum SqlError {
         scheme: String,
     },
     /// An option that the chosen database does not support.
+    #[cfg(feature = "sqlite")]
     #[error("{0}")]
     Unsupported(&'static str),
 }

@@ -55,6 +55,7 @@ impl TableRef {
     }
 
     /// The unquoted table name.
+    #[cfg(any(feature = "mysql", feature = "sqlite"))]
     pub(crate) fn table(&self) -> &str {
         &self.table
     }
@@ -71,6 +72,7 @@ impl TableRef {
     }
 
     /// `schema.table` (or `table`): the PostgreSQL notification channel of this table.
+    #[cfg(feature = "postgres")]
     pub(crate) fn channel(&self) -> String {
         match &self.schema {
             Some(schema) => format!("{schema}.{}", self.table),
@@ -126,9 +128,11 @@ mod tests {
             table.tracking_quoted(BackendKind::Sqlite),
             "\"auth\".\"Kigo_Tokens2_migrations\""
         );
+        #[cfg(feature = "postgres")]
         assert_eq!(table.channel(), "auth.Kigo_Tokens2");
         let plain = TableRef::new(None, DEFAULT_TABLE).unwrap();
         assert_eq!(plain.quoted(BackendKind::Sqlite), "\"kigo_tokens\"");
+        #[cfg(feature = "postgres")]
         assert_eq!(plain.channel(), "kigo_tokens");
     }
 

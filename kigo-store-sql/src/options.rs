@@ -2,7 +2,6 @@
 //! whether it applies its migrations at once.
 
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use kigo_core::StoreError;
@@ -213,7 +212,7 @@ impl SqlStoreOptions {
 
     /// A store on the SQLite file at `path` (see [`SqlStore::sqlite`]).
     #[cfg(feature = "sqlite")]
-    pub async fn sqlite(self, path: impl AsRef<Path>) -> Result<SqlStore, StoreError> {
+    pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
         let pool = self.sqlite_pool(options);
         self.with_pool(pool).await
@@ -286,9 +285,7 @@ impl SqlStoreOptions {
 fn backend(pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {
     match pool {
         #[cfg(feature = "postgres")]
-        SqlPool::Postgres(pool) => Ok(Box::new(crate::backend::postgres::Postgres::new(
-            pool, table,
-        ))),
+        SqlPool::Postgres(pool) => Ok(Box::new(crate::backend::postgres::backend(pool, table))),
         #[cfg(feature = "mysql")]
         SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::MySql::new(pool, table))),
         #[cfg(feature = "sqlite")]
@@ -299,7 +296,7 @@ fn backend(pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreErro
                     SqlError::Unsupported("SQLite has no schemas: leave `schema` unset"),
                 ));
             }
-            Ok(Box::new(crate::backend::sqlite::Sqlite::new(pool, table)))
+            Ok(Box::new(crate::backend::sqlite::backend(pool, table)))
         }
     }
 }

@@ -7,6 +7,8 @@ use kigo_core::codec::{CorruptEntry, EntryCodec, FORMAT_VERSION};
 use kigo_core::store::{Entry, Snapshot};
 use kigo_core::{Token, TokenKey};
 
+use crate::backend::runner::Value;
+
 /// The latest instant every backend can store (9999-12-31T23:59:59.999999Z, MySQL's `DATETIME`
 /// limit), in microseconds since the Unix epoch.
 const MAX_MICROS: i64 = 253_402_300_799_999_999;
@@ -29,7 +31,7 @@ pub(crate) struct StoredRow {
 #[derive(Debug)]
 pub(crate) struct NewEntry {
     /// The format version written.
-    pub(crate) format: i32,
+    pub(crate) format: i64,
     /// The token through the store's codec.
     pub(crate) entry: Vec<u8>,
     /// The token's fingerprint, for invalidation.
@@ -47,6 +49,19 @@ impl NewEntry {
             fingerprint: *token.fingerprint().as_bytes(),
             expires_us: epoch_micros(token.expires_at()),
         }
+    }
+}
+
+impl NewEntry {
+    /// The columns a commit writes, in the order the commit statements take them: format
+    /// version, entry, fingerprint, expiry.
+    pub(crate) fn values(&self) -> [Value<'_>; 4] {
+        [
+            Value::Int(self.format),
+            Value::Bytes(&self.entry),
+            Value::Bytes(&self.fingerprint),
+            Value::Int(self.expires_us),
+        ]
     }
 }
 
@@ -85,8 +100,8 @@ fn decode(
 }
 
 /// The format version every row is written with.
-pub(crate) fn format_version() -> i32 {
-    i32::try_from(FORMAT_VERSION).unwrap_or(i32::MAX)
+pub(crate) fn format_version() -> i64 {
+    i64::from(FORMAT_VERSION)
 }
 
 /// `time` in microseconds since the Unix epoch, clamped to what every backend can store.
@@ -139,7 +154,7 @@ mod tests {
         let token =
             Token::new(TokenSecret::new("t0k"), now, now + Duration::from_secs(60)).unwrap();
         let written = NewEntry::new(&codec, &key(), &token);
-        let format = i64::from(written.format);
+        let format = written.format;
 
         let loaded = row(format, Some(&written.entry), 7).into_snapshot(&key(), &codec);
         let present = loaded.token().unwrap();

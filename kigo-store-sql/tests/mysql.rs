@@ -1,6 +1,8 @@
 //! The MySQL/MariaDB store: the conformance suite and the fleet scenarios.
 
 mod common;
+#[path = "common/servers.rs"]
+mod servers;
 
 use common::harness::SqlHarness;
 use kigo_store_sql::BackendKind;
@@ -18,5 +20,15 @@ mod fleet {
 /// A server that is not there is reported as unavailable, within the acquire timeout.
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
-    common::fleet::unreachable_database_is_unavailable("mysql://root@127.0.0.1").await;
+    servers::unreachable_database_is_unavailable("mysql://root@127.0.0.1").await;
+}
+
+/// The private MariaDB server is killed during traffic and restarted (see
+/// [`servers::killed_and_restarted_during_traffic`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_killed_and_restarted_during_traffic() {
+    let server = kigo_testkit::services::mysql::private_server()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    servers::killed_and_restarted_during_traffic(server).await;
 }

@@ -3,23 +3,26 @@
 //! lost notification, and refreshes cancelled while a statement runs.
 
 mod common;
+#[path = "common/servers.rs"]
+mod servers;
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::fleet::{commit_token, eventually, fresh_key, replica, token};
+use common::fleet::{commit_token, fresh_key, replica, token};
 use common::harness::SqlHarness;
 use common::tripwire::{Op, Tripwire};
 use futures_util::StreamExt;
 use kigo_core::runtime::TokioSleep;
 use kigo_core::store::{HolderId, LeaseAttempt};
-use kigo_core::{Error, ExpiryPolicy, StoreError, Token, TokenKey, TokenStore};
+use kigo_core::{
+    Error, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenStore,
+};
 use kigo_store_sql::sqlx::{PgPool, Postgres, Transaction};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStoreOptions};
 use kigo_testkit::FakeSource;
 use kigo_testkit::services::postgres;
+use tokio::task::JoinHandle;
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
@@ -129,6 +132,49 @@ async fn advisory_locks(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
+/// A replica (with its source) whose store stops before its `nth` call of `op`, and a caller
+/// waiting for the token of `key` on it.
+struct Stopped {
+    source: FakeSource,
+    manager: TokenManager,
+    wire: Tripwire,
+    caller: JoinHandle<Result<Fingerprint, Error>>,
+}
+
+impl Stopped {
+    async fn start(
+        harness: &SqlHarness,
+        key: &TokenKey,
+        source: FakeSource,
+        (op, nth): (Op, u64),
+        tune: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+    ) -> Self {
+        let wire = Tripwire::new(Arc::new(harness.store().await), op, nth);
+        let manager = tune(replica(Arc::new(source.clone()), Arc::new(wire.clone())))
+            .build()
+            .unwrap();
+        let handle = manager.handle(key.clone());
+        let caller =
+            tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
+        Self {
+            source,
+            manager,
+            wire,
+            caller,
+        }
+    }
+
+    /// Lets the stopped call send its statement, holds it inside the server behind a table
+    /// lock, does `act` with the backend running it, then lifts the lock.
+    async fn stuck_in_server(&self, admin: &PgPool, act: impl AsyncFnOnce(i32)) {
+        self.wire.reached(Duration::from_secs(10)).await;
+        let lock = lock_table(admin).await;
+        self.wire.resume();
+        act(blocked_statement(admin).await).await;
+        lock.rollback().await.unwrap();
+    }
+}
+
 /// `pg_terminate_backend` of the connection running the claim: the caller gets a typed store
 /// error, no lease is left behind, and the next call creates the one token. Then of the
 /// connection running the commit: the commit is rolled back, the holder releases its lease,
@@ -141,22 +187,12 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
 
     // Mid-claim.
     let key = fresh_key();
-    let source = FakeSource::new();
-    let wire = Tripwire::new(Arc::new(harness.store().await), Op::Acquire, 1);
-    let manager = replica(Arc::new(source.clone()), Arc::new(wire.clone()))
-        .build()
-        .unwrap();
-    let handle = manager.handle(key.clone());
-    let caller = tokio::spawn({
-        let handle = handle.clone();
-        async move { handle.token().await.map(|token| token.fingerprint()) }
-    });
-    wire.reached(Duration::from_secs(10)).await;
-    let lock = lock_table(&admin).await;
-    wire.resume();
-    terminate(&admin, blocked_statement(&admin).await).await;
-    lock.rollback().await.unwrap();
-    match caller.await.unwrap() {
+    let mut stopped =
+        Stopped::start(&harness, &key, FakeSource::new(), (Op::Acquire, 1), |b| b).await;
+    stopped
+        .stuck_in_server(&admin, async |pid| terminate(&admin, pid).await)
+        .await;
+    match (&mut stopped.caller).await.unwrap() {
         Err(Error::StoreUnavailable {
             source: StoreError::Unavailable { .. },
             ..
@@ -168,6 +204,7 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
         "the killed claim left a lease"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
+    let handle = stopped.manager.handle(key.clone());
     let token = loop {
         // The manager backs off from the store for about a second before it tries again.
         match handle.token().await {
@@ -178,33 +215,23 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
             Err(error) => panic!("no recovery: {error}"),
         }
     };
-    assert_eq!(source.creations(), 1);
+    assert_eq!(stopped.source.creations(), 1);
     let stored = probe.load(&key).await.unwrap();
     assert_eq!(stored.token().map(Token::fingerprint), Some(token));
-    manager.shutdown().await;
+    stopped.manager.shutdown().await;
 
     // Mid-commit.
     let key = fresh_key();
-    let source = FakeSource::new();
-    let wire = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 1);
-    let manager = replica(Arc::new(source.clone()), Arc::new(wire.clone()))
-        .build()
-        .unwrap();
-    let caller = tokio::spawn({
-        let handle = manager.handle(key.clone());
-        async move { handle.token().await.map(|token| token.fingerprint()) }
-    });
-    wire.reached(Duration::from_secs(10)).await;
-    let lock = lock_table(&admin).await;
-    wire.resume();
-    terminate(&admin, blocked_statement(&admin).await).await;
-    lock.rollback().await.unwrap();
-    let served = caller
-        .await
-        .unwrap()
-        .unwrap_or_else(|error| panic!("the holder did not recover from the lost commit: {error}"));
+    let stopped = Stopped::start(&harness, &key, FakeSource::new(), (Op::Commit, 1), |b| b).await;
+    stopped
+        .stuck_in_server(&admin, async |pid| terminate(&admin, pid).await)
+        .await;
+    let served =
+        stopped.caller.await.unwrap().unwrap_or_else(|error| {
+            panic!("the holder did not recover from the lost commit: {error}")
+        });
     assert_eq!(
-        source.creations(),
+        stopped.source.creations(),
         2,
         "the token of the lost commit is wasted"
     );
@@ -215,138 +242,17 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
         "the killed commit left a lease"
     );
     assert_eq!(leftovers(&admin).await, (0, 0));
-    manager.shutdown().await;
+    stopped.manager.shutdown().await;
 }
 
-/// The private PostgreSQL server is killed during traffic and restarted: requests keep being
-/// served from the cache while the token is valid (none fails), the replicas fail to renew
-/// while the server is gone, and renew by themselves once it is back.
+/// The private PostgreSQL server is killed during traffic and restarted (see
+/// [`servers::killed_and_restarted_during_traffic`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_killed_and_restarted_during_traffic() {
-    const LIFETIME: Duration = Duration::from_secs(40);
     let server = postgres::private_server()
         .await
         .unwrap_or_else(|error| panic!("{error}"));
-    let db = server
-        .database()
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    let harness = SqlHarness::on_database(db).await;
-    let source = FakeSource::with_lifetime(LIFETIME);
-    // Renew after 10 to 12 s; the token is handed out until 8 s before it expires (32 s).
-    let expiry = ExpiryPolicy::default()
-        .with_refresh_share(0.3)
-        .and_then(|policy| policy.with_jitter_share(0.05))
-        .unwrap();
-    let key = fresh_key();
-    let mut managers = Vec::new();
-    for _ in 0..3 {
-        let store = harness
-            .store_with(SqlStoreOptions::new().acquire_timeout(Duration::from_millis(500)))
-            .await;
-        let manager = replica(Arc::new(source.clone()), Arc::new(store))
-            .expiry(expiry)
-            .build()
-            .unwrap();
-        managers.push(manager);
-    }
-    let started = Instant::now();
-    let first = managers[0]
-        .handle(key.clone())
-        .token()
-        .await
-        .unwrap()
-        .fingerprint();
-    for manager in &managers {
-        let token = manager.handle(key.clone()).token().await.unwrap();
-        assert_eq!(token.fingerprint(), first);
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut traffic = Vec::new();
-    for manager in &managers {
-        let (handle, stop, failures) =
-            (manager.handle(key.clone()), stop.clone(), failures.clone());
-        traffic.push(tokio::spawn(async move {
-            let mut seen = HashSet::new();
-            loop {
-                // Read before the call: the last call starts after the stop, so it sees the
-                // token the test saw cached.
-                let last = stop.load(Ordering::SeqCst);
-                match handle.token().await {
-                    Ok(token) => {
-                        seen.insert(token.fingerprint());
-                    }
-                    Err(_) => {
-                        failures.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                if last {
-                    return seen;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }));
-    }
-
-    server.server().kill();
-    // The replicas reach their refresh points and find the store gone.
-    eventually(
-        Duration::from_secs(20),
-        "a renewal fails while the server is down",
-        || {
-            managers
-                .iter()
-                .any(|manager| manager.metrics().store_errors > 0)
-        },
-    )
-    .await;
-    server.server().restart().await.unwrap();
-    server.wait_ready().await.unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the fleet renews after the restart",
-        || source.creations() == 2,
-    )
-    .await;
-    // Every replica serves the new token once it has it; let each pick it up.
-    let renewed = harness.admin().load(&key).await.unwrap();
-    let renewed = renewed
-        .token()
-        .map(Token::fingerprint)
-        .expect("renewed token stored");
-    for manager in &managers {
-        let handle = manager.handle(key.clone());
-        eventually(
-            Duration::from_secs(10),
-            "each replica serves the new token",
-            || {
-                handle
-                    .cached()
-                    .is_some_and(|token| token.fingerprint() == renewed)
-            },
-        )
-        .await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    for task in traffic {
-        let seen = task.await.unwrap();
-        assert!(seen.contains(&first) && seen.contains(&renewed), "{seen:?}");
-    }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "requests failed during the outage"
-    );
-    assert_eq!(source.creations(), 2, "one renewal for the fleet");
-    assert!(
-        started.elapsed() < LIFETIME - Duration::from_secs(8),
-        "the test outlived the token"
-    );
-    for manager in &managers {
-        manager.shutdown().await;
-    }
+    servers::killed_and_restarted_during_traffic(server).await;
 }
 
 /// A waiter whose LISTEN connection is terminated just before the holder's NOTIFY misses the
@@ -447,33 +353,23 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             None => FakeSource::new().with_latency(Duration::from_secs(3600), Arc::new(TokioSleep)),
             Some(_) => FakeSource::new(),
         };
-        let (op, nth) = stop_at.unwrap_or((Op::Load, u64::MAX));
-        let wire = Tripwire::new(Arc::new(harness.store().await), op, nth);
-        let manager = replica(Arc::new(source.clone()), Arc::new(wire.clone()))
-            .lease_ttl(LEASE)
-            .create_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap();
-        let caller = tokio::spawn({
-            let handle = manager.handle(key.clone());
-            async move { handle.token().await.map(drop) }
-        });
-        let cancelled_at = if stop_at.is_some() {
-            wire.reached(Duration::from_secs(10)).await;
-            let lock = lock_table(&admin).await;
-            wire.resume();
-            blocked_statement(&admin).await;
-            manager.shutdown().await;
-            let at = Instant::now();
-            lock.rollback().await.unwrap();
-            at
-        } else {
-            source.wait_for_calls(1).await;
-            manager.shutdown().await;
-            Instant::now()
+        let lease = |builder: ManagerBuilder| {
+            builder
+                .lease_ttl(LEASE)
+                .create_timeout(Duration::from_secs(1))
         };
+        let at = stop_at.unwrap_or((Op::Load, u64::MAX));
+        let stopped = Stopped::start(&harness, &key, source, at, lease).await;
+        if stop_at.is_some() {
+            let cancel = async |_| stopped.manager.shutdown().await;
+            stopped.stuck_in_server(&admin, cancel).await;
+        } else {
+            stopped.source.wait_for_calls(1).await;
+            stopped.manager.shutdown().await;
+        }
+        let cancelled_at = Instant::now();
         assert!(
-            matches!(caller.await.unwrap(), Err(Error::ShutDown)),
+            matches!(stopped.caller.await.unwrap(), Err(Error::ShutDown)),
             "{point}: the caller was not told of the shutdown"
         );
         let deadline = cancelled_at + LEASE + Duration::from_secs(1);
@@ -576,5 +472,5 @@ async fn notice_of<F: std::future::Future<Output = ()>>(
 /// A server that is not there is reported as unavailable, within the acquire timeout.
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
-    common::fleet::unreachable_database_is_unavailable("postgres://postgres@127.0.0.1").await;
+    servers::unreachable_database_is_unavailable("postgres://postgres@127.0.0.1").await;
 }

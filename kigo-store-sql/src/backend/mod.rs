@@ -17,8 +17,11 @@ use crate::row::{NewEntry, StoredRow};
 pub(crate) mod mysql;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+pub(crate) mod runner;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod standard;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,8 +89,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// The SQL of a backend with placeholders: `{table}` (the quoted token table) and `{now}` (the
-/// database clock, in the unit the backend's time columns use).
+/// The SQL of a backend with placeholders: `{table}` (the quoted token table), `{now}` (the
+/// database clock, in the unit the backend's time columns use), and whatever else the backend
+/// fills in (see [`Statements::render`]).
 #[derive(Debug)]
 pub(crate) struct Templates {
     pub(crate) load: &'static str,
@@ -112,10 +116,11 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    /// `templates` with `table` and `now` filled in. `table` is a checked, quoted identifier
-    /// ([`crate::names::TableRef`]) and `now` a constant expression, so the result is safe SQL.
-    pub(crate) fn render(templates: &Templates, table: &str, now: &str) -> Self {
-        let render = |template| render(template, table, now);
+    /// `templates` with each placeholder of `fill` replaced. The values are checked, quoted
+    /// identifiers ([`crate::names::TableRef`]) and constant expressions, so the result is safe
+    /// SQL.
+    pub(crate) fn render(templates: &Templates, fill: &[(&str, &str)]) -> Self {
+        let render = |template| render(template, fill);
         Self {
             load: render(templates.load),
             claim: render(templates.claim),
@@ -128,11 +133,12 @@ impl Statements {
     }
 }
 
-/// One template with `table` and `now` filled in (see [`Statements::render`]).
-pub(crate) fn render(template: &str, table: &str, now: &str) -> Arc<str> {
-    template
-        .replace("{table}", table)
-        .replace("{now}", now)
+/// One template with each placeholder of `fill` replaced (see [`Statements::render`]).
+pub(crate) fn render(template: &str, fill: &[(&str, &str)]) -> Arc<str> {
+    fill.iter()
+        .fold(template.to_owned(), |sql, (placeholder, value)| {
+            sql.replace(placeholder, value)
+        })
         .into()
 }
 

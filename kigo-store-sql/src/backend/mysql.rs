@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool};
-use sqlx::{Connection, Row};
 
-use super::{Backend, BackendKind, Statements, Templates, render, sql};
+use super::runner::Value::{Bytes, Int, Text};
+use super::runner::{Runner, bound};
+use super::{Backend, BackendKind, Statements, Templates, render};
 use crate::error::{Class, mysql_class};
 use crate::migrate::{Template, migrator};
 use crate::names::TableRef;
@@ -25,7 +27,7 @@ const MIGRATIONS: &[Template] = &[Template {
 const NOW: &str = "UTC_TIMESTAMP(6)";
 
 const TEMPLATES: Templates = Templates {
-    load: "SELECT format_version,
+    load: "SELECT CAST(format_version AS SIGNED),
                   CASE WHEN expires_at IS NULL OR expires_at > {now} THEN entry END,
                   generation,
                   CASE WHEN cooldown_until > {now}
@@ -67,7 +69,7 @@ const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// The store's operations on MySQL or MariaDB.
 #[derive(Debug)]
 pub(crate) struct MySql {
-    pool: MySqlPool,
+    runner: Runner<sqlx::MySql>,
     table: TableRef,
     statements: Statements,
     claim_new: Arc<str>,
@@ -76,10 +78,11 @@ pub(crate) struct MySql {
 impl MySql {
     pub(crate) fn new(pool: MySqlPool, table: TableRef) -> Self {
         let quoted = table.quoted(BackendKind::MySql);
+        let fill = [("{table}", quoted.as_str()), ("{now}", NOW)];
         Self {
-            statements: Statements::render(&TEMPLATES, &quoted, NOW),
-            claim_new: render(CLAIM_NEW, &quoted, NOW),
-            pool,
+            statements: Statements::render(&TEMPLATES, &fill),
+            claim_new: render(CLAIM_NEW, &fill),
+            runner: Runner::new(pool),
             table,
         }
     }
@@ -98,15 +101,16 @@ impl Backend for MySql {
     }
 
     async fn table_exists(&self) -> Result<bool, sqlx::Error> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.tables
-              WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
-        )
-        .bind(self.table.schema())
-        .bind(self.table.table())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count > 0)
+        let statement = "SELECT COUNT(*) FROM information_schema.tables
+                          WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE())
+                            AND table_name = ?"
+            .into();
+        let schema = Text(self.table.schema().unwrap_or_default());
+        let count = self
+            .runner
+            .number(&statement, &[schema, Text(self.table.table())])
+            .await?;
+        Ok(count > Some(0))
     }
 
     /// DDL commits implicitly in MySQL, so migrations cannot share one transaction: a named
@@ -117,9 +121,10 @@ impl Backend for MySql {
     async fn migrate(&self) -> Result<(), MigrateError> {
         let mut migrator = migrator(MIGRATIONS, &self.table, BackendKind::MySql);
         migrator.set_locking(false);
-        let mut connection = self.pool.acquire().await?.detach();
+        let mut connection = self.runner.pool.acquire().await?.detach();
         let locked: Option<i64> = sqlx::query_scalar(
-            "SELECT GET_LOCK(CONCAT('kigo-migrate:', LEFT(SHA2(CONCAT(DATABASE(), '.', ?), 256), 40)), ?)",
+            "SELECT GET_LOCK(CONCAT('kigo-migrate:', \
+             LEFT(SHA2(CONCAT(DATABASE(), '.', ?), 256), 40)), ?)",
         )
         .bind(self.table.quoted(BackendKind::MySql))
         .bind(MIGRATION_LOCK_WAIT.as_secs())
@@ -138,58 +143,42 @@ impl Backend for MySql {
     }
 
     async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error> {
-        let row = sqlx::query(sql(&self.statements.load))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(StoredRow {
-                format: i64::from(row.try_get::<i32, _>(0)?),
-                entry: row.try_get(1)?,
-                generation: row.try_get(2)?,
-                cooldown_us: row.try_get(3)?,
-            })
-        })
-        .transpose()
+        self.runner.stored(&self.statements.load, key).await
     }
 
+    /// Claims an existing row with `LAST_INSERT_ID(fence + 1)`, whose value the server returns
+    /// with the statement's result; creates a missing row with the lease granted (fence 1).
     async fn claim(
         &self,
         key: &str,
         holder: &str,
         ttl_us: i64,
     ) -> Result<Option<i64>, sqlx::Error> {
-        let claimed = sqlx::query(sql(&self.statements.claim))
-            .bind(holder)
-            .bind(ttl_us)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+        let claimed = bound(
+            &self.statements.claim,
+            &[Text(holder), Int(ttl_us), Text(key)],
+        )
+        .execute(&self.runner.pool)
+        .await?;
         if claimed.rows_affected() == 1 {
             return Ok(i64::try_from(claimed.last_insert_id()).ok());
         }
-        let created = sqlx::query(sql(&self.claim_new))
-            .bind(key)
-            .bind(format_version())
-            .bind(holder)
-            .bind(ttl_us)
-            .execute(&self.pool)
-            .await?;
-        Ok((created.rows_affected() == 1).then_some(1))
+        let values = [Text(key), Int(format_version()), Text(holder), Int(ttl_us)];
+        let created = self.runner.execute(&self.claim_new, &values).await?;
+        Ok((created == 1).then_some(1))
     }
 
     async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(sql(&self.statements.lease_remaining))
-            .bind(key)
-            .fetch_optional(&self.pool)
+        let values = [Text(key)];
+        self.runner
+            .number(&self.statements.lease_remaining, &values)
             .await
     }
 
     async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(sql(&self.statements.release))
-            .bind(key)
-            .bind(holder)
-            .execute(&self.pool)
+        let values = [Text(key), Text(holder)];
+        self.runner
+            .execute(&self.statements.release, &values)
             .await?;
         Ok(())
     }
@@ -201,35 +190,34 @@ impl Backend for MySql {
         fence: i64,
         entry: &NewEntry,
     ) -> Result<bool, sqlx::Error> {
-        let committed = sqlx::query(sql(&self.statements.commit))
-            .bind(entry.format)
-            .bind(&entry.entry)
-            .bind(&entry.fingerprint[..])
-            .bind(entry.expires_us)
-            .bind(key)
-            .bind(holder)
-            .bind(fence)
-            .execute(&self.pool)
-            .await?;
-        Ok(committed.rows_affected() == 1)
+        // `SET` comes before `WHERE` in MySQL's UPDATE: the entry's values first.
+        let lease = [Text(key), Text(holder), Int(fence)];
+        let values = [&entry.values()[..], &lease].concat();
+        Ok(self
+            .runner
+            .execute(&self.statements.commit, &values)
+            .await?
+            == 1)
     }
 
     async fn invalidate(&self, key: &str, fingerprint: &[u8]) -> Result<bool, sqlx::Error> {
-        let removed = sqlx::query(sql(&self.statements.invalidate))
-            .bind(key)
-            .bind(fingerprint)
-            .execute(&self.pool)
-            .await?;
-        Ok(removed.rows_affected() == 1)
+        let values = [Text(key), Bytes(fingerprint)];
+        Ok(self
+            .runner
+            .execute(&self.statements.invalidate, &values)
+            .await?
+            == 1)
     }
 
     async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(sql(&self.statements.set_cooldown))
-            .bind(key)
-            .bind(format_version())
-            .bind(duration_us)
-            .bind(duration_us)
-            .execute(&self.pool)
+        let values = [
+            Text(key),
+            Int(format_version()),
+            Int(duration_us),
+            Int(duration_us),
+        ];
+        self.runner
+            .execute(&self.statements.set_cooldown, &values)
             .await?;
         Ok(())
     }

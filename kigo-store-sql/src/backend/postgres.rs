@@ -8,16 +8,16 @@ use futures_util::StreamExt;
 use futures_util::stream;
 use kigo_core::TokenKey;
 use kigo_core::store::{ChangeFeed, ChangeNotice};
-use sqlx::Row;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
-use super::{Backend, BackendKind, Statements, Templates, sql};
+use super::runner::Runner;
+use super::standard::{Dialect, Standard};
+use super::{BackendKind, Statements, Templates};
 use crate::error::{Class, postgres_class};
 use crate::migrate::{Template, migrator};
 use crate::names::TableRef;
-use crate::row::{NewEntry, StoredRow, format_version};
 
 const MIGRATIONS: &[Template] = &[Template {
     version: 1,
@@ -26,7 +26,7 @@ const MIGRATIONS: &[Template] = &[Template {
 }];
 
 const TEMPLATES: Templates = Templates {
-    load: "SELECT t.format_version,
+    load: "SELECT CAST(t.format_version AS BIGINT),
                   CASE WHEN t.expires_at IS NULL OR t.expires_at > c.now THEN t.entry END,
                   t.generation,
                   CASE WHEN t.cooldown_until > c.now
@@ -54,12 +54,12 @@ const TEMPLATES: Templates = Templates {
                   WHERE token_key = $1 AND lease_holder = $2 AND fence = $3
                     AND generation < $3 AND lease_until > {now}
               RETURNING token_key)
-             SELECT token_key, pg_notify($8, token_key) FROM committed",
+             SELECT token_key, pg_notify('{channel}', token_key) FROM committed",
     invalidate: "WITH removed AS (
                      UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
                       WHERE token_key = $1 AND fingerprint = $2
                   RETURNING token_key)
-                 SELECT token_key, pg_notify($3, token_key) FROM removed",
+                 SELECT token_key, pg_notify('{channel}', token_key) FROM removed",
     set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until)
                    VALUES ($1, $2, {now} + $3::FLOAT8 * INTERVAL '1 microsecond')
                    ON CONFLICT (token_key) DO UPDATE
@@ -67,32 +67,36 @@ const TEMPLATES: Templates = Templates {
 };
 
 /// The store's operations on PostgreSQL.
-#[derive(Debug)]
-pub(crate) struct Postgres {
-    pool: PgPool,
-    table: TableRef,
-    statements: Statements,
-    channel: String,
-}
-
-impl Postgres {
-    pub(crate) fn new(pool: PgPool, table: TableRef) -> Self {
-        let statements = Statements::render(
-            &TEMPLATES,
-            &table.quoted(BackendKind::Postgres),
-            "clock_timestamp()",
-        );
-        Self {
-            channel: table.channel(),
-            pool,
-            table,
-            statements,
-        }
+pub(crate) fn backend(pool: PgPool, table: TableRef) -> Standard<PostgreSql> {
+    let channel = table.channel();
+    // The channel is `schema.table` of checked identifiers: safe in a string literal.
+    let statements = Statements::render(
+        &TEMPLATES,
+        &[
+            ("{table}", &table.quoted(BackendKind::Postgres)),
+            ("{now}", "clock_timestamp()"),
+            ("{channel}", &channel),
+        ],
+    );
+    Standard {
+        dialect: PostgreSql { table, channel },
+        runner: Runner::new(pool),
+        statements,
     }
 }
 
+/// What is PostgreSQL's own: SQLSTATEs, migrations behind a transaction-level lock, and
+/// notifications.
+#[derive(Debug)]
+pub(crate) struct PostgreSql {
+    table: TableRef,
+    channel: String,
+}
+
 #[async_trait]
-impl Backend for Postgres {
+impl Dialect for PostgreSql {
+    type Db = sqlx::Postgres;
+
     fn kind(&self) -> BackendKind {
         BackendKind::Postgres
     }
@@ -103,119 +107,32 @@ impl Backend for Postgres {
             .map_or(Class::Unknown, |sqlstate| postgres_class(&sqlstate))
     }
 
-    async fn table_exists(&self) -> Result<bool, sqlx::Error> {
+    async fn table_exists(&self, runner: &Runner<sqlx::Postgres>) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(self.table.quoted(BackendKind::Postgres))
-            .fetch_one(&self.pool)
+            .fetch_one(&runner.pool)
             .await
     }
 
     /// Runs in one transaction that first takes a transaction-level advisory lock, so that
     /// replicas starting together apply each migration once, and nothing stays locked if the
     /// call is cancelled (unlike a session lock, which would stay with the pooled connection).
-    async fn migrate(&self) -> Result<(), MigrateError> {
+    async fn migrate(&self, runner: &Runner<sqlx::Postgres>) -> Result<(), MigrateError> {
         let mut migrator = migrator(MIGRATIONS, &self.table, BackendKind::Postgres);
         migrator.set_locking(false);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = runner.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(lock_key(&self.channel))
             .execute(&mut *tx)
             .await?;
+        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
         migrator.run_direct(None, &mut *tx, false).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error> {
-        let row = sqlx::query(sql(&self.statements.load))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(StoredRow {
-                format: i64::from(row.try_get::<i32, _>(0)?),
-                entry: row.try_get(1)?,
-                generation: row.try_get(2)?,
-                cooldown_us: row.try_get(3)?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn claim(
-        &self,
-        key: &str,
-        holder: &str,
-        ttl_us: i64,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(sql(&self.statements.claim))
-            .bind(key)
-            .bind(format_version())
-            .bind(holder)
-            .bind(ttl_us)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(sql(&self.statements.lease_remaining))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(sql(&self.statements.release))
-            .bind(key)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn commit(
-        &self,
-        key: &str,
-        holder: &str,
-        fence: i64,
-        entry: &NewEntry,
-    ) -> Result<bool, sqlx::Error> {
-        let committed = sqlx::query(sql(&self.statements.commit))
-            .bind(key)
-            .bind(holder)
-            .bind(fence)
-            .bind(entry.format)
-            .bind(&entry.entry)
-            .bind(&entry.fingerprint[..])
-            .bind(entry.expires_us)
-            .bind(&self.channel)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(committed.is_some())
-    }
-
-    async fn invalidate(&self, key: &str, fingerprint: &[u8]) -> Result<bool, sqlx::Error> {
-        let removed = sqlx::query(sql(&self.statements.invalidate))
-            .bind(key)
-            .bind(fingerprint)
-            .bind(&self.channel)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(removed.is_some())
-    }
-
-    async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(sql(&self.statements.set_cooldown))
-            .bind(key)
-            .bind(format_version())
-            .bind(duration_us)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    fn changes(&self) -> Option<ChangeFeed> {
-        let options = self.pool.connect_options();
+    fn changes(&self, runner: &Runner<sqlx::Postgres>) -> Option<ChangeFeed> {
+        let options = runner.pool.connect_options();
         let channel = self.channel.clone();
         let listening = async move {
             // A pool of one for the listener, so that it never takes a connection the store's

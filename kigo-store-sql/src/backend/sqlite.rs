@@ -4,16 +4,17 @@
 //! start and waits for it within the busy timeout. No push notifications: waiters poll.
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::sqlite::SqlitePool;
 
-use super::{Backend, BackendKind, Statements, Templates, sql};
+use super::runner::Runner;
+use super::runner::Value::Text;
+use super::standard::{Dialect, Standard};
+use super::{BackendKind, Statements, Templates};
 use crate::error::{Class, sqlite_class};
 use crate::migrate::{Template, migrator};
 use crate::names::TableRef;
-use crate::row::{NewEntry, StoredRow, format_version};
 
 const MIGRATIONS: &[Template] = &[Template {
     version: 1,
@@ -49,9 +50,11 @@ const TEMPLATES: Templates = Templates {
                     expires_at_us = ?7,
                     lease_holder = NULL, lease_until_us = NULL, cooldown_until_us = NULL
               WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3 AND generation < ?3
-                AND lease_until_us > {now}",
+                AND lease_until_us > {now}
+             RETURNING token_key",
     invalidate: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
-                  WHERE token_key = ?1 AND fingerprint = ?2",
+                  WHERE token_key = ?1 AND fingerprint = ?2
+                 RETURNING token_key",
     set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until_us)
                    VALUES (?1, ?2, {now} + ?3)
                    ON CONFLICT (token_key) DO UPDATE
@@ -60,25 +63,25 @@ const TEMPLATES: Templates = Templates {
 };
 
 /// The store's operations on an SQLite file.
-#[derive(Debug)]
-pub(crate) struct Sqlite {
-    pool: SqlitePool,
-    table: TableRef,
-    statements: Statements,
-}
-
-impl Sqlite {
-    pub(crate) fn new(pool: SqlitePool, table: TableRef) -> Self {
-        Self {
-            statements: Statements::render(&TEMPLATES, &table.quoted(BackendKind::Sqlite), NOW),
-            pool,
-            table,
-        }
+pub(crate) fn backend(pool: SqlitePool, table: TableRef) -> Standard<SqliteFile> {
+    let quoted = table.quoted(BackendKind::Sqlite);
+    Standard {
+        statements: Statements::render(&TEMPLATES, &[("{table}", &quoted), ("{now}", NOW)]),
+        runner: Runner::new(pool),
+        dialect: SqliteFile { table },
     }
 }
 
+/// What is SQLite's own: result codes, the schema probe, migrations in one `BEGIN IMMEDIATE`.
+#[derive(Debug)]
+pub(crate) struct SqliteFile {
+    table: TableRef,
+}
+
 #[async_trait]
-impl Backend for Sqlite {
+impl Dialect for SqliteFile {
+    type Db = sqlx::Sqlite;
+
     fn kind(&self) -> BackendKind {
         BackendKind::Sqlite
     }
@@ -90,112 +93,24 @@ impl Backend for Sqlite {
             .map_or(Class::Unknown, sqlite_class)
     }
 
-    async fn table_exists(&self) -> Result<bool, sqlx::Error> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        )
-        .bind(self.table.table())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count > 0)
+    async fn table_exists(&self, runner: &Runner<sqlx::Sqlite>) -> Result<bool, sqlx::Error> {
+        let statement =
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1".into();
+        let count = runner
+            .number(&statement, &[Text(self.table.table())])
+            .await?;
+        Ok(count > Some(0))
     }
 
     /// Runs in one `BEGIN IMMEDIATE` transaction: it takes the write lock first, so processes
     /// starting together on one file apply each migration once.
-    async fn migrate(&self) -> Result<(), MigrateError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // `run_direct` rather than `run`: sqlx's documented way around an `Acquire` lifetime
-        // limitation with a borrowed connection in a `Send` future.
+    async fn migrate(&self, runner: &Runner<sqlx::Sqlite>) -> Result<(), MigrateError> {
+        let mut tx = runner.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
         migrator(MIGRATIONS, &self.table, BackendKind::Sqlite)
             .run_direct(None, &mut *tx, false)
             .await?;
         tx.commit().await?;
-        Ok(())
-    }
-
-    async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error> {
-        let row = sqlx::query(sql(&self.statements.load))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(StoredRow {
-                format: row.try_get(0)?,
-                entry: row.try_get(1)?,
-                generation: row.try_get(2)?,
-                cooldown_us: row.try_get(3)?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn claim(
-        &self,
-        key: &str,
-        holder: &str,
-        ttl_us: i64,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(sql(&self.statements.claim))
-            .bind(key)
-            .bind(format_version())
-            .bind(holder)
-            .bind(ttl_us)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(sql(&self.statements.lease_remaining))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(sql(&self.statements.release))
-            .bind(key)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn commit(
-        &self,
-        key: &str,
-        holder: &str,
-        fence: i64,
-        entry: &NewEntry,
-    ) -> Result<bool, sqlx::Error> {
-        let committed = sqlx::query(sql(&self.statements.commit))
-            .bind(key)
-            .bind(holder)
-            .bind(fence)
-            .bind(entry.format)
-            .bind(&entry.entry)
-            .bind(&entry.fingerprint[..])
-            .bind(entry.expires_us)
-            .execute(&self.pool)
-            .await?;
-        Ok(committed.rows_affected() == 1)
-    }
-
-    async fn invalidate(&self, key: &str, fingerprint: &[u8]) -> Result<bool, sqlx::Error> {
-        let removed = sqlx::query(sql(&self.statements.invalidate))
-            .bind(key)
-            .bind(fingerprint)
-            .execute(&self.pool)
-            .await?;
-        Ok(removed.rows_affected() == 1)
-    }
-
-    async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(sql(&self.statements.set_cooldown))
-            .bind(key)
-            .bind(format_version())
-            .bind(duration_us)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 }

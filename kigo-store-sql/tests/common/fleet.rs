@@ -114,15 +114,6 @@ pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
     }
 }
 
-/// Waits until `condition` holds, checking every 10 ms, failing after `limit`.
-pub(crate) async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A refresh policy without jitter that renews at `share` of the lifetime.
 fn renew_at(share: f64) -> ExpiryPolicy {
     ExpiryPolicy::default()
@@ -512,25 +503,6 @@ pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHar
             Some(token.fingerprint())
         );
     }
-}
-
-/// A store on a server that is not there (`base` is the URL up to the host, a free port
-/// follows) reports itself unavailable, within its acquire timeout.
-pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
-    let port = kigo_testkit::services::free_port().unwrap();
-    let store = SqlStoreOptions::new()
-        .acquire_timeout(Duration::from_millis(500))
-        .connect(&format!("{base}:{port}/kigo"))
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let error = store.load(&fresh_key()).await.map(drop).unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 /// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.

@@ -10,6 +10,7 @@ use kigo_core::{TokenKey, TokenStore};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::conformance::StoreHarness;
 use kigo_testkit::services::{self, TestDatabase};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 /// Where a harness's database lives; kept alive as long as the harness.
 enum Place {
@@ -38,11 +39,6 @@ impl SqlHarness {
             }
         };
         let db = db.unwrap_or_else(|error| panic!("{error}"));
-        Self::on(db.url().to_owned(), Place::Server { _db: db }).await
-    }
-
-    /// On `db`, a database of a server the test controls.
-    pub(crate) async fn on_database(db: TestDatabase) -> Self {
         Self::on(db.url().to_owned(), Place::Server { _db: db }).await
     }
 
@@ -81,43 +77,13 @@ impl SqlHarness {
     /// Writes `raw` as the entry of `key` with row format `format`, bypassing the store.
     pub(crate) async fn write_raw_format(&self, key: &TokenKey, raw: &[u8], format: i32) {
         let id = key.storage_id();
-        let result = match self.admin.pool() {
-            SqlPool::Postgres(pool) => sqlx::query(
-                "INSERT INTO kigo_tokens (token_key, format_version, entry) VALUES ($1, $2, $3)
-                     ON CONFLICT (token_key) DO UPDATE SET format_version = EXCLUDED.format_version,
-                         entry = EXCLUDED.entry, fingerprint = NULL, expires_at = NULL",
-            )
-            .bind(&id)
-            .bind(format)
-            .bind(raw)
-            .execute(pool)
-            .await
-            .map(drop),
-            SqlPool::MySql(pool) => sqlx::query(
-                "INSERT INTO kigo_tokens (token_key, format_version, entry) VALUES (?, ?, ?)
-                     ON DUPLICATE KEY UPDATE format_version = VALUES(format_version),
-                         entry = VALUES(entry), fingerprint = NULL, expires_at = NULL",
-            )
-            .bind(&id)
-            .bind(format)
-            .bind(raw)
-            .execute(pool)
-            .await
-            .map(drop),
-            SqlPool::Sqlite(pool) => sqlx::query(
-                "INSERT INTO kigo_tokens (token_key, format_version, entry) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (token_key) DO UPDATE SET format_version = excluded.format_version,
-                         entry = excluded.entry, fingerprint = NULL, expires_at_us = NULL",
-            )
-            .bind(&id)
-            .bind(format)
-            .bind(raw)
-            .execute(pool)
-            .await
-            .map(drop),
+        let written = match self.admin.pool() {
+            SqlPool::Postgres(pool) => upsert(pool, RAW_POSTGRES, &id, format, raw).await,
+            SqlPool::MySql(pool) => upsert(pool, RAW_MYSQL, &id, format, raw).await,
+            SqlPool::Sqlite(pool) => upsert(pool, RAW_SQLITE, &id, format, raw).await,
             _ => unreachable!("every database feature is on in the tests"),
         };
-        result.unwrap_or_else(|error| panic!("raw write: {error}"));
+        written.unwrap_or_else(|error| panic!("raw write: {error}"));
     }
 
     /// A store sealing entries with `codec`.
@@ -145,4 +111,42 @@ impl StoreHarness for SqlHarness {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+}
+
+const RAW_POSTGRES: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (token_key) DO UPDATE SET format_version = EXCLUDED.format_version,
+        entry = EXCLUDED.entry, fingerprint = NULL, expires_at = NULL";
+const RAW_MYSQL: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)
+    VALUES (?, ?, ?)
+    ON DUPLICATE KEY UPDATE format_version = VALUES(format_version),
+        entry = VALUES(entry), fingerprint = NULL, expires_at = NULL";
+const RAW_SQLITE: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)
+    VALUES (?1, ?2, ?3)
+    ON CONFLICT (token_key) DO UPDATE SET format_version = excluded.format_version,
+        entry = excluded.entry, fingerprint = NULL, expires_at_us = NULL";
+
+/// Runs one of the raw upserts above on `pool`.
+async fn upsert<DB>(
+    pool: &Pool<DB>,
+    statement: &'static str,
+    id: &str,
+    format: i32,
+    raw: &[u8],
+) -> Result<(), sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    for<'a> i32: Encode<'a, DB> + Type<DB>,
+{
+    sqlx::query(statement)
+        .bind(id)
+        .bind(format)
+        .bind(raw)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

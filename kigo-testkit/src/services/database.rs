@@ -87,7 +87,7 @@ impl PrivateServer {
 impl fmt::Debug for PrivateServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivateServer")
-            .field("service", &self.engine.service())
+            .field("service", &self.engine.names().service)
             .field("port", &self.server.port())
             .finish()
     }
@@ -124,34 +124,74 @@ impl Instance {
         }
     }
 
+    /// A container of `image`, once it says it is ready.
     #[cfg(feature = "testcontainers")]
-    pub(crate) fn container(
-        admin_url: String,
-        container: testcontainers::ContainerAsync<testcontainers::GenericImage>,
-    ) -> Self {
-        Self {
-            admin_url,
+    async fn container(image: Image) -> Result<Self, String> {
+        use testcontainers::core::{IntoContainerPort, WaitFor};
+        use testcontainers::runners::AsyncRunner;
+        use testcontainers::{GenericImage, ImageExt};
+
+        let (variable, value) = image.env;
+        let container = GenericImage::new(image.name, image.tag)
+            .with_exposed_port(image.port.tcp())
+            .with_wait_for(WaitFor::message_on_stderr(image.ready))
+            .with_env_var(variable, value)
+            .start()
+            .await
+            .map_err(|error| error.to_string())?;
+        let host = container
+            .get_host()
+            .await
+            .map_err(|error| error.to_string())?;
+        let port = container
+            .get_host_port_ipv4(image.port)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
+            admin_url: (image.admin_url)(&host.to_string(), port),
             external: false,
             local: None,
             _container: Some(container),
-        }
+        })
     }
+}
+
+/// A server's container image, for the `testcontainers` fallback.
+#[cfg(feature = "testcontainers")]
+#[derive(Debug)]
+pub(crate) struct Image {
+    pub(crate) name: &'static str,
+    pub(crate) tag: &'static str,
+    /// The port the server listens on inside the container.
+    pub(crate) port: u16,
+    /// What the server writes to stderr once it accepts connections.
+    pub(crate) ready: &'static str,
+    /// An environment variable that lets the admin user in without a password.
+    pub(crate) env: (&'static str, &'static str),
+    /// The admin URL for the container's host and mapped port.
+    pub(crate) admin_url: fn(&str, u16) -> String,
+}
+
+/// How a service is named in a [`ServiceError`].
+#[derive(Debug)]
+pub(crate) struct Names {
+    /// "PostgreSQL", "MySQL/MariaDB".
+    pub(crate) service: &'static str,
+    /// The variable naming a server to use.
+    pub(crate) env_var: &'static str,
+    /// The binaries a local instance needs.
+    pub(crate) binaries: &'static str,
 }
 
 /// What differs between PostgreSQL and MySQL.
 #[async_trait]
 pub(crate) trait Engine: Send + Sync + 'static {
-    /// "PostgreSQL", "MySQL/MariaDB".
-    fn service(&self) -> &'static str;
-    /// The variable naming a server to use.
-    fn env_var(&self) -> &'static str;
-    /// The binaries a local instance needs.
-    fn binaries(&self) -> &'static str;
+    fn names(&self) -> &'static Names;
     /// Starts a private server from local binaries; `Err` says why not.
     async fn start_local(&self) -> Result<Instance, String>;
-    /// Starts a container of the server.
+    /// The container image of the server.
     #[cfg(feature = "testcontainers")]
-    async fn start_container(&self) -> Result<Instance, String>;
+    fn image(&self) -> Image;
     /// Runs `statement` on a new connection to `url`.
     async fn execute(&self, url: &str, statement: String) -> Result<(), sqlx::Error>;
     /// `CREATE DATABASE` for `name`.
@@ -168,10 +208,10 @@ pub(crate) async fn database(
 ) -> Result<TestDatabase, ServiceError> {
     let found = shared
         .get_or_init(|| async {
-            if let Some(url) = url_from_env(engine.env_var()) {
+            if let Some(url) = url_from_env(engine.names().env_var) {
                 wait_ready(engine, &url)
                     .await
-                    .map_err(|reason| format!("{} is set, but {reason}", engine.env_var()))?;
+                    .map_err(|reason| format!("{} is set, but {reason}", engine.names().env_var))?;
                 return Ok(Arc::new(Instance::external(url)));
             }
             let instance = engine.start_local().await?;
@@ -220,7 +260,7 @@ async fn container(engine: &dyn Engine, reason: &str) -> Result<Arc<Instance>, S
             format!("{reason}; and no Docker engine is reachable"),
         ));
     }
-    let instance = engine.start_container().await.map_err(|error| {
+    let instance = Instance::container(engine.image()).await.map_err(|error| {
         service_error(
             engine,
             format!("{reason}; and the container failed: {error}"),
@@ -291,12 +331,24 @@ async fn wait_ready(engine: &dyn Engine, url: &str) -> Result<(), String> {
 }
 
 pub(crate) fn service_error(engine: &dyn Engine, reason: String) -> ServiceError {
+    let names = engine.names();
     ServiceError {
-        service: engine.service(),
-        env_var: engine.env_var(),
-        binaries: engine.binaries(),
+        service: names.service,
+        env_var: names.env_var,
+        binaries: names.binaries,
         reason,
     }
+}
+
+/// Runs `statement` on a new connection of type `C` to `url`.
+pub(crate) async fn execute_on<C>(url: &str, statement: String) -> Result<(), sqlx::Error>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    let mut connection = C::connect(url).await?;
+    sqlx::Executor::execute(&mut connection, sqlx::AssertSqlSafe(statement)).await?;
+    connection.close().await
 }
 
 /// `url` with its database (path) replaced by `name`, keeping user, host and parameters.

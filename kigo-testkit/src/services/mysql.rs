@@ -14,12 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection};
+use sqlx::MySqlConnection;
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "testcontainers")]
+use super::database::Image;
 use super::database::{
-    Engine, Instance, PrivateServer, TestDatabase, as_user, reap_when_gone, running_as_root,
-    system_user,
+    Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, reap_when_gone,
+    running_as_root, system_user,
 };
 use super::{LocalServer, ServerSpec, find_binary, free_port};
 
@@ -41,18 +43,16 @@ pub async fn private_server() -> Result<PrivateServer, super::ServiceError> {
 
 struct MariaDb;
 
+const NAMES: Names = Names {
+    service: "MySQL/MariaDB",
+    env_var: ENV_VAR,
+    binaries: "`mariadb-install-db` and `mariadbd`, e.g. Debian's `mariadb-server` package",
+};
+
 #[async_trait]
 impl Engine for MariaDb {
-    fn service(&self) -> &'static str {
-        "MySQL/MariaDB"
-    }
-
-    fn env_var(&self) -> &'static str {
-        ENV_VAR
-    }
-
-    fn binaries(&self) -> &'static str {
-        "`mariadb-install-db` and `mariadbd`, e.g. Debian's `mariadb-server` package"
+    fn names(&self) -> &'static Names {
+        &NAMES
     }
 
     async fn start_local(&self) -> Result<Instance, String> {
@@ -113,36 +113,19 @@ impl Engine for MariaDb {
     }
 
     #[cfg(feature = "testcontainers")]
-    async fn start_container(&self) -> Result<Instance, String> {
-        use testcontainers::core::{IntoContainerPort, WaitFor};
-        use testcontainers::runners::AsyncRunner;
-        use testcontainers::{GenericImage, ImageExt};
-
-        let container = GenericImage::new("mariadb", "11")
-            .with_exposed_port(3306.tcp())
-            .with_wait_for(WaitFor::message_on_stderr("ready for connections"))
-            .with_env_var("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "1")
-            .start()
-            .await
-            .map_err(|error| error.to_string())?;
-        let host = container
-            .get_host()
-            .await
-            .map_err(|error| error.to_string())?;
-        let port = container
-            .get_host_port_ipv4(3306)
-            .await
-            .map_err(|error| error.to_string())?;
-        Ok(Instance::container(
-            format!("mysql://root@{host}:{port}/mysql"),
-            container,
-        ))
+    fn image(&self) -> Image {
+        Image {
+            name: "mariadb",
+            tag: "11",
+            port: 3306,
+            ready: "ready for connections",
+            env: ("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "1"),
+            admin_url: |host, port| format!("mysql://root@{host}:{port}/mysql"),
+        }
     }
 
     async fn execute(&self, url: &str, statement: String) -> Result<(), sqlx::Error> {
-        let mut connection = MySqlConnection::connect(url).await?;
-        connection.execute(AssertSqlSafe(statement)).await?;
-        connection.close().await
+        execute_on::<MySqlConnection>(url, statement).await
     }
 
     fn create_statement(&self, name: &str) -> String {

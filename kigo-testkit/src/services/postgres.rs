@@ -14,12 +14,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::PgConnection;
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "testcontainers")]
+use super::database::Image;
 use super::database::{
-    Engine, Instance, PrivateServer, TestDatabase, as_user, reap_when_gone, running_as_root,
-    system_user, versioned_bin_dirs,
+    Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, reap_when_gone,
+    running_as_root, system_user, versioned_bin_dirs,
 };
 use super::{LocalServer, ServerSpec, find_binary, free_port};
 
@@ -41,18 +43,16 @@ pub async fn private_server() -> Result<PrivateServer, super::ServiceError> {
 
 struct PostgreSql;
 
+const NAMES: Names = Names {
+    service: "PostgreSQL",
+    env_var: ENV_VAR,
+    binaries: "`initdb` and `postgres`, e.g. Debian's `postgresql` package",
+};
+
 #[async_trait]
 impl Engine for PostgreSql {
-    fn service(&self) -> &'static str {
-        "PostgreSQL"
-    }
-
-    fn env_var(&self) -> &'static str {
-        ENV_VAR
-    }
-
-    fn binaries(&self) -> &'static str {
-        "`initdb` and `postgres`, e.g. Debian's `postgresql` package"
+    fn names(&self) -> &'static Names {
+        &NAMES
     }
 
     async fn start_local(&self) -> Result<Instance, String> {
@@ -125,38 +125,19 @@ impl Engine for PostgreSql {
     }
 
     #[cfg(feature = "testcontainers")]
-    async fn start_container(&self) -> Result<Instance, String> {
-        use testcontainers::core::{IntoContainerPort, WaitFor};
-        use testcontainers::runners::AsyncRunner;
-        use testcontainers::{GenericImage, ImageExt};
-
-        let container = GenericImage::new("postgres", "16-alpine")
-            .with_exposed_port(5432.tcp())
-            .with_wait_for(WaitFor::message_on_stderr(
-                "database system is ready to accept connections",
-            ))
-            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
-            .start()
-            .await
-            .map_err(|error| error.to_string())?;
-        let host = container
-            .get_host()
-            .await
-            .map_err(|error| error.to_string())?;
-        let port = container
-            .get_host_port_ipv4(5432)
-            .await
-            .map_err(|error| error.to_string())?;
-        Ok(Instance::container(
-            format!("postgres://postgres@{host}:{port}/postgres"),
-            container,
-        ))
+    fn image(&self) -> Image {
+        Image {
+            name: "postgres",
+            tag: "16-alpine",
+            port: 5432,
+            ready: "database system is ready to accept connections",
+            env: ("POSTGRES_HOST_AUTH_METHOD", "trust"),
+            admin_url: |host, port| format!("postgres://postgres@{host}:{port}/postgres"),
+        }
     }
 
     async fn execute(&self, url: &str, statement: String) -> Result<(), sqlx::Error> {
-        let mut connection = PgConnection::connect(url).await?;
-        connection.execute(AssertSqlSafe(statement)).await?;
-        connection.close().await
+        execute_on::<PgConnection>(url, statement).await
     }
 
     fn create_statement(&self, name: &str) -> String {
