@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,9 +423,11 @@ pub(crate) fn reap_when_gone(pid_file: &Path, dir: &Path) {
 pid=$(head -n 1 "$2" 2>/dev/null)
 if [ -n "$pid" ] && grep -q "$3" "/proc/$pid/cmdline" 2>/dev/null; then kill -9 "$pid"; fi
 rm -rf "$3""#;
-    // Detached on purpose: it outlives this process, which is what it watches.
+    // Detached on purpose: it outlives this process, which is what it watches; in a process
+    // group of its own, so that whatever stops this process's group does not stop it too.
     #[allow(clippy::zombie_processes)]
     let _ = Command::new("sh")
+        .process_group(0)
         .arg("-c")
         .arg(SCRIPT)
         .arg("kigo-test-reaper")
