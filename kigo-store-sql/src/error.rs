@@ -7,6 +7,11 @@ use kigo_core::StoreError;
 pub(crate) const MIGRATE_HINT: &str = "the token table is missing or outdated: run \
      `SqlStore::migrate()` or build the store with `SqlStoreOptions::migrate_on_connect(true)`";
 
+/// What to tell the operator when the applied migrations do not match the shipped ones.
+pub(crate) const HISTORY_HINT: &str = "the token table's migration history does not match this \
+     version of kigo-store-sql (a migration was changed, is missing, or failed half-way): see the \
+     source error and the `<table>_migrations` table";
+
 /// What to tell the operator when the database refuses the store.
 pub(crate) const ACCESS_HINT: &str =
     "the database refused the store: check the URL, the user's privileges and file permissions";

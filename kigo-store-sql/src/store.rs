@@ -14,7 +14,7 @@ use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 use sqlx::migrate::MigrateError;
 
 use crate::backend::Backend;
-use crate::error::{Class, MIGRATE_HINT, SqlError};
+use crate::error::{Class, HISTORY_HINT, SqlError};
 use crate::row::{NewEntry, duration, micros};
 use crate::{BackendKind, SqlPool, SqlStoreOptions};
 
@@ -86,7 +86,7 @@ impl SqlStore {
                 Err(self.classify(&error).await.into_store_error(error))
             }
             Err(error) => Err(StoreError::misconfigured(
-                MIGRATE_HINT,
+                HISTORY_HINT,
                 SqlError::Migrate(error),
             )),
         }
@@ -235,5 +235,47 @@ impl TokenStore for SqlStore {
 
     fn changes(&self) -> Option<ChangeFeed> {
         self.shared.backend.changes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use kigo_core::{PartnerId, TokenKey, TokenStore};
+
+    use crate::SqlStoreOptions;
+
+    /// Everything an error or `Debug` shows, sources included.
+    fn shown(error: &kigo_core::StoreError) -> String {
+        let mut text = format!("{error:?} {error}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn passwords_in_urls_are_never_shown() {
+        let unreachable = "postgres://kigo:pa55-secret@127.0.0.1:9/tokens";
+        let store = SqlStoreOptions::new()
+            .acquire_timeout(std::time::Duration::from_millis(200))
+            .connect(unreachable)
+            .await
+            .unwrap();
+        assert!(!format!("{store:?}").contains("pa55-secret"));
+        let key = TokenKey::partner(PartnerId::new("acme").unwrap());
+        let error = store.load(&key).await.unwrap_err();
+        assert!(!shown(&error).contains("pa55-secret"), "{}", shown(&error));
+
+        let error = SqlStoreOptions::new()
+            .connect("redis://kigo:pa55-secret@127.0.0.1/0")
+            .await
+            .unwrap_err();
+        assert!(shown(&error).contains("\"redis\""), "{}", shown(&error));
+        assert!(!shown(&error).contains("pa55-secret"));
     }
 }

@@ -2,8 +2,8 @@
 //! binaries, container), a fresh database per test, and private servers a test may kill.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
