@@ -238,7 +238,7 @@ impl TokenStore for SqlStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use std::error::Error as _;
 
@@ -257,7 +257,6 @@ mod tests {
         text
     }
 
-    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn passwords_in_urls_are_never_shown() {
         let unreachable = "postgres://kigo:pa55-secret@127.0.0.1:9/tokens";
