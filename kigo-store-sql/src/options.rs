@@ -193,7 +193,7 @@ impl SqlStoreOptions {
     /// [`StoreError::Unavailable`] on the operations, not here (unless migrations run here).
     /// The URL never appears in errors: it may hold a password.
     pub async fn connect(self, url: &str) -> Result<SqlStore, StoreError> {
-        let pool = self.pool_for(url)?;
+        let pool = self.pool_for(url).await?;
         self.with_pool(pool).await
     }
 
@@ -214,11 +214,11 @@ impl SqlStoreOptions {
     #[cfg(feature = "sqlite")]
     pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-        let pool = self.sqlite_pool(options);
+        let pool = self.sqlite_pool(options).await?;
         self.with_pool(pool).await
     }
 
-    fn pool_for(&self, url: &str) -> Result<SqlPool, StoreError> {
+    async fn pool_for(&self, url: &str) -> Result<SqlPool, StoreError> {
         let scheme = url
             .split_once(':')
             .map_or("", |(scheme, _)| scheme)
@@ -254,7 +254,7 @@ impl SqlStoreOptions {
                 let options = url
                     .parse::<sqlx::sqlite::SqliteConnectOptions>()
                     .map_err(invalid)?;
-                Ok(self.sqlite_pool(options))
+                self.sqlite_pool(options).await
             }
             _ => Err(StoreError::misconfigured(
                 CONFIG_HINT,
@@ -263,22 +263,25 @@ impl SqlStoreOptions {
         }
     }
 
-    /// A pool on an SQLite file shared by processes: created if missing, write-ahead log (readers
-    /// never wait for the writer), and a busy timeout for the write lock.
+    /// A pool on an SQLite file shared by processes: created if missing, in write-ahead-log
+    /// mode (readers never wait for the writer), with a busy timeout for the write lock.
     #[cfg(feature = "sqlite")]
-    fn sqlite_pool(&self, options: sqlx::sqlite::SqliteConnectOptions) -> SqlPool {
-        use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    async fn sqlite_pool(
+        &self,
+        options: sqlx::sqlite::SqliteConnectOptions,
+    ) -> Result<SqlPool, StoreError> {
+        use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
         let options = options
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(self.busy_timeout);
-        SqlPool::Sqlite(
+        crate::backend::sqlite::use_wal(&options, self.busy_timeout).await?;
+        Ok(SqlPool::Sqlite(
             SqlitePoolOptions::new()
                 .max_connections(self.max_connections)
                 .acquire_timeout(self.acquire_timeout.max(self.busy_timeout))
                 .connect_lazy_with(options),
-        )
+        ))
     }
 }
 

@@ -263,3 +263,23 @@ async fn busy_database_is_unavailable() {
         .unwrap();
     assert!(store.load(&key).await.unwrap().cooldown.is_some());
 }
+
+/// Replicas that open a new file at the same moment all get a working store: the switch to
+/// write-ahead logging, which SQLite does not wait for, is retried until one of them has made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_stores_open_a_new_file_at_once() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("new.db");
+        let mut opening = JoinSet::new();
+        for _ in 0..16 {
+            let file = file.clone();
+            opening.spawn(async move { SqlStore::sqlite(&file).await.map(drop) });
+        }
+        while let Some(opened) = opening.join_next().await {
+            opened
+                .unwrap()
+                .unwrap_or_else(|error| panic!("opening a new file together: {error:?}"));
+        }
+    }
+}

@@ -3,10 +3,14 @@
 //! processes share. Every write is one statement, which takes the database's write lock at its
 //! start and waits for it within the busy timeout. No push notifications: waiters poll.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
+use kigo_core::StoreError;
+use sqlx::Connection;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 
 use super::runner::Runner;
 use super::runner::Value::Text;
@@ -78,6 +82,16 @@ pub(crate) struct SqliteFile {
     table: TableRef,
 }
 
+impl SqliteFile {
+    /// The class of an SQLite error, by its extended result code.
+    fn class_of(error: &(dyn DatabaseError + 'static)) -> Class {
+        error
+            .code()
+            .and_then(|code| code.parse().ok())
+            .map_or(Class::Unknown, sqlite_class)
+    }
+}
+
 #[async_trait]
 impl Dialect for SqliteFile {
     type Db = sqlx::Sqlite;
@@ -87,10 +101,7 @@ impl Dialect for SqliteFile {
     }
 
     fn classify(&self, error: &(dyn DatabaseError + 'static)) -> Class {
-        error
-            .code()
-            .and_then(|code| code.parse().ok())
-            .map_or(Class::Unknown, sqlite_class)
+        Self::class_of(error)
     }
 
     async fn table_exists(&self, runner: &Runner<sqlx::Sqlite>) -> Result<bool, sqlx::Error> {
@@ -112,5 +123,40 @@ impl Dialect for SqliteFile {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Switches the file to write-ahead logging, a lasting property of the file, before any pool
+/// connection opens it. Several processes opening a new file at once race for the switch, and
+/// SQLite does not wait for the exclusive lock it needs (the busy timeout does not apply): so
+/// retry, with jitter, within `patience`. Pool connections then leave the journal mode alone.
+pub(crate) async fn use_wal(
+    options: &SqliteConnectOptions,
+    patience: Duration,
+) -> Result<(), StoreError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let switched = async {
+            let mut connection = SqliteConnection::connect_with(options).await?;
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut connection)
+                .await?;
+            connection.close().await?;
+            Ok::<_, sqlx::Error>(mode)
+        }
+        .await;
+        let error = match switched {
+            // "wal", or "memory" for an in-memory database (which has no other mode).
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let class = match &error {
+            sqlx::Error::Database(database) => SqliteFile::class_of(database.as_ref()),
+            other => Class::of_driver(other),
+        };
+        if class != Class::Transient || Instant::now() >= deadline {
+            return Err(class.into_store_error(error));
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
     }
 }
