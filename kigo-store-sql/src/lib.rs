@@ -1,4 +1,24 @@
-//! A `TokenStore` on SQL through sqlx: PostgreSQL, MySQL/MariaDB, and SQLite as the embedded
-//! default.
-//!
-//! **Not implemented yet.** This crate is a placeholder in the workspace; it offers nothing to use.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+#[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+compile_error!("kigo-store-sql needs at least one of the features `postgres`, `mysql`, `sqlite`");
+
+mod backend;
+mod error;
+mod migrate;
+mod names;
+mod options;
+mod row;
+mod store;
+
+pub use backend::BackendKind;
+pub use options::{SqlPool, SqlStoreOptions};
+pub use store::SqlStore;
+
+/// The sqlx this crate is built on, so that pools you pass in have matching types.
+pub use sqlx;

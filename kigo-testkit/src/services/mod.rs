@@ -16,6 +16,15 @@ pub mod redis_cluster;
 
 pub use process::{LocalServer, ServerSpec};
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod database;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use database::{PrivateServer, TestDatabase};
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,176 @@
+//! PostgreSQL: leases timed by `clock_timestamp()`, notifications by `pg_notify` in the
+//! committing statement, received with a [`PgListener`] on a connection of its own.
+
+use std::future::ready;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream;
+use kigo_core::TokenKey;
+use kigo_core::store::{ChangeFeed, ChangeNotice};
+use sqlx::error::DatabaseError;
+use sqlx::migrate::MigrateError;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+
+use super::runner::Runner;
+use super::standard::{Dialect, Standard};
+use super::{BackendKind, Statements, Templates};
+use crate::error::{Class, postgres_class};
+use crate::migrate::{Template, migrator};
+use crate::names::TableRef;
+
+const MIGRATIONS: &[Template] = &[Template {
+    version: 1,
+    description: "create token table",
+    sql: include_str!("../../migrations/postgres/0001_create_token_table.sql"),
+}];
+
+const TEMPLATES: Templates = Templates {
+    load: "SELECT CAST(t.format_version AS BIGINT),
+                  CASE WHEN t.expires_at IS NULL OR t.expires_at > c.now THEN t.entry END,
+                  t.generation,
+                  CASE WHEN t.cooldown_until > c.now
+                       THEN CAST(EXTRACT(EPOCH FROM t.cooldown_until - c.now) * 1000000 AS BIGINT)
+                  END
+             FROM {table} AS t CROSS JOIN (SELECT {now} AS now) AS c
+            WHERE t.token_key = $1",
+    claim: "INSERT INTO {table} AS t (token_key, format_version, fence, lease_holder, lease_until)
+            VALUES ($1, $2, 1, $3, {now} + $4::FLOAT8 * INTERVAL '1 microsecond')
+            ON CONFLICT (token_key) DO UPDATE
+               SET fence = t.fence + 1,
+                   lease_holder = EXCLUDED.lease_holder,
+                   lease_until = EXCLUDED.lease_until
+             WHERE t.lease_until IS NULL OR t.lease_until <= {now}
+            RETURNING t.fence",
+    lease_remaining: "SELECT CAST(EXTRACT(EPOCH FROM lease_until - {now}) * 1000000 AS BIGINT)
+                        FROM {table} WHERE token_key = $1 AND lease_until > {now}",
+    release: "UPDATE {table} SET lease_holder = NULL, lease_until = NULL
+               WHERE token_key = $1 AND lease_holder = $2",
+    commit: "WITH committed AS (
+                 UPDATE {table}
+                    SET format_version = $4, entry = $5, generation = $3, fingerprint = $6,
+                        expires_at = TIMESTAMPTZ 'epoch' + $7::FLOAT8 * INTERVAL '1 microsecond',
+                        lease_holder = NULL, lease_until = NULL, cooldown_until = NULL
+                  WHERE token_key = $1 AND lease_holder = $2 AND fence = $3
+                    AND generation < $3 AND lease_until > {now}
+              RETURNING token_key)
+             SELECT token_key, pg_notify('{channel}', token_key) FROM committed",
+    invalidate: "WITH removed AS (
+                     UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
+                      WHERE token_key = $1 AND fingerprint = $2
+                  RETURNING token_key)
+                 SELECT token_key, pg_notify('{channel}', token_key) FROM removed",
+    set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until)
+                   VALUES ($1, $2, {now} + $3::FLOAT8 * INTERVAL '1 microsecond')
+                   ON CONFLICT (token_key) DO UPDATE
+                      SET cooldown_until = GREATEST(t.cooldown_until, EXCLUDED.cooldown_until)",
+};
+
+/// The store's operations on PostgreSQL.
+pub(crate) fn backend(pool: PgPool, table: TableRef) -> Standard<PostgreSql> {
+    let channel = table.channel();
+    // The channel is `schema.table` of checked identifiers: safe in a string literal.
+    let statements = Statements::render(
+        &TEMPLATES,
+        &[
+            ("{table}", &table.quoted(BackendKind::Postgres)),
+            ("{now}", "clock_timestamp()"),
+            ("{channel}", &channel),
+        ],
+    );
+    Standard {
+        dialect: PostgreSql { table, channel },
+        runner: Runner::new(pool),
+        statements,
+    }
+}
+
+/// What is PostgreSQL's own: SQLSTATEs, migrations behind a transaction-level lock, and
+/// notifications.
+#[derive(Debug)]
+pub(crate) struct PostgreSql {
+    table: TableRef,
+    channel: String,
+}
+
+#[async_trait]
+impl Dialect for PostgreSql {
+    type Db = sqlx::Postgres;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Postgres
+    }
+
+    fn classify(&self, error: &(dyn DatabaseError + 'static)) -> Class {
+        error
+            .code()
+            .map_or(Class::Unknown, |sqlstate| postgres_class(&sqlstate))
+    }
+
+    async fn table_exists(&self, runner: &Runner<sqlx::Postgres>) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(self.table.quoted(BackendKind::Postgres))
+            .fetch_one(&runner.pool)
+            .await
+    }
+
+    /// Runs in one transaction that first takes a transaction-level advisory lock, so that
+    /// replicas starting together apply each migration once, and nothing stays locked if the
+    /// call is cancelled (unlike a session lock, which would stay with the pooled connection).
+    async fn migrate(&self, runner: &Runner<sqlx::Postgres>) -> Result<(), MigrateError> {
+        let mut migrator = migrator(MIGRATIONS, &self.table, BackendKind::Postgres);
+        migrator.set_locking(false);
+        let mut tx = runner.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(&self.channel))
+            .execute(&mut *tx)
+            .await?;
+        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
+        migrator.run_direct(None, &mut *tx, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn changes(&self, runner: &Runner<sqlx::Postgres>) -> Option<ChangeFeed> {
+        let options = runner.pool.connect_options();
+        let channel = self.channel.clone();
+        let listening = async move {
+            // A pool of one for the listener, so that it never takes a connection the store's
+            // statements need.
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with((*options).clone());
+            let mut listener = PgListener::connect_with(&pool).await.ok()?;
+            listener.eager_reconnect(false);
+            listener.listen(&channel).await.ok()?;
+            Some(listener)
+        };
+        let feed = stream::once(listening)
+            .filter_map(ready)
+            .flat_map(|listener| {
+                // Ends when the connection is lost: notices sent meanwhile are gone, and the
+                // manager polls until it has subscribed again.
+                stream::unfold(listener, |mut listener| async move {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => Some((notification, listener)),
+                        Ok(None) | Err(_) => None,
+                    }
+                })
+            })
+            .filter_map(|notification| {
+                let key = TokenKey::from_storage_id(notification.payload());
+                ready(key.map(|key| ChangeNotice { key }))
+            });
+        Some(Box::pin(feed))
+    }
+}
+
+/// The advisory lock key of a table's migrations: FNV-1a of its channel name.
+fn lock_key(channel: &str) -> i64 {
+    let hash = format!("kigo-store-sql migrate {channel}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}

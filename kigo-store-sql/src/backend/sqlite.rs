@@ -1,0 +1,162 @@
+//! SQLite: one file shared by the processes of one machine. Times come from the machine's clock
+//! as SQLite reads it (`julianday('now')`, fixed within a statement), the one clock all those
+//! processes share. Every write is one statement, which takes the database's write lock at its
+//! start and waits for it within the busy timeout. No push notifications: waiters poll.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kigo_core::StoreError;
+use sqlx::Connection;
+use sqlx::error::DatabaseError;
+use sqlx::migrate::MigrateError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
+
+use super::runner::Runner;
+use super::runner::Value::Text;
+use super::standard::{Dialect, Standard};
+use super::{BackendKind, Statements, Templates};
+use crate::error::{Class, sqlite_class};
+use crate::migrate::{Template, migrator};
+use crate::names::TableRef;
+
+const MIGRATIONS: &[Template] = &[Template {
+    version: 1,
+    description: "create token table",
+    sql: include_str!("../../migrations/sqlite/0001_create_token_table.sql"),
+}];
+
+/// Microseconds since the Unix epoch by the machine's clock.
+const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+const TEMPLATES: Templates = Templates {
+    load: "SELECT t.format_version,
+                  CASE WHEN t.expires_at_us IS NULL OR t.expires_at_us > c.now THEN t.entry END,
+                  t.generation,
+                  CASE WHEN t.cooldown_until_us > c.now THEN t.cooldown_until_us - c.now END
+             FROM {table} AS t, (SELECT {now} AS now) AS c
+            WHERE t.token_key = ?1",
+    claim: "INSERT INTO {table} AS t
+                   (token_key, format_version, fence, lease_holder, lease_until_us)
+            VALUES (?1, ?2, 1, ?3, {now} + ?4)
+            ON CONFLICT (token_key) DO UPDATE
+               SET fence = t.fence + 1,
+                   lease_holder = excluded.lease_holder,
+                   lease_until_us = excluded.lease_until_us
+             WHERE t.lease_until_us IS NULL OR t.lease_until_us <= {now}
+            RETURNING fence",
+    lease_remaining: "SELECT lease_until_us - {now} FROM {table}
+                       WHERE token_key = ?1 AND lease_until_us > {now}",
+    release: "UPDATE {table} SET lease_holder = NULL, lease_until_us = NULL
+               WHERE token_key = ?1 AND lease_holder = ?2",
+    commit: "UPDATE {table}
+                SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = ?6,
+                    expires_at_us = ?7,
+                    lease_holder = NULL, lease_until_us = NULL, cooldown_until_us = NULL
+              WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3 AND generation < ?3
+                AND lease_until_us > {now}
+             RETURNING token_key",
+    invalidate: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
+                  WHERE token_key = ?1 AND fingerprint = ?2
+                 RETURNING token_key",
+    set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until_us)
+                   VALUES (?1, ?2, {now} + ?3)
+                   ON CONFLICT (token_key) DO UPDATE
+                      SET cooldown_until_us =
+                          MAX(COALESCE(t.cooldown_until_us, 0), excluded.cooldown_until_us)",
+};
+
+/// The store's operations on an SQLite file.
+pub(crate) fn backend(pool: SqlitePool, table: TableRef) -> Standard<SqliteFile> {
+    let quoted = table.quoted(BackendKind::Sqlite);
+    Standard {
+        statements: Statements::render(&TEMPLATES, &[("{table}", &quoted), ("{now}", NOW)]),
+        runner: Runner::new(pool),
+        dialect: SqliteFile { table },
+    }
+}
+
+/// What is SQLite's own: result codes, the schema probe, migrations in one `BEGIN IMMEDIATE`.
+#[derive(Debug)]
+pub(crate) struct SqliteFile {
+    table: TableRef,
+}
+
+impl SqliteFile {
+    /// The class of an SQLite error, by its extended result code.
+    fn class_of(error: &(dyn DatabaseError + 'static)) -> Class {
+        error
+            .code()
+            .and_then(|code| code.parse().ok())
+            .map_or(Class::Unknown, sqlite_class)
+    }
+}
+
+#[async_trait]
+impl Dialect for SqliteFile {
+    type Db = sqlx::Sqlite;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+
+    fn classify(&self, error: &(dyn DatabaseError + 'static)) -> Class {
+        Self::class_of(error)
+    }
+
+    async fn table_exists(&self, runner: &Runner<sqlx::Sqlite>) -> Result<bool, sqlx::Error> {
+        let statement =
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1".into();
+        let count = runner
+            .number(&statement, &[Text(self.table.table())])
+            .await?;
+        Ok(count > Some(0))
+    }
+
+    /// Runs in one `BEGIN IMMEDIATE` transaction: it takes the write lock first, so processes
+    /// starting together on one file apply each migration once.
+    async fn migrate(&self, runner: &Runner<sqlx::Sqlite>) -> Result<(), MigrateError> {
+        let mut tx = runner.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
+        migrator(MIGRATIONS, &self.table, BackendKind::Sqlite)
+            .run_direct(None, &mut *tx, false)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Switches the file to write-ahead logging, a lasting property of the file, before any pool
+/// connection opens it. Several processes opening a new file at once race for the switch, and
+/// SQLite does not wait for the exclusive lock it needs (the busy timeout does not apply): so
+/// retry, with jitter, within `patience`. Pool connections then leave the journal mode alone.
+pub(crate) async fn use_wal(
+    options: &SqliteConnectOptions,
+    patience: Duration,
+) -> Result<(), StoreError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let switched = async {
+            let mut connection = SqliteConnection::connect_with(options).await?;
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&mut connection)
+                .await?;
+            connection.close().await?;
+            Ok::<_, sqlx::Error>(mode)
+        }
+        .await;
+        let error = match switched {
+            // "wal", or "memory" for an in-memory database (which has no other mode).
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let class = match &error {
+            sqlx::Error::Database(database) => SqliteFile::class_of(database.as_ref()),
+            other => Class::of_driver(other),
+        };
+        if class != Class::Transient || Instant::now() >= deadline {
+            return Err(class.into_store_error(error));
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+    }
+}

@@ -1,0 +1,236 @@
+//! Mapping sqlx errors into [`StoreError`]: by error variant, SQLSTATE and error number, never by
+//! message text.
+
+use kigo_core::StoreError;
+
+/// What to tell the operator when the token table is missing or outdated.
+pub(crate) const MIGRATE_HINT: &str = "the token table is missing or outdated: run \
+     `SqlStore::migrate()` or build the store with `SqlStoreOptions::migrate_on_connect(true)`";
+
+/// What to tell the operator when the applied migrations do not match the shipped ones.
+pub(crate) const HISTORY_HINT: &str = "the token table's migration history does not match this \
+     version of kigo-store-sql (a migration was changed, is missing, or failed half-way): see the \
+     source error and the `<table>_migrations` table";
+
+/// What to tell the operator when the database refuses the store.
+pub(crate) const ACCESS_HINT: &str =
+    "the database refused the store: check the URL, the user's privileges and file permissions";
+
+/// What to tell the operator when the store's settings are wrong.
+pub(crate) const CONFIG_HINT: &str = "invalid store configuration: check the database URL, the \
+     table and schema names, and the enabled database features";
+
+/// How a failed statement is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// The database rolled the statement back to break a deadlock or a serialization conflict:
+    /// running it again is safe.
+    Retry,
+    /// The database could not be reached or did not answer; it may work later.
+    Transient,
+    /// The token table (or a column of it) does not exist: migrations were not run.
+    SchemaMissing,
+    /// Credentials, privileges or file permissions.
+    Denied,
+    /// Settings the database cannot work with.
+    Config,
+    /// A database error code this store does not know: the caller probes the schema.
+    Unknown,
+}
+
+/// The errors this crate reports as the source of a [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SqlError {
+    /// A statement failed.
+    #[error("{what} ({code})")]
+    Statement {
+        what: &'static str,
+        /// SQLSTATE, error number or SQLite result code; "-" if the error had none.
+        code: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the migrations failed.
+    #[error("applying the token table migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A table or schema name that cannot be used.
+    #[error(transparent)]
+    InvalidName(#[from] crate::names::InvalidName),
+    /// A URL whose scheme names no enabled database.
+    #[error(
+        "unsupported database URL scheme {scheme:?}: use postgres://, mysql:// or sqlite: (each \
+         behind the crate feature of that name)"
+    )]
+    UnsupportedScheme {
+        /// Only the scheme: the URL may hold a password.
+        scheme: String,
+    },
+    /// An option that the chosen database does not support.
+    #[cfg(feature = "sqlite")]
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+impl Class {
+    /// The variant-level class of errors that are not database error responses.
+    pub(crate) fn of_driver(error: &sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Database(_) => Self::Unknown,
+            sqlx::Error::Configuration(_) => Self::Config,
+            sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::TypeNotFound { .. } => Self::SchemaMissing,
+            _ => Self::Transient,
+        }
+    }
+
+    /// The [`StoreError`] for `error` of this class.
+    pub(crate) fn into_store_error(self, error: sqlx::Error) -> StoreError {
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map_or_else(|| "-".to_owned(), Into::into),
+            _ => "-".to_owned(),
+        };
+        let wrap = |what| SqlError::Statement {
+            what,
+            code: code.clone(),
+            source: error,
+        };
+        match self {
+            Self::Retry => {
+                StoreError::unavailable(wrap("the database aborted a conflicting statement"))
+            }
+            Self::Transient => StoreError::unavailable(wrap("the database is unavailable")),
+            Self::Unknown => StoreError::unavailable(wrap("the database failed a statement")),
+            Self::SchemaMissing => StoreError::misconfigured(
+                MIGRATE_HINT,
+                wrap("the token table is missing or outdated"),
+            ),
+            Self::Denied => {
+                StoreError::misconfigured(ACCESS_HINT, wrap("the database refused access"))
+            }
+            Self::Config => {
+                StoreError::misconfigured(CONFIG_HINT, wrap("the database settings are invalid"))
+            }
+        }
+    }
+}
+
+/// The class of a PostgreSQL SQLSTATE.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_class(sqlstate: &str) -> Class {
+    match sqlstate {
+        // serialization_failure, deadlock_detected
+        "40001" | "40P01" => Class::Retry,
+        // undefined_table, undefined_column, invalid_schema_name
+        "42P01" | "42703" | "3F000" => Class::SchemaMissing,
+        // insufficient_privilege; invalid_catalog_name (no such database)
+        "42501" | "3D000" => Class::Denied,
+        // lock_not_available, query_canceled, admin/crash shutdown, cannot_connect_now,
+        // idle session timeouts, and the connection (08), resources (53) and operator (57)
+        // classes.
+        "55P03" => Class::Transient,
+        state if state.starts_with("08") || state.starts_with("53") || state.starts_with("57") => {
+            Class::Transient
+        }
+        // invalid_authorization_specification, invalid_password
+        state if state.starts_with("28") => Class::Denied,
+        _ => Class::Unknown,
+    }
+}
+
+/// The class of a MySQL/MariaDB error number.
+#[cfg(feature = "mysql")]
+pub(crate) fn mysql_class(number: u16) -> Class {
+    match number {
+        // ER_LOCK_DEADLOCK
+        1213 => Class::Retry,
+        // ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR
+        1146 | 1054 => Class::SchemaMissing,
+        // ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_BAD_DB, ER_TABLEACCESS_DENIED,
+        // ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED
+        1044 | 1045 | 1049 | 1142 | 1143 | 1227 => Class::Denied,
+        // ER_CON_COUNT, ER_SERVER_SHUTDOWN, ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED,
+        // ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT (MySQL), ER_TOO_MANY_USER_CONNECTIONS,
+        // ER_STATEMENT_TIMEOUT (MariaDB), ER_QUERY_TIMEOUT (MySQL)
+        1040 | 1053 | 1205 | 1317 | 1927 | 4031 | 1203 | 1969 | 3024 => Class::Transient,
+        _ => Class::Unknown,
+    }
+}
+
+/// The class of an SQLite extended result code.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_class(code: i64) -> Class {
+    match code & 0xff {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_FULL, SQLITE_PROTOCOL
+        5 | 6 | 7 | 10 | 13 | 15 => Class::Transient,
+        // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
+        3 | 8 | 14 | 23 => Class::Denied,
+        // SQLITE_CORRUPT, SQLITE_NOTADB: the file is not a database this store can use.
+        11 | 26 => Class::Config,
+        // SQLITE_ERROR ("no such table" among others) and anything else: probe the schema.
+        _ => Class::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_codes() {
+        assert_eq!(postgres_class("40001"), Class::Retry);
+        assert_eq!(postgres_class("40P01"), Class::Retry);
+        assert_eq!(postgres_class("42P01"), Class::SchemaMissing);
+        assert_eq!(postgres_class("3F000"), Class::SchemaMissing);
+        assert_eq!(postgres_class("57P01"), Class::Transient);
+        assert_eq!(postgres_class("08006"), Class::Transient);
+        assert_eq!(postgres_class("53300"), Class::Transient);
+        assert_eq!(postgres_class("28P01"), Class::Denied);
+        assert_eq!(postgres_class("42501"), Class::Denied);
+        assert_eq!(postgres_class("23505"), Class::Unknown);
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_numbers() {
+        assert_eq!(mysql_class(1213), Class::Retry);
+        assert_eq!(mysql_class(1146), Class::SchemaMissing);
+        assert_eq!(mysql_class(1205), Class::Transient);
+        assert_eq!(mysql_class(1927), Class::Transient);
+        assert_eq!(mysql_class(1045), Class::Denied);
+        assert_eq!(mysql_class(1062), Class::Unknown);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_codes() {
+        assert_eq!(sqlite_class(5), Class::Transient);
+        assert_eq!(sqlite_class(517), Class::Transient); // SQLITE_BUSY_SNAPSHOT
+        assert_eq!(sqlite_class(262), Class::Transient); // SQLITE_LOCKED_SHAREDCACHE
+        assert_eq!(sqlite_class(8), Class::Denied);
+        assert_eq!(sqlite_class(26), Class::Config);
+        assert_eq!(sqlite_class(1), Class::Unknown);
+    }
+
+    #[test]
+    fn driver_variants() {
+        assert_eq!(
+            Class::of_driver(&sqlx::Error::PoolTimedOut),
+            Class::Transient
+        );
+        assert_eq!(
+            Class::of_driver(&sqlx::Error::Io(std::io::Error::other("reset"))),
+            Class::Transient
+        );
+        assert_eq!(
+            Class::of_driver(&sqlx::Error::ColumnNotFound("entry".into())),
+            Class::SchemaMissing
+        );
+        let error = Class::SchemaMissing.into_store_error(sqlx::Error::RowNotFound);
+        assert!(matches!(error, StoreError::Misconfigured { hint, .. } if hint == MIGRATE_HINT));
+        let error = Class::Retry.into_store_error(sqlx::Error::PoolTimedOut);
+        assert!(matches!(error, StoreError::Unavailable { .. }));
+    }
+}

@@ -1,0 +1,305 @@
+//! How a store is built: from a URL or an existing pool, for which table, with which codec, and
+//! whether it applies its migrations at once.
+
+use std::fmt;
+use std::time::Duration;
+
+use kigo_core::StoreError;
+use kigo_core::codec::EntryCodec;
+
+use crate::backend::Backend;
+use crate::error::{CONFIG_HINT, Class, SqlError};
+use crate::names::{DEFAULT_TABLE, TableRef};
+use crate::{BackendKind, SqlStore};
+
+/// A connection pool of one of the supported databases, as [`SqlStoreOptions::with_pool`]
+/// takes it (`From` each sqlx pool type).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum SqlPool {
+    /// A PostgreSQL pool.
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    /// A MySQL or MariaDB pool.
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+    /// An SQLite pool.
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl SqlPool {
+    /// Which database the pool connects to.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => BackendKind::Postgres,
+            #[cfg(feature = "mysql")]
+            Self::MySql(_) => BackendKind::MySql,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => BackendKind::Sqlite,
+        }
+    }
+}
+
+impl fmt::Debug for SqlPool {
+    /// Only the kind: a pool's options hold the database password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SqlPool").field(&self.kind()).finish()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::PgPool> for SqlPool {
+    fn from(pool: sqlx::PgPool) -> Self {
+        Self::Postgres(pool)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl From<sqlx::MySqlPool> for SqlPool {
+    fn from(pool: sqlx::MySqlPool) -> Self {
+        Self::MySql(pool)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::SqlitePool> for SqlPool {
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        Self::Sqlite(pool)
+    }
+}
+
+/// Settings of a [`SqlStore`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), kigo_core::StoreError> {
+/// use kigo_store_sql::SqlStoreOptions;
+///
+/// let store = SqlStoreOptions::new()
+///     .schema("auth")
+///     .table("kigo_tokens")
+///     .migrate_on_connect(true)
+///     .connect("postgres://kigo@db.internal/app")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqlStoreOptions {
+    table: String,
+    schema: Option<String>,
+    codec: EntryCodec,
+    migrate: bool,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    busy_timeout: Duration,
+}
+
+impl fmt::Debug for SqlStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStoreOptions")
+            .field("table", &self.table)
+            .field("schema", &self.schema)
+            .field("codec", &self.codec)
+            .field("migrate", &self.migrate)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish()
+    }
+}
+
+impl Default for SqlStoreOptions {
+    fn default() -> Self {
+        Self {
+            table: DEFAULT_TABLE.to_owned(),
+            schema: None,
+            codec: EntryCodec::plain(),
+            migrate: false,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SqlStoreOptions {
+    /// The defaults: table `kigo_tokens` in the connection's default schema, plain entries, no
+    /// migrations at construction, up to 10 connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The token table (default `kigo_tokens`): ASCII letters, digits and underscores, at most
+    /// 52 bytes. Its migrations are tracked in `<table>_migrations`.
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The schema of the token table: a PostgreSQL schema (created by the migrations if
+    /// missing) or a MySQL database. Not available on SQLite.
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// How tokens are written (default: plain JSON). Use `EntryCodec::encrypted` (feature
+    /// `encryption`) to seal them at rest; every replica needs the same key.
+    #[must_use]
+    pub fn codec(mut self, codec: EntryCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Applies the migrations while building the store (default: no; call
+    /// [`SqlStore::migrate`] from a deploy step instead if the application's database user may
+    /// not change the schema).
+    #[must_use]
+    pub fn migrate_on_connect(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// The most connections a pool built from a URL opens (default 10). Each store operation
+    /// holds one connection for one statement.
+    #[must_use]
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long an operation of a pool built from a URL waits for a connection (default 5 s):
+    /// how soon a store that is down reports it.
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How long an SQLite statement waits for another process's write lock (default 10 s).
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Builds a store on a new pool for `url`: `postgres://` (or `postgresql://`), `mysql://`
+    /// (or `mariadb://`), or `sqlite:` (the file is created if missing, in WAL mode).
+    ///
+    /// Connections are opened on first use, so a database that is down at start-up shows as
+    /// [`StoreError::Unavailable`] on the operations, not here (unless migrations run here).
+    /// The URL never appears in errors: it may hold a password.
+    pub async fn connect(self, url: &str) -> Result<SqlStore, StoreError> {
+        let pool = self.pool_for(url).await?;
+        self.with_pool(pool).await
+    }
+
+    /// Builds a store on an existing pool (its settings are left as they are).
+    pub async fn with_pool(self, pool: impl Into<SqlPool>) -> Result<SqlStore, StoreError> {
+        let pool = pool.into();
+        let table = TableRef::new(self.schema.as_deref(), &self.table)
+            .map_err(|error| StoreError::misconfigured(CONFIG_HINT, SqlError::from(error)))?;
+        let backend = backend(pool.clone(), table)?;
+        let store = SqlStore::new(backend, pool, self.codec);
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// A store on the SQLite file at `path` (see [`SqlStore::sqlite`]).
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let pool = self.sqlite_pool(options).await?;
+        self.with_pool(pool).await
+    }
+
+    async fn pool_for(&self, url: &str) -> Result<SqlPool, StoreError> {
+        let scheme = url
+            .split_once(':')
+            .map_or("", |(scheme, _)| scheme)
+            .to_ascii_lowercase();
+        let invalid = |error: sqlx::Error| Class::Config.into_store_error(error);
+        match scheme.as_str() {
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => {
+                let options = url
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .map_err(invalid)?;
+                Ok(SqlPool::Postgres(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(self.max_connections)
+                        .acquire_timeout(self.acquire_timeout)
+                        .connect_lazy_with(options),
+                ))
+            }
+            #[cfg(feature = "mysql")]
+            "mysql" | "mariadb" => {
+                let options = url
+                    .parse::<sqlx::mysql::MySqlConnectOptions>()
+                    .map_err(invalid)?;
+                Ok(SqlPool::MySql(
+                    sqlx::mysql::MySqlPoolOptions::new()
+                        .max_connections(self.max_connections)
+                        .acquire_timeout(self.acquire_timeout)
+                        .connect_lazy_with(options),
+                ))
+            }
+            #[cfg(feature = "sqlite")]
+            "sqlite" => {
+                let options = url
+                    .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                    .map_err(invalid)?;
+                self.sqlite_pool(options).await
+            }
+            _ => Err(StoreError::misconfigured(
+                CONFIG_HINT,
+                SqlError::UnsupportedScheme { scheme },
+            )),
+        }
+    }
+
+    /// A pool on an SQLite file shared by processes: created if missing, in write-ahead-log
+    /// mode (readers never wait for the writer), with a busy timeout for the write lock.
+    #[cfg(feature = "sqlite")]
+    async fn sqlite_pool(
+        &self,
+        options: sqlx::sqlite::SqliteConnectOptions,
+    ) -> Result<SqlPool, StoreError> {
+        use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
+        let options = options
+            .create_if_missing(true)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(self.busy_timeout);
+        crate::backend::sqlite::use_wal(&options, self.busy_timeout).await?;
+        Ok(SqlPool::Sqlite(
+            SqlitePoolOptions::new()
+                .max_connections(self.max_connections)
+                .acquire_timeout(self.acquire_timeout.max(self.busy_timeout))
+                .connect_lazy_with(options),
+        ))
+    }
+}
+
+fn backend(pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {
+    match pool {
+        #[cfg(feature = "postgres")]
+        SqlPool::Postgres(pool) => Ok(Box::new(crate::backend::postgres::backend(pool, table))),
+        #[cfg(feature = "mysql")]
+        SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::MySql::new(pool, table))),
+        #[cfg(feature = "sqlite")]
+        SqlPool::Sqlite(pool) => {
+            if table.schema().is_some() {
+                return Err(StoreError::misconfigured(
+                    CONFIG_HINT,
+                    SqlError::Unsupported("SQLite has no schemas: leave `schema` unset"),
+                ));
+            }
+            Ok(Box::new(crate::backend::sqlite::backend(pool, table)))
+        }
+    }
+}

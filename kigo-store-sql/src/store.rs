@@ -1,0 +1,280 @@
+//! [`SqlStore`]: the [`TokenStore`] contract on top of one backend's statements.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kigo_core::codec::EntryCodec;
+use kigo_core::store::{
+    ChangeFeed, CommitOutcome, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
+};
+use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
+use sqlx::migrate::MigrateError;
+
+use crate::backend::Backend;
+use crate::error::{Class, HISTORY_HINT, SqlError};
+use crate::row::{NewEntry, duration, micros};
+use crate::{BackendKind, SqlPool, SqlStoreOptions};
+
+/// How often a statement the database rolled back to break a deadlock or a serialization
+/// conflict is sent in all, before the store reports itself unavailable.
+const ATTEMPTS: u32 = 3;
+
+/// A [`TokenStore`] on PostgreSQL, MySQL/MariaDB or SQLite.
+///
+/// Clones share the pool. Every operation is one statement on a pooled connection, returned at
+/// once: no connection is held while the manager calls the token endpoint.
+#[derive(Clone)]
+pub struct SqlStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    backend: Box<dyn Backend>,
+    pool: SqlPool,
+    codec: EntryCodec,
+}
+
+impl SqlStore {
+    pub(crate) fn new(backend: Box<dyn Backend>, pool: SqlPool, codec: EntryCodec) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                backend,
+                pool,
+                codec,
+            }),
+        }
+    }
+
+    /// A store on a new pool for `url`, with the default [`SqlStoreOptions`] (no migrations at
+    /// construction: call [`SqlStore::migrate`]).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        SqlStoreOptions::new().connect(url).await
+    }
+
+    /// A store on an existing sqlx pool, with the default [`SqlStoreOptions`].
+    pub async fn with_pool(pool: impl Into<SqlPool>) -> Result<Self, StoreError> {
+        SqlStoreOptions::new().with_pool(pool).await
+    }
+
+    /// The embedded default in one line: the SQLite file at `path`, created if missing, in WAL
+    /// mode with a busy timeout, with the migrations applied. Every process on this machine
+    /// that opens the same file shares one token.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), kigo_core::StoreError> {
+    /// let store = kigo_store_sql::SqlStore::sqlite("kigo-tokens.db").await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        SqlStoreOptions::new()
+            .migrate_on_connect(true)
+            .sqlite(path)
+            .await
+    }
+
+    /// Creates or updates the token table: applies the migrations shipped with this crate that
+    /// the table has not seen yet. Safe to call from every replica at start-up: concurrent calls
+    /// apply each migration once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.shared.backend.migrate().await {
+            Ok(()) => Ok(()),
+            Err(MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _)) => {
+                Err(self.classify(&error).await.into_store_error(error))
+            }
+            Err(error) => Err(StoreError::misconfigured(
+                HISTORY_HINT,
+                SqlError::Migrate(error),
+            )),
+        }
+    }
+
+    /// Which database this store runs on.
+    pub fn kind(&self) -> BackendKind {
+        self.shared.backend.kind()
+    }
+
+    /// The pool the store sends its statements through.
+    pub fn pool(&self) -> &SqlPool {
+        &self.shared.pool
+    }
+
+    /// Runs `statement`, again after a deadlock or serialization failure (the database rolled
+    /// it back, so nothing was done), and maps its error.
+    async fn run<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let error = match statement().await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let class = self.classify(&error).await;
+            if class == Class::Retry && attempt < ATTEMPTS {
+                attempt += 1;
+                tracing::debug!(%error, attempt, "statement rolled back by the database; retrying");
+                continue;
+            }
+            return Err(class.into_store_error(error));
+        }
+    }
+
+    /// The class of `error`; for an error code this store does not know, whether the token
+    /// table is there tells a missing schema from anything else.
+    async fn classify(&self, error: &sqlx::Error) -> Class {
+        let class = match error {
+            sqlx::Error::Database(database) => self.shared.backend.classify(database.as_ref()),
+            other => Class::of_driver(other),
+        };
+        if class != Class::Unknown {
+            return class;
+        }
+        match self.shared.backend.table_exists().await {
+            Ok(false) => Class::SchemaMissing,
+            Ok(true) | Err(_) => Class::Unknown,
+        }
+    }
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.shared.backend)
+            .field("codec", &self.shared.codec)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqlStore {
+    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
+        let id = key.storage_id();
+        let row = self.run(|| self.shared.backend.load(&id)).await?;
+        Ok(row.map_or_else(Snapshot::absent, |row| {
+            row.into_snapshot(key, &self.shared.codec)
+        }))
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &TokenKey,
+        holder: &HolderId,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        let id = key.storage_id();
+        let ttl_us = micros(ttl);
+        let claimed = self
+            .run(|| self.shared.backend.claim(&id, holder.as_str(), ttl_us))
+            .await?;
+        if let Some(fence) = claimed.and_then(|fence| u64::try_from(fence).ok()) {
+            return Ok(LeaseAttempt::Acquired(Lease::new(
+                key.clone(),
+                holder.clone(),
+                fence,
+            )));
+        }
+        let remaining = self
+            .run(|| self.shared.backend.lease_remaining(&id))
+            .await?;
+        Ok(LeaseAttempt::Held {
+            remaining: remaining.map(duration),
+        })
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let id = lease.key().storage_id();
+        self.run(|| self.shared.backend.release(&id, lease.holder().as_str()))
+            .await
+    }
+
+    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
+        let Ok(fence) = i64::try_from(lease.fence()) else {
+            return Ok(CommitOutcome::Rejected);
+        };
+        let id = lease.key().storage_id();
+        let entry = NewEntry::new(&self.shared.codec, lease.key(), token);
+        let holder = lease.holder().as_str();
+        let committed = self
+            .run(|| self.shared.backend.commit(&id, holder, fence, &entry))
+            .await?;
+        Ok(if committed {
+            CommitOutcome::Committed
+        } else {
+            CommitOutcome::Rejected
+        })
+    }
+
+    async fn invalidate(
+        &self,
+        key: &TokenKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<InvalidateOutcome, StoreError> {
+        let id = key.storage_id();
+        let removed = self
+            .run(|| self.shared.backend.invalidate(&id, fingerprint.as_bytes()))
+            .await?;
+        Ok(if removed {
+            InvalidateOutcome::Removed
+        } else {
+            InvalidateOutcome::NotCurrent
+        })
+    }
+
+    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
+        let id = key.storage_id();
+        let duration_us = micros(duration);
+        self.run(|| self.shared.backend.set_cooldown(&id, duration_us))
+            .await
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        self.shared.backend.changes()
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use std::error::Error as _;
+
+    use kigo_core::{PartnerId, TokenKey, TokenStore};
+
+    use crate::SqlStoreOptions;
+
+    /// Everything an error or `Debug` shows, sources included.
+    fn shown(error: &kigo_core::StoreError) -> String {
+        let mut text = format!("{error:?} {error}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn passwords_in_urls_are_never_shown() {
+        let unreachable = "postgres://kigo:pa55-secret@127.0.0.1:9/tokens";
+        let store = SqlStoreOptions::new()
+            .acquire_timeout(std::time::Duration::from_millis(200))
+            .connect(unreachable)
+            .await
+            .unwrap();
+        assert!(!format!("{store:?}").contains("pa55-secret"));
+        let key = TokenKey::partner(PartnerId::new("acme").unwrap());
+        let error = store.load(&key).await.unwrap_err();
+        assert!(!shown(&error).contains("pa55-secret"), "{}", shown(&error));
+
+        let error = SqlStoreOptions::new()
+            .connect("redis://kigo:pa55-secret@127.0.0.1/0")
+            .await
+            .unwrap_err();
+        assert!(shown(&error).contains("\"redis\""), "{}", shown(&error));
+        assert!(!shown(&error).contains("pa55-secret"));
+    }
+}

@@ -1,0 +1,531 @@
+//! Fleet scenarios every backend runs: managers as replicas on real databases, each replica
+//! with a store (and pool) of its own. Creations are counted at a [`FakeSource`] shared by the
+//! replicas (the mock Kigo HTTP server is being written in parallel, with kigo-http).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use kigo_core::codec::{CorruptEntry, EncryptionKey, EntryCodec};
+use kigo_core::runtime::{AsyncSleep, RuntimeEnv, TimeSource, TokioSleep};
+use kigo_core::store::{CommitOutcome, Entry, HolderId, LeaseAttempt};
+use kigo_core::{
+    CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
+    StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
+};
+use kigo_store_sql::SqlStoreOptions;
+use kigo_testkit::{FakeSource, ManualClock};
+use tokio::task::JoinSet;
+
+use super::harness::SqlHarness;
+use super::tripwire::{Op, Tripwire};
+
+/// A partner key no other test uses.
+pub(crate) fn fresh_key() -> TokenKey {
+    TokenKey::partner(PartnerId::new(format!("fleet-{:016x}", fastrand::u64(..))).unwrap())
+}
+
+/// A replica's manager on `store`, with the real clock. Store failures fail requests
+/// (`FailClosed`), so that a store error can never hide behind a local creation.
+pub(crate) fn replica(source: Arc<dyn TokenSource>, store: Arc<dyn TokenStore>) -> ManagerBuilder {
+    TokenManager::builder(source)
+        .store(store)
+        .runtime(RuntimeEnv::tokio().expect("inside a tokio runtime"))
+        .store_failure(StoreFailurePolicy::FailClosed)
+        .lease_ttl(Duration::from_secs(10))
+        .create_timeout(Duration::from_secs(5))
+        .poll_interval(Duration::from_millis(100))
+}
+
+/// Stores a token that expired a minute ago (by the database clock too): every replica needs a
+/// new one.
+pub(crate) async fn store_expired_token(store: &dyn TokenStore, key: &TokenKey) {
+    let LeaseAttempt::Acquired(lease) = store
+        .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key's lease was held");
+    };
+    let now = SystemTime::now();
+    let expired = Token::new(
+        TokenSecret::new("expired-token"),
+        now - Duration::from_secs(31 * 60),
+        now - Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(
+        store.commit(&lease, &expired).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let loaded = store.load(key).await.unwrap();
+    assert!(matches!(loaded.entry, Entry::Absent), "{:?}", loaded.entry);
+}
+
+/// 16 replicas with 64 concurrent callers each, the stored token expired: exactly one creation,
+/// and every caller gets that token.
+pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
+    let key = fresh_key();
+    store_expired_token(harness.admin(), &key).await;
+    // Latency widens the window in which the other replicas find the lease held.
+    let source = FakeSource::new().with_latency(Duration::from_millis(200), Arc::new(TokioSleep));
+    let mut managers = Vec::new();
+    for index in 0..16 {
+        let store = Arc::new(harness.store().await);
+        let manager = replica(Arc::new(source.clone()), store)
+            .replica_name(format!("replica-{index}"))
+            .build()
+            .unwrap();
+        managers.push(manager);
+    }
+    let mut callers = JoinSet::new();
+    for manager in &managers {
+        let handle = manager.handle(key.clone());
+        for _ in 0..64 {
+            let handle = handle.clone();
+            callers.spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
+        }
+    }
+    let mut fingerprints = HashSet::new();
+    let mut served = 0;
+    while let Some(result) = callers.join_next().await {
+        let fingerprint = result
+            .unwrap()
+            .unwrap_or_else(|error| panic!("a caller failed: {error}"));
+        fingerprints.insert(fingerprint);
+        served += 1;
+    }
+    assert_eq!(served, 16 * 64);
+    assert_eq!(source.creations(), 1, "creations at the source");
+    assert_eq!(fingerprints.len(), 1, "every caller gets the one token");
+    let created: u64 = managers
+        .iter()
+        .map(|manager| manager.metrics().creations)
+        .sum();
+    assert_eq!(created, 1);
+    let stored = harness.admin().load(&key).await.unwrap();
+    assert_eq!(
+        stored.token().map(Token::fingerprint),
+        fingerprints.into_iter().next()
+    );
+    for manager in &managers {
+        manager.shutdown().await;
+    }
+}
+
+/// A refresh policy without jitter that renews at `share` of the lifetime.
+fn renew_at(share: f64) -> ExpiryPolicy {
+    ExpiryPolicy::default()
+        .with_jitter_share(0.0)
+        .and_then(|policy| policy.with_refresh_share(share))
+        .unwrap()
+}
+
+/// The holder dies after claiming (its commit never comes): the other replica keeps serving the
+/// old token while the lease runs, takes over once it lapses by the database clock, and nobody
+/// sees a failed request.
+pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
+    const LIFETIME: Duration = Duration::from_secs(12);
+    const LEASE: Duration = Duration::from_secs(4);
+    let key = fresh_key();
+    let source = FakeSource::with_lifetime(LIFETIME);
+    // A renews at 2.4 s and dies at its commit (the second: the first stores the first token);
+    // B renews at 4.8 s, while A's lease (until about 6.4 s) still runs.
+    let dying = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 2);
+    let watched = Tripwire::new(Arc::new(harness.store().await), Op::Commit, u64::MAX);
+    let tune = |builder: ManagerBuilder, share| {
+        builder
+            .lease_ttl(LEASE)
+            .create_timeout(Duration::from_secs(2))
+            .expiry(renew_at(share))
+            .build()
+            .unwrap()
+    };
+    let a = tune(
+        replica(Arc::new(source.clone()), Arc::new(dying.clone())),
+        0.2,
+    );
+    let b = tune(
+        replica(Arc::new(source.clone()), Arc::new(watched.clone())),
+        0.4,
+    );
+    let first = a.handle(key.clone()).token().await.unwrap().fingerprint();
+    let b_handle = b.handle(key.clone());
+    assert_eq!(b_handle.token().await.unwrap().fingerprint(), first);
+
+    // Traffic on B until it serves a new token.
+    let deadline = Instant::now() + LIFETIME;
+    let mut seen = vec![first];
+    loop {
+        let token = b_handle.token().await.unwrap_or_else(|error| {
+            panic!("a request failed while the old token was valid: {error}")
+        });
+        if token.fingerprint() != first {
+            seen.push(token.fingerprint());
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never took over");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    dying.reached(Duration::ZERO).await;
+    assert_eq!(
+        source.creations(),
+        3,
+        "the first token, the dead holder's, B's"
+    );
+    let (_, a_claimed) = *dying.acquired().last().unwrap();
+    let (_, b_claimed) = *watched.acquired().last().unwrap();
+    assert!(
+        b_claimed.duration_since(a_claimed) + Duration::from_millis(250) >= LEASE,
+        "B claimed {:?} after the dead holder, before its lease of {LEASE:?} lapsed",
+        b_claimed.duration_since(a_claimed)
+    );
+    assert_eq!(watched.commits(), vec![CommitOutcome::Committed]);
+    let stored = harness.admin().load(&key).await.unwrap();
+    assert_eq!(stored.token().map(Token::fingerprint), seen.last().copied());
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// A holder paused past its lease commits late: the commit is rejected, the replica that took
+/// over keeps its token, and the late holder adopts it.
+pub(crate) async fn paused_holder_commit_is_rejected(harness: &SqlHarness) {
+    const LEASE: Duration = Duration::from_secs(1);
+    let key = fresh_key();
+    let source = FakeSource::new();
+    let paused = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 1);
+    let build = |store: Arc<dyn TokenStore>| {
+        replica(Arc::new(source.clone()), store)
+            .lease_ttl(LEASE)
+            .create_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap()
+    };
+    let a = build(Arc::new(paused.clone()));
+    let b = build(Arc::new(harness.store().await));
+    let a_handle = a.handle(key.clone());
+    let late = tokio::spawn(async move { a_handle.token().await.map(|token| token.fingerprint()) });
+    paused.reached(Duration::from_secs(10)).await;
+
+    let started = Instant::now();
+    let taken_over = b.handle(key.clone()).token().await.unwrap().fingerprint();
+    assert!(
+        started.elapsed() + Duration::from_millis(250) >= LEASE / 2,
+        "B did not wait for the lease"
+    );
+    paused.resume();
+    let adopted = late.await.unwrap().unwrap();
+
+    assert_eq!(paused.commits(), vec![CommitOutcome::Rejected]);
+    assert_eq!(
+        adopted, taken_over,
+        "the late holder serves the token that won"
+    );
+    assert_eq!(a.metrics().rejected_commits, 1);
+    assert_eq!(
+        source.creations(),
+        2,
+        "the documented worst case: the paused holder's token is wasted"
+    );
+    let stored = harness.admin().load(&key).await.unwrap();
+    assert_eq!(stored.token().map(Token::fingerprint), Some(taken_over));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A token source that notes when each token was created by the true clock, whatever the
+/// (skewed) clock of the replica that asked.
+#[derive(Debug)]
+struct TrueTime {
+    source: FakeSource,
+    clock: ManualClock,
+    created: Arc<Mutex<HashMap<Fingerprint, SystemTime>>>,
+}
+
+#[async_trait]
+impl TokenSource for TrueTime {
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
+        let token = self.source.create(request).await?;
+        self.created
+            .lock()
+            .unwrap()
+            .insert(token.fingerprint(), self.clock.now());
+        Ok(token)
+    }
+}
+
+/// Six replicas whose clocks spread over 60 s, 100 minutes of 30-minute tokens on a manual
+/// clock: every creation is one renewal (none wasted, no commit rejected), and no replica ever
+/// hands out a token less than 30 s before its true expiry.
+pub(crate) async fn skewed_replicas_renew_once(harness: &SqlHarness) {
+    const LIFETIME: Duration = Duration::from_secs(30 * 60);
+    const RUN: Duration = Duration::from_secs(100 * 60);
+    let key = fresh_key();
+    let clock = ManualClock::starting_at(SystemTime::now());
+    let end = clock.now() + RUN;
+    let source = FakeSource::new();
+    let created = Arc::new(Mutex::new(HashMap::new()));
+    let mut managers = Vec::new();
+    let mut callers = JoinSet::new();
+    for (index, offset_ms) in [-30_000_i64, -18_000, -6_000, 6_000, 18_000, 30_000]
+        .into_iter()
+        .enumerate()
+    {
+        let view = clock.skewed(offset_ms);
+        let truth = TrueTime {
+            source: source.clone(),
+            clock: clock.clone(),
+            created: Arc::clone(&created),
+        };
+        let manager = replica(Arc::new(truth), Arc::new(harness.store().await))
+            .runtime(RuntimeEnv::manual(&view).unwrap())
+            .lease_ttl(Duration::from_secs(30))
+            .poll_interval(Duration::from_millis(500))
+            .seed(index as u64)
+            .build()
+            .unwrap();
+        let handle = manager.handle(key.clone());
+        let (clock, created) = (clock.clone(), Arc::clone(&created));
+        callers.spawn(async move {
+            let mut served = Vec::new();
+            let mut least_left = LIFETIME;
+            while clock.now() < end {
+                let token = handle
+                    .token()
+                    .await
+                    .unwrap_or_else(|error| panic!("replica {index}: {error}"));
+                let issued = created.lock().unwrap()[&token.fingerprint()];
+                let left = (issued + LIFETIME)
+                    .duration_since(clock.now())
+                    .unwrap_or_else(|_| panic!("replica {index} handed out an expired token"));
+                least_left = least_left.min(left);
+                served.push(token.fingerprint());
+                drop(token);
+                view.sleep(Duration::from_secs(5)).await;
+            }
+            (served, least_left)
+        });
+        managers.push(manager);
+    }
+    // Time moves in steps of a second while anyone still runs: flights run in real time between
+    // steps, as the database's own clock does.
+    let driver = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.advance(Duration::from_secs(1));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut served = HashSet::new();
+    let mut least_left = LIFETIME;
+    while let Some(result) = callers.join_next().await {
+        let (fingerprints, left) = result.unwrap();
+        served.extend(fingerprints);
+        least_left = least_left.min(left);
+    }
+    driver.abort();
+    let creations = source.creations();
+    let rejected: u64 = managers
+        .iter()
+        .map(|manager| manager.metrics().rejected_commits)
+        .sum();
+    assert_eq!(rejected, 0, "no replica lost a commit");
+    assert_eq!(
+        creations,
+        served.len() as u64,
+        "every creation was a renewal the fleet used"
+    );
+    assert!(
+        (4..=6).contains(&creations),
+        "{creations} creations in {RUN:?} of {LIFETIME:?} tokens"
+    );
+    assert!(
+        least_left >= Duration::from_secs(30),
+        "a token was handed out {least_left:?} before it expired"
+    );
+    for manager in &managers {
+        manager.shutdown().await;
+    }
+}
+
+/// Commits `token` for `key` through `store`.
+pub(crate) async fn commit_token(store: &dyn TokenStore, key: &TokenKey, token: &Token) {
+    let LeaseAttempt::Acquired(lease) = store
+        .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
+        .await
+        .unwrap()
+    else {
+        panic!("lease held");
+    };
+    assert_eq!(
+        store.commit(&lease, token).await.unwrap(),
+        CommitOutcome::Committed
+    );
+}
+
+/// A 30-minute token named `name`, issued now.
+pub(crate) fn token(name: &str) -> Token {
+    let now = SystemTime::now();
+    Token::new(
+        TokenSecret::new(format!("{name}-{:08x}", fastrand::u32(..))),
+        now,
+        now + Duration::from_secs(1800),
+    )
+    .unwrap()
+}
+
+/// Rows the store cannot read (a row format from the future, garbage, a token sealed with
+/// another key, a sealed token read by a plain store) load as corrupt, never as a token, and a
+/// manager replaces them with one creation.
+pub(crate) async fn corrupt_rows_are_replaced(harness: &SqlHarness) {
+    let plain = harness.store().await;
+    let future = fresh_key();
+    let readable = br#"{"v":1,"token":"t","issued_at_ms":1,"expires_at_ms":4102444800000}"#;
+    harness.write_raw_format(&future, readable, 7).await;
+    let loaded = plain.load(&future).await.unwrap().entry;
+    assert!(
+        matches!(loaded, Entry::Corrupt(CorruptEntry::UnknownVersion(7))),
+        "{loaded:?}"
+    );
+
+    let sealed = |byte| EntryCodec::encrypted(&EncryptionKey::from_bytes([byte; 32]));
+    let ours = harness.store_with_codec(sealed(1)).await;
+    let theirs = harness.store_with_codec(sealed(2)).await;
+    let key = fresh_key();
+    commit_token(&theirs, &key, &token("theirs")).await;
+    let loaded = ours.load(&key).await.unwrap().entry;
+    assert!(
+        matches!(loaded, Entry::Corrupt(CorruptEntry::Unauthentic)),
+        "{loaded:?}"
+    );
+    let loaded = plain.load(&key).await.unwrap().entry;
+    assert!(
+        matches!(
+            loaded,
+            Entry::Corrupt(CorruptEntry::EncryptionMismatch { .. })
+        ),
+        "{loaded:?}"
+    );
+
+    let garbage = fresh_key();
+    harness
+        .write_raw_format(&garbage, b"\x00\xffgarbage", 1)
+        .await;
+    let source = FakeSource::new();
+    let manager = replica(Arc::new(source.clone()), Arc::new(ours.clone()))
+        .build()
+        .unwrap();
+    for (corrupt, expected) in [(&key, 1), (&garbage, 2), (&future, 3)] {
+        let token = manager.handle(corrupt.clone()).token().await.unwrap();
+        assert_eq!(token.secret().expose(), format!("fake-token-{expected}"));
+        let stored = ours.load(corrupt).await.unwrap();
+        assert_eq!(
+            stored.token().map(Token::fingerprint),
+            Some(token.fingerprint())
+        );
+    }
+    assert_eq!(source.creations(), 3);
+    manager.shutdown().await;
+}
+
+/// A store whose table was never created says so, with the hint to run the migrations.
+pub(crate) async fn missing_table_says_to_migrate(harness: &SqlHarness) {
+    let store = harness
+        .store_with(SqlStoreOptions::new().table("never_migrated"))
+        .await;
+    let key = fresh_key();
+    let errors = [
+        store.load(&key).await.map(drop).unwrap_err(),
+        store
+            .acquire_lease(&key, &HolderId::random(), Duration::from_secs(1))
+            .await
+            .map(drop)
+            .unwrap_err(),
+        store
+            .set_cooldown(&key, Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+    ];
+    for error in errors {
+        match error {
+            StoreError::Misconfigured { hint, .. } => assert!(hint.contains("migrate"), "{hint}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Replicas starting together all migrate a new table at once (each migration applies once, or
+/// one of them would fail), migrating again changes nothing, and tables of different names never
+/// share rows.
+pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHarness) {
+    let mut team_a = Vec::new();
+    for _ in 0..8 {
+        team_a.push(
+            harness
+                .store_with(SqlStoreOptions::new().table("team_a"))
+                .await,
+        );
+    }
+    let mut migrations = JoinSet::new();
+    for store in &team_a {
+        let store = store.clone();
+        migrations.spawn(async move { store.migrate().await });
+    }
+    while let Some(result) = migrations.join_next().await {
+        result
+            .unwrap()
+            .unwrap_or_else(|error| panic!("concurrent migration: {error:?}"));
+    }
+    team_a[0].migrate().await.unwrap();
+    let team_b = harness
+        .store_with(
+            SqlStoreOptions::new()
+                .table("team_b")
+                .migrate_on_connect(true),
+        )
+        .await;
+    let key = fresh_key();
+    let a_token = token("a");
+    commit_token(&team_a[0], &key, &a_token).await;
+    assert!(matches!(
+        team_b.load(&key).await.unwrap().entry,
+        Entry::Absent
+    ));
+    let b_token = token("b");
+    commit_token(&team_b, &key, &b_token).await;
+    for (store, token) in [(&team_a[7], &a_token), (&team_b, &b_token)] {
+        let loaded = store.load(&key).await.unwrap();
+        assert_eq!(
+            loaded.token().map(Token::fingerprint),
+            Some(token.fingerprint())
+        );
+    }
+}
+
+/// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.
+macro_rules! fleet_tests {
+    ($kind:expr) => {
+        $crate::common::fleet::fleet_tests!(@each $kind;
+            sixteen_replicas_create_once,
+            holder_dies_after_claiming,
+            paused_holder_commit_is_rejected,
+            skewed_replicas_renew_once,
+            corrupt_rows_are_replaced,
+            missing_table_says_to_migrate,
+            migrations_run_once_and_tables_are_separate,
+        );
+    };
+    (@each $kind:expr; $($name:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let harness = $crate::common::harness::SqlHarness::new($kind).await;
+                $crate::common::fleet::$name(&harness).await;
+            }
+        )*
+    };
+}
+pub(crate) use fleet_tests;

@@ -1,0 +1,152 @@
+//! A [`StoreHarness`] for each database: a fresh database (or SQLite file) per test, migrated,
+//! with every handle a store of its own (its own pool), as a replica would open it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use kigo_core::codec::{EntryCodec, FORMAT_VERSION};
+use kigo_core::{TokenKey, TokenStore};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::services::{self, TestDatabase};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+
+/// Where a harness's database lives; kept alive as long as the harness.
+enum Place {
+    Server { _db: TestDatabase },
+    File { _dir: tempfile::TempDir },
+}
+
+/// A store under test on a database of its own.
+pub(crate) struct SqlHarness {
+    url: String,
+    admin: SqlStore,
+    _place: Place,
+}
+
+impl SqlHarness {
+    /// On a fresh database of `kind`: a database of its own on the test server, or an SQLite
+    /// file in a temp dir.
+    pub(crate) async fn new(kind: BackendKind) -> Self {
+        let db = match kind {
+            BackendKind::Postgres => services::postgres::database().await,
+            BackendKind::MySql => services::mysql::database().await,
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
+                return Self::on(url, Place::File { _dir: dir }).await;
+            }
+        };
+        let db = db.unwrap_or_else(|error| panic!("{error}"));
+        Self::on(db.url().to_owned(), Place::Server { _db: db }).await
+    }
+
+    async fn on(url: String, place: Place) -> Self {
+        let admin = SqlStoreOptions::new()
+            .migrate_on_connect(true)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("migrating the test database failed: {error:?}"));
+        Self {
+            url,
+            admin,
+            _place: place,
+        }
+    }
+
+    /// A new store on the database (a replica's own pool).
+    pub(crate) async fn store(&self) -> SqlStore {
+        self.store_with(SqlStoreOptions::new()).await
+    }
+
+    /// A new store on the database with `options`.
+    pub(crate) async fn store_with(&self, options: SqlStoreOptions) -> SqlStore {
+        options
+            .max_connections(4)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("store: {error:?}"))
+    }
+
+    /// The migrated store the harness reaches behind the others with.
+    pub(crate) fn admin(&self) -> &SqlStore {
+        &self.admin
+    }
+
+    /// Writes `raw` as the entry of `key` with row format `format`, bypassing the store.
+    pub(crate) async fn write_raw_format(&self, key: &TokenKey, raw: &[u8], format: i32) {
+        let id = key.storage_id();
+        let written = match self.admin.pool() {
+            SqlPool::Postgres(pool) => upsert(pool, RAW_POSTGRES, &id, format, raw).await,
+            SqlPool::MySql(pool) => upsert(pool, RAW_MYSQL, &id, format, raw).await,
+            SqlPool::Sqlite(pool) => upsert(pool, RAW_SQLITE, &id, format, raw).await,
+            _ => unreachable!("every database feature is on in the tests"),
+        };
+        written.unwrap_or_else(|error| panic!("raw write: {error}"));
+    }
+
+    /// A store sealing entries with `codec`.
+    pub(crate) async fn store_with_codec(&self, codec: EntryCodec) -> SqlStore {
+        self.store_with(SqlStoreOptions::new().codec(codec)).await
+    }
+}
+
+#[async_trait]
+impl StoreHarness for SqlHarness {
+    async fn handle(&self) -> Arc<dyn TokenStore> {
+        Arc::new(self.store().await)
+    }
+
+    async fn write_raw(&self, key: &TokenKey, raw: &[u8]) {
+        let format = i32::try_from(FORMAT_VERSION).expect("small format version");
+        self.write_raw_format(key, raw, format).await;
+    }
+
+    /// The database's clock is the machine's: real time passes.
+    async fn pass(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+const RAW_POSTGRES: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (token_key) DO UPDATE SET format_version = EXCLUDED.format_version,
+        entry = EXCLUDED.entry, fingerprint = NULL, expires_at = NULL";
+const RAW_MYSQL: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)
+    VALUES (?, ?, ?)
+    ON DUPLICATE KEY UPDATE format_version = VALUES(format_version),
+        entry = VALUES(entry), fingerprint = NULL, expires_at = NULL";
+const RAW_SQLITE: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)
+    VALUES (?1, ?2, ?3)
+    ON CONFLICT (token_key) DO UPDATE SET format_version = excluded.format_version,
+        entry = excluded.entry, fingerprint = NULL, expires_at_us = NULL";
+
+/// Runs one of the raw upserts above on `pool`.
+async fn upsert<DB>(
+    pool: &Pool<DB>,
+    statement: &'static str,
+    id: &str,
+    format: i32,
+    raw: &[u8],
+) -> Result<(), sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    for<'a> i32: Encode<'a, DB> + Type<DB>,
+{
+    sqlx::query(statement)
+        .bind(id)
+        .bind(format)
+        .bind(raw)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

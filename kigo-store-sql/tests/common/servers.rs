@@ -1,0 +1,173 @@
+//! Helpers and scenarios for the databases that run as servers (PostgreSQL, MySQL/MariaDB).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kigo_core::{ExpiryPolicy, StoreError, Token, TokenStore};
+use kigo_store_sql::SqlStoreOptions;
+use kigo_testkit::FakeSource;
+use kigo_testkit::services::PrivateServer;
+
+use crate::common::fleet::{fresh_key, replica};
+
+/// Waits until `condition` holds, checking every 10 ms, failing after `limit`.
+pub(crate) async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A store on a server that is not there (`base` is the URL up to the host, a free port
+/// follows) reports itself unavailable, within its acquire timeout.
+pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
+    let port = kigo_testkit::services::free_port().unwrap();
+    let store = SqlStoreOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect(&format!("{base}:{port}/kigo"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = store.load(&fresh_key()).await.map(drop).unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A private server is killed during traffic and restarted: requests keep being served from
+/// the cache while the token is valid (none fails), the replicas fail to renew while the server
+/// is gone, and renew by themselves, once for the fleet, when it is back.
+pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
+    const LIFETIME: Duration = Duration::from_secs(40);
+    let db = server
+        .database()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let connect = |options: SqlStoreOptions| async {
+        options
+            .acquire_timeout(Duration::from_millis(500))
+            .connect(db.url())
+            .await
+            .unwrap()
+    };
+    let admin = connect(SqlStoreOptions::new().migrate_on_connect(true)).await;
+    let source = FakeSource::with_lifetime(LIFETIME);
+    // Renew after 10 to 12 s; the token is handed out until 8 s before it expires (32 s).
+    let expiry = ExpiryPolicy::default()
+        .with_refresh_share(0.3)
+        .and_then(|policy| policy.with_jitter_share(0.05))
+        .unwrap();
+    let key = fresh_key();
+    let mut managers = Vec::new();
+    for _ in 0..3 {
+        let store = connect(SqlStoreOptions::new()).await;
+        let manager = replica(Arc::new(source.clone()), Arc::new(store))
+            .expiry(expiry)
+            .build()
+            .unwrap();
+        managers.push(manager);
+    }
+    let started = Instant::now();
+    let first = managers[0]
+        .handle(key.clone())
+        .token()
+        .await
+        .unwrap()
+        .fingerprint();
+    for manager in &managers {
+        let token = manager.handle(key.clone()).token().await.unwrap();
+        assert_eq!(token.fingerprint(), first);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut traffic = Vec::new();
+    for manager in &managers {
+        let (handle, stop, failures) =
+            (manager.handle(key.clone()), stop.clone(), failures.clone());
+        traffic.push(tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            loop {
+                // Read before the call: the last call starts after the stop, so it sees the
+                // token the test saw cached.
+                let last = stop.load(Ordering::SeqCst);
+                match handle.token().await {
+                    Ok(token) => {
+                        seen.insert(token.fingerprint());
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                if last {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+
+    server.server().kill();
+    // The replicas reach their refresh points and find the store gone.
+    eventually(
+        Duration::from_secs(20),
+        "a renewal fails while the server is down",
+        || {
+            managers
+                .iter()
+                .any(|manager| manager.metrics().store_errors > 0)
+        },
+    )
+    .await;
+    server.server().restart().await.unwrap();
+    server.wait_ready().await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the fleet renews after the restart",
+        || source.creations() == 2,
+    )
+    .await;
+    // Every replica serves the new token once it has it; let each pick it up.
+    let renewed = admin.load(&key).await.unwrap();
+    let renewed = renewed
+        .token()
+        .map(Token::fingerprint)
+        .expect("renewed token stored");
+    for manager in &managers {
+        let handle = manager.handle(key.clone());
+        eventually(
+            Duration::from_secs(10),
+            "each replica serves the new token",
+            || {
+                handle
+                    .cached()
+                    .is_some_and(|token| token.fingerprint() == renewed)
+            },
+        )
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in traffic {
+        let seen = task.await.unwrap();
+        assert!(seen.contains(&first) && seen.contains(&renewed), "{seen:?}");
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "requests failed during the outage"
+    );
+    assert_eq!(source.creations(), 2, "one renewal for the fleet");
+    assert!(
+        started.elapsed() < LIFETIME - Duration::from_secs(8),
+        "the test outlived the token"
+    );
+    for manager in &managers {
+        manager.shutdown().await;
+    }
+}

@@ -1,0 +1,476 @@
+//! The PostgreSQL store: the conformance suite, the fleet scenarios, and the faults only a
+//! server can have: connections terminated mid-statement, the server stopped during traffic, a
+//! lost notification, and refreshes cancelled while a statement runs.
+
+mod common;
+#[path = "common/servers.rs"]
+mod servers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fleet::{commit_token, fresh_key, replica, token};
+use common::harness::SqlHarness;
+use common::tripwire::{Op, Tripwire};
+use futures_util::StreamExt;
+use kigo_core::runtime::TokioSleep;
+use kigo_core::store::{HolderId, LeaseAttempt};
+use kigo_core::{
+    Error, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenStore,
+};
+use kigo_store_sql::sqlx::{PgPool, Postgres, Transaction};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStoreOptions};
+use kigo_testkit::FakeSource;
+use kigo_testkit::services::postgres;
+use tokio::task::JoinHandle;
+
+mod conformance {
+    kigo_testkit::store_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::Postgres).await
+    });
+}
+
+mod fleet {
+    crate::common::fleet::fleet_tests!(kigo_store_sql::BackendKind::Postgres);
+}
+
+fn pg(harness: &SqlHarness) -> PgPool {
+    match harness.admin().pool() {
+        SqlPool::Postgres(pool) => pool.clone(),
+        other => panic!("not PostgreSQL: {other:?}"),
+    }
+}
+
+/// An `ACCESS EXCLUSIVE` lock on the token table, held by an open transaction: every statement
+/// of the store waits for it inside the server.
+async fn lock_table(pool: &PgPool) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE kigo_tokens IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// The backends of this database waiting for a lock (a store statement stuck on the table lock).
+async fn lock_waiters(pool: &PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()
+            AND wait_event_type = 'Lock'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until one store statement waits on the table lock; its backend.
+async fn blocked_statement(pool: &PgPool) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let [pid] = lock_waiters(pool).await[..] {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no statement waits on the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn terminate(pool: &PgPool, pid: i32) {
+    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(done);
+}
+
+/// Whether a fresh holder gets the lease of `key` at once (no lease left behind); frees it again.
+async fn lease_is_free(store: &dyn TokenStore, key: &TokenKey) -> bool {
+    match store
+        .acquire_lease(key, &HolderId::random(), Duration::from_secs(5))
+        .await
+        .unwrap()
+    {
+        LeaseAttempt::Acquired(lease) => {
+            store.release_lease(&lease).await.unwrap();
+            true
+        }
+        LeaseAttempt::Held { .. } => false,
+    }
+}
+
+/// Locks this database's store connections hold (relation, row, transaction and advisory
+/// locks), and sessions left in a transaction: both must be none once nothing runs.
+async fn leftovers(pool: &PgPool) -> (i64, i64) {
+    let locks = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+            AND l.locktype <> 'virtualxid'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let idle_in_transaction = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (locks, idle_in_transaction)
+}
+
+async fn advisory_locks(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+          WHERE locktype = 'advisory'
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A replica (with its source) whose store stops before its `nth` call of `op`, and a caller
+/// waiting for the token of `key` on it.
+struct Stopped {
+    source: FakeSource,
+    manager: TokenManager,
+    wire: Tripwire,
+    caller: JoinHandle<Result<Fingerprint, Error>>,
+}
+
+impl Stopped {
+    async fn start(
+        harness: &SqlHarness,
+        key: &TokenKey,
+        source: FakeSource,
+        (op, nth): (Op, u64),
+        tune: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+    ) -> Self {
+        let wire = Tripwire::new(Arc::new(harness.store().await), op, nth);
+        let manager = tune(replica(Arc::new(source.clone()), Arc::new(wire.clone())))
+            .build()
+            .unwrap();
+        let handle = manager.handle(key.clone());
+        let caller =
+            tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
+        Self {
+            source,
+            manager,
+            wire,
+            caller,
+        }
+    }
+
+    /// Lets the stopped call send its statement, holds it inside the server behind a table
+    /// lock, does `act` with the backend running it, then lifts the lock.
+    async fn stuck_in_server(&self, admin: &PgPool, act: impl AsyncFnOnce(i32)) {
+        self.wire.reached(Duration::from_secs(10)).await;
+        let lock = lock_table(admin).await;
+        self.wire.resume();
+        act(blocked_statement(admin).await).await;
+        lock.rollback().await.unwrap();
+    }
+}
+
+/// `pg_terminate_backend` of the connection running the claim: the caller gets a typed store
+/// error, no lease is left behind, and the next call creates the one token. Then of the
+/// connection running the commit: the commit is rolled back, the holder releases its lease,
+/// finds its token not stored, and creates again (two creations, one stored token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_terminated_mid_claim_and_mid_commit() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let probe = harness.store().await;
+
+    // Mid-claim.
+    let key = fresh_key();
+    let mut stopped =
+        Stopped::start(&harness, &key, FakeSource::new(), (Op::Acquire, 1), |b| b).await;
+    stopped
+        .stuck_in_server(&admin, async |pid| terminate(&admin, pid).await)
+        .await;
+    match (&mut stopped.caller).await.unwrap() {
+        Err(Error::StoreUnavailable {
+            source: StoreError::Unavailable { .. },
+            ..
+        }) => {}
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    assert!(
+        lease_is_free(&probe, &key).await,
+        "the killed claim left a lease"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let handle = stopped.manager.handle(key.clone());
+    let token = loop {
+        // The manager backs off from the store for about a second before it tries again.
+        match handle.token().await {
+            Ok(token) => break token.fingerprint(),
+            Err(Error::StoreUnavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no recovery: {error}"),
+        }
+    };
+    assert_eq!(stopped.source.creations(), 1);
+    let stored = probe.load(&key).await.unwrap();
+    assert_eq!(stored.token().map(Token::fingerprint), Some(token));
+    stopped.manager.shutdown().await;
+
+    // Mid-commit.
+    let key = fresh_key();
+    let stopped = Stopped::start(&harness, &key, FakeSource::new(), (Op::Commit, 1), |b| b).await;
+    stopped
+        .stuck_in_server(&admin, async |pid| terminate(&admin, pid).await)
+        .await;
+    let served =
+        stopped.caller.await.unwrap().unwrap_or_else(|error| {
+            panic!("the holder did not recover from the lost commit: {error}")
+        });
+    assert_eq!(
+        stopped.source.creations(),
+        2,
+        "the token of the lost commit is wasted"
+    );
+    let stored = probe.load(&key).await.unwrap();
+    assert_eq!(stored.token().map(Token::fingerprint), Some(served));
+    assert!(
+        lease_is_free(&probe, &key).await,
+        "the killed commit left a lease"
+    );
+    assert_eq!(leftovers(&admin).await, (0, 0));
+    stopped.manager.shutdown().await;
+}
+
+/// The private PostgreSQL server is killed during traffic and restarted (see
+/// [`servers::killed_and_restarted_during_traffic`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_killed_and_restarted_during_traffic() {
+    let server = postgres::private_server()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    servers::killed_and_restarted_during_traffic(server).await;
+}
+
+/// A waiter whose LISTEN connection is terminated just before the holder's NOTIFY misses the
+/// notice, and still gets the new token within one poll interval of the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_notification_costs_at_most_one_poll_interval() {
+    const POLL: Duration = Duration::from_secs(1);
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let key = fresh_key();
+    let source = FakeSource::new();
+    let holder_store = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 1);
+    // Both replicas listen; neither subscribes again within a poll interval of losing its feed.
+    let holder = replica(Arc::new(source.clone()), Arc::new(holder_store.clone()))
+        .poll_interval(POLL)
+        .build()
+        .unwrap();
+    let waiter = replica(Arc::new(source.clone()), Arc::new(harness.store().await))
+        .poll_interval(POLL)
+        .build()
+        .unwrap();
+    let holding = tokio::spawn({
+        let handle = holder.handle(key.clone());
+        async move { handle.token().await.map(|token| token.fingerprint()) }
+    });
+    holder_store.reached(Duration::from_secs(10)).await;
+    let waiting = tokio::spawn({
+        let handle = waiter.handle(key.clone());
+        async move {
+            let token = handle.token().await.map(|token| token.fingerprint());
+            (token, Instant::now())
+        }
+    });
+    let listeners = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listening = loop {
+        let pids = listeners().await;
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never listened: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for pid in listening {
+        terminate(&admin, pid).await;
+    }
+    while !listeners().await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    holder_store.resume();
+    let committed = holding.await.unwrap().unwrap();
+    let resumed = Instant::now();
+    let (waited, finished) = waiting.await.unwrap();
+    assert_eq!(waited.unwrap(), committed);
+    let late = finished.saturating_duration_since(resumed);
+    assert!(
+        late <= POLL + Duration::from_millis(500),
+        "the waiter took {late:?} after the commit"
+    );
+    assert_eq!(source.creations(), 1);
+    holder.shutdown().await;
+    waiter.shutdown().await;
+}
+
+/// A refresh cancelled (its manager shut down) at each await point, with the store's statement
+/// stuck in the server where there is one: no lease outlives its TTL, no lock or open
+/// transaction stays behind, no advisory lock is ever taken, and the next replica creates the
+/// one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_refreshes_leave_no_lease_or_lock() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let probe = harness.store().await;
+    // The awaits of a refresh: load, claim, load again, create, commit.
+    let points = [
+        (Some((Op::Load, 1)), "first load"),
+        (Some((Op::Acquire, 1)), "claim"),
+        (Some((Op::Load, 2)), "load under the lease"),
+        (None, "creation"),
+        (Some((Op::Commit, 1)), "commit"),
+    ];
+    for (stop_at, point) in points {
+        let key = fresh_key();
+        // At the creation point the source never answers; elsewhere it answers at once.
+        let source = match stop_at {
+            None => FakeSource::new().with_latency(Duration::from_secs(3600), Arc::new(TokioSleep)),
+            Some(_) => FakeSource::new(),
+        };
+        let lease = |builder: ManagerBuilder| {
+            builder
+                .lease_ttl(LEASE)
+                .create_timeout(Duration::from_secs(1))
+        };
+        let at = stop_at.unwrap_or((Op::Load, u64::MAX));
+        let stopped = Stopped::start(&harness, &key, source, at, lease).await;
+        if stop_at.is_some() {
+            let cancel = async |_| stopped.manager.shutdown().await;
+            stopped.stuck_in_server(&admin, cancel).await;
+        } else {
+            stopped.source.wait_for_calls(1).await;
+            stopped.manager.shutdown().await;
+        }
+        let cancelled_at = Instant::now();
+        assert!(
+            matches!(stopped.caller.await.unwrap(), Err(Error::ShutDown)),
+            "{point}: the caller was not told of the shutdown"
+        );
+        let deadline = cancelled_at + LEASE + Duration::from_secs(1);
+        while !lease_is_free(&probe, &key).await {
+            assert!(
+                Instant::now() < deadline,
+                "{point}: a lease outlived its TTL"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while leftovers(&admin).await != (0, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "{point}: locks or transactions left: {:?}",
+                leftovers(&admin).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(advisory_locks(&admin).await, 0, "{point}: advisory lock");
+
+        let next = FakeSource::new();
+        let successor = replica(Arc::new(next.clone()), Arc::new(harness.store().await))
+            .lease_ttl(LEASE)
+            .create_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let token = successor.handle(key.clone()).token().await.unwrap();
+        let stored = probe.load(&key).await.unwrap();
+        assert_eq!(
+            stored.token().map(Token::fingerprint),
+            Some(token.fingerprint()),
+            "{point}"
+        );
+        drop(token);
+        successor.shutdown().await;
+    }
+}
+
+/// A configured schema is created by the migrations and holds the table; its notifications
+/// travel on a channel of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_of_its_own_with_its_own_notifications() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let options = || SqlStoreOptions::new().schema("kigo_auth").table("tokens");
+    let store = harness.store_with(options().migrate_on_connect(true)).await;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('kigo_auth.tokens') IS NOT NULL")
+        .fetch_one(&pg(&harness))
+        .await
+        .unwrap();
+    assert!(exists);
+    let listener = harness.store_with(options()).await;
+    let mut feed = listener.changes().expect("PostgreSQL notifies");
+    let mut default_feed = harness.admin().changes().expect("PostgreSQL notifies");
+    // Both feeds are live once each has heard a commit of its own table.
+    let default_key = fresh_key();
+    let heard = notice_of(&mut default_feed, || async {
+        commit_token(harness.admin(), &default_key, &token("default")).await;
+    })
+    .await;
+    assert_eq!(heard, default_key);
+    let key = fresh_key();
+    let heard = notice_of(&mut feed, || async {
+        commit_token(&store, &key, &token("schema")).await;
+    })
+    .await;
+    assert_eq!(heard, key);
+    // The default table's channel heard nothing of the schema's commits.
+    let leaked = tokio::time::timeout(Duration::from_millis(300), async {
+        while let Some(notice) = default_feed.next().await {
+            if notice.key == key {
+                return notice;
+            }
+        }
+        std::future::pending().await
+    })
+    .await;
+    assert!(leaked.is_err(), "{leaked:?}");
+}
+
+/// Runs `commit` until `feed` delivers a notice (a new feed subscribes in the background);
+/// the key it names.
+async fn notice_of<F: std::future::Future<Output = ()>>(
+    feed: &mut kigo_core::store::ChangeFeed,
+    mut commit: impl FnMut() -> F,
+) -> TokenKey {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            commit().await;
+            tokio::select! {
+                Some(notice) = feed.next() => return notice.key,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    })
+    .await
+    .expect("a notice within 10 s")
+}
+
+/// A server that is not there is reported as unavailable, within the acquire timeout.
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    servers::unreachable_database_is_unavailable("postgres://postgres@127.0.0.1").await;
+}

@@ -1,0 +1,285 @@
+//! The SQLite store (the embedded default): the conformance suite, the fleet scenarios, replicas
+//! as separate processes sharing one file, and a busy database.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fleet::{fresh_key, replica};
+use common::harness::SqlHarness;
+use kigo_core::{
+    CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenKey, TokenSecret,
+    TokenSource, TokenStore,
+};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_testkit::FakeSource;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinSet;
+
+mod conformance {
+    kigo_testkit::store_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::Sqlite).await
+    });
+}
+
+mod fleet {
+    crate::common::fleet::fleet_tests!(kigo_store_sql::BackendKind::Sqlite);
+}
+
+/// Set in the environment of the replica processes: the SQLite file they share.
+const REPLICA_FILE: &str = "KIGO_TEST_SQLITE_REPLICA_FILE";
+const PROCESSES: usize = 4;
+const ROUNDS: u64 = 4;
+const CALLERS: usize = 64;
+const THIS_TEST: &str = "replica_processes_create_once_per_renewal";
+/// What starts a replica's report line: `<creations so far> <fingerprint held>` follow.
+const REPORT: &str = "kigo-replica-report: ";
+
+/// Four replica processes (this test binary again, running this test as a replica) open one
+/// SQLite file with the one-line constructor, all at once. Round 1 starts cold; in each later
+/// round every replica reports a 401 for the token it holds (a revoked token seen by the whole
+/// fleet). Each round, 64 concurrent callers per process ask for a token: across the processes
+/// the token source is called once per round, and every process ends the round on the same new
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_processes_create_once_per_renewal() {
+    if let Some(file) = std::env::var_os(REPLICA_FILE) {
+        return replica_process(Path::new(&file)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.db");
+    let mut replicas: Vec<ReplicaProcess> = (0..PROCESSES)
+        .map(|_| ReplicaProcess::spawn(&file))
+        .collect();
+    let mut previous = None;
+    for round in 1..=ROUNDS {
+        for replica in &mut replicas {
+            replica.send("round").await;
+        }
+        let mut created = 0;
+        let mut tokens = HashSet::new();
+        for replica in &mut replicas {
+            let (creations, token) = replica.report().await;
+            created += creations;
+            tokens.insert(token);
+        }
+        assert_eq!(
+            created, round,
+            "creations across the processes after round {round}"
+        );
+        assert_eq!(
+            tokens.len(),
+            1,
+            "round {round}: the processes hold different tokens"
+        );
+        let token = tokens.into_iter().next();
+        assert_ne!(token, previous, "round {round} did not renew");
+        previous = token;
+    }
+    for replica in replicas {
+        replica.finish().await;
+    }
+}
+
+/// A replica process, driven over its stdin and reporting on its stdout.
+struct ReplicaProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl ReplicaProcess {
+    fn spawn(file: &Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
+            .env(REPLICA_FILE, file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn send(&mut self, command: &str) {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The next report: how many tokens this process created so far, and the token it holds.
+    async fn report(&mut self) -> (u64, Fingerprint) {
+        let line = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let line = self
+                    .stdout
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("replica exited");
+                // The test harness of the replica prints on the same stream, even on the line
+                // the first report starts on.
+                if let Some((_, report)) = line.split_once(REPORT) {
+                    return report.to_owned();
+                }
+            }
+        })
+        .await
+        .expect("a replica report within 60 s");
+        let (creations, token) = line.split_once(' ').unwrap();
+        (
+            creations.parse().unwrap(),
+            Fingerprint::from_hex(token).unwrap(),
+        )
+    }
+
+    async fn finish(mut self) {
+        drop(self.stdin);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "a replica process failed: {status}");
+    }
+}
+
+/// The replica side: a manager on the shared file; per round, a 401 for the token it holds
+/// (from the second round on), then concurrent callers; reports on stdout.
+async fn replica_process(file: &Path) {
+    let store = SqlStore::sqlite(file).await.unwrap();
+    let source = FakeSource::new();
+    let manager = replica(Arc::new(ThisProcess(source.clone())), Arc::new(store))
+        .build()
+        .unwrap();
+    let handle = manager.handle(TokenKey::partner(PartnerId::new("processes").unwrap()));
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut held: Option<Fingerprint> = None;
+    while let Some(command) = commands.next_line().await.unwrap() {
+        assert_eq!(command, "round");
+        if let Some(rejected) = held {
+            handle.invalidate(&rejected);
+        }
+        let mut callers = JoinSet::new();
+        for _ in 0..CALLERS {
+            let handle = handle.clone();
+            callers.spawn(async move { handle.token().await.unwrap().fingerprint() });
+        }
+        let mut tokens = HashSet::new();
+        while let Some(token) = callers.join_next().await {
+            tokens.insert(token.unwrap());
+        }
+        assert_eq!(
+            tokens.len(),
+            1,
+            "callers of one process got different tokens"
+        );
+        let token = tokens.into_iter().next().unwrap();
+        held = Some(token);
+        let report = format!("{REPORT}{} {token}\n", source.creations());
+        stdout.write_all(report.as_bytes()).await.unwrap();
+        stdout.flush().await.unwrap();
+    }
+    manager.shutdown().await;
+}
+
+/// A [`FakeSource`] whose tokens name this process: every fake counts from `fake-token-1`, and
+/// two processes must not create the same token (a replica never adopts the token it reported
+/// revoked).
+#[derive(Debug)]
+struct ThisProcess(FakeSource);
+
+#[async_trait::async_trait]
+impl TokenSource for ThisProcess {
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
+        let token = self.0.create(request).await?;
+        let secret = format!("{}-of-{}", token.secret().expose(), std::process::id());
+        Token::new(
+            TokenSecret::new(secret),
+            token.issued_at(),
+            token.expires_at(),
+        )
+        .map_err(SourceError::permanent)
+    }
+}
+
+/// The one-line constructor creates the file and its table; a second store on the same file
+/// (another process would do the same) sees what the first wrote.
+#[tokio::test]
+async fn one_line_store_on_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file: PathBuf = dir.path().join("kigo-tokens.db");
+    let first = SqlStore::sqlite(&file).await.unwrap();
+    assert_eq!(first.kind(), BackendKind::Sqlite);
+    assert!(file.exists());
+    let key = fresh_key();
+    let token = common::fleet::token("one-line");
+    common::fleet::commit_token(&first, &key, &token).await;
+    let second = SqlStore::sqlite(&file).await.unwrap();
+    let loaded = second.load(&key).await.unwrap();
+    assert_eq!(
+        loaded.token().map(Token::fingerprint),
+        Some(token.fingerprint())
+    );
+}
+
+/// A write that waits longer than the busy timeout for another connection's write lock is
+/// reported as unavailable (SQLITE_BUSY); reads go on meanwhile (write-ahead log), and writes
+/// work again once the lock is gone.
+#[tokio::test]
+async fn busy_database_is_unavailable() {
+    let harness = SqlHarness::new(BackendKind::Sqlite).await;
+    let store = harness
+        .store_with(SqlStoreOptions::new().busy_timeout(Duration::from_millis(100)))
+        .await;
+    let SqlPool::Sqlite(pool) = harness.admin().pool() else {
+        panic!("not SQLite");
+    };
+    let writer = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let key = fresh_key();
+    let error = store
+        .set_cooldown(&key, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    store.load(&key).await.unwrap();
+    writer.commit().await.unwrap();
+    store
+        .set_cooldown(&key, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(store.load(&key).await.unwrap().cooldown.is_some());
+}
+
+/// Replicas that open a new file at the same moment all get a working store: the switch to
+/// write-ahead logging, which SQLite does not wait for, is retried until one of them has made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_stores_open_a_new_file_at_once() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("new.db");
+        let mut opening = JoinSet::new();
+        for _ in 0..16 {
+            let file = file.clone();
+            opening.spawn(async move { SqlStore::sqlite(&file).await.map(drop) });
+        }
+        while let Some(opened) = opening.join_next().await {
+            opened
+                .unwrap()
+                .unwrap_or_else(|error| panic!("opening a new file together: {error:?}"));
+        }
+    }
+}
