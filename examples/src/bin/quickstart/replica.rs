@@ -1,0 +1,194 @@
+//! A replica process: what one server of a partner backend's fleet does. It reads its Kigo
+//! credentials from the `KIGO_*` variables (the quickstart points them at its mock), opens the
+//! SQLite file it was given, runs one token manager on it, and on [`Command::Go`] sends requests
+//! through the authenticated client until told to report. It answers on standard output only:
+//! errors go to standard error.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kigo_core::{Fingerprint, TokenManager};
+use kigo_http::{KigoApi, KigoClient};
+use kigo_store_sql::SqlStore;
+use kigo_testkit::mock::PROTECTED_PATH;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::Failure;
+use crate::protocol::{Answer, Command, ReplicaReport};
+
+/// Concurrent request loops per replica.
+const WORKERS: usize = 4;
+/// Each worker's pause between requests.
+const PAUSE: Duration = Duration::from_millis(10);
+/// Longer than any creation can take (`CREATE_TIMEOUT`): the lease only lapses for a holder that
+/// died, and nobody dies here.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+/// A creation on loopback takes milliseconds; one that takes a second has failed.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(1);
+/// SQLite sends no change notices: replicas waiting for another's lease re-read the file this
+/// often (with jitter).
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A command a replica does not expect.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected command {0:?}")]
+struct UnexpectedCommand(String);
+
+/// Runs replica `name` on the SQLite `file` until its standard input ends.
+pub(crate) async fn run(name: &str, file: &Path) -> Result<(), Failure> {
+    let api = KigoApi::from_env()?;
+    let store = SqlStore::sqlite(file).await?;
+    let manager = TokenManager::builder(Arc::new(api.partner_source()))
+        .store(Arc::new(store))
+        .replica_name(name)
+        .lease_ttl(LEASE_TTL)
+        .create_timeout(CREATE_TIMEOUT)
+        .poll_interval(POLL_INTERVAL)
+        .build()?;
+    let client = api.client(manager.handle(api.partner_key()));
+    let mut commands = commands();
+    answer(&Answer::Ready)?;
+    let served = serve(&manager, &client, &mut commands).await;
+    manager.shutdown().await;
+    served
+}
+
+/// Follows the commands until standard input ends.
+async fn serve(
+    manager: &TokenManager,
+    client: &KigoClient,
+    commands: &mut mpsc::Receiver<String>,
+) -> Result<(), Failure> {
+    let tally = Arc::new(Tally::default());
+    let mut traffic = None;
+    let mut started = false;
+    while let Some(line) = commands.recv().await {
+        match Command::parse(&line) {
+            Some(Command::Go) if !started => {
+                started = true;
+                traffic = Some(Traffic::start(client, &tally));
+            }
+            Some(Command::Report) => {
+                if let Some(traffic) = traffic.take() {
+                    traffic.stop().await?;
+                }
+                // The token the next request would use, renewed if due: a token created since
+                // the last request shows up here.
+                if let Ok(token) = client.handle().token().await {
+                    tally.record(token.fingerprint());
+                }
+                let metrics = client.metrics();
+                answer(&Answer::Report(ReplicaReport {
+                    requests: tally.requests.load(Ordering::Relaxed),
+                    failures: tally.failures.load(Ordering::Relaxed),
+                    unauthorized: metrics.unauthorized,
+                    recovered: metrics.recovered,
+                    created: manager.metrics().creations,
+                    tokens: tally.tokens(),
+                }))?;
+            }
+            _ => return Err(UnexpectedCommand(line).into()),
+        }
+    }
+    // The quickstart is gone or done: dropping the traffic aborts its requests in progress.
+    Ok(())
+}
+
+/// Lines of standard input, read on a thread of their own: a blocking read cannot be cancelled,
+/// and a thread outside the runtime does not hold up its shutdown.
+fn commands() -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if sender.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Writes `answer` as one JSON line on standard output.
+fn answer(answer: &Answer) -> Result<(), Failure> {
+    let line = serde_json::to_string(answer)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// What this replica's workers saw.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    used: Mutex<HashSet<Fingerprint>>,
+}
+
+impl Tally {
+    fn record(&self, token: Fingerprint) {
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token);
+    }
+
+    fn tokens(&self) -> Vec<String> {
+        let used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        used.iter().map(Fingerprint::to_string).collect()
+    }
+}
+
+/// The workers sending requests.
+#[derive(Debug)]
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    workers: JoinSet<()>,
+}
+
+impl Traffic {
+    fn start(client: &KigoClient, tally: &Arc<Tally>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = JoinSet::new();
+        for _ in 0..WORKERS {
+            workers.spawn(work(client.clone(), Arc::clone(tally), Arc::clone(&stop)));
+        }
+        Self { stop, workers }
+    }
+
+    /// Stops the workers once their requests in progress have ended.
+    async fn stop(mut self) -> Result<(), tokio::task::JoinError> {
+        self.stop.store(true, Ordering::Relaxed);
+        while let Some(done) = self.workers.join_next().await {
+            done?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends requests until `stop`, noting outcomes and the token the client holds after each.
+async fn work(client: KigoClient, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        tally.requests.fetch_add(1, Ordering::Relaxed);
+        let ok = match client.get(PROTECTED_PATH) {
+            Ok(request) => client
+                .send(request)
+                .await
+                .is_ok_and(|response| response.status().is_success()),
+            Err(_) => false,
+        };
+        if !ok {
+            tally.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(token) = client.handle().cached() {
+            tally.record(token.fingerprint());
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}

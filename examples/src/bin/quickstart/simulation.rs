@@ -1,0 +1,132 @@
+//! The main job: a mock Kigo API in this process, replica processes sharing one SQLite file in a
+//! temporary directory, traffic with one revocation midway, then the verdict.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use examples::say;
+use kigo_store_sql::SqlStore;
+use kigo_testkit::mock::MockKigo;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::Failure;
+use crate::fleet::Fleet;
+use crate::report::FleetReport;
+
+/// Replica processes.
+const REPLICAS: usize = 4;
+/// How long a token lives. The replica that renews first does so at 65 to 75 % of a token's
+/// life (its jittered refresh point), and no replica hands a token out past 80 % (its stale
+/// point): with 2 s, a renewal window of 100 to 300 ms. A renewal takes a SQLite lease claim, a
+/// creation over loopback and a fenced commit, a few milliseconds, and the other replicas find
+/// the new token within a poll interval (50 ms), so the window holds it many times over even on
+/// a busy machine. Process start-up (tens of milliseconds, printed) takes nothing from it: the
+/// replicas start sending together once all are ready. And 2 s is short enough for several
+/// renewals in [`RUN_FOR`]: the first token, about three ahead of expiry, one after the
+/// revocation.
+const LIFETIME: Duration = Duration::from_secs(2);
+/// How long the replicas send requests.
+const RUN_FOR: Duration = Duration::from_secs(5);
+/// When the mock revokes every token, counted from the start of the traffic.
+const REVOKE_AT: Duration = Duration::from_millis(2500);
+/// How long to keep asking the replicas for their token after the traffic, until one of them
+/// has seen every token the server created.
+const SETTLE_FOR: Duration = Duration::from_secs(1);
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Where the replicas keep the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One SQLite file for the fleet: one token.
+    SharedFile,
+    /// A file per replica (`--store-per-replica`): a token each, to show what sharing saves.
+    FilePerReplica,
+}
+
+impl Layout {
+    /// The file of each replica, in `dir`.
+    fn files(self, dir: &Path) -> Vec<PathBuf> {
+        (0..REPLICAS)
+            .map(|n| match self {
+                Self::SharedFile => dir.join("kigo-tokens.db"),
+                Self::FilePerReplica => dir.join(format!("replica-{n}.db")),
+            })
+            .collect()
+    }
+}
+
+/// Runs the fleet on `layout` and says whether it created one token per renewal.
+pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
+    let mock = MockKigo::builder().lifetime(LIFETIME).start().await?;
+    let dir = tempfile::Builder::new()
+        .prefix("kigo-quickstart-")
+        .tempdir()?;
+    let files = layout.files(dir.path());
+    // Created and migrated once here, so that a file that cannot be made fails once, clearly.
+    for file in files.iter().collect::<BTreeSet<_>>() {
+        SqlStore::sqlite(file).await?;
+    }
+    let starting = Instant::now();
+    let mut fleet = Fleet::start(&files, &mock).await?;
+    let pids: Vec<String> = fleet.pids().iter().map(u32::to_string).collect();
+    say(format_args!(
+        "kigo-rs quickstart: a mock Kigo API at {} (in this process); tokens live {} s",
+        mock.base_url(),
+        LIFETIME.as_secs()
+    ));
+    let (store, place) = match layout {
+        Layout::SharedFile => ("share one SQLite file", files[0].as_path()),
+        Layout::FilePerReplica => (
+            "each have a SQLite file of their own (--store-per-replica)",
+            dir.path(),
+        ),
+    };
+    say(format_args!(
+        "{REPLICAS} replica processes (pids {}), ready in {} ms, {store}:",
+        pids.join(" "),
+        starting.elapsed().as_millis()
+    ));
+    say(format_args!("  {} (removed at the end)", place.display()));
+    say(format_args!(
+        "Each sends requests through the authenticated client for {} s; every token is revoked at {:.1} s.",
+        RUN_FOR.as_secs(),
+        REVOKE_AT.as_secs_f64()
+    ));
+
+    let started = Instant::now();
+    fleet.go().await?;
+    sleep_until(started + REVOKE_AT).await;
+    let revoked = mock.revoke_all();
+    sleep_until(started + RUN_FOR).await;
+    // The server's count is read after the reports, so that no creation escapes them.
+    let mut reports = fleet.reports().await?;
+    let mut creations = mock.creations(&mock.partner_key());
+    let settled = Instant::now() + SETTLE_FOR;
+    while FleetReport::new(&reports, creations).renewals() < creations && Instant::now() < settled {
+        sleep(SETTLE_PAUSE).await;
+        reports = fleet.reports().await?;
+        creations = mock.creations(&mock.partner_key());
+    }
+    fleet.finish().await?;
+    dir.close()?;
+
+    let report = FleetReport::new(&reports, creations);
+    say("");
+    report.print(revoked, REVOKE_AT.as_secs_f64());
+    say("");
+    if report.failures() > 0 {
+        say("Some requests failed: see above.");
+        return Ok(ExitCode::FAILURE);
+    }
+    if !report.one_per_renewal() {
+        say("The fleet created more than one token per renewal: see above.");
+        return Ok(ExitCode::FAILURE);
+    }
+    say(format_args!(
+        "Every request succeeded, and {REPLICAS} processes created one token per renewal. \
+         Next: point KIGO_API_KEY, KIGO_PARTNER_ID and KIGO_BASE_URL at the real API."
+    ));
+    Ok(ExitCode::SUCCESS)
+}
