@@ -1,29 +1,44 @@
-//! The quickstart binary as a user runs it: the fleet simulation (shared store, and a store per
-//! replica, which must fail its one-token-per-renewal check), and the real-API path pointed at a
-//! mock Kigo server through the `KIGO_*` variables.
+//! The quickstart binary as a user runs it: replica processes sharing one SQLite file create one
+//! token per renewal; a file per replica fails that check; the replicas never outlive the
+//! quickstart; and the real-API path, pointed at a mock Kigo server through the `KIGO_*`
+//! variables, creates one token and shows no secret.
 
-use std::process::Output;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use kigo_testkit::mock::MockKigo;
 use tokio::process::Command;
 
 const CREDENTIAL_VARS: [&str; 3] = ["KIGO_API_KEY", "KIGO_PARTNER_ID", "KIGO_BASE_URL"];
+/// The quickstart runs for about 5 s; this allows for a slow, busy machine.
+const RUN_WITHIN: Duration = Duration::from_secs(60);
 
-/// Runs the quickstart with `args` and `vars` (and no other `KIGO_*` variable), with a deadline.
-async fn quickstart(args: &[&str], vars: &[(&str, &str)]) -> (Output, String) {
+/// The quickstart with `args` and `vars` (and no other `KIGO_*` variable), its output piped.
+fn command(args: &[&str], vars: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quickstart"));
-    command.args(args).kill_on_drop(true);
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     for name in CREDENTIAL_VARS {
         command.env_remove(name);
     }
     command.envs(vars.iter().copied());
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+    command
+}
+
+/// Runs the quickstart to its end, with a deadline: its output, its report and its process ID.
+async fn quickstart(args: &[&str], vars: &[(&str, &str)]) -> (Output, String, u32) {
+    let child = command(args, vars).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let output = tokio::time::timeout(RUN_WITHIN, child.wait_with_output())
         .await
         .expect("the quickstart ends within 60 s")
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output, text)
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, report, pid)
 }
 
 /// The figure on the report line starting with `label`.
@@ -39,22 +54,124 @@ fn figure(report: &str, label: &str) -> f64 {
         .unwrap_or_else(|| panic!("no figure on {line:?}"))
 }
 
-#[tokio::test]
-async fn a_shared_store_costs_one_creation_per_renewal() {
-    let (output, report) = quickstart(&[], &[]).await;
-    assert!(output.status.success(), "{report}");
-    assert_eq!(figure(&report, "creations per renewal"), 1.0, "{report}");
-    assert!(figure(&report, "renewals") >= 2.0, "{report}");
+/// The process IDs of the replicas, from the line that announces them.
+fn replica_pids(line: &str) -> Option<Vec<u32>> {
+    let (_, after) = line.split_once("replica processes (pids ")?;
+    let (pids, _) = after.split_once(')')?;
+    pids.split_whitespace()
+        .map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// The replicas' SQLite file (or directory of files), from the line that names it.
+fn store_path(report: &str) -> PathBuf {
+    report
+        .lines()
+        .find_map(|line| line.trim().strip_suffix(" (removed at the end)"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no SQLite path in:\n{report}"))
 }
 
 #[tokio::test]
-async fn a_store_per_replica_fails_the_one_creation_per_renewal_check() {
-    let (output, report) = quickstart(&["--store-per-replica"], &[]).await;
+async fn replica_processes_on_one_sqlite_file_create_one_token_per_renewal() {
+    let (output, report, quickstart_pid) = quickstart(&[], &[]).await;
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}{errors}");
+
+    let pids = report
+        .lines()
+        .find_map(replica_pids)
+        .unwrap_or_else(|| panic!("no replica pids in:\n{report}"));
+    let mut distinct = pids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "four processes: {pids:?}");
+    assert!(!pids.contains(&quickstart_pid), "{pids:?}");
+
+    let renewals = figure(&report, "renewals");
+    assert_eq!(figure(&report, "creations per renewal"), 1.0, "{report}");
+    assert_eq!(figure(&report, "tokens created"), renewals, "{report}");
+    // The first token, one ahead of expiry before the revocation, one after it.
+    assert!(renewals >= 3.0, "{report}");
+    // Across processes, through the file: every replica used every token but perhaps the last
+    // (created as the traffic ended).
+    assert!(
+        figure(&report, "shared by all replicas") >= renewals - 1.0,
+        "{report}"
+    );
+    assert!(figure(&report, "401s recovered") >= 1.0, "{report}");
+
+    let file = store_path(&report);
+    assert!(file.ends_with("kigo-tokens.db"), "{file:?}");
+    assert!(
+        !file.exists(),
+        "the temporary SQLite file is left at {file:?}"
+    );
+    assert!(!file.parent().unwrap().exists(), "its directory is left");
+}
+
+#[tokio::test]
+async fn a_sqlite_file_per_replica_fails_the_one_creation_per_renewal_check() {
+    let (output, report, _) = quickstart(&["--store-per-replica"], &[]).await;
     assert_eq!(output.status.code(), Some(1), "{report}");
     assert!(
         figure(&report, "creations per renewal") > 1.5,
         "four replicas each create their own tokens:\n{report}"
     );
+    assert_eq!(figure(&report, "shared by all replicas"), 0.0, "{report}");
+    assert!(figure(&report, "requests sent") > 0.0, "{report}");
+    assert!(!store_path(&report).exists(), "temporary files are left");
+}
+
+/// Whether process `pid` still runs (a zombie, ended but not yet reaped, does not).
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    // `/proc/<pid>/stat` is `<pid> (<name>) <state> ...`; the name may hold spaces.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn replicas_stop_when_the_quickstart_is_killed() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut quickstart = command(&[], &[]).spawn().unwrap();
+    let mut lines = BufReader::new(quickstart.stdout.take().unwrap()).lines();
+    let (pids, store) = tokio::time::timeout(RUN_WITHIN, async {
+        let mut header = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            header.push_str(&line);
+            header.push('\n');
+            if let Some(pids) = header.lines().find_map(replica_pids)
+                && header.contains("(removed at the end)")
+            {
+                return (pids, store_path(&header));
+            }
+        }
+        panic!("the quickstart ended without naming its replicas:\n{header}");
+    })
+    .await
+    .expect("the replicas start within 60 s");
+    assert_eq!(pids.len(), 4);
+    assert!(pids.iter().all(|pid| running(*pid)), "{pids:?}");
+
+    // SIGKILL: the quickstart cannot clean up; its replicas must notice by themselves.
+    quickstart.kill().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|pid| running(*pid)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas still running 10 s after the quickstart was killed: {:?}",
+            pids.iter().filter(|pid| running(**pid)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Killed, the quickstart could not remove its temporary directory.
+    std::fs::remove_dir_all(store.parent().unwrap()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,9 +182,13 @@ async fn with_credentials_it_creates_a_real_token_and_prints_its_expiry_only() {
         ("KIGO_PARTNER_ID", mock.partner_id().as_str()),
         ("KIGO_BASE_URL", mock.base_url()),
     ];
-    let (output, report) = quickstart(&[], &vars).await;
+    let (output, report, _) = quickstart(&[], &vars).await;
     assert!(output.status.success(), "{report}");
     assert!(report.contains("expires in"), "{report}");
+    assert!(
+        !report.contains("replica"),
+        "no fleet with real credentials:\n{report}"
+    );
     assert_eq!(mock.creations(&mock.partner_key()), 1);
     let everything = format!("{report}{}", String::from_utf8_lossy(&output.stderr));
     for (name, secret) in [
