@@ -1,8 +1,9 @@
 //! Runnable programs for kigo-rs, and what they share.
 //!
-//! - `quickstart`: a fleet of simulated replicas sharing one token through one store, against an
-//!   in-process mock Kigo API; with `KIGO_API_KEY`, `KIGO_PARTNER_ID` and `KIGO_BASE_URL` set, it
-//!   creates one real token instead and prints its expiry (never the token).
+//! - `quickstart`: a fleet of replica processes sharing one token through one SQLite file,
+//!   against a mock Kigo API in the quickstart's process; with `KIGO_API_KEY`, `KIGO_PARTNER_ID`
+//!   and `KIGO_BASE_URL` set, it creates one real token instead and prints its expiry (never the
+//!   token).
 //! - `partner_backend`: how a partner backend wires the partner- and user-level managers, the
 //!   authenticated client, and hands a user-level token to its front end.
 
