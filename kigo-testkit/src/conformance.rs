@@ -362,6 +362,49 @@ pub async fn commit_after_release_is_rejected(harness: &dyn StoreHarness) {
     assert!(stored(store.as_ref(), &key).await.is_none());
 }
 
+/// A commit under a lease of another holder (with the right fence) is rejected, and the real
+/// holder can still commit.
+pub async fn commit_by_another_holder_is_rejected(harness: &dyn StoreHarness) {
+    let key = fresh_key();
+    let store = harness.handle().await;
+    let lease = acquire(store.as_ref(), &key, LONG_TTL).await;
+    let forged = Lease::new(key.clone(), HolderId::random(), lease.fence());
+    assert_eq!(
+        commit(store.as_ref(), &forged, &token(harness, "forged")).await,
+        CommitOutcome::Rejected
+    );
+    assert!(stored(store.as_ref(), &key).await.is_none());
+    let real = token(harness, "real");
+    assert_eq!(
+        commit(store.as_ref(), &lease, &real).await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        stored(store.as_ref(), &key).await.unwrap().fingerprint(),
+        real.fingerprint()
+    );
+}
+
+/// A commit with a fence that was never granted is rejected, even by the holder: otherwise the
+/// next grant's fence would not exceed the stored generation.
+pub async fn commit_with_a_fence_never_granted_is_rejected(harness: &dyn StoreHarness) {
+    let key = fresh_key();
+    let store = harness.handle().await;
+    let lease = acquire(store.as_ref(), &key, LONG_TTL).await;
+    let ahead = Lease::new(key.clone(), lease.holder().clone(), lease.fence() + 1);
+    assert_eq!(
+        commit(store.as_ref(), &ahead, &token(harness, "ahead")).await,
+        CommitOutcome::Rejected
+    );
+    assert!(stored(store.as_ref(), &key).await.is_none());
+    assert_eq!(
+        commit(store.as_ref(), &lease, &token(harness, "granted")).await,
+        CommitOutcome::Committed
+    );
+    let next = acquire(store.as_ref(), &key, LONG_TTL).await;
+    assert!(next.fence() > stored(store.as_ref(), &key).await.unwrap().generation());
+}
+
 /// A commit ends the lease: the next claim succeeds at once, and a second commit under the
 /// same lease is rejected.
 pub async fn commit_releases_the_lease(harness: &dyn StoreHarness) {
@@ -581,6 +624,8 @@ pub async fn run_all(harness: &dyn StoreHarness) {
     stale_commit_is_rejected(harness).await;
     commit_after_lapse_is_rejected(harness).await;
     commit_after_release_is_rejected(harness).await;
+    commit_by_another_holder_is_rejected(harness).await;
+    commit_with_a_fence_never_granted_is_rejected(harness).await;
     commit_releases_the_lease(harness).await;
     invalidate_leaves_a_newer_token_alone(harness).await;
     invalidate_keeps_generations_growing(harness).await;
@@ -608,6 +653,8 @@ macro_rules! store_conformance_tests {
             stale_commit_is_rejected,
             commit_after_lapse_is_rejected,
             commit_after_release_is_rejected,
+            commit_by_another_holder_is_rejected,
+            commit_with_a_fence_never_granted_is_rejected,
             commit_releases_the_lease,
             invalidate_leaves_a_newer_token_alone,
             invalidate_keeps_generations_growing,

@@ -206,9 +206,12 @@ impl TokenStore for MemoryStore {
         let Some(record) = state.records.get_mut(lease.key()) else {
             return Ok(CommitOutcome::Rejected);
         };
+        // The lease must be the last one granted: its holder, and its fence (a forged, never
+        // granted fence would let the next grant's fence fall behind the stored generation).
         let holds = record
             .lease_holder(now)
-            .is_some_and(|(holder, _)| holder == lease.holder());
+            .is_some_and(|(holder, _)| holder == lease.holder())
+            && lease.fence() == record.fence;
         let stored_generation = record.value.as_ref().map_or(0, |stored| stored.generation);
         if !holds || lease.fence() <= stored_generation {
             return Ok(CommitOutcome::Rejected);

@@ -345,8 +345,8 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// Makes `token` the current token of `lease.key()`, fenced by `lease`.
     ///
     /// # Behavior
-    /// - Succeeds only while `lease` is held (not lapsed, not granted to another holder) and its
-    ///   fence is greater than the stored generation; otherwise returns
+    /// - Succeeds only while `lease` is the lease last granted (same holder and fence, not lapsed,
+    ///   not released) and its fence is greater than the stored generation; otherwise returns
     ///   [`CommitOutcome::Rejected`] and changes nothing.
     /// - The stored token has generation `lease.fence()` and is dropped by the store once it
     ///   expires.
