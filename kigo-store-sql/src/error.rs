@@ -65,6 +65,12 @@ pub(crate) enum SqlError {
         /// Only the scheme: the URL may hold a password.
         scheme: String,
     },
+    /// A database URL without a scheme; nothing of it is shown, since it may hold a password.
+    #[error(
+        "the database URL is not a URL: use postgres://, mysql:// or sqlite: (each behind the \
+         crate feature of that name)"
+    )]
+    NotAUrl,
     /// An option that the chosen database does not support.
     #[cfg(feature = "sqlite")]
     #[error("{0}")]

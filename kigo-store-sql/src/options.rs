@@ -219,10 +219,9 @@ impl SqlStoreOptions {
     }
 
     async fn pool_for(&self, url: &str) -> Result<SqlPool, StoreError> {
-        let scheme = url
-            .split_once(':')
-            .map_or("", |(scheme, _)| scheme)
-            .to_ascii_lowercase();
+        let Some(scheme) = scheme(url) else {
+            return Err(StoreError::misconfigured(CONFIG_HINT, SqlError::NotAUrl));
+        };
         let invalid = |error: sqlx::Error| Class::Config.into_store_error(error);
         match scheme.as_str() {
             #[cfg(feature = "postgres")]
@@ -283,6 +282,19 @@ impl SqlStoreOptions {
                 .connect_lazy_with(options),
         ))
     }
+}
+
+/// The scheme of `url`, lower-cased, if it has one (RFC 3986: a letter, then letters, digits,
+/// `+`, `-` or `.`, before the first `:`). Anything else is not shown: a connection string
+/// such as `password=... host=...` would put a secret where the scheme should be.
+fn scheme(url: &str) -> Option<String> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then(|| scheme.to_ascii_lowercase())
 }
 
 fn backend(pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {

@@ -276,5 +276,13 @@ mod tests {
             .unwrap_err();
         assert!(shown(&error).contains("\"redis\""), "{}", shown(&error));
         assert!(!shown(&error).contains("pa55-secret"));
+
+        // A key/value connection string: what stands before its first `:` is no scheme.
+        let error = SqlStoreOptions::new()
+            .connect("password=pa55:secret host=db")
+            .await
+            .unwrap_err();
+        assert!(shown(&error).contains("not a URL"), "{}", shown(&error));
+        assert!(!shown(&error).contains("pa55"), "{}", shown(&error));
     }
 }
