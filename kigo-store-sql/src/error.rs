@@ -154,8 +154,9 @@ pub(crate) fn mysql_class(number: u16) -> Class {
         // ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR
         1146 | 1054 => Class::SchemaMissing,
         // ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_BAD_DB, ER_TABLEACCESS_DENIED,
-        // ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED
-        1044 | 1045 | 1049 | 1142 | 1143 | 1227 => Class::Denied,
+        // ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED, ER_HOST_NOT_PRIVILEGED,
+        // ER_NOT_SUPPORTED_AUTH_MODE, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+        1044 | 1045 | 1049 | 1142 | 1143 | 1227 | 1130 | 1251 | 1698 => Class::Denied,
         // ER_CON_COUNT, ER_SERVER_SHUTDOWN, ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED,
         // ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT (MySQL), ER_TOO_MANY_USER_CONNECTIONS,
         // ER_STATEMENT_TIMEOUT (MariaDB), ER_QUERY_TIMEOUT (MySQL)
@@ -205,7 +206,9 @@ mod tests {
         assert_eq!(mysql_class(1146), Class::SchemaMissing);
         assert_eq!(mysql_class(1205), Class::Transient);
         assert_eq!(mysql_class(1927), Class::Transient);
-        assert_eq!(mysql_class(1045), Class::Denied);
+        for refused in [1044, 1045, 1049, 1130, 1142, 1227, 1251, 1698] {
+            assert_eq!(mysql_class(refused), Class::Denied, "{refused}");
+        }
         assert_eq!(mysql_class(1062), Class::Unknown);
     }
 

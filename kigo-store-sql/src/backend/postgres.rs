@@ -172,5 +172,5 @@ fn lock_key(channel: &str) -> i64 {
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
         });
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    hash.cast_signed()
 }
