@@ -71,9 +71,8 @@ impl TableRef {
         qualified(kind, self.schema(), &tracking)
     }
 
-    /// `schema.table` (or `table`): the PostgreSQL notification channel of this table.
-    #[cfg(feature = "postgres")]
-    pub(crate) fn channel(&self) -> String {
+    /// `schema.table` (or `table`), unquoted: how the table is named in logs and `Debug`.
+    pub(crate) fn name(&self) -> String {
         match &self.schema {
             Some(schema) => format!("{schema}.{}", self.table),
             None => self.table.clone(),
@@ -128,12 +127,10 @@ mod tests {
             table.tracking_quoted(BackendKind::Sqlite),
             "\"auth\".\"Kigo_Tokens2_migrations\""
         );
-        #[cfg(feature = "postgres")]
-        assert_eq!(table.channel(), "auth.Kigo_Tokens2");
+        assert_eq!(table.name(), "auth.Kigo_Tokens2");
         let plain = TableRef::new(None, DEFAULT_TABLE).unwrap();
         assert_eq!(plain.quoted(BackendKind::Sqlite), "\"kigo_tokens\"");
-        #[cfg(feature = "postgres")]
-        assert_eq!(plain.channel(), "kigo_tokens");
+        assert_eq!(plain.name(), "kigo_tokens");
     }
 
     #[test]

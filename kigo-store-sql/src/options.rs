@@ -202,8 +202,8 @@ impl SqlStoreOptions {
         let pool = pool.into();
         let table = TableRef::new(self.schema.as_deref(), &self.table)
             .map_err(|error| StoreError::misconfigured(CONFIG_HINT, SqlError::from(error)))?;
-        let backend = backend(pool.clone(), table)?;
-        let store = SqlStore::new(backend, pool, self.codec);
+        let backend = backend(pool.clone(), table.clone())?;
+        let store = SqlStore::new(backend, pool, self.codec, table);
         if self.migrate {
             store.migrate().await?;
         }

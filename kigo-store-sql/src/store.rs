@@ -15,6 +15,7 @@ use sqlx::migrate::MigrateError;
 
 use crate::backend::Backend;
 use crate::error::{Class, HISTORY_HINT, SqlError};
+use crate::names::TableRef;
 use crate::row::{NewEntry, duration, micros};
 use crate::{BackendKind, SqlPool, SqlStoreOptions};
 
@@ -35,15 +36,22 @@ struct Shared {
     backend: Box<dyn Backend>,
     pool: SqlPool,
     codec: EntryCodec,
+    table: TableRef,
 }
 
 impl SqlStore {
-    pub(crate) fn new(backend: Box<dyn Backend>, pool: SqlPool, codec: EntryCodec) -> Self {
+    pub(crate) fn new(
+        backend: Box<dyn Backend>,
+        pool: SqlPool,
+        codec: EntryCodec,
+        table: TableRef,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 backend,
                 pool,
                 codec,
+                table,
             }),
         }
     }
@@ -143,11 +151,12 @@ impl SqlStore {
 }
 
 impl fmt::Debug for SqlStore {
+    /// The database and the table: not the statements, the pool or the codec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlStore")
-            .field("backend", &self.shared.backend)
-            .field("codec", &self.shared.codec)
-            .finish()
+            .field("kind", &self.kind())
+            .field("table", &self.shared.table.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -255,6 +264,21 @@ mod tests {
             source = cause.source();
         }
         text
+    }
+
+    #[tokio::test]
+    async fn debug_shows_the_database_and_table_only() {
+        let store = SqlStoreOptions::new()
+            .schema("auth")
+            .table("tokens")
+            .connect("postgres://kigo:pa55-secret@127.0.0.1:9/app")
+            .await
+            .unwrap();
+        let shown = format!("{store:?}");
+        assert_eq!(
+            shown,
+            r#"SqlStore { kind: Postgres, table: "auth.tokens", .. }"#
+        );
     }
 
     #[tokio::test]

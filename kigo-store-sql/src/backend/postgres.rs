@@ -68,7 +68,7 @@ const TEMPLATES: Templates = Templates {
 
 /// The store's operations on PostgreSQL.
 pub(crate) fn backend(pool: PgPool, table: TableRef) -> Standard<PostgreSql> {
-    let channel = table.channel();
+    let channel = table.name();
     // The channel is `schema.table` of checked identifiers: safe in a string literal.
     let statements = Statements::render(
         &TEMPLATES,
