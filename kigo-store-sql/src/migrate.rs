@@ -1,13 +1,13 @@
-//! The schema, shipped as versioned SQL templates and applied with sqlx's migrator.
+//! The schema, shipped as versioned SQL templates and applied through sqlx's [`Migrate`] trait.
 //!
 //! sqlx's `migrate!()` embeds SQL with fixed names and tracks it in one `_sqlx_migrations`
 //! table per database. A configurable table name needs both to vary, so the templates (in
 //! `migrations/<database>/`) name the token table `{table}`, are rendered at run time for the
-//! configured table, and are tracked in a table of their own, `<table>_migrations`, with sqlx's
-//! runtime [`Migrator`]: two stores with different tables in one database never mix up their
-//! histories, and each rendered migration keeps a stable checksum.
+//! configured table, and are tracked in a table of their own, `<table>_migrations`: two stores
+//! with different tables in one database never mix up their histories, and each rendered
+//! migration keeps a stable checksum.
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationType};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 use crate::BackendKind;
@@ -21,29 +21,66 @@ pub(crate) struct Template {
     pub(crate) sql: &'static str,
 }
 
-/// A migrator for `templates` on `table`, tracking them in the table's own migrations table and
-/// creating its schema if one is configured.
-pub(crate) fn migrator(templates: &[Template], table: &TableRef, kind: BackendKind) -> Migrator {
+/// `templates` rendered for `table`.
+fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Vec<Migration> {
     let quoted = table.quoted(kind);
-    let migrations = templates
+    templates
         .iter()
         .map(|template| {
             let sql = AssertSqlSafe(template.sql.replace("{table}", &quoted)).into_sql_str();
+            let description = template.description.into();
             Migration::new(
                 template.version,
-                template.description.into(),
+                description,
                 MigrationType::Simple,
                 sql,
                 false,
             )
         })
-        .collect();
-    let mut migrator = Migrator::with_migrations(migrations);
-    migrator.dangerous_set_table_name(table.tracking_quoted(kind));
+        .collect()
+}
+
+/// Applies on `connection` the migrations of `templates` that `table` has not seen, after
+/// creating its schema (if one is configured) and its migrations table if missing, and checking
+/// the history: what sqlx's `Migrator::run` does, through the public [`Migrate`] trait (the
+/// migrator's own entry point for a borrowed connection is not public API). The caller holds
+/// whatever lock keeps concurrent runs apart.
+pub(crate) async fn apply<C: Migrate>(
+    connection: &mut C,
+    templates: &[Template],
+    table: &TableRef,
+    kind: BackendKind,
+) -> Result<(), MigrateError> {
     if let Some(schema) = table.schema() {
-        migrator.create_schema(quote(kind, schema));
+        connection
+            .create_schema_if_not_exists(&quote(kind, schema))
+            .await?;
     }
-    migrator
+    let tracking = table.tracking_quoted(kind);
+    connection.ensure_migrations_table(&tracking).await?;
+    if let Some(version) = connection.dirty_version(&tracking).await? {
+        return Err(MigrateError::Dirty(version));
+    }
+    let applied = connection.list_applied_migrations(&tracking).await?;
+    let migrations = migrations(templates, table, kind);
+    for done in &applied {
+        match migrations
+            .iter()
+            .find(|shipped| shipped.version == done.version)
+        {
+            None => return Err(MigrateError::VersionMissing(done.version)),
+            Some(shipped) if shipped.checksum != done.checksum => {
+                return Err(MigrateError::VersionMismatch(done.version));
+            }
+            Some(_) => {}
+        }
+    }
+    for migration in &migrations {
+        if !applied.iter().any(|done| done.version == migration.version) {
+            connection.apply(&tracking, migration).await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -57,17 +94,15 @@ mod tests {
     }];
 
     #[test]
-    fn templates_render_for_the_table_and_track_per_table() {
+    fn templates_render_for_the_table() {
         let table = TableRef::new(Some("auth"), "tokens").unwrap();
-        let migrator = migrator(TEMPLATES, &table, BackendKind::Postgres);
-        let migration = migrator.iter().next().unwrap();
+        let rendered = migrations(TEMPLATES, &table, BackendKind::Postgres);
         assert_eq!(
-            migration.sql.as_str(),
+            rendered[0].sql.as_str(),
             "CREATE TABLE \"auth\".\"tokens\" (token_key TEXT PRIMARY KEY)"
         );
-        assert_eq!(migrator.table_name, "\"auth\".\"tokens_migrations\"");
         let other = TableRef::new(Some("auth"), "other").unwrap();
-        let other = super::migrator(TEMPLATES, &other, BackendKind::Postgres);
-        assert_ne!(other.iter().next().unwrap().checksum, migration.checksum);
+        let other = migrations(TEMPLATES, &other, BackendKind::Postgres);
+        assert_ne!(other[0].checksum, rendered[0].checksum);
     }
 }

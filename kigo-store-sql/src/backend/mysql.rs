@@ -14,7 +14,7 @@ use super::runner::Value::{Bytes, Int, Text};
 use super::runner::{Runner, bound};
 use super::{Backend, BackendKind, Statements, Templates, render};
 use crate::error::{Class, mysql_class};
-use crate::migrate::{Template, migrator};
+use crate::migrate::{self, Template};
 use crate::names::TableRef;
 use crate::row::{NewEntry, StoredRow, format_version};
 
@@ -115,12 +115,10 @@ impl Backend for MySql {
 
     /// DDL commits implicitly in MySQL, so migrations cannot share one transaction: a named
     /// lock (`GET_LOCK`, per database and table) serializes concurrent runs instead. sqlx's own
-    /// migration lock waits with `GET_LOCK(name, -1)`, which MariaDB answers at once with NULL
-    /// (no lock, no wait), so it is off. The connection is detached from the pool and closed at
+    /// migration lock (`Migrate::lock`) waits with `GET_LOCK(name, -1)`, which MariaDB answers at
+    /// once with NULL (no lock, no wait), so it is not used. The connection is detached from the pool and closed at
     /// the end, so a cancelled migration cannot leave the lock behind on a pooled connection.
     async fn migrate(&self) -> Result<(), MigrateError> {
-        let mut migrator = migrator(MIGRATIONS, &self.table, BackendKind::MySql);
-        migrator.set_locking(false);
         let mut connection = self.runner.pool.acquire().await?.detach();
         let locked: Option<i64> = sqlx::query_scalar(
             "SELECT GET_LOCK(CONCAT('kigo-migrate:', \
@@ -136,8 +134,7 @@ impl Backend for MySql {
                 "another replica's migration of this table held its lock for too long",
             ))));
         }
-        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
-        migrator.run_direct(None, &mut connection, false).await?;
+        migrate::apply(&mut connection, MIGRATIONS, &self.table, BackendKind::MySql).await?;
         connection.close().await?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use super::runner::Runner;
 use super::standard::{Dialect, Standard};
 use super::{BackendKind, Statements, Templates};
 use crate::error::{Class, postgres_class};
-use crate::migrate::{Template, migrator};
+use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
 const MIGRATIONS: &[Template] = &[Template {
@@ -118,15 +118,12 @@ impl Dialect for PostgreSql {
     /// replicas starting together apply each migration once, and nothing stays locked if the
     /// call is cancelled (unlike a session lock, which would stay with the pooled connection).
     async fn migrate(&self, runner: &Runner<sqlx::Postgres>) -> Result<(), MigrateError> {
-        let mut migrator = migrator(MIGRATIONS, &self.table, BackendKind::Postgres);
-        migrator.set_locking(false);
         let mut tx = runner.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(lock_key(&self.channel))
             .execute(&mut *tx)
             .await?;
-        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
-        migrator.run_direct(None, &mut *tx, false).await?;
+        migrate::apply(&mut *tx, MIGRATIONS, &self.table, BackendKind::Postgres).await?;
         tx.commit().await?;
         Ok(())
     }

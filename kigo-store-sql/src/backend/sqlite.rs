@@ -17,7 +17,7 @@ use super::runner::Value::Text;
 use super::standard::{Dialect, Standard};
 use super::{BackendKind, Statements, Templates};
 use crate::error::{Class, sqlite_class};
-use crate::migrate::{Template, migrator};
+use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
 const MIGRATIONS: &[Template] = &[Template {
@@ -117,10 +117,7 @@ impl Dialect for SqliteFile {
     /// starting together on one file apply each migration once.
     async fn migrate(&self, runner: &Runner<sqlx::Sqlite>) -> Result<(), MigrateError> {
         let mut tx = runner.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // `run_direct`: sqlx's way around an `Acquire` lifetime limit with a borrowed connection.
-        migrator(MIGRATIONS, &self.table, BackendKind::Sqlite)
-            .run_direct(None, &mut *tx, false)
-            .await?;
+        migrate::apply(&mut *tx, MIGRATIONS, &self.table, BackendKind::Sqlite).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -14,7 +14,7 @@ use kigo_core::{
     CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
     StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
 };
-use kigo_store_sql::SqlStoreOptions;
+use kigo_store_sql::{BackendKind, SqlStoreOptions};
 use kigo_testkit::{FakeSource, ManualClock};
 use tokio::task::JoinSet;
 
@@ -505,6 +505,38 @@ pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHar
     }
 }
 
+/// The recorded history is checked before anything is applied: a run that failed half-way, a
+/// migration this crate does not ship, or one whose text changed stops `migrate()` with the
+/// history hint, and nothing else runs.
+pub(crate) async fn migration_history_is_checked(harness: &SqlHarness) {
+    let store = harness.admin();
+    let tampered_checksum = match store.kind() {
+        BackendKind::Postgres => "'\\x00'::bytea",
+        _ => "X'00'",
+    };
+    let tamperings = [
+        "UPDATE kigo_tokens_migrations SET success = FALSE".to_owned(),
+        "UPDATE kigo_tokens_migrations SET version = 99".to_owned(),
+        format!("UPDATE kigo_tokens_migrations SET checksum = {tampered_checksum}"),
+    ];
+    for tampering in tamperings {
+        let saved = "CREATE TABLE kigo_history_saved AS SELECT * FROM kigo_tokens_migrations";
+        harness.execute(saved).await;
+        assert_eq!(harness.execute(&tampering).await, 1, "{tampering}");
+        match store.migrate().await {
+            Err(StoreError::Misconfigured { hint, .. }) => {
+                assert!(hint.contains("migration history"), "{tampering}: {hint}");
+            }
+            other => panic!("{tampering}: {other:?}"),
+        }
+        harness.execute("DELETE FROM kigo_tokens_migrations").await;
+        let restore = "INSERT INTO kigo_tokens_migrations SELECT * FROM kigo_history_saved";
+        harness.execute(restore).await;
+        harness.execute("DROP TABLE kigo_history_saved").await;
+        store.migrate().await.unwrap();
+    }
+}
+
 /// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.
 macro_rules! fleet_tests {
     ($kind:expr) => {
@@ -516,6 +548,7 @@ macro_rules! fleet_tests {
             corrupt_rows_are_replaced,
             missing_table_says_to_migrate,
             migrations_run_once_and_tables_are_separate,
+            migration_history_is_checked,
         );
     };
     (@each $kind:expr; $($name:ident,)*) => {

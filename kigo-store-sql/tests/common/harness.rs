@@ -10,7 +10,7 @@ use kigo_core::{TokenKey, TokenStore};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::conformance::StoreHarness;
 use kigo_testkit::services::{self, TestDatabase};
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Type};
 
 /// Where a harness's database lives; kept alive as long as the harness.
 enum Place {
@@ -84,6 +84,27 @@ impl SqlHarness {
             _ => unreachable!("every database feature is on in the tests"),
         };
         written.unwrap_or_else(|error| panic!("raw write: {error}"));
+    }
+
+    /// Runs `statement` on the database, bypassing the store; how many rows it changed.
+    pub(crate) async fn execute(&self, statement: &str) -> u64 {
+        let statement = || AssertSqlSafe(statement.to_owned());
+        let done = match self.admin.pool() {
+            SqlPool::Postgres(pool) => sqlx::query(statement())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+            SqlPool::MySql(pool) => sqlx::query(statement())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+            SqlPool::Sqlite(pool) => sqlx::query(statement())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+            _ => unreachable!("every database feature is on in the tests"),
+        };
+        done.unwrap_or_else(|error| panic!("{statement}: {error}", statement = statement().0))
     }
 
     /// A store sealing entries with `codec`.
