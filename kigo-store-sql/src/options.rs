@@ -302,7 +302,7 @@ fn backend(pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreErro
         #[cfg(feature = "postgres")]
         SqlPool::Postgres(pool) => Ok(Box::new(crate::backend::postgres::backend(pool, table))),
         #[cfg(feature = "mysql")]
-        SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::MySql::new(pool, table))),
+        SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::backend(pool, table))),
         #[cfg(feature = "sqlite")]
         SqlPool::Sqlite(pool) => {
             if table.schema().is_some() {

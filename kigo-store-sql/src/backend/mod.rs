@@ -11,6 +11,7 @@ use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 
 use crate::error::Class;
+use crate::names::TableRef;
 use crate::row::{NewEntry, StoredRow};
 
 #[cfg(feature = "mysql")]
@@ -20,7 +21,6 @@ pub(crate) mod postgres;
 pub(crate) mod runner;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod standard;
 
 /// Which database a store runs on.
@@ -94,6 +94,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 /// fills in (see [`Statements::render`]).
 #[derive(Debug)]
 pub(crate) struct Templates {
+    /// What `{now}` stands for.
+    pub(crate) now: &'static str,
     pub(crate) load: &'static str,
     pub(crate) claim: &'static str,
     pub(crate) lease_remaining: &'static str,
@@ -116,11 +118,22 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    /// `templates` with each placeholder of `fill` replaced. The values are checked, quoted
-    /// identifiers ([`crate::names::TableRef`]) and constant expressions, so the result is safe
-    /// SQL.
-    pub(crate) fn render(templates: &Templates, fill: &[(&str, &str)]) -> Self {
-        let render = |template| render(template, fill);
+    /// `templates` for `table` (quoted for `kind`), with `{now}` and each placeholder of
+    /// `extra` replaced. The values are checked, quoted identifiers ([`TableRef`]) and constant
+    /// expressions, so the result is safe SQL.
+    pub(crate) fn render(
+        templates: &Templates,
+        table: &TableRef,
+        kind: BackendKind,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let quoted = table.quoted(kind);
+        let fill = [
+            &[("{table}", quoted.as_str()), ("{now}", templates.now)],
+            extra,
+        ]
+        .concat();
+        let render = |template| render(template, &fill);
         Self {
             load: render(templates.load),
             claim: render(templates.claim),
@@ -134,7 +147,7 @@ impl Statements {
 }
 
 /// One template with each placeholder of `fill` replaced (see [`Statements::render`]).
-pub(crate) fn render(template: &str, fill: &[(&str, &str)]) -> Arc<str> {
+fn render(template: &str, fill: &[(&str, &str)]) -> Arc<str> {
     fill.iter()
         .fold(template.to_owned(), |sql, (placeholder, value)| {
             sql.replace(placeholder, value)

@@ -1,8 +1,6 @@
-//! MySQL and MariaDB: leases timed by `UTC_TIMESTAMP(6)`, fences read back through
-//! `LAST_INSERT_ID(expr)` (the OK packet's insert ID), since neither has `UPDATE ... RETURNING`.
-//! No push notifications: waiters poll.
-
-use std::sync::Arc;
+//! MySQL and MariaDB: leases timed by `UTC_TIMESTAMP(6)`. Neither has `UPDATE ... RETURNING`,
+//! so a claim reports its fence through `LAST_INSERT_ID(expr)`, whose value comes back with the
+//! statement's result. No push notifications: waiters poll.
 
 use async_trait::async_trait;
 use sqlx::Connection;
@@ -10,13 +8,13 @@ use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool};
 
-use super::runner::Value::{Bytes, Int, Text};
-use super::runner::{Runner, bound};
-use super::{Backend, BackendKind, Statements, Templates, render};
+use super::runner::Runner;
+use super::runner::Value::{self, Text};
+use super::standard::{Dialect, FenceReport, Standard};
+use super::{BackendKind, Statements, Templates};
 use crate::error::{Class, mysql_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
-use crate::row::{NewEntry, StoredRow, format_version};
 
 const MIGRATIONS: &[Template] = &[Template {
     version: 1,
@@ -27,17 +25,26 @@ const MIGRATIONS: &[Template] = &[Template {
 const NOW: &str = "UTC_TIMESTAMP(6)";
 
 const TEMPLATES: Templates = Templates {
+    now: NOW,
     load: "SELECT CAST(format_version AS SIGNED),
                   CASE WHEN expires_at IS NULL OR expires_at > {now} THEN entry END,
                   generation,
                   CASE WHEN cooldown_until > {now}
                        THEN TIMESTAMPDIFF(MICROSECOND, {now}, cooldown_until) END
              FROM {table} WHERE token_key = ?",
-    // The claim of an existing row; `claim_new` creates a missing one.
-    claim: "UPDATE {table}
-               SET fence = LAST_INSERT_ID(fence + 1), lease_holder = ?,
-                   lease_until = TIMESTAMPADD(MICROSECOND, ?, {now})
-             WHERE token_key = ? AND (lease_until IS NULL OR lease_until <= {now})",
+    // One statement for a new row, a free or lapsed lease, and a held one. The inserted row
+    // sets LAST_INSERT_ID to 1 (its fence); on an existing row the update sets it again: to the
+    // new fence if the lease is free or lapsed, else to 0 (held). `lease_until` is assigned
+    // last, so every condition reads its old value, whether MariaDB assigns in order or
+    // simultaneously (SIMULTANEOUS_ASSIGNMENT). `{now}` is fixed within a statement.
+    claim: "INSERT INTO {table} (token_key, format_version, fence, lease_holder, lease_until)
+            VALUES (?, ?, LAST_INSERT_ID(1), ?, TIMESTAMPADD(MICROSECOND, ?, {now}))
+            ON DUPLICATE KEY UPDATE
+               fence = IF(lease_until IS NULL OR lease_until <= {now},
+                          LAST_INSERT_ID(fence + 1), fence + LAST_INSERT_ID(0)),
+               lease_holder = IF(lease_until IS NULL OR lease_until <= {now}, ?, lease_holder),
+               lease_until = IF(lease_until IS NULL OR lease_until <= {now},
+                                TIMESTAMPADD(MICROSECOND, ?, {now}), lease_until)",
     lease_remaining: "SELECT TIMESTAMPDIFF(MICROSECOND, {now}, lease_until)
                         FROM {table} WHERE token_key = ? AND lease_until > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until = NULL
@@ -57,39 +64,29 @@ const TEMPLATES: Templates = Templates {
                        TIMESTAMPADD(MICROSECOND, ?, {now}))",
 };
 
-/// Creates the row of a key never claimed, with the lease granted (fence 1). `IGNORE` only
-/// skips the duplicate key of a row that exists: every value is bounded by the schema.
-const CLAIM_NEW: &str = "INSERT IGNORE INTO {table}
-                             (token_key, format_version, fence, lease_holder, lease_until)
-                         VALUES (?, ?, 1, ?, TIMESTAMPADD(MICROSECOND, ?, {now}))";
-
 /// How long a migration waits for another replica's migration of the same table.
 const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The store's operations on MySQL or MariaDB.
-#[derive(Debug)]
-pub(crate) struct MySql {
-    runner: Runner<sqlx::MySql>,
-    table: TableRef,
-    statements: Statements,
-    claim_new: Arc<str>,
-}
-
-impl MySql {
-    pub(crate) fn new(pool: MySqlPool, table: TableRef) -> Self {
-        let quoted = table.quoted(BackendKind::MySql);
-        let fill = [("{table}", quoted.as_str()), ("{now}", NOW)];
-        Self {
-            statements: Statements::render(&TEMPLATES, &fill),
-            claim_new: render(CLAIM_NEW, &fill),
-            runner: Runner::new(pool),
-            table,
-        }
+pub(crate) fn backend(pool: MySqlPool, table: TableRef) -> Standard<MySql> {
+    Standard {
+        statements: Statements::render(&TEMPLATES, &table, BackendKind::MySql, &[]),
+        runner: Runner::new(pool),
+        dialect: MySql { table },
     }
 }
 
+/// What is MySQL's own: error numbers, positional `?` placeholders (values in the order they
+/// appear, some twice), fences through `LAST_INSERT_ID`, migrations behind a named lock.
+#[derive(Debug)]
+pub(crate) struct MySql {
+    table: TableRef,
+}
+
 #[async_trait]
-impl Backend for MySql {
+impl Dialect for MySql {
+    type Db = sqlx::MySql;
+
     fn kind(&self) -> BackendKind {
         BackendKind::MySql
     }
@@ -100,14 +97,13 @@ impl Backend for MySql {
             .map_or(Class::Unknown, |error| mysql_class(error.number()))
     }
 
-    async fn table_exists(&self) -> Result<bool, sqlx::Error> {
+    async fn table_exists(&self, runner: &Runner<sqlx::MySql>) -> Result<bool, sqlx::Error> {
         let statement = "SELECT COUNT(*) FROM information_schema.tables
                           WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE())
                             AND table_name = ?"
             .into();
         let schema = Text(self.table.schema().unwrap_or_default());
-        let count = self
-            .runner
+        let count = runner
             .number(&statement, &[schema, Text(self.table.table())])
             .await?;
         Ok(count > Some(0))
@@ -116,10 +112,11 @@ impl Backend for MySql {
     /// DDL commits implicitly in MySQL, so migrations cannot share one transaction: a named
     /// lock (`GET_LOCK`, per database and table) serializes concurrent runs instead. sqlx's own
     /// migration lock (`Migrate::lock`) waits with `GET_LOCK(name, -1)`, which MariaDB answers at
-    /// once with NULL (no lock, no wait), so it is not used. The connection is detached from the pool and closed at
-    /// the end, so a cancelled migration cannot leave the lock behind on a pooled connection.
-    async fn migrate(&self) -> Result<(), MigrateError> {
-        let mut connection = self.runner.pool.acquire().await?.detach();
+    /// once with NULL (no lock, no wait), so it is not used. The connection is detached from the
+    /// pool and closed at the end, so a cancelled migration cannot leave the lock behind on a
+    /// pooled connection.
+    async fn migrate(&self, runner: &Runner<sqlx::MySql>) -> Result<(), MigrateError> {
+        let mut connection = runner.pool.acquire().await?.detach();
         let locked: Option<i64> = sqlx::query_scalar(
             "SELECT GET_LOCK(CONCAT('kigo-migrate:', \
              LEFT(SHA2(CONCAT(DATABASE(), '.', ?), 256), 40)), ?)",
@@ -139,83 +136,24 @@ impl Backend for MySql {
         Ok(())
     }
 
-    async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error> {
-        self.runner.stored(&self.statements.load, key).await
+    fn fence_report(&self) -> FenceReport {
+        FenceReport::InsertId
     }
 
-    /// Claims an existing row with `LAST_INSERT_ID(fence + 1)`, whose value the server returns
-    /// with the statement's result; creates a missing row with the lease granted (fence 1).
-    async fn claim(
-        &self,
-        key: &str,
-        holder: &str,
-        ttl_us: i64,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        let claimed = bound(
-            &self.statements.claim,
-            &[Text(holder), Int(ttl_us), Text(key)],
-        )
-        .execute(&self.runner.pool)
-        .await?;
-        if claimed.rows_affected() == 1 {
-            return Ok(i64::try_from(claimed.last_insert_id()).ok());
-        }
-        let values = [Text(key), Int(format_version()), Text(holder), Int(ttl_us)];
-        let created = self.runner.execute(&self.claim_new, &values).await?;
-        Ok((created == 1).then_some(1))
+    /// The holder and the lease's length again, for the update of an existing row.
+    fn claim_values<'a>(&self, values: [Value<'a>; 4]) -> Vec<Value<'a>> {
+        let [.., holder, ttl] = values;
+        [&values[..], &[holder, ttl]].concat()
     }
 
-    async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error> {
-        let values = [Text(key)];
-        self.runner
-            .number(&self.statements.lease_remaining, &values)
-            .await
+    /// `SET` comes before `WHERE` in an `UPDATE`: the entry's values first.
+    fn commit_values<'a>(&self, lease: [Value<'a>; 3], entry: [Value<'a>; 4]) -> Vec<Value<'a>> {
+        [&entry[..], &lease[..]].concat()
     }
 
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        let values = [Text(key), Text(holder)];
-        self.runner
-            .execute(&self.statements.release, &values)
-            .await?;
-        Ok(())
-    }
-
-    async fn commit(
-        &self,
-        key: &str,
-        holder: &str,
-        fence: i64,
-        entry: &NewEntry,
-    ) -> Result<bool, sqlx::Error> {
-        // `SET` comes before `WHERE` in MySQL's UPDATE: the entry's values first.
-        let lease = [Text(key), Text(holder), Int(fence)];
-        let values = [&entry.values()[..], &lease].concat();
-        Ok(self
-            .runner
-            .execute(&self.statements.commit, &values)
-            .await?
-            == 1)
-    }
-
-    async fn invalidate(&self, key: &str, fingerprint: &[u8]) -> Result<bool, sqlx::Error> {
-        let values = [Text(key), Bytes(fingerprint)];
-        Ok(self
-            .runner
-            .execute(&self.statements.invalidate, &values)
-            .await?
-            == 1)
-    }
-
-    async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error> {
-        let values = [
-            Text(key),
-            Int(format_version()),
-            Int(duration_us),
-            Int(duration_us),
-        ];
-        self.runner
-            .execute(&self.statements.set_cooldown, &values)
-            .await?;
-        Ok(())
+    /// The duration again, for the update of an existing row.
+    fn cooldown_values<'a>(&self, values: [Value<'a>; 3]) -> Vec<Value<'a>> {
+        let [.., duration] = values;
+        [&values[..], &[duration]].concat()
     }
 }

@@ -26,6 +26,7 @@ const MIGRATIONS: &[Template] = &[Template {
 }];
 
 const TEMPLATES: Templates = Templates {
+    now: "clock_timestamp()",
     load: "SELECT CAST(t.format_version AS BIGINT),
                   CASE WHEN t.expires_at IS NULL OR t.expires_at > c.now THEN t.entry END,
                   t.generation,
@@ -70,14 +71,8 @@ const TEMPLATES: Templates = Templates {
 pub(crate) fn backend(pool: PgPool, table: TableRef) -> Standard<PostgreSql> {
     let channel = table.name();
     // The channel is `schema.table` of checked identifiers: safe in a string literal.
-    let statements = Statements::render(
-        &TEMPLATES,
-        &[
-            ("{table}", &table.quoted(BackendKind::Postgres)),
-            ("{now}", "clock_timestamp()"),
-            ("{channel}", &channel),
-        ],
-    );
+    let extra = [("{channel}", channel.as_str())];
+    let statements = Statements::render(&TEMPLATES, &table, BackendKind::Postgres, &extra);
     Standard {
         dialect: PostgreSql { table, channel },
         runner: Runner::new(pool),

@@ -17,28 +17,38 @@ pub(crate) enum Value<'a> {
     Bytes(&'a [u8]),
 }
 
-/// The number of rows a statement changed (matched, on MySQL), which each database's result
-/// type reports on its own.
-pub(crate) trait RowsAffected {
+/// What a statement's result says, which each database's result type reports on its own.
+pub(crate) trait Outcome {
+    /// The number of rows the statement changed (matched, on MySQL).
     fn rows(&self) -> u64;
+
+    /// The value of MySQL's `LAST_INSERT_ID(expr)` that the statement last set, carried by its
+    /// result; zero if it set none. Zero on the other databases.
+    fn insert_id(&self) -> u64 {
+        0
+    }
 }
 
 #[cfg(feature = "postgres")]
-impl RowsAffected for sqlx::postgres::PgQueryResult {
+impl Outcome for sqlx::postgres::PgQueryResult {
     fn rows(&self) -> u64 {
         self.rows_affected()
     }
 }
 
 #[cfg(feature = "mysql")]
-impl RowsAffected for sqlx::mysql::MySqlQueryResult {
+impl Outcome for sqlx::mysql::MySqlQueryResult {
     fn rows(&self) -> u64 {
         self.rows_affected()
+    }
+
+    fn insert_id(&self) -> u64 {
+        self.last_insert_id()
     }
 }
 
 #[cfg(feature = "sqlite")]
-impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+impl Outcome for sqlx::sqlite::SqliteQueryResult {
     fn rows(&self) -> u64 {
         self.rows_affected()
     }
@@ -73,7 +83,7 @@ pub(crate) struct Runner<DB: Database> {
 impl<DB> Runner<DB>
 where
     DB: Database,
-    DB::QueryResult: RowsAffected,
+    DB::QueryResult: Outcome,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
@@ -86,25 +96,13 @@ where
         Self { pool }
     }
 
-    /// Runs `statement`; how many rows it changed.
+    /// Runs `statement`; what its result says.
     pub(crate) async fn execute(
         &self,
         statement: &Arc<str>,
         values: &[Value<'_>],
-    ) -> Result<u64, sqlx::Error> {
-        let done = bound(statement, values).execute(&self.pool).await?;
-        Ok(done.rows())
-    }
-
-    /// Whether `statement` returned a row.
-    #[cfg(any(feature = "postgres", feature = "sqlite"))]
-    pub(crate) async fn returns_row(
-        &self,
-        statement: &Arc<str>,
-        values: &[Value<'_>],
-    ) -> Result<bool, sqlx::Error> {
-        let row = bound(statement, values).fetch_optional(&self.pool).await?;
-        Ok(row.is_some())
+    ) -> Result<DB::QueryResult, sqlx::Error> {
+        bound(statement, values).execute(&self.pool).await
     }
 
     /// The first column of the row `statement` returned, if any.

@@ -30,6 +30,7 @@ const MIGRATIONS: &[Template] = &[Template {
 const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
 const TEMPLATES: Templates = Templates {
+    now: NOW,
     load: "SELECT t.format_version,
                   CASE WHEN t.expires_at_us IS NULL OR t.expires_at_us > c.now THEN t.entry END,
                   t.generation,
@@ -54,11 +55,9 @@ const TEMPLATES: Templates = Templates {
                     expires_at_us = ?7,
                     lease_holder = NULL, lease_until_us = NULL, cooldown_until_us = NULL
               WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3 AND generation < ?3
-                AND lease_until_us > {now}
-             RETURNING token_key",
+                AND lease_until_us > {now}",
     invalidate: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
-                  WHERE token_key = ?1 AND fingerprint = ?2
-                 RETURNING token_key",
+                  WHERE token_key = ?1 AND fingerprint = ?2",
     set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until_us)
                    VALUES (?1, ?2, {now} + ?3)
                    ON CONFLICT (token_key) DO UPDATE
@@ -68,9 +67,8 @@ const TEMPLATES: Templates = Templates {
 
 /// The store's operations on an SQLite file.
 pub(crate) fn backend(pool: SqlitePool, table: TableRef) -> Standard<SqliteFile> {
-    let quoted = table.quoted(BackendKind::Sqlite);
     Standard {
-        statements: Statements::render(&TEMPLATES, &[("{table}", &quoted), ("{now}", NOW)]),
+        statements: Statements::render(&TEMPLATES, &table, BackendKind::Sqlite, &[]),
         runner: Runner::new(pool),
         dialect: SqliteFile { table },
     }

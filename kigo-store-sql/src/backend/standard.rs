@@ -1,6 +1,7 @@
-//! The operations of the databases whose statements take the same values in the same order and
-//! report their outcome the same way (PostgreSQL and SQLite: upserts with `RETURNING`); what
-//! still differs between them is a [`Dialect`].
+//! The operations every database runs the same way: one rendered statement each, its values
+//! bound in order, its result read back. What still differs between the databases (error codes,
+//! the schema probe, migrations, notifications, the order a statement takes its values in, how a
+//! claim reports its fence) is a [`Dialect`].
 
 use std::fmt;
 
@@ -10,13 +11,32 @@ use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
-use super::runner::Value::{Bytes, Int, Text};
-use super::runner::{RowsAffected, Runner};
+use super::runner::Value::{self, Bytes, Int, Text};
+use super::runner::{Outcome, Runner};
 use super::{Backend, BackendKind, Statements};
 use crate::error::Class;
 use crate::row::{NewEntry, StoredRow, format_version};
 
-/// What differs between the databases that share the standard statements' shape.
+/// How a claim statement reports the fence it granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FenceReport {
+    /// It returns a row with the fence (`RETURNING`); no row when the lease is held.
+    Returned,
+    /// It sets MySQL's `LAST_INSERT_ID(expr)` to the fence, or to 0 when the lease is held,
+    /// and the value comes back with the statement's result.
+    InsertId,
+}
+
+/// What differs between the databases.
+///
+/// The statements' values, unless a dialect orders them otherwise:
+/// - load `(key)`: format version, entry, generation, cool-down left;
+/// - claim `(key, format, holder, ttl)`: the new fence, if granted (see [`FenceReport`]);
+/// - lease remaining `(key)`; release `(key, holder)`;
+/// - commit `(key, holder, fence, format, entry, fingerprint, expiry)`: one row changed if
+///   committed;
+/// - invalidate `(key, fingerprint)`: one row changed if removed;
+/// - cool-down `(key, format, duration)`.
 #[async_trait]
 pub(crate) trait Dialect: Send + Sync + fmt::Debug + 'static {
     type Db: Database;
@@ -37,15 +57,30 @@ pub(crate) trait Dialect: Send + Sync + fmt::Debug + 'static {
         let _ = runner;
         None
     }
+
+    /// How the claim statement reports its fence.
+    fn fence_report(&self) -> FenceReport {
+        FenceReport::Returned
+    }
+
+    /// The values of the claim statement, from `(key, format, holder, ttl)`.
+    fn claim_values<'a>(&self, values: [Value<'a>; 4]) -> Vec<Value<'a>> {
+        values.to_vec()
+    }
+
+    /// The values of the commit statement, from the lease's `(key, holder, fence)` and the
+    /// entry's [`NewEntry::values`].
+    fn commit_values<'a>(&self, lease: [Value<'a>; 3], entry: [Value<'a>; 4]) -> Vec<Value<'a>> {
+        [&lease[..], &entry[..]].concat()
+    }
+
+    /// The values of the cool-down statement, from `(key, format, duration)`.
+    fn cooldown_values<'a>(&self, values: [Value<'a>; 3]) -> Vec<Value<'a>> {
+        values.to_vec()
+    }
 }
 
-/// A backend sending the standard statements:
-/// - load `(key)`: format version, entry, generation, cool-down left;
-/// - claim `(key, format, holder, ttl)`: the new fence, if granted;
-/// - lease remaining `(key)`; release `(key, holder)`;
-/// - commit `(key, holder, fence, format, entry, fingerprint, expiry)`: a row if committed;
-/// - invalidate `(key, fingerprint)`: a row if removed;
-/// - cool-down `(key, format, duration)`.
+/// A backend: a dialect's statements, rendered for the table, run through a pool.
 #[derive(Debug)]
 pub(crate) struct Standard<D: Dialect> {
     pub(crate) dialect: D,
@@ -57,7 +92,7 @@ pub(crate) struct Standard<D: Dialect> {
 impl<D> Backend for Standard<D>
 where
     D: Dialect,
-    <D::Db as Database>::QueryResult: RowsAffected,
+    <D::Db as Database>::QueryResult: Outcome,
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     for<'a> &'a str: Encode<'a, D::Db> + Type<D::Db>,
@@ -93,7 +128,15 @@ where
         ttl_us: i64,
     ) -> Result<Option<i64>, sqlx::Error> {
         let values = [Text(key), Int(format_version()), Text(holder), Int(ttl_us)];
-        self.runner.number(&self.statements.claim, &values).await
+        let values = self.dialect.claim_values(values);
+        let claim = &self.statements.claim;
+        match self.dialect.fence_report() {
+            FenceReport::Returned => self.runner.number(claim, &values).await,
+            FenceReport::InsertId => {
+                let fence = self.runner.execute(claim, &values).await?.insert_id();
+                Ok(i64::try_from(fence).ok().filter(|fence| *fence > 0))
+            }
+        }
     }
 
     async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error> {
@@ -119,21 +162,26 @@ where
         entry: &NewEntry,
     ) -> Result<bool, sqlx::Error> {
         let lease = [Text(key), Text(holder), Int(fence)];
-        let values = [&lease[..], &entry.values()].concat();
-        self.runner
-            .returns_row(&self.statements.commit, &values)
-            .await
+        let values = self.dialect.commit_values(lease, entry.values());
+        let done = self
+            .runner
+            .execute(&self.statements.commit, &values)
+            .await?;
+        Ok(done.rows() == 1)
     }
 
     async fn invalidate(&self, key: &str, fingerprint: &[u8]) -> Result<bool, sqlx::Error> {
         let values = [Text(key), Bytes(fingerprint)];
-        self.runner
-            .returns_row(&self.statements.invalidate, &values)
-            .await
+        let done = self
+            .runner
+            .execute(&self.statements.invalidate, &values)
+            .await?;
+        Ok(done.rows() == 1)
     }
 
     async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error> {
         let values = [Text(key), Int(format_version()), Int(duration_us)];
+        let values = self.dialect.cooldown_values(values);
         self.runner
             .execute(&self.statements.set_cooldown, &values)
             .await?;
