@@ -4,8 +4,14 @@ mod common;
 #[path = "common/servers.rs"]
 mod servers;
 
+use std::time::Duration;
+
+use common::fleet::fresh_key;
 use common::harness::SqlHarness;
-use kigo_store_sql::BackendKind;
+use kigo_core::store::{HolderId, LeaseAttempt};
+use kigo_core::{StoreError, Token, TokenStore};
+use kigo_store_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
@@ -31,4 +37,114 @@ async fn server_killed_and_restarted_during_traffic() {
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     servers::killed_and_restarted_during_traffic(server).await;
+}
+
+/// A claim is one statement, whether it creates the row, takes a free lease or finds it held
+/// (then one more reads the time left), counted by the server on the store's only connection.
+#[tokio::test]
+async fn a_claim_is_one_statement() {
+    let harness = SqlHarness::new(BackendKind::MySql).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(harness.url())
+        .await
+        .unwrap();
+    let store = SqlStore::with_pool(pool.clone()).await.unwrap();
+    let key = fresh_key();
+    let claim = async || {
+        let holder = HolderId::random();
+        store
+            .acquire_lease(&key, &holder, Duration::from_secs(10))
+            .await
+            .unwrap()
+    };
+    let mut counting = Statements::new(pool).await;
+
+    assert!(matches!(claim().await, LeaseAttempt::Acquired(_)));
+    assert_eq!(counting.since().await, 1, "a new row");
+    assert!(matches!(claim().await, LeaseAttempt::Held { .. }));
+    assert_eq!(counting.since().await, 2, "a held lease, and its time left");
+}
+
+/// Counts the statements a pool of one connection sends (the server's `Questions`).
+struct Statements {
+    pool: MySqlPool,
+    last: u64,
+    /// What one reading of the counter adds to it.
+    reading: u64,
+}
+
+impl Statements {
+    async fn new(pool: MySqlPool) -> Self {
+        let first = questions(&pool).await;
+        let second = questions(&pool).await;
+        Self {
+            reading: second - first,
+            last: second,
+            pool,
+        }
+    }
+
+    /// Statements sent since the last call.
+    async fn since(&mut self) -> u64 {
+        let now = questions(&self.pool).await;
+        let sent = now - self.last - self.reading;
+        self.last = now;
+        sent
+    }
+}
+
+async fn questions(pool: &MySqlPool) -> u64 {
+    let (_, count): (String, String) = sqlx::query_as("SHOW SESSION STATUS LIKE 'Questions'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    count.parse().unwrap()
+}
+
+/// A configured schema is a MySQL database: the migrations create it and the table in it, the
+/// store keeps its rows there (apart from the default database's table), and a table never
+/// migrated in it says to run the migrations.
+#[tokio::test]
+async fn schema_of_its_own() {
+    let harness = SqlHarness::new(BackendKind::MySql).await;
+    let schema = format!("kigo_schema_{:08x}", fastrand::u32(..));
+    let options = || SqlStoreOptions::new().schema(&schema);
+    let store = harness.store_with(options().migrate_on_connect(true)).await;
+    let key = fresh_key();
+    let token = common::fleet::token("schema");
+    common::fleet::commit_token(&store, &key, &token).await;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables
+          WHERE table_schema = ? AND table_name IN ('kigo_tokens', 'kigo_tokens_migrations')",
+    )
+    .bind(&schema)
+    .fetch_one(&admin_pool(&harness))
+    .await
+    .unwrap();
+    assert_eq!(tables, 2);
+    let loaded = harness
+        .store_with(options())
+        .await
+        .load(&key)
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded.token().map(Token::fingerprint),
+        Some(token.fingerprint())
+    );
+    assert!(harness.admin().load(&key).await.unwrap().token().is_none());
+    let unmigrated = harness.store_with(options().table("never_migrated")).await;
+    match unmigrated.load(&key).await {
+        Err(StoreError::Misconfigured { hint, .. }) => assert!(hint.contains("migrate"), "{hint}"),
+        other => panic!("{other:?}"),
+    }
+    harness.execute(&format!("DROP DATABASE `{schema}`")).await;
+}
+
+fn admin_pool(harness: &SqlHarness) -> MySqlPool {
+    match harness.admin().pool() {
+        SqlPool::MySql(pool) => pool.clone(),
+        other => panic!("not MySQL: {other:?}"),
+    }
 }

@@ -283,3 +283,24 @@ async fn many_stores_open_a_new_file_at_once() {
         }
     }
 }
+
+/// SQLite has no schemas: a store asked for one says so instead of ignoring it.
+#[tokio::test]
+async fn a_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = SqlStoreOptions::new()
+        .schema("auth")
+        .sqlite(dir.path().join("tokens.db"))
+        .await
+        .unwrap_err();
+    match error {
+        StoreError::Misconfigured { .. } => {
+            let shown = std::error::Error::source(&error).map(ToString::to_string);
+            assert!(
+                shown.is_some_and(|text| text.contains("SQLite has no schemas")),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

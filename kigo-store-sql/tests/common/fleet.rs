@@ -14,7 +14,7 @@ use kigo_core::{
     CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
     StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
 };
-use kigo_store_sql::{BackendKind, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStoreOptions};
 use kigo_testkit::{FakeSource, ManualClock};
 use tokio::task::JoinSet;
 
@@ -537,6 +537,35 @@ pub(crate) async fn migration_history_is_checked(harness: &SqlHarness) {
     }
 }
 
+/// A store on a pool the application built (of each database's own pool type), migrated at
+/// construction, keeps and shares tokens like a store built from a URL.
+pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
+    let url = harness.url();
+    let pool: SqlPool = match harness.admin().kind() {
+        BackendKind::Postgres => sqlx::PgPool::connect(url).await.unwrap().into(),
+        BackendKind::MySql => sqlx::MySqlPool::connect(url).await.unwrap().into(),
+        _ => sqlx::SqlitePool::connect(url).await.unwrap().into(),
+    };
+    assert_eq!(pool.kind(), harness.admin().kind());
+    let store = SqlStoreOptions::new()
+        .table("from_pool")
+        .migrate_on_connect(true)
+        .with_pool(pool)
+        .await
+        .unwrap();
+    let key = fresh_key();
+    let token = token("pooled");
+    commit_token(&store, &key, &token).await;
+    let other = harness
+        .store_with(SqlStoreOptions::new().table("from_pool"))
+        .await;
+    let loaded = other.load(&key).await.unwrap();
+    assert_eq!(
+        loaded.token().map(Token::fingerprint),
+        Some(token.fingerprint())
+    );
+}
+
 /// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.
 macro_rules! fleet_tests {
     ($kind:expr) => {
@@ -549,6 +578,7 @@ macro_rules! fleet_tests {
             missing_table_says_to_migrate,
             migrations_run_once_and_tables_are_separate,
             migration_history_is_checked,
+            store_on_an_existing_pool,
         );
     };
     (@each $kind:expr; $($name:ident,)*) => {

@@ -69,6 +69,11 @@ impl SqlHarness {
             .unwrap_or_else(|error| panic!("store: {error:?}"))
     }
 
+    /// The URL of the database.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The migrated store the harness reaches behind the others with.
     pub(crate) fn admin(&self) -> &SqlStore {
         &self.admin
