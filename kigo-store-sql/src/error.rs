@@ -50,6 +50,9 @@ pub(crate) enum SqlError {
         #[source]
         source: sqlx::Error,
     },
+    /// A statement did not finish within the statement timeout.
+    #[error("the database did not answer within the statement timeout ({after:?})")]
+    TimedOut { after: std::time::Duration },
     /// Applying the migrations failed.
     #[error("applying the token table migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),

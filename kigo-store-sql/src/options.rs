@@ -93,6 +93,7 @@ pub struct SqlStoreOptions {
     max_connections: u32,
     acquire_timeout: Duration,
     busy_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl fmt::Debug for SqlStoreOptions {
@@ -105,6 +106,7 @@ impl fmt::Debug for SqlStoreOptions {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("busy_timeout", &self.busy_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -118,7 +120,8 @@ impl Default for SqlStoreOptions {
             migrate: false,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
-            busy_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -179,10 +182,25 @@ impl SqlStoreOptions {
         self
     }
 
-    /// How long an SQLite statement waits for another process's write lock (default 10 s).
+    /// How long an SQLite statement waits for another process's write lock (default 5 s; the
+    /// statement timeout bounds it too).
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long one store operation may take (default 5 s), the wait for a pooled connection
+    /// included: then it reports [`StoreError::Unavailable`], so that a statement stuck behind a
+    /// lock or on a connection that no longer answers cannot hold up the manager, whose
+    /// store-failure policy then applies. Pools built from a URL also have the server give up:
+    /// PostgreSQL's `statement_timeout` and `lock_timeout`, MySQL's `lock_wait_timeout` and
+    /// `innodb_lock_wait_timeout` (whole seconds, rounded up) are set for their sessions. A pool
+    /// passed to [`SqlStoreOptions::with_pool`] keeps its own server settings: a statement the
+    /// store gave up on may then hold its connection until the server ends it.
+    #[must_use]
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
         self
     }
 
@@ -203,7 +221,7 @@ impl SqlStoreOptions {
         let table = TableRef::new(self.schema.as_deref(), &self.table)
             .map_err(|error| StoreError::misconfigured(CONFIG_HINT, SqlError::from(error)))?;
         let backend = backend(pool.clone(), table.clone())?;
-        let store = SqlStore::new(backend, pool, self.codec, table);
+        let store = SqlStore::new(backend, pool, self.codec, table, self.statement_timeout);
         if self.migrate {
             store.migrate().await?;
         }
@@ -226,9 +244,11 @@ impl SqlStoreOptions {
         match scheme.as_str() {
             #[cfg(feature = "postgres")]
             "postgres" | "postgresql" => {
+                let timeout = self.statement_timeout.as_millis().max(1).to_string();
                 let options = url
                     .parse::<sqlx::postgres::PgConnectOptions>()
-                    .map_err(invalid)?;
+                    .map_err(invalid)?
+                    .options([("statement_timeout", &timeout), ("lock_timeout", &timeout)]);
                 Ok(SqlPool::Postgres(
                     sqlx::postgres::PgPoolOptions::new()
                         .max_connections(self.max_connections)
@@ -241,10 +261,23 @@ impl SqlStoreOptions {
                 let options = url
                     .parse::<sqlx::mysql::MySqlConnectOptions>()
                     .map_err(invalid)?;
+                let seconds = self.statement_timeout.as_secs_f64().ceil().max(1.0);
+                let timeouts: std::sync::Arc<str> = format!(
+                    "SET SESSION lock_wait_timeout = {seconds}, \
+                     innodb_lock_wait_timeout = {seconds}"
+                )
+                .into();
                 Ok(SqlPool::MySql(
                     sqlx::mysql::MySqlPoolOptions::new()
                         .max_connections(self.max_connections)
                         .acquire_timeout(self.acquire_timeout)
+                        .after_connect(move |connection, _| {
+                            let timeouts = sqlx::AssertSqlSafe(std::sync::Arc::clone(&timeouts));
+                            Box::pin(async move {
+                                sqlx::raw_sql(timeouts).execute(connection).await?;
+                                Ok(())
+                            })
+                        })
                         .connect_lazy_with(options),
                 ))
             }

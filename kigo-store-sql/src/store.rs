@@ -37,6 +37,8 @@ struct Shared {
     pool: SqlPool,
     codec: EntryCodec,
     table: TableRef,
+    /// How long one attempt at a statement may take.
+    timeout: Duration,
 }
 
 impl SqlStore {
@@ -45,6 +47,7 @@ impl SqlStore {
         pool: SqlPool,
         codec: EntryCodec,
         table: TableRef,
+        timeout: Duration,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -52,6 +55,7 @@ impl SqlStore {
                 pool,
                 codec,
                 table,
+                timeout,
             }),
         }
     }
@@ -111,17 +115,24 @@ impl SqlStore {
     }
 
     /// Runs `statement`, again after a deadlock or serialization failure (the database rolled
-    /// it back, so nothing was done), and maps its error.
+    /// it back, so nothing was done), and maps its error. Each attempt may take the statement
+    /// timeout.
     async fn run<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let mut attempt = 1;
+        let timeout = self.shared.timeout;
         loop {
-            let error = match statement().await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
+            let error = match tokio::time::timeout(timeout, statement()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    return Err(StoreError::unavailable(SqlError::TimedOut {
+                        after: timeout,
+                    }));
+                }
             };
             let class = self.classify(&error).await;
             if class == Class::Retry && attempt < ATTEMPTS {
@@ -143,9 +154,10 @@ impl SqlStore {
         if class != Class::Unknown {
             return class;
         }
-        match self.shared.backend.table_exists().await {
-            Ok(false) => Class::SchemaMissing,
-            Ok(true) | Err(_) => Class::Unknown,
+        let probe = self.shared.backend.table_exists();
+        match tokio::time::timeout(self.shared.timeout, probe).await {
+            Ok(Ok(false)) => Class::SchemaMissing,
+            Ok(Ok(true) | Err(_)) | Err(_) => Class::Unknown,
         }
     }
 }

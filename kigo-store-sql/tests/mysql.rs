@@ -4,7 +4,7 @@ mod common;
 #[path = "common/servers.rs"]
 mod servers;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::fleet::fresh_key;
 use common::harness::SqlHarness;
@@ -147,4 +147,54 @@ fn admin_pool(harness: &SqlHarness) -> MySqlPool {
         SqlPool::MySql(pool) => pool.clone(),
         other => panic!("not MySQL: {other:?}"),
     }
+}
+
+/// A statement stuck behind a table lock (`LOCK TABLES ... WRITE`) is given up after the
+/// statement timeout, as unavailable, and the server ends it too (a pool built from a URL sets
+/// `lock_wait_timeout`), so no connection stays busy with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_stuck_behind_a_lock_time_out() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let harness = SqlHarness::new(BackendKind::MySql).await;
+    let admin = admin_pool(&harness);
+    let store = harness
+        .store_with(SqlStoreOptions::new().statement_timeout(TIMEOUT))
+        .await;
+    let mut locker = admin.acquire().await.unwrap();
+    sqlx::query("LOCK TABLES kigo_tokens WRITE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let loaded = tokio::time::timeout(TIMEOUT + Duration::from_secs(3), store.load(&fresh_key()))
+        .await
+        .unwrap_or_else(|_| panic!("the load waited {:?}", started.elapsed()));
+    assert!(
+        matches!(loaded, Err(StoreError::Unavailable { .. })),
+        "{loaded:?}"
+    );
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM information_schema.processlist
+              WHERE db = DATABASE() AND state LIKE 'Waiting for table%lock'",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+    };
+    // lock_wait_timeout counts whole seconds: the server gives up after 1 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not end the statement"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("UNLOCK TABLES")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    store.load(&fresh_key()).await.unwrap();
 }

@@ -474,3 +474,52 @@ async fn notice_of<F: std::future::Future<Output = ()>>(
 async fn unreachable_server_is_unavailable() {
     servers::unreachable_database_is_unavailable("postgres://postgres@127.0.0.1").await;
 }
+
+/// A statement stuck behind a table lock is given up after the statement timeout, as
+/// unavailable, and the server ends it too (a pool built from a URL sets `statement_timeout` and
+/// `lock_timeout`), so no connection stays busy with it. A store on the application's own pool
+/// gives up as well; its statement stays in the server until the lock goes, and the store
+/// works again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_stuck_behind_a_lock_time_out() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let options = || SqlStoreOptions::new().statement_timeout(TIMEOUT);
+    let from_url = harness.store_with(options()).await;
+    let own_pool = PgPool::connect(harness.url()).await.unwrap();
+    let on_own_pool = options().with_pool(own_pool).await.unwrap();
+    let key = fresh_key();
+    let lock = lock_table(&admin).await;
+
+    gives_up_in_time(&from_url, &key, TIMEOUT).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lock_waiters(&admin).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not end the statement"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gives_up_in_time(&on_own_pool, &key, TIMEOUT).await;
+    assert_eq!(lock_waiters(&admin).await.len(), 1);
+
+    lock.rollback().await.unwrap();
+    for store in [&from_url, &on_own_pool] {
+        store.load(&key).await.unwrap();
+    }
+}
+
+/// `store`'s load of `key` reports the store unavailable within `timeout` (and a margin for a
+/// busy machine, far below the 5 s it would otherwise wait for a connection).
+async fn gives_up_in_time(store: &dyn TokenStore, key: &TokenKey, timeout: Duration) {
+    let started = Instant::now();
+    let margin = Duration::from_secs(3);
+    let loaded = tokio::time::timeout(timeout + margin, store.load(key))
+        .await
+        .unwrap_or_else(|_| panic!("the load waited {:?}", started.elapsed()));
+    assert!(
+        matches!(loaded, Err(StoreError::Unavailable { .. })),
+        "{loaded:?}"
+    );
+}

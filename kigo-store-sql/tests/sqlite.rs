@@ -264,6 +264,36 @@ async fn busy_database_is_unavailable() {
     assert!(store.load(&key).await.unwrap().cooldown.is_some());
 }
 
+/// A write waiting for another connection's write lock is given up after the statement timeout,
+/// even when the busy timeout is longer.
+#[tokio::test]
+async fn the_statement_timeout_bounds_the_busy_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let harness = SqlHarness::new(BackendKind::Sqlite).await;
+    let store = harness
+        .store_with(
+            SqlStoreOptions::new()
+                .busy_timeout(Duration::from_secs(30))
+                .statement_timeout(TIMEOUT),
+        )
+        .await;
+    let SqlPool::Sqlite(pool) = harness.admin().pool() else {
+        panic!("not SQLite");
+    };
+    let writer = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let started = std::time::Instant::now();
+    let key = fresh_key();
+    let cooling = store.set_cooldown(&key, Duration::from_secs(1));
+    let done = tokio::time::timeout(TIMEOUT + Duration::from_secs(3), cooling)
+        .await
+        .unwrap_or_else(|_| panic!("the write waited {:?}", started.elapsed()));
+    assert!(
+        matches!(done, Err(StoreError::Unavailable { .. })),
+        "{done:?}"
+    );
+    writer.rollback().await.unwrap();
+}
+
 /// Replicas that open a new file at the same moment all get a working store: the switch to
 /// write-ahead logging, which SQLite does not wait for, is retried until one of them has made it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -24,6 +24,7 @@ pub(crate) trait Outcome {
 
     /// The value of MySQL's `LAST_INSERT_ID(expr)` that the statement last set, carried by its
     /// result; zero if it set none. Zero on the other databases.
+    #[cfg(feature = "mysql")]
     fn insert_id(&self) -> u64 {
         0
     }

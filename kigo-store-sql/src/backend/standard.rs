@@ -24,6 +24,7 @@ pub(crate) enum FenceReport {
     Returned,
     /// It sets MySQL's `LAST_INSERT_ID(expr)` to the fence, or to 0 when the lease is held,
     /// and the value comes back with the statement's result.
+    #[cfg(feature = "mysql")]
     InsertId,
 }
 
@@ -132,6 +133,7 @@ where
         let claim = &self.statements.claim;
         match self.dialect.fence_report() {
             FenceReport::Returned => self.runner.number(claim, &values).await,
+            #[cfg(feature = "mysql")]
             FenceReport::InsertId => {
                 let fence = self.runner.execute(claim, &values).await?.insert_id();
                 Ok(i64::try_from(fence).ok().filter(|fence| *fence > 0))
