@@ -20,8 +20,18 @@ use crate::row::{NewEntry, duration, micros};
 use crate::{BackendKind, SqlPool, SqlStoreOptions};
 
 /// How often a statement the database rolled back to break a deadlock or a serialization
-/// conflict is sent in all, before the store reports itself unavailable.
-const ATTEMPTS: u32 = 3;
+/// conflict is sent in all, before the store reports itself unavailable. Every conflict lets at
+/// least one of the statements involved through, so a whole fleet's statements on one key get
+/// through within a few attempts once they are spread out (see [`retry_pause`]).
+const ATTEMPTS: u32 = 10;
+
+/// The pause before attempt `attempt` (2 or more) of a statement the database rolled back: a
+/// random share of a window that doubles from 4 ms up to 256 ms, so that the statements that
+/// conflicted do not meet again.
+fn retry_pause(attempt: u32) -> Duration {
+    let window_ms = 2_u64 << attempt.clamp(2, 8);
+    Duration::from_millis(fastrand::u64(..=window_ms))
+}
 
 /// A [`TokenStore`] on PostgreSQL, MySQL/MariaDB or SQLite.
 ///
@@ -138,6 +148,7 @@ impl SqlStore {
             if class == Class::Retry && attempt < ATTEMPTS {
                 attempt += 1;
                 tracing::debug!(%error, attempt, "statement rolled back by the database; retrying");
+                tokio::time::sleep(retry_pause(attempt)).await;
                 continue;
             }
             return Err(class.into_store_error(error));

@@ -523,3 +523,58 @@ async fn gives_up_in_time(store: &dyn TokenStore, key: &TokenKey, timeout: Durat
         "{loaded:?}"
     );
 }
+
+/// With `serializable` as the database's default isolation, concurrent claims and cool-downs
+/// of one key conflict (SQLSTATE 40001); the store runs a statement the database rolled back
+/// again, so every call succeeds, and exactly one claim of each round gets the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serialization_failures_are_retried() {
+    const REPLICAS: usize = 16;
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    harness
+        .execute(&format!(
+            "ALTER DATABASE \"{database}\" SET default_transaction_isolation = 'serializable'"
+        ))
+        .await;
+    let mut stores = Vec::new();
+    for _ in 0..REPLICAS {
+        stores.push(Arc::new(harness.store().await));
+    }
+    let SqlPool::Postgres(pool) = stores[0].pool() else {
+        unreachable!()
+    };
+    let isolation: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(isolation, "serializable");
+    for _ in 0..5 {
+        let key = fresh_key();
+        let mut calls = tokio::task::JoinSet::new();
+        for store in &stores {
+            let (claimer, cooler) = (Arc::clone(store), Arc::clone(store));
+            let key = key.clone();
+            calls.spawn(async move {
+                let holder = HolderId::random();
+                let lease = claimer.acquire_lease(&key, &holder, Duration::from_secs(10));
+                let cooldown = cooler.set_cooldown(&key, Duration::from_secs(1));
+                let (lease, cooldown) = tokio::join!(lease, cooldown);
+                cooldown.map(|()| lease)
+            });
+        }
+        let mut acquired = 0;
+        while let Some(call) = calls.join_next().await {
+            match call.unwrap().unwrap_or_else(|error| panic!("{error:?}")) {
+                Ok(LeaseAttempt::Acquired(_)) => acquired += 1,
+                Ok(LeaseAttempt::Held { .. }) => {}
+                Err(error) => panic!("{error:?}"),
+            }
+        }
+        assert_eq!(acquired, 1);
+    }
+}
