@@ -165,7 +165,7 @@ impl SqlStore {
         if class != Class::Unknown {
             return class;
         }
-        let probe = self.shared.backend.table_exists();
+        let probe = self.shared.backend.schema_current();
         match tokio::time::timeout(self.shared.timeout, probe).await {
             Ok(Ok(false)) => Class::SchemaMissing,
             Ok(Ok(true) | Err(_)) | Err(_) => Class::Unknown,

@@ -45,8 +45,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The class of an error response of this database.
     fn classify(&self, error: &(dyn DatabaseError + 'static)) -> Class;
 
-    /// Whether the token table exists (to tell a missing schema from other failures).
-    async fn table_exists(&self) -> Result<bool, sqlx::Error>;
+    /// Whether the token table exists, with every column this version uses where the database
+    /// cannot tell a missing column by its error code (to tell a missing or outdated schema
+    /// from other failures).
+    async fn schema_current(&self) -> Result<bool, sqlx::Error>;
 
     /// Applies the migrations not yet applied to the token table.
     async fn migrate(&self) -> Result<(), MigrateError>;

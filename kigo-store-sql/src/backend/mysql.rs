@@ -97,7 +97,7 @@ impl Dialect for MySql {
             .map_or(Class::Unknown, |error| mysql_class(error.number()))
     }
 
-    async fn table_exists(&self, runner: &Runner<sqlx::MySql>) -> Result<bool, sqlx::Error> {
+    async fn schema_current(&self, runner: &Runner<sqlx::MySql>) -> Result<bool, sqlx::Error> {
         let statement = "SELECT COUNT(*) FROM information_schema.tables
                           WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE())
                             AND table_name = ?"

@@ -102,7 +102,7 @@ impl Dialect for PostgreSql {
             .map_or(Class::Unknown, |sqlstate| postgres_class(&sqlstate))
     }
 
-    async fn table_exists(&self, runner: &Runner<sqlx::Postgres>) -> Result<bool, sqlx::Error> {
+    async fn schema_current(&self, runner: &Runner<sqlx::Postgres>) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(self.table.quoted(BackendKind::Postgres))
             .fetch_one(&runner.pool)

@@ -26,6 +26,20 @@ const MIGRATIONS: &[Template] = &[Template {
     sql: include_str!("../../migrations/sqlite/0001_create_token_table.sql"),
 }];
 
+/// The columns of the token table the statements use.
+const COLUMNS: [&str; 10] = [
+    "token_key",
+    "format_version",
+    "entry",
+    "generation",
+    "fence",
+    "fingerprint",
+    "expires_at_us",
+    "lease_holder",
+    "lease_until_us",
+    "cooldown_until_us",
+];
+
 /// Microseconds since the Unix epoch by the machine's clock.
 const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
@@ -102,13 +116,18 @@ impl Dialect for SqliteFile {
         Self::class_of(error)
     }
 
-    async fn table_exists(&self, runner: &Runner<sqlx::Sqlite>) -> Result<bool, sqlx::Error> {
-        let statement =
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1".into();
+    /// SQLite reports a missing table and a missing column alike (`SQLITE_ERROR`): the table
+    /// must be there with every column.
+    async fn schema_current(&self, runner: &Runner<sqlx::Sqlite>) -> Result<bool, sqlx::Error> {
+        let statement = format!(
+            "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name IN ({})",
+            COLUMNS.map(|column| format!("'{column}'")).join(", ")
+        )
+        .into();
         let count = runner
             .number(&statement, &[Text(self.table.table())])
             .await?;
-        Ok(count > Some(0))
+        Ok(count == i64::try_from(COLUMNS.len()).ok())
     }
 
     /// Runs in one `BEGIN IMMEDIATE` transaction: it takes the write lock first, so processes

@@ -47,8 +47,8 @@ pub(crate) trait Dialect: Send + Sync + fmt::Debug + 'static {
     /// The class of an error response of this database.
     fn classify(&self, error: &(dyn DatabaseError + 'static)) -> Class;
 
-    /// Whether the token table exists.
-    async fn table_exists(&self, runner: &Runner<Self::Db>) -> Result<bool, sqlx::Error>;
+    /// Whether the token table exists (see [`Backend::schema_current`]).
+    async fn schema_current(&self, runner: &Runner<Self::Db>) -> Result<bool, sqlx::Error>;
 
     /// Applies the migrations not yet applied.
     async fn migrate(&self, runner: &Runner<Self::Db>) -> Result<(), MigrateError>;
@@ -110,8 +110,8 @@ where
         self.dialect.classify(error)
     }
 
-    async fn table_exists(&self) -> Result<bool, sqlx::Error> {
-        self.dialect.table_exists(&self.runner).await
+    async fn schema_current(&self) -> Result<bool, sqlx::Error> {
+        self.dialect.schema_current(&self.runner).await
     }
 
     async fn migrate(&self) -> Result<(), MigrateError> {

@@ -433,8 +433,21 @@ pub(crate) async fn corrupt_rows_are_replaced(harness: &SqlHarness) {
 
 /// A store whose table was never created says so, with the hint to run the migrations.
 pub(crate) async fn missing_table_says_to_migrate(harness: &SqlHarness) {
+    says_to_migrate(harness, "never_migrated").await;
+}
+
+/// A table from an older schema (columns missing) says to run the migrations too.
+pub(crate) async fn outdated_table_says_to_migrate(harness: &SqlHarness) {
+    harness
+        .execute("CREATE TABLE outdated (token_key VARCHAR(200) PRIMARY KEY, format_version INT)")
+        .await;
+    says_to_migrate(harness, "outdated").await;
+}
+
+/// A load, a claim and a cool-down of a store on `table` fail with the hint to migrate.
+async fn says_to_migrate(harness: &SqlHarness, table: &str) {
     let store = harness
-        .store_with(SqlStoreOptions::new().table("never_migrated"))
+        .store_with(SqlStoreOptions::new().table(table))
         .await;
     let key = fresh_key();
     let errors = [
@@ -452,7 +465,7 @@ pub(crate) async fn missing_table_says_to_migrate(harness: &SqlHarness) {
     for error in errors {
         match error {
             StoreError::Misconfigured { hint, .. } => assert!(hint.contains("migrate"), "{hint}"),
-            other => panic!("{other:?}"),
+            other => panic!("{table}: {other:?}"),
         }
     }
 }
@@ -576,6 +589,7 @@ macro_rules! fleet_tests {
             skewed_replicas_renew_once,
             corrupt_rows_are_replaced,
             missing_table_says_to_migrate,
+            outdated_table_says_to_migrate,
             migrations_run_once_and_tables_are_separate,
             migration_history_is_checked,
             store_on_an_existing_pool,
