@@ -1,6 +1,6 @@
 //! SQLite: one file shared by the processes of one machine. Times come from the machine's clock
-//! as SQLite reads it (`julianday('now')`, fixed within a statement), the one clock all those
-//! processes share. Every write is one statement, which takes the database's write lock at its
+//! as SQLite reads it (`unixepoch('now', 'subsec')`, fixed within a statement), the one clock
+//! all those processes share. Every write is one statement, which takes the database's write lock at its
 //! start and waits for it within the busy timeout. No push notifications: waiters poll.
 
 use std::time::{Duration, Instant};
@@ -41,7 +41,10 @@ const COLUMNS: [&str; 10] = [
 ];
 
 /// Microseconds since the Unix epoch by the machine's clock.
-const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+/// SQLite's clock has milliseconds: `unixepoch(.., 'subsec')` gives them as a fraction of a
+/// second, which rounds back to whole milliseconds exactly (a Julian day number has too few
+/// bits left for microseconds, so it lands a few microseconds off).
+const NOW: &str = "CAST(ROUND(unixepoch('now', 'subsec') * 1000) AS INTEGER) * 1000";
 
 const TEMPLATES: Templates = Templates {
     now: NOW,
@@ -172,5 +175,33 @@ pub(crate) async fn use_wal(
             return Err(class.into_store_error(error));
         }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection};
+
+    use super::*;
+
+    /// `{now}` reads SQLite's clock (milliseconds) exactly as microseconds since the epoch: no
+    /// rounding error from floating point, at any time this century and the next.
+    #[tokio::test]
+    async fn now_is_exact_microseconds() {
+        let mut db = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..2000 {
+            let seconds = rng.i64(946_684_800..7_258_118_400); // 2000 to 2200
+            let millis = rng.i64(0..1000);
+            let date: String = sqlx::query_scalar("SELECT datetime(?1, 'unixepoch')")
+                .bind(seconds)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+            let at = format!("'{date}.{millis:03}'");
+            let now = AssertSqlSafe(format!("SELECT {}", NOW.replace("'now'", &at)));
+            let read: i64 = sqlx::query_scalar(now).fetch_one(&mut db).await.unwrap();
+            assert_eq!(read, seconds * 1_000_000 + millis * 1000, "{at}");
+        }
     }
 }
