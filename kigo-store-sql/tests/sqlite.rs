@@ -1,6 +1,8 @@
 //! The SQLite store (the embedded default): the conformance suite, the fleet scenarios, replicas
 //! as separate processes sharing one file, and a busy database.
 
+#[path = "common/capture.rs"]
+mod capture;
 mod common;
 
 use std::collections::HashSet;
@@ -15,6 +17,8 @@ use kigo_core::{
     CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenKey, TokenSecret,
     TokenSource, TokenStore,
 };
+use kigo_store_sql::sqlx::SqlitePool;
+use kigo_store_sql::sqlx::sqlite::SqliteConnectOptions;
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::FakeSource;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -333,4 +337,41 @@ async fn a_schema_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A file that cannot switch to write-ahead logging (here: opened as immutable) still works,
+/// and the store says in its log that it runs without it.
+#[tokio::test]
+async fn a_file_without_write_ahead_logging_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.db");
+    // A file in the default rollback-journal mode, with a token, written on a pool of our own.
+    let options = SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let store = SqlStoreOptions::new()
+        .migrate_on_connect(true)
+        .with_pool(pool.clone())
+        .await
+        .unwrap();
+    let key = fresh_key();
+    let token = common::fleet::token("immutable");
+    common::fleet::commit_token(&store, &key, &token).await;
+    pool.close().await;
+
+    let log = capture::Log::new();
+    let _logging = tracing::subscriber::set_default(log.subscriber());
+    let url = format!("sqlite://{}?immutable=1", file.display());
+    let store = SqlStoreOptions::new().connect(&url).await.unwrap();
+    let loaded = store.load(&key).await.unwrap();
+    assert_eq!(
+        loaded.token().map(Token::fingerprint),
+        Some(token.fingerprint())
+    );
+    let text = log.text();
+    assert!(
+        text.contains("WARN") && text.contains("write-ahead logging") && text.contains("delete"),
+        "{text}"
+    );
 }

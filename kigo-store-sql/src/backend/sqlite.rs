@@ -163,8 +163,10 @@ pub(crate) async fn use_wal(
         }
         .await;
         let error = match switched {
-            // "wal", or "memory" for an in-memory database (which has no other mode).
-            Ok(_) => return Ok(()),
+            Ok(mode) => {
+                journal_mode_chosen(&mode);
+                return Ok(());
+            }
             Err(error) => error,
         };
         let class = match &error {
@@ -175,6 +177,19 @@ pub(crate) async fn use_wal(
             return Err(class.into_store_error(error));
         }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+    }
+}
+
+/// SQLite answers the switch with the mode it is in: `wal`, or `memory` for an in-memory
+/// database (which has no other). Anything else (an immutable file, a file system without shared
+/// memory) works, but each write then locks readers out: say so.
+fn journal_mode_chosen(mode: &str) {
+    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+        tracing::warn!(
+            journal_mode = mode,
+            "the SQLite file did not switch to write-ahead logging: readers wait for every \
+             write, so replicas may see the store busy more often"
+        );
     }
 }
 
