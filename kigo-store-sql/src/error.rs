@@ -75,7 +75,7 @@ pub(crate) enum SqlError {
     )]
     NotAUrl,
     /// An option that the chosen database does not support.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "mysql", feature = "sqlite"))]
     #[error("{0}")]
     Unsupported(&'static str),
 }

@@ -11,7 +11,7 @@ pub(crate) const DEFAULT_TABLE: &str = "kigo_tokens";
 /// The suffix of the table that records the migrations applied to a token table.
 const TRACKING_SUFFIX: &str = "_migrations";
 
-/// PostgreSQL's identifier limit (NAMEDATALEN - 1), also the limit of a LISTEN channel name.
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
 
 /// A table or schema name that is not a plain identifier.
@@ -34,14 +34,13 @@ pub(crate) struct TableRef {
 }
 
 impl TableRef {
-    /// Checks `table` (and `schema`): each a plain identifier, short enough that the tracking
-    /// table's name and the notification channel stay within PostgreSQL's 63-byte limit.
+    /// Checks `table` (and `schema`): each a plain identifier within PostgreSQL's 63-byte
+    /// limit, the table short enough that its tracking table's name stays within it too.
     pub(crate) fn new(schema: Option<&str>, table: &str) -> Result<Self, InvalidName> {
         let table_max = MAX_IDENTIFIER - TRACKING_SUFFIX.len();
         check("table", table, table_max)?;
         if let Some(schema) = schema {
-            let schema_max = MAX_IDENTIFIER.saturating_sub(table.len() + 1);
-            check("schema", schema, schema_max)?;
+            check("schema", schema, MAX_IDENTIFIER)?;
         }
         Ok(Self {
             schema: schema.map(str::to_owned),
@@ -55,7 +54,6 @@ impl TableRef {
     }
 
     /// The unquoted table name.
-    #[cfg(any(feature = "mysql", feature = "sqlite"))]
     pub(crate) fn table(&self) -> &str {
         &self.table
     }
@@ -150,6 +148,7 @@ mod tests {
         }
         assert!(TableRef::new(None, &"t".repeat(53)).is_err());
         assert!(TableRef::new(None, &"t".repeat(52)).is_ok());
-        assert!(TableRef::new(Some(&"s".repeat(40)), &"t".repeat(40)).is_err());
+        assert!(TableRef::new(Some(&"s".repeat(63)), &"t".repeat(52)).is_ok());
+        assert!(TableRef::new(Some(&"s".repeat(64)), "tokens").is_err());
     }
 }

@@ -94,6 +94,7 @@ pub struct SqlStoreOptions {
     acquire_timeout: Duration,
     busy_timeout: Duration,
     statement_timeout: Duration,
+    listen_url: Option<String>,
 }
 
 impl fmt::Debug for SqlStoreOptions {
@@ -107,6 +108,10 @@ impl fmt::Debug for SqlStoreOptions {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "listen_url",
+                &self.listen_url.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -122,6 +127,7 @@ impl Default for SqlStoreOptions {
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            listen_url: None,
         }
     }
 }
@@ -204,6 +210,16 @@ impl SqlStoreOptions {
         self
     }
 
+    /// PostgreSQL only: the server the connection that listens for change notices goes to
+    /// (default: the pool's). `LISTEN` needs a session of its own on the server, which a pooler
+    /// in transaction mode (PgBouncer) does not give: with the store's pool behind one, give the
+    /// server's direct URL here. Like the store's URL, it never appears in errors or logs.
+    #[must_use]
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
     /// Builds a store on a new pool for `url`: `postgres://` (or `postgresql://`), `mysql://`
     /// (or `mariadb://`), or `sqlite:` (the file is created if missing, in WAL mode).
     ///
@@ -220,7 +236,7 @@ impl SqlStoreOptions {
         let pool = pool.into();
         let table = TableRef::new(self.schema.as_deref(), &self.table)
             .map_err(|error| StoreError::misconfigured(CONFIG_HINT, SqlError::from(error)))?;
-        let backend = backend(pool.clone(), table.clone())?;
+        let backend = self.backend(pool.clone(), table.clone())?;
         let store = SqlStore::new(backend, pool, self.codec, table, self.statement_timeout);
         if self.migrate {
             store.migrate().await?;
@@ -295,6 +311,42 @@ impl SqlStoreOptions {
         }
     }
 
+    /// The backend of `pool`'s database for `table`.
+    fn backend(&self, pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {
+        #[cfg(any(feature = "mysql", feature = "sqlite"))]
+        if self.listen_url.is_some() && pool.kind() != BackendKind::Postgres {
+            return Err(unsupported(
+                "only PostgreSQL sends change notices: leave `listen_url` unset",
+            ));
+        }
+        match pool {
+            #[cfg(feature = "postgres")]
+            SqlPool::Postgres(pool) => {
+                let options = self
+                    .listen_url
+                    .as_deref()
+                    .map(str::parse::<sqlx::postgres::PgConnectOptions>)
+                    .transpose()
+                    .map_err(|error| Class::Config.into_store_error(error))?;
+                let listen = crate::backend::postgres::Listen {
+                    options,
+                    acquire_timeout: self.acquire_timeout,
+                };
+                let backend = crate::backend::postgres::backend(pool, table, listen);
+                Ok(Box::new(backend))
+            }
+            #[cfg(feature = "mysql")]
+            SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::backend(pool, table))),
+            #[cfg(feature = "sqlite")]
+            SqlPool::Sqlite(pool) => {
+                if table.schema().is_some() {
+                    return Err(unsupported("SQLite has no schemas: leave `schema` unset"));
+                }
+                Ok(Box::new(crate::backend::sqlite::backend(pool, table)))
+            }
+        }
+    }
+
     /// A pool on an SQLite file shared by processes: created if missing, in write-ahead-log
     /// mode (readers never wait for the writer), with a busy timeout for the write lock.
     #[cfg(feature = "sqlite")]
@@ -330,21 +382,8 @@ fn scheme(url: &str) -> Option<String> {
     valid.then(|| scheme.to_ascii_lowercase())
 }
 
-fn backend(pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {
-    match pool {
-        #[cfg(feature = "postgres")]
-        SqlPool::Postgres(pool) => Ok(Box::new(crate::backend::postgres::backend(pool, table))),
-        #[cfg(feature = "mysql")]
-        SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::backend(pool, table))),
-        #[cfg(feature = "sqlite")]
-        SqlPool::Sqlite(pool) => {
-            if table.schema().is_some() {
-                return Err(StoreError::misconfigured(
-                    CONFIG_HINT,
-                    SqlError::Unsupported("SQLite has no schemas: leave `schema` unset"),
-                ));
-            }
-            Ok(Box::new(crate::backend::sqlite::backend(pool, table)))
-        }
-    }
+/// An option that the database of the pool does not support.
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+fn unsupported(what: &'static str) -> StoreError {
+    StoreError::misconfigured(CONFIG_HINT, SqlError::Unsupported(what))
 }

@@ -2,6 +2,8 @@
 //! server can have: connections terminated mid-statement, the server stopped during traffic, a
 //! lost notification, and refreshes cancelled while a statement runs.
 
+#[path = "common/capture.rs"]
+mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
@@ -19,7 +21,7 @@ use kigo_core::{
     Error, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenStore,
 };
 use kigo_store_sql::sqlx::{PgPool, Postgres, Transaction};
-use kigo_store_sql::{BackendKind, SqlPool, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::FakeSource;
 use kigo_testkit::services::postgres;
 use tokio::task::JoinHandle;
@@ -438,16 +440,111 @@ async fn schema_of_its_own_with_its_own_notifications() {
     .await;
     assert_eq!(heard, key);
     // The default table's channel heard nothing of the schema's commits.
-    let leaked = tokio::time::timeout(Duration::from_millis(300), async {
-        while let Some(notice) = default_feed.next().await {
-            if notice.key == key {
-                return notice;
+    assert!(!hears_before_the_next_commit(&mut default_feed, &key, harness.admin()).await);
+}
+
+/// Stores on tables of one name in different schemas, chosen by `search_path`, keep apart: each
+/// migrates a table of its own, and hears the notices of its own table only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_path_schemas_keep_their_notifications_apart() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let on = async |schema: &str| {
+        harness.execute(&format!("CREATE SCHEMA {schema}")).await;
+        let url = format!("{}?options[search_path]={schema}", harness.url());
+        let store = SqlStoreOptions::new()
+            .migrate_on_connect(true)
+            .connect(&url)
+            .await
+            .unwrap();
+        let table = format!("{schema}.kigo_tokens");
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&table)
+            .fetch_one(&pg(&harness))
+            .await
+            .unwrap();
+        assert!(exists, "{table}");
+        let feed = store.changes().expect("PostgreSQL notifies");
+        (store, feed)
+    };
+    let (a, mut a_feed) = on("team_a").await;
+    let (b, mut b_feed) = on("team_b").await;
+    for (store, feed) in [(&a, &mut a_feed), (&b, &mut b_feed)] {
+        let key = fresh_key();
+        let own = token("own");
+        let heard = notice_of(feed, || commit_token(store, &key, &own)).await;
+        assert_eq!(heard, key);
+    }
+    let key = fresh_key();
+    commit_token(&b, &key, &token("b")).await;
+    assert!(!hears_before_the_next_commit(&mut a_feed, &key, &a).await);
+}
+
+/// Whether `feed` delivers a notice of `key` (already committed elsewhere) before the notice of
+/// a commit through `store` made now. Notices arrive in commit order, so a feed that delivers
+/// the later commit's notice first never delivers one of `key`.
+async fn hears_before_the_next_commit(
+    feed: &mut kigo_core::store::ChangeFeed,
+    key: &TokenKey,
+    store: &SqlStore,
+) -> bool {
+    let marker = fresh_key();
+    commit_token(store, &marker, &token("marker")).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let notice = feed.next().await.expect("the feed ended");
+            if notice.key == *key {
+                return true;
+            }
+            if notice.key == marker {
+                return false;
             }
         }
-        std::future::pending().await
     })
-    .await;
-    assert!(leaked.is_err(), "{leaked:?}");
+    .await
+    .expect("the later commit's notice within 10 s")
+}
+
+/// A store whose pool cannot listen (here: a server that is not there, standing in for a
+/// pooler in transaction mode) hears change notices through its listen URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_come_through_the_listen_url() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let port = kigo_testkit::services::free_port().unwrap();
+    let store = SqlStoreOptions::new()
+        .listen_url(harness.url())
+        .connect(&format!("postgres://postgres@127.0.0.1:{port}/pooler"))
+        .await
+        .unwrap();
+    let mut feed = store.changes().expect("PostgreSQL notifies");
+    let key = fresh_key();
+    let listened = token("listened");
+    let heard = notice_of(&mut feed, || commit_token(harness.admin(), &key, &listened)).await;
+    assert_eq!(heard, key);
+}
+
+/// When the listening connection cannot be made, the feed ends and the store says so in its
+/// log, without the password of the listen URL.
+#[tokio::test]
+async fn a_failed_listener_is_logged_without_its_password() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let port = kigo_testkit::services::free_port().unwrap();
+    let log = capture::Log::new();
+    let _logging = tracing::subscriber::set_default(log.subscriber());
+    let store = SqlStoreOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .listen_url(format!("postgres://kigo:pa55-secret@127.0.0.1:{port}/kigo"))
+        .connect(harness.url())
+        .await
+        .unwrap();
+    let mut feed = store.changes().expect("PostgreSQL notifies");
+    let next = tokio::time::timeout(Duration::from_secs(10), feed.next()).await;
+    assert!(next.expect("the feed ends").is_none());
+    let text = log.text();
+    assert!(
+        text.contains("WARN") && text.contains("cannot listen for PostgreSQL change notices"),
+        "{text}"
+    );
+    assert!(!text.contains("pa55-secret"));
 }
 
 /// Runs `commit` until `feed` delivers a notice (a new feed subscribes in the background);

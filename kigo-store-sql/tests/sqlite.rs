@@ -318,24 +318,32 @@ async fn many_stores_open_a_new_file_at_once() {
     }
 }
 
-/// SQLite has no schemas: a store asked for one says so instead of ignoring it.
+/// Options SQLite has no use for (a schema, a listen URL for change notices) are refused, not
+/// ignored.
 #[tokio::test]
-async fn a_schema_is_refused() {
+async fn options_of_other_databases_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let error = SqlStoreOptions::new()
-        .schema("auth")
-        .sqlite(dir.path().join("tokens.db"))
-        .await
-        .unwrap_err();
-    match error {
-        StoreError::Misconfigured { .. } => {
-            let shown = std::error::Error::source(&error).map(ToString::to_string);
-            assert!(
-                shown.is_some_and(|text| text.contains("SQLite has no schemas")),
-                "{error:?}"
-            );
-        }
-        other => panic!("{other:?}"),
+    let file = dir.path().join("tokens.db");
+    for (options, refusal) in [
+        (
+            SqlStoreOptions::new().schema("auth"),
+            "SQLite has no schemas",
+        ),
+        (
+            SqlStoreOptions::new().listen_url("postgres://kigo@db/app"),
+            "only PostgreSQL sends change notices",
+        ),
+    ] {
+        let error = options.sqlite(&file).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Misconfigured { .. }),
+            "{error:?}"
+        );
+        let shown = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(
+            shown.is_some_and(|text| text.contains(refusal)),
+            "{error:?}"
+        );
     }
 }
 

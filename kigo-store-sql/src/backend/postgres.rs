@@ -1,7 +1,9 @@
 //! PostgreSQL: leases timed by `clock_timestamp()`, notifications by `pg_notify` in the
 //! committing statement, received with a [`PgListener`] on a connection of its own.
 
+use std::fmt;
 use std::future::ready;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -10,7 +12,7 @@ use kigo_core::TokenKey;
 use kigo_core::store::{ChangeFeed, ChangeNotice};
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::runner::Runner;
 use super::standard::{Dialect, Standard};
@@ -55,12 +57,12 @@ const TEMPLATES: Templates = Templates {
                   WHERE token_key = $1 AND lease_holder = $2 AND fence = $3
                     AND generation < $3 AND lease_until > {now}
               RETURNING token_key)
-             SELECT token_key, pg_notify('{channel}', token_key) FROM committed",
+             SELECT token_key, pg_notify({channel}, token_key) FROM committed",
     invalidate: "WITH removed AS (
                      UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
                       WHERE token_key = $1 AND fingerprint = $2
                   RETURNING token_key)
-                 SELECT token_key, pg_notify('{channel}', token_key) FROM removed",
+                 SELECT token_key, pg_notify({channel}, token_key) FROM removed",
     set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until)
                    VALUES ($1, $2, {now} + $3::FLOAT8 * INTERVAL '1 microsecond')
                    ON CONFLICT (token_key) DO UPDATE
@@ -68,15 +70,51 @@ const TEMPLATES: Templates = Templates {
 };
 
 /// The store's operations on PostgreSQL.
-pub(crate) fn backend(pool: PgPool, table: TableRef) -> Standard<PostgreSql> {
-    let channel = table.name();
-    // The channel is `schema.table` of checked identifiers: safe in a string literal.
+pub(crate) fn backend(pool: PgPool, table: TableRef, listen: Listen) -> Standard<PostgreSql> {
+    let channel = channel(&table);
     let extra = [("{channel}", channel.as_str())];
     let statements = Statements::render(&TEMPLATES, &table, BackendKind::Postgres, &extra);
     Standard {
-        dialect: PostgreSql { table, channel },
+        dialect: PostgreSql {
+            table,
+            channel,
+            listen,
+        },
         runner: Runner::new(pool),
         statements,
+    }
+}
+
+/// The notification channel of `table`, as an SQL expression: `kigo_` and the MD5 of the
+/// table's schema-qualified name, the schema of an unqualified table being the session's
+/// `current_schema()` (where the migrations created it). Stores on tables of one name in
+/// different schemas (through `search_path`) never hear each other, and the name stays within a
+/// channel's 63 bytes however long the names are. The names are checked identifiers: safe in
+/// string literals.
+fn channel(table: &TableRef) -> String {
+    let schema = table.schema().map_or_else(
+        || "COALESCE(current_schema(), '')".to_owned(),
+        |schema| format!("'{schema}'"),
+    );
+    format!("('kigo_' || md5({schema} || '.{}'))", table.table())
+}
+
+/// Where the connection that listens for change notices goes.
+#[derive(Clone)]
+pub(crate) struct Listen {
+    /// A server of its own (behind a pooler that cannot `LISTEN`), else the pool's.
+    pub(crate) options: Option<PgConnectOptions>,
+    /// How long to wait for that connection.
+    pub(crate) acquire_timeout: Duration,
+}
+
+impl fmt::Debug for Listen {
+    /// Whether the listener has a URL of its own, not the URL: it may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listen")
+            .field("own_url", &self.options.is_some())
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
     }
 }
 
@@ -85,7 +123,9 @@ pub(crate) fn backend(pool: PgPool, table: TableRef) -> Standard<PostgreSql> {
 #[derive(Debug)]
 pub(crate) struct PostgreSql {
     table: TableRef,
+    /// The channel, as an SQL expression (see [`channel`]).
     channel: String,
+    listen: Listen,
 }
 
 #[async_trait]
@@ -115,7 +155,7 @@ impl Dialect for PostgreSql {
     async fn migrate(&self, runner: &Runner<sqlx::Postgres>) -> Result<(), MigrateError> {
         let mut tx = runner.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock_key(&self.channel))
+            .bind(lock_key(&self.table.name()))
             .execute(&mut *tx)
             .await?;
         migrate::apply(&mut *tx, MIGRATIONS, &self.table, BackendKind::Postgres).await?;
@@ -123,29 +163,52 @@ impl Dialect for PostgreSql {
         Ok(())
     }
 
+    /// Notices from a `PgListener` on a connection of its own (a pool of one, so that it never
+    /// takes a connection the statements need). The feed ends when that connection cannot be
+    /// made or is lost, after a warning: notices sent meanwhile are gone, and the manager polls
+    /// until it has subscribed again.
     fn changes(&self, runner: &Runner<sqlx::Postgres>) -> Option<ChangeFeed> {
-        let options = runner.pool.connect_options();
-        let channel = self.channel.clone();
+        let options = self
+            .listen
+            .options
+            .clone()
+            .unwrap_or_else(|| (*runner.pool.connect_options()).clone());
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.listen.acquire_timeout)
+            .connect_lazy_with(options);
+        let channel = sqlx::AssertSqlSafe(format!("SELECT {}", self.channel));
+        let table = self.table.name();
         let listening = async move {
-            // A pool of one for the listener, so that it never takes a connection the store's
-            // statements need.
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with((*options).clone());
-            let mut listener = PgListener::connect_with(&pool).await.ok()?;
-            listener.eager_reconnect(false);
-            listener.listen(&channel).await.ok()?;
-            Some(listener)
+            let subscribed = async {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.eager_reconnect(false);
+                let channel: String = sqlx::query_scalar(channel).fetch_one(&mut listener).await?;
+                listener.listen(&channel).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            subscribed
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, %table, "cannot listen for PostgreSQL change notices; waiters poll");
+                })
+                .ok()
+                .map(|listener| (listener, table))
         };
         let feed = stream::once(listening)
             .filter_map(ready)
-            .flat_map(|listener| {
-                // Ends when the connection is lost: notices sent meanwhile are gone, and the
-                // manager polls until it has subscribed again.
-                stream::unfold(listener, |mut listener| async move {
+            .flat_map(|listening| {
+                stream::unfold(listening, |(mut listener, table)| async move {
                     match listener.try_recv().await {
-                        Ok(Some(notification)) => Some((notification, listener)),
-                        Ok(None) | Err(_) => None,
+                        Ok(Some(notification)) => Some((notification, (listener, table))),
+                        Ok(None) => {
+                            tracing::warn!(%table, "lost the connection listening for PostgreSQL change notices; waiters poll");
+                            None
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, %table, "lost the connection listening for PostgreSQL change notices; waiters poll");
+                            None
+                        }
                     }
                 })
             })
@@ -157,9 +220,9 @@ impl Dialect for PostgreSql {
     }
 }
 
-/// The advisory lock key of a table's migrations: FNV-1a of its channel name.
-fn lock_key(channel: &str) -> i64 {
-    let hash = format!("kigo-store-sql migrate {channel}")
+/// The advisory lock key of a table's migrations: FNV-1a of its name.
+fn lock_key(table: &str) -> i64 {
+    let hash = format!("kigo-store-sql migrate {table}")
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
