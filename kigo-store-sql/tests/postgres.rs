@@ -11,7 +11,7 @@ mod servers;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fleet::{commit_token, fresh_key, replica, token};
+use common::fleet::{commit_token, fresh_key, holds_no_connection, replica, token};
 use common::harness::SqlHarness;
 use common::tripwire::{Op, Tripwire};
 use futures_util::StreamExt;
@@ -134,11 +134,12 @@ async fn advisory_locks(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
-/// A replica (with its source) whose store stops before its `nth` call of `op`, and a caller
-/// waiting for the token of `key` on it.
+/// A replica (with its source) whose store, allowed one connection, stops before its `nth` call
+/// of `op`, and a caller waiting for the token of `key` on it.
 struct Stopped {
     source: FakeSource,
     manager: TokenManager,
+    store: SqlStore,
     wire: Tripwire,
     caller: JoinHandle<Result<Fingerprint, Error>>,
 }
@@ -151,7 +152,9 @@ impl Stopped {
         (op, nth): (Op, u64),
         tune: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
     ) -> Self {
-        let wire = Tripwire::new(Arc::new(harness.store().await), op, nth);
+        let options = SqlStoreOptions::new().max_connections(1);
+        let store = harness.store_with(options).await;
+        let wire = Tripwire::new(Arc::new(store.clone()), op, nth);
         let manager = tune(replica(Arc::new(source.clone()), Arc::new(wire.clone())))
             .build()
             .unwrap();
@@ -161,6 +164,7 @@ impl Stopped {
         Self {
             source,
             manager,
+            store,
             wire,
             caller,
         }
@@ -366,7 +370,10 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             let cancel = async |_| stopped.manager.shutdown().await;
             stopped.stuck_in_server(&admin, cancel).await;
         } else {
-            stopped.source.wait_for_calls(1).await;
+            tokio::time::timeout(Duration::from_secs(10), stopped.source.wait_for_calls(1))
+                .await
+                .expect("the replica calls its token source");
+            holds_no_connection(&harness, &stopped.store, &key).await;
             stopped.manager.shutdown().await;
         }
         let cancelled_at = Instant::now();

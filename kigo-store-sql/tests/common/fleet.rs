@@ -1,6 +1,7 @@
 //! Fleet scenarios every backend runs: managers as replicas on real databases, each replica
-//! with a store (and pool) of its own. Creations are counted at a [`FakeSource`] shared by the
-//! replicas (the mock Kigo HTTP server is being written in parallel, with kigo-http).
+//! with a store (and pool) of its own. Creations are counted at the mock Kigo server (through
+//! kigo-http's token source), or at a [`FakeSource`] shared by the replicas where a scenario
+//! needs to steer the source.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -8,13 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use kigo_core::codec::{CorruptEntry, EncryptionKey, EntryCodec};
-use kigo_core::runtime::{AsyncSleep, RuntimeEnv, TimeSource, TokioSleep};
+use kigo_core::runtime::{AsyncSleep, RuntimeEnv, Sleep, TimeSource};
 use kigo_core::store::{CommitOutcome, Entry, HolderId, LeaseAttempt};
 use kigo_core::{
     CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
     StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
 };
-use kigo_store_sql::{BackendKind, SqlPool, SqlStoreOptions};
+use kigo_http::{ApiKey, Credentials, KigoApi};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_testkit::mock::{Endpoint, Fault, MockKigo};
 use kigo_testkit::{FakeSource, ManualClock};
 use tokio::task::JoinSet;
 
@@ -63,17 +66,20 @@ pub(crate) async fn store_expired_token(store: &dyn TokenStore, key: &TokenKey) 
     assert!(matches!(loaded.entry, Entry::Absent), "{:?}", loaded.entry);
 }
 
-/// 16 replicas with 64 concurrent callers each, the stored token expired: exactly one creation,
-/// and every caller gets that token.
+/// 16 replicas with 64 concurrent callers each, the stored token expired: exactly one creation
+/// at the mock Kigo server, and every caller gets that token. Each replica has its own store
+/// (pool) and its own kigo-http client.
 pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
-    let key = fresh_key();
-    store_expired_token(harness.admin(), &key).await;
+    let mock = MockKigo::start().await.unwrap();
     // Latency widens the window in which the other replicas find the lease held.
-    let source = FakeSource::new().with_latency(Duration::from_millis(200), Arc::new(TokioSleep));
+    let latency = Fault::Latency(Duration::from_millis(200));
+    mock.inject_always(Endpoint::PartnerSession, Some(latency));
+    let key = mock.partner_key();
+    store_expired_token(harness.admin(), &key).await;
     let mut managers = Vec::new();
     for index in 0..16 {
         let store = Arc::new(harness.store().await);
-        let manager = replica(Arc::new(source.clone()), store)
+        let manager = replica(Arc::new(kigo_api(&mock).partner_source()), store)
             .replica_name(format!("replica-{index}"))
             .build()
             .unwrap();
@@ -97,7 +103,13 @@ pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
         served += 1;
     }
     assert_eq!(served, 16 * 64);
-    assert_eq!(source.creations(), 1, "creations at the source");
+    let counters = mock.counters();
+    assert_eq!(
+        counters.creations_for(&key),
+        1,
+        "creations at the mock Kigo server"
+    );
+    assert_eq!(counters.requests_to(Endpoint::PartnerSession), 1);
     assert_eq!(fingerprints.len(), 1, "every caller gets the one token");
     let created: u64 = managers
         .iter()
@@ -111,6 +123,81 @@ pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
     );
     for manager in &managers {
         manager.shutdown().await;
+    }
+}
+
+/// A kigo-http API client for `mock`, as a replica would build it.
+fn kigo_api(mock: &MockKigo) -> KigoApi {
+    let key = ApiKey::new(mock.api_key()).unwrap();
+    let credentials = Credentials::new(key, mock.partner_id().clone(), mock.base_url()).unwrap();
+    KigoApi::builder(credentials).build().unwrap()
+}
+
+/// While a replica waits for its token source, the store holds no connection: every connection
+/// of its pool is idle, no session of the database has a transaction open, and the store,
+/// allowed one connection, still answers a load at once. Then the creation completes on it.
+pub(crate) async fn no_connection_is_held_while_creating(harness: &SqlHarness) {
+    let key = fresh_key();
+    let gate = Gate::default();
+    let source = FakeSource::new().with_latency(Duration::from_secs(1), Arc::new(gate.clone()));
+    let store = harness
+        .store_with(SqlStoreOptions::new().max_connections(1))
+        .await;
+    let manager = replica(Arc::new(source.clone()), Arc::new(store.clone()))
+        .build()
+        .unwrap();
+    let handle = manager.handle(key.clone());
+    let caller = tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
+    tokio::time::timeout(Duration::from_secs(10), source.wait_for_calls(1))
+        .await
+        .expect("the replica calls its token source");
+    holds_no_connection(harness, &store, &key).await;
+    gate.open();
+    let created = caller.await.unwrap().unwrap();
+    let stored = store.load(&key).await.unwrap();
+    assert_eq!(stored.token().map(Token::fingerprint), Some(created));
+    manager.shutdown().await;
+}
+
+/// Asserts that `store` (a pool of one connection) holds no connection now: its pool's
+/// connections are all idle (sqlx returns a connection after a ping, so within a moment), no
+/// session of the database is in a transaction, and a load of `key` answers within a second (a
+/// held connection would keep it waiting for the pool).
+pub(crate) async fn holds_no_connection(harness: &SqlHarness, store: &SqlStore, key: &TokenKey) {
+    let in_use = || match store.pool() {
+        SqlPool::Postgres(pool) => pool.size() as usize - pool.num_idle(),
+        SqlPool::MySql(pool) => pool.size() as usize - pool.num_idle(),
+        SqlPool::Sqlite(pool) => pool.size() as usize - pool.num_idle(),
+        _ => unreachable!("every database feature is on in the tests"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while in_use() > 0 {
+        assert!(Instant::now() < deadline, "a connection stays in use");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(harness.open_transactions().await, 0, "open transactions");
+    tokio::time::timeout(Duration::from_secs(1), store.load(key))
+        .await
+        .expect("a load within 1 s")
+        .unwrap();
+}
+
+/// A sleeper whose sleeps end only once the test opens it: a token source stopped mid-call.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    pub(crate) fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl AsyncSleep for Gate {
+    fn sleep(&self, _: Duration) -> Sleep {
+        let mut open = self.0.subscribe();
+        Box::pin(async move {
+            let _ = open.wait_for(|open| *open).await;
+        })
     }
 }
 
@@ -584,6 +671,7 @@ macro_rules! fleet_tests {
     ($kind:expr) => {
         $crate::common::fleet::fleet_tests!(@each $kind;
             sixteen_replicas_create_once,
+            no_connection_is_held_while_creating,
             holder_dies_after_claiming,
             paused_holder_commit_is_rejected,
             skewed_replicas_renew_once,

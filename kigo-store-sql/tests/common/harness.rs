@@ -55,15 +55,15 @@ impl SqlHarness {
         }
     }
 
-    /// A new store on the database (a replica's own pool).
+    /// A new store on the database (a replica's own pool, of up to 4 connections).
     pub(crate) async fn store(&self) -> SqlStore {
-        self.store_with(SqlStoreOptions::new()).await
+        self.store_with(SqlStoreOptions::new().max_connections(4))
+            .await
     }
 
     /// A new store on the database with `options`.
     pub(crate) async fn store_with(&self, options: SqlStoreOptions) -> SqlStore {
         options
-            .max_connections(4)
             .connect(&self.url)
             .await
             .unwrap_or_else(|error| panic!("store: {error:?}"))
@@ -110,6 +110,34 @@ impl SqlHarness {
             _ => unreachable!("every database feature is on in the tests"),
         };
         done.unwrap_or_else(|error| panic!("{statement}: {error}", statement = statement().0))
+    }
+
+    /// How many sessions on the database, other than the one asking, are inside a transaction
+    /// (as a statement runs, or a connection holds one open). Always 0 on SQLite, where a
+    /// transaction is not visible to other connections.
+    pub(crate) async fn open_transactions(&self) -> i64 {
+        let counted = match self.admin.pool() {
+            SqlPool::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()
+                        AND xact_start IS NOT NULL",
+                )
+                .fetch_one(pool)
+                .await
+            }
+            SqlPool::MySql(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.innodb_trx AS t
+                       JOIN information_schema.processlist AS p ON p.id = t.trx_mysql_thread_id
+                      WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID()",
+                )
+                .fetch_one(pool)
+                .await
+            }
+            _ => Ok(0),
+        };
+        counted.unwrap_or_else(|error| panic!("open transactions: {error}"))
     }
 
     /// A store sealing entries with `codec`.
