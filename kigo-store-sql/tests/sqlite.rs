@@ -9,13 +9,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::fleet::{fresh_key, replica};
 use common::harness::SqlHarness;
 use kigo_core::{
-    CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenKey, TokenSecret,
-    TokenSource, TokenStore,
+    CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenHandle, TokenKey,
+    TokenSecret, TokenSource, TokenStore,
 };
 use kigo_store_sql::sqlx::SqlitePool;
 use kigo_store_sql::sqlx::sqlite::SqliteConnectOptions;
@@ -38,18 +39,24 @@ mod fleet {
 /// Set in the environment of the replica processes: the SQLite file they share.
 const REPLICA_FILE: &str = "KIGO_TEST_SQLITE_REPLICA_FILE";
 const PROCESSES: usize = 4;
-const ROUNDS: u64 = 4;
+/// What the replicas are told, round after round: the first round starts cold; in a `revoked`
+/// round each replica reports a 401 for the token it holds; in a `short` round too, and the new
+/// token lives [`SHORT_LIFETIME`]; in an `expiring` round nobody reports anything, and the
+/// replicas wait for that token to be renewed before it expires.
+const ROUNDS: [&str; 6] = ["cold", "revoked", "revoked", "revoked", "short", "expiring"];
 const CALLERS: usize = 64;
+/// The lifetime of the token of a `short` round: renewed after about 4 s.
+const SHORT_LIFETIME: Duration = Duration::from_secs(6);
 const THIS_TEST: &str = "replica_processes_create_once_per_renewal";
 /// What starts a replica's report line: `<creations so far> <fingerprint held>` follow.
 const REPORT: &str = "kigo-replica-report: ";
 
 /// Four replica processes (this test binary again, running this test as a replica) open one
-/// SQLite file with the one-line constructor, all at once. Round 1 starts cold; in each later
-/// round every replica reports a 401 for the token it holds (a revoked token seen by the whole
-/// fleet). Each round, 64 concurrent callers per process ask for a token: across the processes
-/// the token source is called once per round, and every process ends the round on the same new
-/// token.
+/// SQLite file with the one-line constructor, all at once. Round 1 starts cold; in the next
+/// rounds every replica reports a 401 for the token it holds (a revoked token seen by the whole
+/// fleet); in the last round the token expires (see [`ROUNDS`]). Each round, 64 concurrent
+/// callers per process ask for a token: across the processes the token source is called once
+/// per round, and every process ends the round on the same new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_processes_create_once_per_renewal() {
     if let Some(file) = std::env::var_os(REPLICA_FILE) {
@@ -61,9 +68,9 @@ async fn replica_processes_create_once_per_renewal() {
         .map(|_| ReplicaProcess::spawn(&file))
         .collect();
     let mut previous = None;
-    for round in 1..=ROUNDS {
+    for (round, command) in (1..).zip(ROUNDS) {
         for replica in &mut replicas {
-            replica.send("round").await;
+            replica.send(command).await;
         }
         let mut created = 0;
         let mut tokens = HashSet::new();
@@ -74,15 +81,15 @@ async fn replica_processes_create_once_per_renewal() {
         }
         assert_eq!(
             created, round,
-            "creations across the processes after round {round}"
+            "creations across the processes after round {round} ({command})"
         );
         assert_eq!(
             tokens.len(),
             1,
-            "round {round}: the processes hold different tokens"
+            "round {round} ({command}): the processes hold different tokens"
         );
         let token = tokens.into_iter().next();
-        assert_ne!(token, previous, "round {round} did not renew");
+        assert_ne!(token, previous, "round {round} ({command}) did not renew");
         previous = token;
     }
     for replica in replicas {
@@ -160,22 +167,30 @@ impl ReplicaProcess {
     }
 }
 
-/// The replica side: a manager on the shared file; per round, a 401 for the token it holds
-/// (from the second round on), then concurrent callers; reports on stdout.
+/// The replica side: a manager on the shared file; per round, a 401 for the token it holds or a
+/// wait for its renewal (see [`ROUNDS`]), then concurrent callers; reports on stdout.
 async fn replica_process(file: &Path) {
     let store = SqlStore::sqlite(file).await.unwrap();
     let source = FakeSource::new();
-    let manager = replica(Arc::new(ThisProcess(source.clone())), Arc::new(store))
-        .build()
-        .unwrap();
+    let this = ThisProcess {
+        source: source.clone(),
+        short: Arc::new(AtomicBool::new(false)),
+    };
+    let short = Arc::clone(&this.short);
+    let manager = replica(Arc::new(this), Arc::new(store)).build().unwrap();
     let handle = manager.handle(TokenKey::partner(PartnerId::new("processes").unwrap()));
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut held: Option<Fingerprint> = None;
     while let Some(command) = commands.next_line().await.unwrap() {
-        assert_eq!(command, "round");
-        if let Some(rejected) = held {
-            handle.invalidate(&rejected);
+        short.store(command == "short", Ordering::SeqCst);
+        match (command.as_str(), held) {
+            ("cold", None) => {}
+            ("revoked" | "short", Some(rejected)) => {
+                handle.invalidate(&rejected);
+            }
+            ("expiring", Some(expiring)) => renewed(&handle, expiring).await,
+            other => panic!("unexpected round {other:?}"),
         }
         let mut callers = JoinSet::new();
         for _ in 0..CALLERS {
@@ -200,23 +215,37 @@ async fn replica_process(file: &Path) {
     manager.shutdown().await;
 }
 
+/// Waits (with a deadline) until `handle` serves a token other than `expiring`, asking for one
+/// now and then as traffic would.
+async fn renewed(handle: &TokenHandle, expiring: Fingerprint) {
+    let deadline = Instant::now() + SHORT_LIFETIME * 2;
+    while handle.token().await.unwrap().fingerprint() == expiring {
+        assert!(Instant::now() < deadline, "the token was not renewed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A [`FakeSource`] whose tokens name this process: every fake counts from `fake-token-1`, and
 /// two processes must not create the same token (a replica never adopts the token it reported
-/// revoked).
+/// revoked). While `short` is set, its tokens live [`SHORT_LIFETIME`].
 #[derive(Debug)]
-struct ThisProcess(FakeSource);
+struct ThisProcess {
+    source: FakeSource,
+    short: Arc<AtomicBool>,
+}
 
 #[async_trait::async_trait]
 impl TokenSource for ThisProcess {
     async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
-        let token = self.0.create(request).await?;
+        let token = self.source.create(request).await?;
         let secret = format!("{}-of-{}", token.secret().expose(), std::process::id());
-        Token::new(
-            TokenSecret::new(secret),
-            token.issued_at(),
-            token.expires_at(),
-        )
-        .map_err(SourceError::permanent)
+        let expires_at = if self.short.load(Ordering::SeqCst) {
+            token.issued_at() + SHORT_LIFETIME
+        } else {
+            token.expires_at()
+        };
+        Token::new(TokenSecret::new(secret), token.issued_at(), expires_at)
+            .map_err(SourceError::permanent)
     }
 }
 
