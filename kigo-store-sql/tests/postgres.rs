@@ -20,7 +20,10 @@ use kigo_core::store::{HolderId, LeaseAttempt};
 use kigo_core::{
     Error, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenStore,
 };
-use kigo_store_sql::sqlx::{PgPool, Postgres, Transaction};
+use kigo_store_sql::sqlx::postgres::{PgConnectOptions, PgExecutor};
+use kigo_store_sql::sqlx::{
+    AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Transaction,
+};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::FakeSource;
 use kigo_testkit::services::postgres;
@@ -78,10 +81,10 @@ async fn blocked_statement(pool: &PgPool) -> i32 {
     }
 }
 
-async fn terminate(pool: &PgPool, pid: i32) {
+async fn terminate(admin: impl PgExecutor<'_>, pid: i32) {
     let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
-        .fetch_one(pool)
+        .fetch_one(admin)
         .await
         .unwrap();
     assert!(done);
@@ -278,22 +281,25 @@ async fn server_killed_and_restarted_during_traffic() {
     servers::killed_and_restarted_during_traffic(server).await;
 }
 
-/// A waiter whose LISTEN connection is terminated just before the holder's NOTIFY misses the
+/// A waiter whose LISTEN connection is terminated just before the holder's NOTIFY, and cannot
+/// come back until after it (the database takes no new connections meanwhile), misses the
 /// notice, and still gets the new token within one poll interval of the commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_notification_costs_at_most_one_poll_interval() {
     const POLL: Duration = Duration::from_secs(1);
     let harness = SqlHarness::new(BackendKind::Postgres).await;
-    let admin = pg(&harness);
+    // One connection each, open before the database shuts its door, and kept.
+    let mut admin = pg(&harness).acquire().await.unwrap();
+    let one_connection = || harness.store_with(SqlStoreOptions::new().max_connections(1));
     let key = fresh_key();
     let source = FakeSource::new();
-    let holder_store = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 1);
-    // Both replicas listen; neither subscribes again within a poll interval of losing its feed.
+    let holder_store = Tripwire::new(Arc::new(one_connection().await), Op::Commit, 1);
+    // Both replicas listen.
     let holder = replica(Arc::new(source.clone()), Arc::new(holder_store.clone()))
         .poll_interval(POLL)
         .build()
         .unwrap();
-    let waiter_store = Tripwire::new(Arc::new(harness.store().await), Op::Load, u64::MAX);
+    let waiter_store = Tripwire::new(Arc::new(one_connection().await), Op::Load, u64::MAX);
     let waiter = replica(Arc::new(source.clone()), Arc::new(waiter_store.clone()))
         .poll_interval(POLL)
         .build()
@@ -310,18 +316,18 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
             (token, Instant::now())
         }
     });
-    let listeners = || async {
+    let listeners = async |admin: &mut PgConnection| {
         sqlx::query_scalar::<_, i32>(
             "SELECT pid FROM pg_stat_activity
               WHERE datname = current_database() AND query LIKE 'LISTEN%'",
         )
-        .fetch_all(&admin)
+        .fetch_all(admin)
         .await
         .unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let listening = loop {
-        let pids = listeners().await;
+        let pids = listeners(&mut admin).await;
         if pids.len() == 2 {
             break pids;
         }
@@ -331,10 +337,12 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    // The stores keep the connections they have; the listeners cannot connect again.
+    allow_connections(&harness, false).await;
     for pid in listening {
-        terminate(&admin, pid).await;
+        terminate(&mut *admin, pid).await;
     }
-    while !listeners().await.is_empty() {
+    while !listeners(&mut admin).await.is_empty() {
         assert!(Instant::now() < deadline, "the listeners stayed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -342,6 +350,7 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
     let committed = holding.await.unwrap().unwrap();
     let committed_at = Instant::now();
     let (waited, finished) = waiting.await.unwrap();
+    allow_connections(&harness, true).await;
     assert_eq!(waited.unwrap(), committed);
     // The waiter's first read after the commit found the token: it missed no poll...
     let loads = waiter_store.loads();
@@ -357,6 +366,22 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
     assert_eq!(source.creations(), 1);
     holder.shutdown().await;
     waiter.shutdown().await;
+}
+
+/// Lets new connections into the harness's database, or keeps them out (those open stay), from
+/// the server's maintenance database (a database cannot shut out itself).
+async fn allow_connections(harness: &SqlHarness, allowed: bool) {
+    let test_db: PgConnectOptions = harness.url().parse().unwrap();
+    let database = test_db.get_database().unwrap().to_owned();
+    let mut maintenance = PgConnection::connect_with(&test_db.database("postgres"))
+        .await
+        .unwrap();
+    let statement = format!("ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allowed}");
+    sqlx::query(AssertSqlSafe(statement))
+        .execute(&mut maintenance)
+        .await
+        .unwrap();
+    maintenance.close().await.unwrap();
 }
 
 /// A refresh cancelled (its manager shut down) at each await point, with the store's statement
