@@ -11,7 +11,8 @@ use kigo_core::store::{
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 
-/// Wraps a store; while failing, every operation returns [`StoreError::Unavailable`].
+/// Wraps a store; while failing, every operation returns [`StoreError::Unavailable`]; while
+/// hanging, it never answers.
 ///
 /// Clones share the switches, so a test keeps one clone to flip them.
 #[derive(Debug, Clone)]
@@ -23,6 +24,7 @@ pub struct FaultyStore {
 #[derive(Debug, Default)]
 struct Switches {
     failing: AtomicBool,
+    hanging: AtomicBool,
     mute_changes: AtomicBool,
     calls: AtomicU64,
 }
@@ -46,6 +48,12 @@ impl FaultyStore {
         self.switches.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Makes every operation hang without an answer (or answer again), as a black-holed
+    /// connection would; calls already hanging stay so.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.switches.hanging.store(hanging, Ordering::SeqCst);
+    }
+
     /// Drops every change notice (or delivers them again), as a lost notification would.
     pub fn mute_changes(&self, mute: bool) {
         self.switches.mute_changes.store(mute, Ordering::SeqCst);
@@ -56,8 +64,12 @@ impl FaultyStore {
         self.switches.calls.load(Ordering::SeqCst)
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    async fn check(&self) -> Result<(), StoreError> {
         self.switches.calls.fetch_add(1, Ordering::SeqCst);
+        if self.switches.hanging.load(Ordering::SeqCst) {
+            // A store that accepted the request and never answers (a network black hole).
+            std::future::pending::<()>().await;
+        }
         if self.switches.failing.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable(InjectedFault));
         }
@@ -68,7 +80,7 @@ impl FaultyStore {
 #[async_trait]
 impl TokenStore for FaultyStore {
     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.store.load(key).await
     }
 
@@ -78,17 +90,17 @@ impl TokenStore for FaultyStore {
         holder: &HolderId,
         ttl: Duration,
     ) -> Result<LeaseAttempt, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.store.acquire_lease(key, holder, ttl).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.store.release_lease(lease).await
     }
 
     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.store.commit(lease, token).await
     }
 
@@ -97,12 +109,12 @@ impl TokenStore for FaultyStore {
         key: &TokenKey,
         fingerprint: &Fingerprint,
     ) -> Result<InvalidateOutcome, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.store.invalidate(key, fingerprint).await
     }
 
     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.store.set_cooldown(key, duration).await
     }
 
