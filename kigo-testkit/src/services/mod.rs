@@ -11,7 +11,9 @@
 //! a server.
 
 mod process;
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
 pub mod redis_cluster;
 
 pub use process::{LocalServer, ServerSpec};
