@@ -85,13 +85,22 @@ return {value, foreign, stored_generation(), redis.call('PTTL', cooldown)}
 
 /// `acquire_lease`, ARGV `holder, ttl ms, retention ms`: `{1, fence}` if granted, `{0, PTTL}` if
 /// held. A value without a TTL (or of another type) under the lease key is no lease: replaced.
+///
+/// Running it twice is harmless: a lease already granted to `holder` is reported granted again,
+/// with its fence. So a request whose reply was lost (which the cluster client even sends again
+/// by itself) is settled by running it again.
 pub(crate) static ACQUIRE: LazyLock<Script> = script!(
     r#"
 local refused = denied({{'PTTL', lease}, {'GET', lease}, {'DEL', lease}, {'INCR', fence},
   {'PEXPIRE', fence, '1'}, {'SET', lease, '1'}})
 if refused then return refused end
 local left = redis.call('PTTL', lease)
-if left > 0 and read_string(lease) then return {0, left} end
+local current = read_string(lease)
+if left > 0 and current then
+  local granted, holder = string.match(current, '^(%d+):(.*)$')
+  if holder == ARGV[1] then return {1, tonumber(granted)} end
+  return {0, left}
+end
 if left ~= -2 then redis.call('DEL', lease) end
 local generation = stored_generation()
 local granted = redis.pcall('INCR', fence)
@@ -102,15 +111,6 @@ end
 redis.call('PEXPIRE', fence, ARGV[3])
 redis.call('SET', lease, granted .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
 return {1, granted}
-"#
-);
-
-/// Reads the lease after an ambiguous `acquire_lease`: `{value or false, PTTL}`.
-pub(crate) static PROBE_LEASE: LazyLock<Script> = script!(
-    r#"
-local refused = denied({{'GET', lease}, {'PTTL', lease}})
-if refused then return refused end
-return {read_string(lease) or false, redis.call('PTTL', lease)}
 "#
 );
 
@@ -129,11 +129,17 @@ return 0
 
 /// `commit`, ARGV `lease value, fence, entry, expiry (Unix ms), fingerprint, channel, storage
 /// id, retention ms`: 1 if committed, 0 if the lease is not held or the fence is not newer.
+///
+/// Running it twice is harmless: when the stored generation and fingerprint are already this
+/// commit's, it reports the commit again. So a commit whose reply was lost is settled by
+/// running it again.
 pub(crate) static COMMIT: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'GET', lease}, {'SET', token, '1'}, {'TYPE', state}, {'HSET', state, 'f', '1'},
-  {'PEXPIRE', state, '1'}, {'DEL', lease, cooldown}, {'PUBLISH', ARGV[6], '1'}})
+local refused = denied({{'HGET', state, 'gen'}, {'GET', lease}, {'SET', token, '1'}, {'TYPE', state},
+  {'HSET', state, 'f', '1'}, {'PEXPIRE', state, '1'}, {'DEL', lease, cooldown},
+  {'PUBLISH', ARGV[6], '1'}})
 if refused then return refused end
+if stored_generation() == tonumber(ARGV[2]) and stored_fingerprint() == ARGV[5] then return 1 end
 if read_string(lease) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) <= stored_generation() then return 0 end
 reset_foreign_state()
@@ -143,15 +149,6 @@ redis.call('PEXPIRE', state, ARGV[8])
 redis.call('DEL', lease, cooldown)
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
-"#
-);
-
-/// Reads what decides an ambiguous `commit`: `{fingerprint or false, generation, lease or false}`.
-pub(crate) static PROBE_COMMIT: LazyLock<Script> = script!(
-    r#"
-local refused = denied({{'HGET', state, 'fp'}, {'GET', lease}})
-if refused then return refused end
-return {stored_fingerprint(), stored_generation(), read_string(lease) or false}
 "#
 );
 

@@ -85,7 +85,9 @@ impl RedisStore {
         self.inner.connection.run(invocation).await
     }
 
-    /// Runs a script whose repetition is harmless, once more if the first result is unknown.
+    /// Runs a script, once more if the first result is unknown (the connection dropped or timed
+    /// out after the script may have run): every script of the store reports the same result
+    /// when run again.
     async fn run_idempotent<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
@@ -99,37 +101,6 @@ impl RedisStore {
         }
     }
 
-    /// After an acquire whose result is unknown: the lease tells whether it was granted.
-    async fn settle_acquire(
-        &self,
-        key: &TokenKey,
-        holder: &HolderId,
-        acquire: &ScriptInvocation<'_>,
-        error: redis::RedisError,
-    ) -> Result<LeaseAttempt, StoreError> {
-        tracing::debug!(%error, "acquire result unknown; reading the lease");
-        let probe = self.invocation(&scripts::PROBE_LEASE, key);
-        let (value, left): (Option<String>, i64) = match self.run(&probe).await {
-            Ok(found) => found,
-            Err(_) => return Err(store_error(error)),
-        };
-        if let Some((fence, found)) = value.as_deref().and_then(parse_lease)
-            && found == holder.as_str()
-        {
-            return Ok(LeaseAttempt::Acquired(Lease::new(
-                key.clone(),
-                holder.clone(),
-                fence,
-            )));
-        }
-        if value.is_some() && left > 0 {
-            return Ok(held(left));
-        }
-        // Not granted (the script never ran): try once more.
-        let reply = self.run(acquire).await.map_err(store_error)?;
-        Ok(self.lease_attempt(key, holder, reply))
-    }
-
     fn lease_attempt(&self, key: &TokenKey, holder: &HolderId, reply: (i64, i64)) -> LeaseAttempt {
         match reply {
             (1, fence) => LeaseAttempt::Acquired(Lease::new(
@@ -139,34 +110,6 @@ impl RedisStore {
             )),
             (_, left) => held(left),
         }
-    }
-
-    /// After a commit whose result is unknown: the stored fingerprint and generation tell whether
-    /// it happened; if not and the lease is still ours, commit again.
-    async fn settle_commit(
-        &self,
-        lease: &Lease,
-        token: &Token,
-        commit: &ScriptInvocation<'_>,
-        error: redis::RedisError,
-    ) -> Result<CommitOutcome, StoreError> {
-        tracing::debug!(%error, "commit result unknown; reading the stored token");
-        let probe = self.invocation(&scripts::PROBE_COMMIT, lease.key());
-        let (fingerprint, generation, held_by): (Option<String>, u64, Option<String>) =
-            match self.run(&probe).await {
-                Ok(found) => found,
-                Err(_) => return Err(store_error(error)),
-            };
-        if fingerprint.as_deref() == Some(&token.fingerprint().to_string())
-            && generation == lease.fence()
-        {
-            return Ok(CommitOutcome::Committed);
-        }
-        if held_by.as_deref() != Some(&lease_value(lease)) {
-            return Ok(CommitOutcome::Rejected);
-        }
-        let committed: i64 = self.run(commit).await.map_err(store_error)?;
-        Ok(commit_outcome(committed))
     }
 }
 
@@ -212,13 +155,8 @@ impl TokenStore for RedisStore {
             .arg(holder.as_str())
             .arg(millis(ttl).max(1))
             .arg(self.inner.retention_ms);
-        match self.run(&invocation).await {
-            Ok(reply) => Ok(self.lease_attempt(key, holder, reply)),
-            Err(error) if is_ambiguous(&error) => {
-                self.settle_acquire(key, holder, &invocation, error).await
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        let reply = self.run_idempotent(&invocation).await?;
+        Ok(self.lease_attempt(key, holder, reply))
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -240,13 +178,8 @@ impl TokenStore for RedisStore {
             .arg(&self.inner.channel)
             .arg(key.storage_id())
             .arg(self.inner.retention_ms);
-        match self.run(&invocation).await {
-            Ok(committed) => Ok(commit_outcome(committed)),
-            Err(error) if is_ambiguous(&error) => {
-                self.settle_commit(lease, token, &invocation, error).await
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        let committed: i64 = self.run_idempotent(&invocation).await?;
+        Ok(commit_outcome(committed))
     }
 
     async fn invalidate(
@@ -307,12 +240,6 @@ fn lease_value(lease: &Lease) -> String {
     format!("{}:{}", lease.fence(), lease.holder())
 }
 
-/// Splits a lease value into fence and holder.
-fn parse_lease(value: &str) -> Option<(u64, &str)> {
-    let (fence, holder) = value.split_once(':')?;
-    Some((fence.parse().ok()?, holder))
-}
-
 fn held(left_ms: i64) -> LeaseAttempt {
     LeaseAttempt::Held {
         remaining: positive_millis(left_ms),
@@ -349,16 +276,6 @@ fn millis_since_epoch(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lease_values_round_trip_with_any_holder() {
-        let key = TokenKey::partner(kigo_core::PartnerId::new("p").unwrap());
-        let lease = Lease::new(key, HolderId::new("replica:1-2"), 42);
-        let value = lease_value(&lease);
-        assert_eq!(parse_lease(&value), Some((42, "replica:1-2")));
-        assert_eq!(parse_lease("garbage"), None);
-        assert_eq!(parse_lease("x:holder"), None);
-    }
 
     #[test]
     fn ttl_replies_become_durations() {

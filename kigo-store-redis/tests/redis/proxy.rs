@@ -48,6 +48,11 @@ impl CuttingProxy {
         }
     }
 
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The URL to give the client.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

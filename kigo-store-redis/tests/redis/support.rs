@@ -18,8 +18,11 @@ use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::services::LocalServer;
 use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared_redis};
-use kigo_testkit::services::redis_cluster::{RedisClusterService, redis_cluster};
+use kigo_testkit::services::redis_cluster::{
+    RedisClusterService, private_redis_cluster, redis_cluster,
+};
 use tokio::sync::watch;
 
 /// Where a harness's stores connect.
@@ -64,12 +67,39 @@ impl RedisHarness {
         }
     }
 
+    /// On a Redis Cluster of one node of this test only, which it may reconfigure.
+    pub(crate) async fn private_cluster() -> Self {
+        let service = private_redis_cluster(1)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self {
+            server: Server::Cluster(service),
+        }
+    }
+
     /// The server of a [`RedisHarness::private`] harness.
     pub(crate) fn service(&self) -> &RedisService {
         match &self.server {
             Server::Standalone(service) => service,
             Server::Cluster(_) => panic!("a cluster harness has no single server"),
         }
+    }
+
+    /// Whether the stores of this harness talk to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.server, Server::Cluster(_))
+    }
+
+    /// The one server process of a private server or private cluster.
+    pub(crate) fn single_node(&self) -> &LocalServer {
+        let node = match &self.server {
+            Server::Standalone(service) => service.local_server(),
+            Server::Cluster(service) => match service.local_nodes() {
+                [node] => Some(node),
+                _ => None,
+            },
+        };
+        node.unwrap_or_else(|| panic!("the harness has no single server process of its own"))
     }
 
     pub(crate) fn builder_prefix(&self) -> &str {
@@ -101,26 +131,29 @@ impl RedisHarness {
             .unwrap_or_else(|error| panic!("building the store: {error}"))
     }
 
-    /// Runs `command` on the server directly, bypassing the store.
+    /// Runs `command` on the server directly, bypassing the store (on a one-node cluster, on
+    /// that node: it holds every slot).
     pub(crate) async fn raw<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
-        let result = match &self.server {
-            Server::Standalone(service) => {
-                let client = service.client().unwrap_or_else(|error| panic!("{error}"));
-                let mut connection = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap_or_else(|error| panic!("admin connection: {error}"));
-                command.query_async(&mut connection).await
-            }
-            Server::Cluster(service) => {
-                let client = redis::cluster::ClusterClient::new(service.urls().to_vec())
-                    .unwrap_or_else(|error| panic!("{error}"));
-                let mut connection = client
-                    .get_async_connection()
-                    .await
-                    .unwrap_or_else(|error| panic!("admin connection: {error}"));
-                command.query_async(&mut connection).await
-            }
+        let urls = match &self.server {
+            Server::Standalone(service) => vec![service.url().to_owned()],
+            Server::Cluster(service) => service.urls().to_vec(),
+        };
+        let result = if let [url] = urls.as_slice() {
+            let client =
+                redis::Client::open(url.as_str()).unwrap_or_else(|error| panic!("{error}"));
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap_or_else(|error| panic!("admin connection: {error}"));
+            command.query_async(&mut connection).await
+        } else {
+            let client =
+                redis::cluster::ClusterClient::new(urls).unwrap_or_else(|error| panic!("{error}"));
+            let mut connection = client
+                .get_async_connection()
+                .await
+                .unwrap_or_else(|error| panic!("admin connection: {error}"));
+            command.query_async(&mut connection).await
         };
         result.unwrap_or_else(|error| panic!("raw command failed: {error}"))
     }
