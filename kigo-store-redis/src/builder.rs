@@ -16,6 +16,11 @@ use crate::keys::check_prefix;
 /// The key prefix used unless another is set.
 pub const DEFAULT_PREFIX: &str = "kigo:";
 
+/// The shortest retention: fence counters must outlive leases and tokens.
+const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// The longest retention: a year keeps every expiry far inside what Redis accepts.
+const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Configures a [`RedisStore`]. Nothing connects until the store is first used.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
@@ -136,7 +141,8 @@ impl RedisStoreBuilder {
     }
 
     /// How long the fence counter and generation of an unused key are kept (default 7 days, at
-    /// least 1 hour); every lease and commit renews them.
+    /// least 1 hour, at most 365 days): each lease renews the fence counter, each commit the
+    /// generation (which is also kept as long as its token).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
@@ -151,9 +157,9 @@ impl RedisStoreBuilder {
                 RedisStoreError::Prefix(error),
             )
         })?;
-        if self.retention < Duration::from_secs(3600) {
+        if !(MIN_RETENTION..=MAX_RETENTION).contains(&self.retention) {
             return Err(config_error(
-                "the retention must be at least one hour",
+                "the retention must be between one hour and 365 days",
                 RedisStoreError::Retention,
             ));
         }
@@ -163,6 +169,14 @@ impl RedisStoreBuilder {
             Pending::Ready(target) => target,
             Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
         };
+        if let Target::Cluster { nodes, .. } = &target
+            && nodes.is_empty()
+        {
+            return Err(config_error(
+                "give at least one Redis Cluster node (change notices are subscribed to through it)",
+                RedisStoreError::NoNodes,
+            ));
+        }
         Ok(RedisStore::new(
             target,
             self.timeouts,
@@ -232,10 +246,19 @@ mod tests {
                 Err(StoreError::Misconfigured { .. })
             ));
         }
+        for retention in [Duration::from_secs(60), Duration::MAX] {
+            assert!(matches!(
+                builder().retention(retention).build(),
+                Err(StoreError::Misconfigured { .. })
+            ));
+        }
+        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
+        let no_nodes = RedisStoreBuilder::cluster(Vec::<String>::new()).and_then(|b| b.build());
+        assert!(matches!(no_nodes, Err(StoreError::Misconfigured { .. })));
+        let client = ClusterClient::new(["redis://127.0.0.1:7000"]).unwrap();
         assert!(matches!(
-            builder().retention(Duration::from_secs(60)).build(),
+            RedisStoreBuilder::from_cluster_client(client, Vec::new()).build(),
             Err(StoreError::Misconfigured { .. })
         ));
-        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
     }
 }

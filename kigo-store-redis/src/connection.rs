@@ -67,7 +67,6 @@ impl Connection {
 
     /// The connection, opened on first use. A failed opening is tried again on the next call.
     async fn open(&self) -> RedisResult<Open> {
-        require_tokio()?;
         let open = self
             .open
             .get_or_try_init(|| async {
@@ -104,7 +103,6 @@ impl Connection {
 
     /// Subscribes to `channel` on a fresh connection; the stream ends when it drops.
     pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<PubSubStream> {
-        require_tokio()?;
         let nodes = match &self.target {
             Target::Standalone(client) => std::slice::from_ref(client.as_ref()),
             Target::Cluster { nodes, .. } => nodes.as_slice(),
@@ -137,17 +135,6 @@ async fn subscribe_to(
         Ok(result) => result,
         Err(_) => Err(RedisError::from(std::io::Error::from(
             std::io::ErrorKind::TimedOut,
-        ))),
-    }
-}
-
-/// The redis crate spawns its connection tasks on tokio: fail with an error, not its panic.
-fn require_tokio() -> RedisResult<()> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => Ok(()),
-        Err(_) => Err(RedisError::from((
-            ErrorKind::Client,
-            "the Redis store must be used inside a tokio runtime",
         ))),
     }
 }

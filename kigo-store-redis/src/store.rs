@@ -17,7 +17,7 @@ use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::RedisStoreBuilder;
 use crate::connection::{Connection, Target, Timeouts};
-use crate::error::{is_ambiguous, store_error};
+use crate::error::{is_ambiguous, require_tokio, store_error};
 use crate::keys::{KeyNames, channel};
 use crate::scripts;
 
@@ -92,6 +92,7 @@ impl RedisStore {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
+        require_tokio()?;
         match self.run(invocation).await {
             Err(error) if is_ambiguous(&error) => {
                 tracing::debug!(%error, "Redis result unknown; running the script again");
@@ -153,7 +154,7 @@ impl TokenStore for RedisStore {
         let mut invocation = self.invocation(&scripts::ACQUIRE, key);
         invocation
             .arg(holder.as_str())
-            .arg(millis(ttl).max(1))
+            .arg(expiry_millis(ttl))
             .arg(self.inner.retention_ms);
         let reply = self.run_idempotent(&invocation).await?;
         Ok(self.lease_attempt(key, holder, reply))
@@ -201,10 +202,10 @@ impl TokenStore for RedisStore {
     }
 
     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        let ms = millis(duration);
-        if ms == 0 {
+        if duration.is_zero() {
             return Ok(());
         }
+        let ms = expiry_millis(duration);
         let mut invocation = self.invocation(&scripts::COOLDOWN, key);
         invocation.arg(ms);
         let _set: i64 = self.run_idempotent(&invocation).await?;
@@ -214,6 +215,10 @@ impl TokenStore for RedisStore {
     fn changes(&self) -> Option<ChangeFeed> {
         let inner = Arc::clone(&self.inner);
         let subscription = async move {
+            if let Err(error) = require_tokio() {
+                tracing::error!(%error, "cannot subscribe to change notices");
+                return None;
+            }
             match inner.connection.subscribe(&inner.channel).await {
                 Ok(messages) => Some(messages),
                 Err(error) => {
@@ -262,6 +267,13 @@ fn positive_millis(ms: i64) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// `duration` as a Redis expiry in milliseconds: at least 1 (0 is refused), at most a hundred
+/// years (Redis refuses expiries beyond its clock's range; longer is forever in practice).
+fn expiry_millis(duration: Duration) -> u64 {
+    const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+    millis(duration).clamp(1, MAX_MS)
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -276,6 +288,31 @@ fn millis_since_epoch(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Polled by an executor other than tokio, the store fails with an error saying so (the
+    /// redis crate would panic).
+    #[test]
+    fn outside_a_tokio_runtime_the_store_is_misconfigured() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let store = RedisStore::open("redis://127.0.0.1:1").unwrap();
+        let key = TokenKey::partner(kigo_core::PartnerId::new("p").unwrap());
+        let mut load = std::pin::pin!(store.load(&key));
+        match load.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Err(StoreError::Misconfigured { hint, .. })) => {
+                assert!(hint.contains("tokio runtime"), "{hint}");
+            }
+            other => panic!("outside tokio: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn expiries_stay_in_the_range_redis_accepts() {
+        assert_eq!(expiry_millis(Duration::ZERO), 1);
+        assert_eq!(expiry_millis(Duration::from_millis(1500)), 1500);
+        assert!(expiry_millis(Duration::MAX) < i64::MAX as u64 / 1000);
+    }
 
     #[test]
     fn ttl_replies_become_durations() {

@@ -136,6 +136,18 @@ async fn a_commit_cut_after_it_ran_on_a_cluster_is_found_committed() {
     cut_commit(RedisHarness::private_cluster().await, Cut::AfterReply).await;
 }
 
+/// A reconnect attempt that fails (Redis restarting, a network hiccup) is tried once more
+/// within the same call, so that the call still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconnect_is_tried_again_within_the_call() {
+    let harness = RedisHarness::private().await;
+    let (proxy, store) = behind_proxy(&harness).await;
+    proxy.refuse_next(1);
+    proxy.arm(Cut::BeforeCommand);
+    store.load(&fresh_key()).await.unwrap();
+    assert!(proxy.has_cut() && proxy.has_refused());
+}
+
 async fn scripts_survive_a_script_flush(harness: RedisHarness) {
     let store = harness.store();
     let key = fresh_key();

@@ -1,7 +1,9 @@
 //! A TCP proxy in front of Redis that cuts a connection at a chosen moment: before the next
 //! command reaches Redis, or after Redis answered it but before the answer reaches the client.
 //! Either way the client sees a dropped connection and cannot tell whether the command ran.
+//! It can also close new connections at once, as a server that is restarting would.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +23,7 @@ pub(crate) enum Cut {
 pub(crate) struct CuttingProxy {
     port: u16,
     armed: Arc<Mutex<Option<Cut>>>,
+    refusing: Arc<AtomicUsize>,
     accepting: JoinHandle<()>,
 }
 
@@ -30,10 +33,19 @@ impl CuttingProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(Mutex::new(None));
+        let refusing = Arc::new(AtomicUsize::new(0));
         let accepting = tokio::spawn({
             let armed = Arc::clone(&armed);
+            let refusing = Arc::clone(&refusing);
             async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    let refuse = refusing
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if refuse {
+                        drop(client);
+                        continue;
+                    }
                     let upstream = TcpStream::connect(("127.0.0.1", upstream_port))
                         .await
                         .unwrap();
@@ -44,6 +56,7 @@ impl CuttingProxy {
         Self {
             port,
             armed,
+            refusing,
             accepting,
         }
     }
@@ -61,6 +74,16 @@ impl CuttingProxy {
     /// Cuts the connection that next carries traffic in the direction `cut` names.
     pub(crate) fn arm(&self, cut: Cut) {
         *lock(&self.armed) = Some(cut);
+    }
+
+    /// Closes the next `count` new connections as soon as they are accepted.
+    pub(crate) fn refuse_next(&self, count: usize) {
+        self.refusing.store(count, Ordering::SeqCst);
+    }
+
+    /// Whether every connection to be refused was.
+    pub(crate) fn has_refused(&self) -> bool {
+        self.refusing.load(Ordering::SeqCst) == 0
     }
 
     /// Whether the armed cut has happened.

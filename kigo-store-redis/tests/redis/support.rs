@@ -85,6 +85,14 @@ impl RedisHarness {
         }
     }
 
+    /// The node URLs of a cluster harness.
+    pub(crate) fn cluster_urls(&self) -> &[String] {
+        match &self.server {
+            Server::Cluster(service) => service.urls(),
+            Server::Standalone(_) => panic!("a server harness has no cluster nodes"),
+        }
+    }
+
     /// Whether the stores of this harness talk to a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.server, Server::Cluster(_))
