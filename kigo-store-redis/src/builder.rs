@@ -63,6 +63,7 @@ impl RedisStoreBuilder {
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(2),
+                heartbeat: Duration::from_secs(15),
             },
             retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -137,6 +138,15 @@ impl RedisStoreBuilder {
     /// unknown and settles it by reading again.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.response = timeout;
+        self
+    }
+
+    /// How often the connection that receives change notices is checked with a `PING` (default
+    /// 15 s). One not answered within the response timeout ends the subscription, and the
+    /// manager subscribes again: a connection that died silently costs at most this long (plus
+    /// the response timeout) of notices, which waiters make up for by polling.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.timeouts.heartbeat = every;
         self
     }
 

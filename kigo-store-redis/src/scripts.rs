@@ -163,8 +163,8 @@ return 1
 /// was current and is removed. The generation stays.
 pub(crate) static INVALIDATE: LazyLock<Script> = script!(
     r#"
-local refused = refusal({{'EXISTS', token}, {'DEL', token}, {'HDEL', state, 'fp'},
-  {'PUBLISH', ARGV[2], '1'}})
+local refused = refusal({{'EXISTS', token}, {'HGET', state, 'fp'}, {'DEL', token},
+  {'HDEL', state, 'fp'}, {'PUBLISH', ARGV[2], '1'}})
 if refused then return refused end
 if redis.call('EXISTS', token) == 0 or stored_fingerprint() ~= ARGV[1] then return 0 end
 redis.call('DEL', token)

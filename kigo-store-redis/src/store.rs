@@ -13,7 +13,7 @@ use kigo_core::store::{
     LeaseAttempt, Snapshot,
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
-use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, ServerErrorKind};
 
 use crate::RedisStoreBuilder;
 use crate::connection::{Connection, Target, Timeouts};
@@ -221,8 +221,19 @@ impl TokenStore for RedisStore {
             }
             match inner.connection.subscribe(&inner.channel).await {
                 Ok(messages) => Some(messages),
+                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => {
+                    tracing::error!(
+                        %error,
+                        "the Redis user may not subscribe to the change channel (see the crate \
+                         docs on ACLs); waiters fall back to polling"
+                    );
+                    None
+                }
                 Err(error) => {
-                    tracing::debug!(%error, "subscribing to change notices failed");
+                    tracing::warn!(
+                        %error,
+                        "subscribing to change notices failed; waiters poll until it works"
+                    );
                     None
                 }
             }

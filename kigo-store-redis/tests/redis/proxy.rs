@@ -1,7 +1,8 @@
 //! A TCP proxy in front of Redis that cuts a connection at a chosen moment: before the next
 //! command reaches Redis, or after Redis answered it but before the answer reaches the client.
 //! Either way the client sees a dropped connection and cannot tell whether the command ran.
-//! It can also close new connections at once, as a server that is restarting would.
+//! It can also close new connections at once, as a server that is restarting would, or fall
+//! silent.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +18,9 @@ pub(crate) enum Cut {
     BeforeCommand,
     /// The next reply is swallowed: the command ran.
     AfterReply,
+    /// From now on nothing is forwarded, but every connection stays open: a network that went
+    /// silent, or a peer that died without closing its connections.
+    Silence,
 }
 
 /// The proxy; stops accepting when dropped.
@@ -86,7 +90,7 @@ impl CuttingProxy {
         self.refusing.load(Ordering::SeqCst) == 0
     }
 
-    /// Whether the armed cut has happened.
+    /// Whether the armed cut has happened (a silence never ends).
     pub(crate) fn has_cut(&self) -> bool {
         lock(&self.armed).is_none()
     }
@@ -102,14 +106,18 @@ fn lock(armed: &Mutex<Option<Cut>>) -> std::sync::MutexGuard<'_, Option<Cut>> {
     armed.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Takes the armed cut if it is for `direction`.
-fn take(armed: &Mutex<Option<Cut>>, direction: Cut) -> bool {
+/// What to do with data going in `direction`: forward it, or cut the connection (taking the
+/// armed cut); `None` while silent.
+fn verdict(armed: &Mutex<Option<Cut>>, direction: Cut) -> Option<bool> {
     let mut armed = lock(armed);
-    if *armed == Some(direction) {
-        *armed = None;
-        return true;
+    match *armed {
+        Some(Cut::Silence) => None,
+        Some(cut) if cut == direction => {
+            *armed = None;
+            Some(false)
+        }
+        _ => Some(true),
     }
-    false
 }
 
 async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<Cut>>>) {
@@ -121,8 +129,10 @@ async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<C
         tokio::select! {
             read = client_read.read(&mut buffer) => {
                 let Ok(n @ 1..) = read else { return };
-                if take(&armed, Cut::BeforeCommand) {
-                    return;
+                match verdict(&armed, Cut::BeforeCommand) {
+                    None => return silent(client_read, client_write).await,
+                    Some(false) => return,
+                    Some(true) => {}
                 }
                 if upstream_write.write_all(&buffer[..n]).await.is_err() {
                     return;
@@ -130,8 +140,10 @@ async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<C
             }
             read = upstream_read.read(&mut reply) => {
                 let Ok(n @ 1..) = read else { return };
-                if take(&armed, Cut::AfterReply) {
-                    return;
+                match verdict(&armed, Cut::AfterReply) {
+                    None => return silent(client_read, client_write).await,
+                    Some(false) => return,
+                    Some(true) => {}
                 }
                 if client_write.write_all(&reply[..n]).await.is_err() {
                     return;
@@ -139,4 +151,14 @@ async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<C
             }
         }
     }
+}
+
+/// Keeps the client's connection open without ever answering, until the client closes it.
+async fn silent(
+    mut client_read: tokio::net::tcp::OwnedReadHalf,
+    client_write: tokio::net::tcp::OwnedWriteHalf,
+) {
+    let mut sink = vec![0; 64 * 1024];
+    while let Ok(1..) = client_read.read(&mut sink).await {}
+    drop(client_write);
 }

@@ -172,16 +172,27 @@ impl RedisHarness {
         self.raw(redis::cmd("PTTL").arg(lease)).await
     }
 
+    /// How many connections are subscribed to the change channel.
+    async fn subscribers(&self) -> u64 {
+        let channel = self.store().channel().to_owned();
+        let counts: Vec<(String, u64)> = self
+            .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+            .await;
+        counts.first().map_or(0, |(_, subscribers)| *subscribers)
+    }
+
     /// Waits until a store of this harness is subscribed to the change channel.
     pub(crate) async fn subscribed(&self) {
-        let channel = self.store().channel().to_owned();
         eventually("a store subscribes", Duration::from_secs(10), || async {
-            let counts: Vec<(String, u64)> = self
-                .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
-                .await;
-            counts
-                .first()
-                .is_some_and(|(_, subscribers)| *subscribers >= 1)
+            self.subscribers().await >= 1
+        })
+        .await;
+    }
+
+    /// Waits until exactly `count` connections are subscribed to the change channel.
+    pub(crate) async fn subscriber_count(&self, count: u64, what: &str) {
+        eventually(what, Duration::from_secs(20), || async {
+            self.subscribers().await == count
         })
         .await;
     }
@@ -279,6 +290,14 @@ pub(crate) async fn acquire(store: &dyn TokenStore, key: &TokenKey, ttl: Duratio
         Ok(LeaseAttempt::Acquired(lease)) => lease,
         other => panic!("expected to acquire the lease, got {other:?}"),
     }
+}
+
+/// `future`'s output, failing the test if it takes longer than 10 s.
+pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    const DEADLINE: Duration = Duration::from_secs(10);
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
 }
 
 /// Waits until `condition` holds, checking every 20 ms, failing after `deadline`.
