@@ -1,18 +1,14 @@
 //! What the tests share: harnesses on a standalone server and on a cluster, replicas built on
-//! them, and a store wrapper that holds an operation at a gate.
+//! them, and waiting with deadlines.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use kigo_core::runtime::TokioSleep;
-use kigo_core::store::{
-    ChangeFeed, CommitOutcome, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
-};
+use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    ExpiryPolicy, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager,
-    TokenSecret, TokenStore,
+    ExpiryPolicy, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret, TokenStore,
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
@@ -23,7 +19,6 @@ use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared
 use kigo_testkit::services::redis_cluster::{
     RedisClusterService, private_redis_cluster, redis_cluster,
 };
-use tokio::sync::watch;
 
 /// Where a harness's stores connect.
 enum Server {
@@ -228,6 +223,12 @@ impl StoreHarness for RedisHarness {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    /// Real Redis on a loaded machine: the suite's default of 500 ms leaves too little margin
+    /// between the steps of a test that must all fall inside one TTL.
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(2)
+    }
 }
 
 /// Kills every normal client connection but the caller's (`CLIENT KILL TYPE normal SKIPME yes`):
@@ -313,125 +314,5 @@ where
             "{what}: not within {deadline:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Where a [`GatedStore`] can hold a replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Point {
-    /// Right after a lease was granted (the claim is in Redis), before the caller sees it.
-    AfterAcquire,
-    /// Right before a commit is sent.
-    BeforeCommit,
-}
-
-/// A store handle that can hold operations at a gate until the test opens it: a replica paused
-/// there, or dead there if the gate never opens.
-#[derive(Debug, Clone)]
-pub(crate) struct GatedStore {
-    store: Arc<dyn TokenStore>,
-    gates: Arc<[Gate; 2]>,
-}
-
-#[derive(Debug)]
-struct Gate {
-    armed: AtomicBool,
-    reached: watch::Sender<usize>,
-    open: watch::Sender<bool>,
-}
-
-impl Gate {
-    fn new() -> Self {
-        Self {
-            armed: AtomicBool::new(false),
-            reached: watch::Sender::new(0),
-            open: watch::Sender::new(false),
-        }
-    }
-
-    async fn pass(&self) {
-        if !self.armed.load(Ordering::SeqCst) {
-            return;
-        }
-        self.reached.send_modify(|count| *count += 1);
-        let mut open = self.open.subscribe();
-        let _ = open.wait_for(|open| *open).await;
-    }
-}
-
-impl GatedStore {
-    /// Wraps `store` with all gates open.
-    pub(crate) fn new(store: Arc<dyn TokenStore>) -> Self {
-        Self {
-            store,
-            gates: Arc::new([Gate::new(), Gate::new()]),
-        }
-    }
-
-    fn gate(&self, point: Point) -> &Gate {
-        &self.gates[point as usize]
-    }
-
-    /// Closes the gate at `point`: operations that reach it wait.
-    pub(crate) fn hold(&self, point: Point) {
-        self.gate(point).armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Waits until an operation waits at `point`.
-    pub(crate) async fn reached(&self, point: Point) {
-        let mut reached = self.gate(point).reached.subscribe();
-        let _ = reached.wait_for(|count| *count > 0).await;
-    }
-
-    /// Lets the operations waiting at `point` (and later ones) through.
-    pub(crate) fn open(&self, point: Point) {
-        let gate = self.gate(point);
-        gate.armed.store(false, Ordering::SeqCst);
-        gate.open.send_replace(true);
-    }
-}
-
-#[async_trait]
-impl TokenStore for GatedStore {
-    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
-        self.store.load(key).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        key: &TokenKey,
-        holder: &HolderId,
-        ttl: Duration,
-    ) -> Result<LeaseAttempt, StoreError> {
-        let attempt = self.store.acquire_lease(key, holder, ttl).await?;
-        if matches!(attempt, LeaseAttempt::Acquired(_)) {
-            self.gate(Point::AfterAcquire).pass().await;
-        }
-        Ok(attempt)
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.store.release_lease(lease).await
-    }
-
-    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
-        self.gate(Point::BeforeCommit).pass().await;
-        self.store.commit(lease, token).await
-    }
-
-    async fn invalidate(
-        &self,
-        key: &TokenKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<InvalidateOutcome, StoreError> {
-        self.store.invalidate(key, fingerprint).await
-    }
-
-    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        self.store.set_cooldown(key, duration).await
-    }
-
-    fn changes(&self) -> Option<ChangeFeed> {
-        self.store.changes()
     }
 }
