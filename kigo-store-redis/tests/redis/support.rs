@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use kigo_core::runtime::TokioSleep;
 use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    ExpiryPolicy, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret, TokenStore,
+    ExpiryPolicy, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret, TokenSource,
+    TokenStore,
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
@@ -178,8 +179,13 @@ impl RedisHarness {
 
     /// Waits until a store of this harness is subscribed to the change channel.
     pub(crate) async fn subscribed(&self) {
-        eventually("a store subscribes", Duration::from_secs(10), || async {
-            self.subscribers().await >= 1
+        self.subscribers_at_least(1).await;
+    }
+
+    /// Waits until at least `count` connections are subscribed to the change channel.
+    pub(crate) async fn subscribers_at_least(&self, count: u64) {
+        eventually("the stores subscribe", Duration::from_secs(10), || async {
+            self.subscribers().await >= count
         })
         .await;
     }
@@ -253,7 +259,16 @@ pub(crate) fn replica(
     store: Arc<dyn TokenStore>,
     name: &str,
 ) -> ManagerBuilder {
-    TokenManager::builder(Arc::new(source.clone()))
+    replica_of(Arc::new(source.clone()), store, name)
+}
+
+/// [`replica`] with any token source.
+pub(crate) fn replica_of(
+    source: Arc<dyn TokenSource>,
+    store: Arc<dyn TokenStore>,
+    name: &str,
+) -> ManagerBuilder {
+    TokenManager::builder(source)
         .store(store)
         .replica_name(name)
         .lease_ttl(Duration::from_secs(2))
