@@ -115,7 +115,7 @@ impl RedisStoreBuilder {
     /// The prefix of every key and of the change channel (default [`DEFAULT_PREFIX`]).
     ///
     /// Give each application (or environment) sharing a Redis its own; it must not contain `{`,
-    /// `}` or whitespace. See the crate docs.
+    /// `}`, glob characters (`*?[]\`) or whitespace. See the crate docs.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -163,7 +163,7 @@ impl RedisStoreBuilder {
     pub fn build(self) -> Result<RedisStore, StoreError> {
         check_prefix(&self.prefix).map_err(|error| {
             config_error(
-                "choose a key prefix without braces or whitespace",
+                "choose a key prefix without braces, glob characters or whitespace",
                 RedisStoreError::Prefix(error),
             )
         })?;
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn unusable_settings_are_refused() {
         let builder = || RedisStoreBuilder::from_url("redis://127.0.0.1:6379").unwrap();
-        for prefix in ["a{b}:", "with space:"] {
+        for prefix in ["a{b}:", "with space:", "glob*:"] {
             assert!(matches!(
                 builder().prefix(prefix).build(),
                 Err(StoreError::Misconfigured { .. })

@@ -183,12 +183,13 @@ async fn scripts_survive_a_script_flush(harness: RedisHarness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_survive_a_script_flush_on_a_server() {
-    scripts_survive_a_script_flush(RedisHarness::standalone().await).await;
+    // A server of its own: the flush must not touch servers other tests (or people) use.
+    scripts_survive_a_script_flush(RedisHarness::private().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_survive_a_script_flush_on_a_cluster() {
-    scripts_survive_a_script_flush(RedisHarness::cluster().await).await;
+    scripts_survive_a_script_flush(RedisHarness::private_cluster().await).await;
 }
 
 /// The failover worst case: a replica promoted without the last writes has lost the lease (and
