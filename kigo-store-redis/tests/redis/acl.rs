@@ -12,7 +12,7 @@ use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 
-use super::support::{RedisHarness, acquire, token_valid_for};
+use super::support::{RedisHarness, acquire, eventually, token_valid_for};
 
 /// The crate docs, whose `ACL SETUSER` block the tests run as written.
 const README: &str = include_str!("../../README.md");
@@ -59,8 +59,20 @@ async fn store_as_user(harness: &RedisHarness, user: &str, without: Option<&str>
     RedisStoreBuilder::from_url(&format!("redis://{user}:test-password@127.0.0.1:{port}"))
         .unwrap()
         .prefix(prefix)
+        .heartbeat(Duration::from_millis(100))
         .build()
         .unwrap()
+}
+
+/// How many `PING`s the (private) server answered.
+async fn pings(harness: &RedisHarness) -> u64 {
+    let stats: String = harness.raw(redis::cmd("INFO").arg("commandstats")).await;
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
 }
 
 fn is_acl_misconfiguration<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
@@ -83,6 +95,11 @@ async fn the_documented_acl_is_enough() {
         }
     });
     harness.subscribed().await;
+    // The subscription's heartbeat passes the ACL too: the feed outlives a few of them.
+    eventually("heartbeats", Duration::from_secs(10), || async {
+        pings(&harness).await >= 3
+    })
+    .await;
 
     store
         .set_cooldown(&key, Duration::from_secs(5))
