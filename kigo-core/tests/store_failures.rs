@@ -308,3 +308,38 @@ async fn a_store_that_stops_answering_counts_as_down_after_the_store_timeout() {
     );
     assert!(outage.manager.metrics().store_errors > 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_change_feed_is_followed_again_within_milliseconds() {
+    let world = World::new();
+    let faulty = FaultyStore::new(Arc::new(world.store.clone()));
+    let manager = world
+        .builder_on(43, Arc::new(faulty.clone()))
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    warm(&manager.handle(partner("acme"))).await;
+    settle().await;
+    assert_eq!(faulty.subscriptions(), 1);
+
+    let millis = Duration::from_millis;
+    faulty.cut_changes();
+    settle().await;
+    world.clock.advance(millis(10));
+    settle().await;
+    assert_eq!(
+        faulty.subscriptions(),
+        2,
+        "subscribed again after 10 ms, not a poll interval"
+    );
+
+    // A feed that ends again without a notice: the pause doubles.
+    faulty.cut_changes();
+    settle().await;
+    world.clock.advance(millis(10));
+    settle().await;
+    assert_eq!(faulty.subscriptions(), 2);
+    world.clock.advance(millis(10));
+    settle().await;
+    assert_eq!(faulty.subscriptions(), 3);
+}

@@ -29,6 +29,9 @@ struct Switches {
     failing: AtomicBool,
     hanging: AtomicBool,
     mute_changes: AtomicBool,
+    /// Bumped to end every change feed handed out so far.
+    cuts: watch::Sender<u64>,
+    subscriptions: AtomicU64,
     calls: AtomicU64,
     gates: [GateState; Gate::COUNT],
 }
@@ -137,6 +140,16 @@ impl FaultyStore {
         &self.switches.gates[index]
     }
 
+    /// Ends every change feed handed out so far, as a lost connection would.
+    pub fn cut_changes(&self) {
+        self.switches.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// How many times a change feed was asked for.
+    pub fn subscriptions(&self) -> u64 {
+        self.switches.subscriptions.load(Ordering::SeqCst)
+    }
+
     /// How many operations were attempted, failing or not.
     pub fn calls(&self) -> u64 {
         self.switches.calls.load(Ordering::SeqCst)
@@ -204,7 +217,12 @@ impl TokenStore for FaultyStore {
     fn changes(&self) -> Option<ChangeFeed> {
         let switches = Arc::clone(&self.switches);
         let feed = self.store.changes()?;
-        Some(Box::pin(feed.filter(move |_| {
+        self.switches.subscriptions.fetch_add(1, Ordering::SeqCst);
+        let mut cuts = self.switches.cuts.subscribe();
+        let cut = async move {
+            let _ = cuts.changed().await;
+        };
+        Some(Box::pin(feed.take_until(cut).filter(move |_| {
             std::future::ready(!switches.mute_changes.load(Ordering::SeqCst))
         })))
     }
