@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{World, partner, warm, without_waiting};
+use kigo_core::manager::StoreTimedOut;
 use kigo_core::store::{Entry, HolderId, LeaseAttempt};
-use kigo_core::{Error, StoreFailurePolicy, TokenStore};
+use kigo_core::{Error, StoreError, StoreFailurePolicy, TokenStore};
 use kigo_testkit::{FaultyStore, settle};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -165,7 +166,19 @@ struct Outage {
 }
 
 /// A warm manager whose store then fails, with the clock just past the token's stale point.
-async fn outage_until_stale(policy: StoreFailurePolicy) -> (Outage, kigo_core::Fingerprint) {
+/// How the store breaks.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Every operation fails at once.
+    Fails,
+    /// Every operation hangs (a black-holed connection).
+    Hangs,
+}
+
+async fn outage_until_stale(
+    policy: StoreFailurePolicy,
+    fault: Fault,
+) -> (Outage, kigo_core::Fingerprint) {
     let world = World::new();
     let faulty = FaultyStore::new(Arc::new(world.store.clone()));
     let manager = world
@@ -175,8 +188,11 @@ async fn outage_until_stale(policy: StoreFailurePolicy) -> (Outage, kigo_core::F
         .unwrap();
     let handle = manager.handle(partner("acme"));
     let valid = warm(&handle).await;
-    faulty.set_failing(true);
-    // Through the refresh window the cached token is served while the store fails.
+    match fault {
+        Fault::Fails => faulty.set_failing(true),
+        Fault::Hangs => faulty.set_hanging(true),
+    }
+    // Through the refresh window the cached token is served while the store is down.
     for _ in 0..(1700 / 10) {
         world.run_for(10 * SECOND, 10 * SECOND).await;
         assert_eq!(without_waiting(&handle), Some(valid));
@@ -195,7 +211,7 @@ async fn outage_until_stale(policy: StoreFailurePolicy) -> (Outage, kigo_core::F
 
 #[tokio::test(start_paused = true)]
 async fn store_down_and_fail_closed_refuses_once_the_token_is_stale_then_recovers() {
-    let (outage, _) = outage_until_stale(StoreFailurePolicy::FailClosed).await;
+    let (outage, _) = outage_until_stale(StoreFailurePolicy::FailClosed, Fault::Fails).await;
     let error = outage.handle.token().await.expect_err("fail closed");
     assert!(matches!(error, Error::StoreUnavailable { .. }), "{error:?}");
     assert_eq!(
@@ -218,7 +234,11 @@ async fn store_down_and_fail_closed_refuses_once_the_token_is_stale_then_recover
 #[tokio::test(start_paused = true)]
 async fn store_down_and_create_locally_creates_under_a_rate_limit_then_rejoins() {
     let min_interval = Duration::from_secs(30);
-    let (outage, _) = outage_until_stale(StoreFailurePolicy::CreateLocally { min_interval }).await;
+    let (outage, _) = outage_until_stale(
+        StoreFailurePolicy::CreateLocally { min_interval },
+        Fault::Fails,
+    )
+    .await;
     let local = outage
         .handle
         .token()
@@ -260,4 +280,66 @@ async fn store_down_and_create_locally_creates_under_a_rate_limit_then_rejoins()
         "rejoined the store"
     );
     assert_eq!(outage.manager.metrics().local_creations, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_stops_answering_counts_as_down_after_the_store_timeout() {
+    let (outage, _) = outage_until_stale(StoreFailurePolicy::FailClosed, Fault::Hangs).await;
+    let caller = tokio::spawn({
+        let handle = outage.handle.clone();
+        async move { handle.token().await.map(|token| token.fingerprint()) }
+    });
+    // The default store timeout is 5 s: by then the caller has its answer.
+    outage.world.run_for(5 * SECOND, SECOND).await;
+    assert!(
+        caller.is_finished(),
+        "a caller hung on a store that never answers"
+    );
+    let error = caller.await.unwrap().expect_err("fail closed");
+    let Error::StoreUnavailable { source, .. } = &error else {
+        panic!("expected a store error, got {error:?}");
+    };
+    let StoreError::Unavailable { source } = source else {
+        panic!("expected an unavailable store, got {source:?}");
+    };
+    assert!(
+        source.downcast_ref::<StoreTimedOut>().is_some(),
+        "{source:?}"
+    );
+    assert!(outage.manager.metrics().store_errors > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_change_feed_is_followed_again_within_milliseconds() {
+    let world = World::new();
+    let faulty = FaultyStore::new(Arc::new(world.store.clone()));
+    let manager = world
+        .builder_on(43, Arc::new(faulty.clone()))
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    warm(&manager.handle(partner("acme"))).await;
+    settle().await;
+    assert_eq!(faulty.subscriptions(), 1);
+
+    let millis = Duration::from_millis;
+    faulty.cut_changes();
+    settle().await;
+    world.clock.advance(millis(10));
+    settle().await;
+    assert_eq!(
+        faulty.subscriptions(),
+        2,
+        "subscribed again after 10 ms, not a poll interval"
+    );
+
+    // A feed that ends again without a notice: the pause doubles.
+    faulty.cut_changes();
+    settle().await;
+    world.clock.advance(millis(10));
+    settle().await;
+    assert_eq!(faulty.subscriptions(), 2);
+    world.clock.advance(millis(10));
+    settle().await;
+    assert_eq!(faulty.subscriptions(), 3);
 }

@@ -16,6 +16,11 @@ use crate::keys::check_prefix;
 /// The key prefix used unless another is set.
 pub const DEFAULT_PREFIX: &str = "kigo:";
 
+/// The shortest retention: fence counters must outlive leases and tokens.
+const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// The longest retention: a year keeps every expiry far inside what Redis accepts.
+const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Configures a [`RedisStore`]. Nothing connects until the store is first used.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
@@ -58,6 +63,7 @@ impl RedisStoreBuilder {
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(2),
+                heartbeat: Duration::from_secs(15),
             },
             retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -109,7 +115,7 @@ impl RedisStoreBuilder {
     /// The prefix of every key and of the change channel (default [`DEFAULT_PREFIX`]).
     ///
     /// Give each application (or environment) sharing a Redis its own; it must not contain `{`,
-    /// `}` or whitespace. See the crate docs.
+    /// `}`, glob characters (`*?[]\`) or whitespace. See the crate docs.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -135,8 +141,18 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How often the connection that receives change notices is checked with a `PING` (default
+    /// 15 s). One not answered within the response timeout ends the subscription, and the
+    /// manager subscribes again: a connection that died silently costs at most this long (plus
+    /// the response timeout) of notices, which waiters make up for by polling.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.timeouts.heartbeat = every;
+        self
+    }
+
     /// How long the fence counter and generation of an unused key are kept (default 7 days, at
-    /// least 1 hour); every lease and commit renews them.
+    /// least 1 hour, at most 365 days): each lease renews the fence counter, each commit the
+    /// generation (which is also kept as long as its token).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
@@ -147,13 +163,13 @@ impl RedisStoreBuilder {
     pub fn build(self) -> Result<RedisStore, StoreError> {
         check_prefix(&self.prefix).map_err(|error| {
             config_error(
-                "choose a key prefix without braces or whitespace",
+                "choose a key prefix without braces, glob characters or whitespace",
                 RedisStoreError::Prefix(error),
             )
         })?;
-        if self.retention < Duration::from_secs(3600) {
+        if !(MIN_RETENTION..=MAX_RETENTION).contains(&self.retention) {
             return Err(config_error(
-                "the retention must be at least one hour",
+                "the retention must be between one hour and 365 days",
                 RedisStoreError::Retention,
             ));
         }
@@ -163,6 +179,14 @@ impl RedisStoreBuilder {
             Pending::Ready(target) => target,
             Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
         };
+        if let Target::Cluster { nodes, .. } = &target
+            && nodes.is_empty()
+        {
+            return Err(config_error(
+                "give at least one Redis Cluster node (change notices are subscribed to through it)",
+                RedisStoreError::NoNodes,
+            ));
+        }
         Ok(RedisStore::new(
             target,
             self.timeouts,
@@ -226,16 +250,25 @@ mod tests {
     #[test]
     fn unusable_settings_are_refused() {
         let builder = || RedisStoreBuilder::from_url("redis://127.0.0.1:6379").unwrap();
-        for prefix in ["a{b}:", "with space:"] {
+        for prefix in ["a{b}:", "with space:", "glob*:"] {
             assert!(matches!(
                 builder().prefix(prefix).build(),
                 Err(StoreError::Misconfigured { .. })
             ));
         }
+        for retention in [Duration::from_secs(60), Duration::MAX] {
+            assert!(matches!(
+                builder().retention(retention).build(),
+                Err(StoreError::Misconfigured { .. })
+            ));
+        }
+        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
+        let no_nodes = RedisStoreBuilder::cluster(Vec::<String>::new()).and_then(|b| b.build());
+        assert!(matches!(no_nodes, Err(StoreError::Misconfigured { .. })));
+        let client = ClusterClient::new(["redis://127.0.0.1:7000"]).unwrap();
         assert!(matches!(
-            builder().retention(Duration::from_secs(60)).build(),
+            RedisStoreBuilder::from_cluster_client(client, Vec::new()).build(),
             Err(StoreError::Misconfigured { .. })
         ));
-        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
     }
 }

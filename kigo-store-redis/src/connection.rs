@@ -4,11 +4,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use futures_util::stream::BoxStream;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, ErrorKind, FromRedisValue, RedisError, RedisResult, ScriptInvocation};
+use redis::{Client, ErrorKind, FromRedisValue, Msg, RedisError, RedisResult, ScriptInvocation};
 use tokio::sync::OnceCell;
+
+use crate::subscription::{self, Heartbeat};
 
 /// Where the store connects to.
 #[derive(Clone)]
@@ -29,11 +32,13 @@ impl Target {
     }
 }
 
-/// How long one connection attempt and one command may take.
+/// How long one connection attempt and one command may take, and how often the change-notice
+/// connection is checked.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
     pub(crate) connect: Duration,
     pub(crate) response: Duration,
+    pub(crate) heartbeat: Duration,
 }
 
 #[derive(Clone)]
@@ -67,7 +72,6 @@ impl Connection {
 
     /// The connection, opened on first use. A failed opening is tried again on the next call.
     async fn open(&self) -> RedisResult<Open> {
-        require_tokio()?;
         let open = self
             .open
             .get_or_try_init(|| async {
@@ -102,9 +106,9 @@ impl Connection {
         }
     }
 
-    /// Subscribes to `channel` on a fresh connection; the stream ends when it drops.
-    pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<PubSubStream> {
-        require_tokio()?;
+    /// Subscribes to `channel` on a fresh connection; the stream ends when it drops or stops
+    /// answering.
+    pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<BoxStream<'static, Msg>> {
         let nodes = match &self.target {
             Target::Standalone(client) => std::slice::from_ref(client.as_ref()),
             Target::Cluster { nodes, .. } => nodes.as_slice(),
@@ -113,41 +117,17 @@ impl Connection {
         let mut last_error = None;
         for offset in 0..nodes.len() {
             let client = &nodes[(first + offset) % nodes.len()];
-            match subscribe_to(client, channel, self.timeouts.connect).await {
+            let heartbeat = Heartbeat {
+                connect: self.timeouts.connect,
+                every: self.timeouts.heartbeat,
+                reply: self.timeouts.response,
+            };
+            match subscription::subscribe(client, channel, heartbeat).await {
                 Ok(stream) => return Ok(stream),
                 Err(error) => last_error = Some(error),
             }
         }
         Err(last_error
             .unwrap_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no nodes"))))
-    }
-}
-
-async fn subscribe_to(
-    client: &Client,
-    channel: &str,
-    timeout: Duration,
-) -> RedisResult<PubSubStream> {
-    let subscribing = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub.into_on_message())
-    };
-    match tokio::time::timeout(timeout, subscribing).await {
-        Ok(result) => result,
-        Err(_) => Err(RedisError::from(std::io::Error::from(
-            std::io::ErrorKind::TimedOut,
-        ))),
-    }
-}
-
-/// The redis crate spawns its connection tasks on tokio: fail with an error, not its panic.
-fn require_tokio() -> RedisResult<()> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => Ok(()),
-        Err(_) => Err(RedisError::from((
-            ErrorKind::Client,
-            "the Redis store must be used inside a tokio runtime",
-        ))),
     }
 }

@@ -12,6 +12,7 @@ const MAX_PREFIX_LEN: usize = 128;
 /// live in one Cluster slot and one script can read and write them together. An ACL user for
 /// the store needs access to the pattern `<prefix>*` (see the crate docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyNames {
     /// The encoded token (`SET ... PXAT <expiry>`): Redis drops it once the token expires.
     pub token: String,
@@ -61,17 +62,26 @@ pub(crate) enum InvalidPrefix {
     Braces,
     #[error("the key prefix contains whitespace or control characters")]
     Unprintable,
+    #[error(
+        "the key prefix contains a glob character (`*`, `?`, `[`, `]` or `\\`), which would change \
+         what the ACL key pattern `~<prefix>*` grants"
+    )]
+    Glob,
     #[error("the key prefix is longer than {MAX_PREFIX_LEN} bytes")]
     TooLong,
 }
 
-/// Checks that `prefix` keeps the hash tag of every key its own.
+/// Checks that `prefix` keeps the hash tag of every key its own, and is matched literally by
+/// the ACL pattern `~<prefix>*`.
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), InvalidPrefix> {
     if prefix.contains(['{', '}']) {
         return Err(InvalidPrefix::Braces);
     }
     if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(InvalidPrefix::Unprintable);
+    }
+    if prefix.contains(['*', '?', '[', ']', '\\']) {
+        return Err(InvalidPrefix::Glob);
     }
     if prefix.len() > MAX_PREFIX_LEN {
         return Err(InvalidPrefix::TooLong);
@@ -105,6 +115,9 @@ mod tests {
         assert_eq!(check_prefix(""), Ok(()));
         assert_eq!(check_prefix("a{b"), Err(InvalidPrefix::Braces));
         assert_eq!(check_prefix("a b"), Err(InvalidPrefix::Unprintable));
+        for glob in ["app*:", "app?:", "app[1]:", "app\\:"] {
+            assert_eq!(check_prefix(glob), Err(InvalidPrefix::Glob), "{glob}");
+        }
         assert_eq!(check_prefix(&"x".repeat(200)), Err(InvalidPrefix::TooLong));
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod keys;
 mod scripts;
 mod store;
+mod subscription;
 #[cfg(feature = "tls-rustls")]
 mod tls;
 

@@ -8,13 +8,19 @@
 //! A value of a foreign type or form under one of the keys (written by another program or by
 //! hand) never makes a script fail: reads go through `redis.pcall`, and writes replace it.
 //!
-//! Every script first checks the ACL (`redis.acl_check_cmd`, Redis 7), so that a
-//! user missing a permission gets a `NOPERM` error the client can classify, before anything
-//! changed.
+//! Every script first checks that the server is Redis 7 or newer (else a
+//! [`UNSUPPORTED_SERVER`] error) and the ACL (`redis.acl_check_cmd`), so that a user missing a
+//! permission gets a `NOPERM` error; the client classifies both by code, and nothing changed.
+//!
+//! Every script may run twice with the same arguments (a lost reply is settled by running it
+//! again): the second run reports the same result and changes nothing more.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// The error code of a script on a server older than Redis 7.
+pub(crate) const UNSUPPORTED_SERVER: &str = "KIGO_UNSUPPORTED_SERVER";
 
 /// Helpers every script starts with.
 macro_rules! script {
@@ -45,10 +51,12 @@ local function stored_fingerprint()
   return reply
 end
 
--- A NOPERM error naming the first of `commands` (argument lists) the ACL user may not run, so
--- that the client can classify it by code; nil if all are allowed (or Redis cannot tell).
-local function denied(commands)
-  if not redis.acl_check_cmd then return nil end
+-- Why the script must not run, as an error the client classifies by code: a server older than
+-- Redis 7, or the first of `commands` (argument lists) the ACL user may not run. nil if none.
+local function refusal(commands)
+  if not redis.REDIS_VERSION_NUM then
+    return redis.error_reply('KIGO_UNSUPPORTED_SERVER the token store needs Redis 7 or newer')
+  end
   for _, command in ipairs(commands) do
     if not redis.acl_check_cmd(unpack(command)) then
       return redis.error_reply('NOPERM the Redis user of the token store may not run ' .. command[1])
@@ -71,7 +79,7 @@ end
 /// `load`: `{token or nil, 1 if the token key holds a foreign type, generation, cool-down PTTL}`.
 pub(crate) static LOAD: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'GET', token}, {'HGET', state, 'gen'}, {'PTTL', cooldown}})
+local refused = refusal({{'GET', token}, {'HGET', state, 'gen'}, {'PTTL', cooldown}})
 if refused then return refused end
 local value = read_string(token)
 local foreign = 0
@@ -85,39 +93,37 @@ return {value, foreign, stored_generation(), redis.call('PTTL', cooldown)}
 
 /// `acquire_lease`, ARGV `holder, ttl ms, retention ms`: `{1, fence}` if granted, `{0, PTTL}` if
 /// held. A value without a TTL (or of another type) under the lease key is no lease: replaced.
+///
+/// Running it twice is harmless: a lease already granted to `holder` is reported granted again,
+/// with its fence. So a request whose reply was lost (which the cluster client even sends again
+/// by itself) is settled by running it again.
 pub(crate) static ACQUIRE: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'PTTL', lease}, {'GET', lease}, {'DEL', lease}, {'INCR', fence},
-  {'PEXPIRE', fence, '1'}, {'SET', lease, '1'}})
+local refused = refusal({{'PTTL', lease}, {'GET', lease}, {'DEL', lease}, {'HGET', state, 'gen'},
+  {'GET', fence}, {'SET', fence, '1'}, {'SET', lease, '1'}})
 if refused then return refused end
 local left = redis.call('PTTL', lease)
-if left > 0 and read_string(lease) then return {0, left} end
-if left ~= -2 then redis.call('DEL', lease) end
-local generation = stored_generation()
-local granted = redis.pcall('INCR', fence)
-if type(granted) ~= 'number' or granted <= generation then
-  granted = generation + 1
-  redis.call('SET', fence, granted)
+local current = read_string(lease)
+if left > 0 and current then
+  local granted, holder = string.match(current, '^(%d+):(.*)$')
+  if holder == ARGV[1] then return {1, tonumber(granted)} end
+  return {0, left}
 end
-redis.call('PEXPIRE', fence, ARGV[3])
+if left ~= -2 then redis.call('DEL', lease) end
+-- Above every fence granted and the stored generation, even when the counter is gone (evicted,
+-- expired, or replaced by hand).
+local granted = math.max(tonumber(read_string(fence)) or 0, stored_generation()) + 1
+-- One write with its retention: an unusable retention fails before anything was counted.
+redis.call('SET', fence, granted, 'PX', ARGV[3])
 redis.call('SET', lease, granted .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
 return {1, granted}
-"#
-);
-
-/// Reads the lease after an ambiguous `acquire_lease`: `{value or false, PTTL}`.
-pub(crate) static PROBE_LEASE: LazyLock<Script> = script!(
-    r#"
-local refused = denied({{'GET', lease}, {'PTTL', lease}})
-if refused then return refused end
-return {read_string(lease) or false, redis.call('PTTL', lease)}
 "#
 );
 
 /// `release_lease`, ARGV `lease value`: compare-and-delete; 1 if released.
 pub(crate) static RELEASE: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'GET', lease}, {'DEL', lease}})
+local refused = refusal({{'GET', lease}, {'DEL', lease}})
 if refused then return refused end
 if read_string(lease) == ARGV[1] then
   redis.call('DEL', lease)
@@ -129,29 +135,27 @@ return 0
 
 /// `commit`, ARGV `lease value, fence, entry, expiry (Unix ms), fingerprint, channel, storage
 /// id, retention ms`: 1 if committed, 0 if the lease is not held or the fence is not newer.
+///
+/// Running it twice is harmless: when the stored generation and fingerprint are already this
+/// commit's, it reports the commit again. So a commit whose reply was lost is settled by
+/// running it again.
 pub(crate) static COMMIT: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'GET', lease}, {'SET', token, '1'}, {'TYPE', state}, {'HSET', state, 'f', '1'},
-  {'PEXPIRE', state, '1'}, {'DEL', lease, cooldown}, {'PUBLISH', ARGV[6], '1'}})
+local refused = refusal({{'HGET', state, 'gen'}, {'GET', lease}, {'SET', token, '1'}, {'TYPE', state},
+  {'HSET', state, 'f', '1'}, {'PTTL', token}, {'PEXPIRE', state, '1'}, {'DEL', lease, cooldown},
+  {'PUBLISH', ARGV[6], '1'}})
 if refused then return refused end
+if stored_generation() == tonumber(ARGV[2]) and stored_fingerprint() == ARGV[5] then return 1 end
 if read_string(lease) ~= ARGV[1] then return 0 end
 if tonumber(ARGV[2]) <= stored_generation() then return 0 end
 reset_foreign_state()
 redis.call('SET', token, ARGV[3], 'PXAT', ARGV[4])
 redis.call('HSET', state, 'gen', ARGV[2], 'fp', ARGV[5])
-redis.call('PEXPIRE', state, ARGV[8])
+-- Kept for the retention, and at least as long as the token: invalidate needs its fingerprint.
+redis.call('PEXPIRE', state, math.max(tonumber(ARGV[8]), redis.call('PTTL', token)))
 redis.call('DEL', lease, cooldown)
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
-"#
-);
-
-/// Reads what decides an ambiguous `commit`: `{fingerprint or false, generation, lease or false}`.
-pub(crate) static PROBE_COMMIT: LazyLock<Script> = script!(
-    r#"
-local refused = denied({{'HGET', state, 'fp'}, {'GET', lease}})
-if refused then return refused end
-return {stored_fingerprint(), stored_generation(), read_string(lease) or false}
 "#
 );
 
@@ -159,8 +163,8 @@ return {stored_fingerprint(), stored_generation(), read_string(lease) or false}
 /// was current and is removed. The generation stays.
 pub(crate) static INVALIDATE: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'EXISTS', token}, {'DEL', token}, {'HDEL', state, 'fp'},
-  {'PUBLISH', ARGV[2], '1'}})
+local refused = refusal({{'EXISTS', token}, {'HGET', state, 'fp'}, {'DEL', token},
+  {'HDEL', state, 'fp'}, {'PUBLISH', ARGV[2], '1'}})
 if refused then return refused end
 if redis.call('EXISTS', token) == 0 or stored_fingerprint() ~= ARGV[1] then return 0 end
 redis.call('DEL', token)
@@ -173,7 +177,7 @@ return 1
 /// `set_cooldown`, ARGV `duration ms`: starts it unless a longer one runs.
 pub(crate) static COOLDOWN: LazyLock<Script> = script!(
     r#"
-local refused = denied({{'PTTL', cooldown}, {'SET', cooldown, '1'}})
+local refused = refusal({{'PTTL', cooldown}, {'SET', cooldown, '1'}})
 if refused then return refused end
 if redis.call('PTTL', cooldown) < tonumber(ARGV[1]) then
   redis.call('SET', cooldown, '1', 'PX', ARGV[1])

@@ -13,11 +13,11 @@ use kigo_core::store::{
     LeaseAttempt, Snapshot,
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
-use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, ServerErrorKind};
 
 use crate::RedisStoreBuilder;
 use crate::connection::{Connection, Target, Timeouts};
-use crate::error::{is_ambiguous, store_error};
+use crate::error::{is_ambiguous, require_tokio, store_error};
 use crate::keys::{KeyNames, channel};
 use crate::scripts;
 
@@ -85,11 +85,14 @@ impl RedisStore {
         self.inner.connection.run(invocation).await
     }
 
-    /// Runs a script whose repetition is harmless, once more if the first result is unknown.
+    /// Runs a script, once more if the first result is unknown (the connection dropped or timed
+    /// out after the script may have run): every script of the store reports the same result
+    /// when run again.
     async fn run_idempotent<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
+        require_tokio()?;
         match self.run(invocation).await {
             Err(error) if is_ambiguous(&error) => {
                 tracing::debug!(%error, "Redis result unknown; running the script again");
@@ -97,37 +100,6 @@ impl RedisStore {
             }
             result => result.map_err(store_error),
         }
-    }
-
-    /// After an acquire whose result is unknown: the lease tells whether it was granted.
-    async fn settle_acquire(
-        &self,
-        key: &TokenKey,
-        holder: &HolderId,
-        acquire: &ScriptInvocation<'_>,
-        error: redis::RedisError,
-    ) -> Result<LeaseAttempt, StoreError> {
-        tracing::debug!(%error, "acquire result unknown; reading the lease");
-        let probe = self.invocation(&scripts::PROBE_LEASE, key);
-        let (value, left): (Option<String>, i64) = match self.run(&probe).await {
-            Ok(found) => found,
-            Err(_) => return Err(store_error(error)),
-        };
-        if let Some((fence, found)) = value.as_deref().and_then(parse_lease)
-            && found == holder.as_str()
-        {
-            return Ok(LeaseAttempt::Acquired(Lease::new(
-                key.clone(),
-                holder.clone(),
-                fence,
-            )));
-        }
-        if value.is_some() && left > 0 {
-            return Ok(held(left));
-        }
-        // Not granted (the script never ran): try once more.
-        let reply = self.run(acquire).await.map_err(store_error)?;
-        Ok(self.lease_attempt(key, holder, reply))
     }
 
     fn lease_attempt(&self, key: &TokenKey, holder: &HolderId, reply: (i64, i64)) -> LeaseAttempt {
@@ -139,34 +111,6 @@ impl RedisStore {
             )),
             (_, left) => held(left),
         }
-    }
-
-    /// After a commit whose result is unknown: the stored fingerprint and generation tell whether
-    /// it happened; if not and the lease is still ours, commit again.
-    async fn settle_commit(
-        &self,
-        lease: &Lease,
-        token: &Token,
-        commit: &ScriptInvocation<'_>,
-        error: redis::RedisError,
-    ) -> Result<CommitOutcome, StoreError> {
-        tracing::debug!(%error, "commit result unknown; reading the stored token");
-        let probe = self.invocation(&scripts::PROBE_COMMIT, lease.key());
-        let (fingerprint, generation, held_by): (Option<String>, u64, Option<String>) =
-            match self.run(&probe).await {
-                Ok(found) => found,
-                Err(_) => return Err(store_error(error)),
-            };
-        if fingerprint.as_deref() == Some(&token.fingerprint().to_string())
-            && generation == lease.fence()
-        {
-            return Ok(CommitOutcome::Committed);
-        }
-        if held_by.as_deref() != Some(&lease_value(lease)) {
-            return Ok(CommitOutcome::Rejected);
-        }
-        let committed: i64 = self.run(commit).await.map_err(store_error)?;
-        Ok(commit_outcome(committed))
     }
 }
 
@@ -210,15 +154,10 @@ impl TokenStore for RedisStore {
         let mut invocation = self.invocation(&scripts::ACQUIRE, key);
         invocation
             .arg(holder.as_str())
-            .arg(millis(ttl).max(1))
+            .arg(expiry_millis(ttl))
             .arg(self.inner.retention_ms);
-        match self.run(&invocation).await {
-            Ok(reply) => Ok(self.lease_attempt(key, holder, reply)),
-            Err(error) if is_ambiguous(&error) => {
-                self.settle_acquire(key, holder, &invocation, error).await
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        let reply = self.run_idempotent(&invocation).await?;
+        Ok(self.lease_attempt(key, holder, reply))
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -240,13 +179,8 @@ impl TokenStore for RedisStore {
             .arg(&self.inner.channel)
             .arg(key.storage_id())
             .arg(self.inner.retention_ms);
-        match self.run(&invocation).await {
-            Ok(committed) => Ok(commit_outcome(committed)),
-            Err(error) if is_ambiguous(&error) => {
-                self.settle_commit(lease, token, &invocation, error).await
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        let committed: i64 = self.run_idempotent(&invocation).await?;
+        Ok(commit_outcome(committed))
     }
 
     async fn invalidate(
@@ -268,10 +202,10 @@ impl TokenStore for RedisStore {
     }
 
     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        let ms = millis(duration);
-        if ms == 0 {
+        if duration.is_zero() {
             return Ok(());
         }
+        let ms = expiry_millis(duration);
         let mut invocation = self.invocation(&scripts::COOLDOWN, key);
         invocation.arg(ms);
         let _set: i64 = self.run_idempotent(&invocation).await?;
@@ -281,10 +215,25 @@ impl TokenStore for RedisStore {
     fn changes(&self) -> Option<ChangeFeed> {
         let inner = Arc::clone(&self.inner);
         let subscription = async move {
+            if let Err(error) = require_tokio() {
+                tracing::error!(%error, "cannot subscribe to change notices");
+                return None;
+            }
             match inner.connection.subscribe(&inner.channel).await {
                 Ok(messages) => Some(messages),
+                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => {
+                    tracing::error!(
+                        %error,
+                        "the Redis user may not subscribe to the change channel (see the crate \
+                         docs on ACLs); waiters fall back to polling"
+                    );
+                    None
+                }
                 Err(error) => {
-                    tracing::debug!(%error, "subscribing to change notices failed");
+                    tracing::warn!(
+                        %error,
+                        "subscribing to change notices failed; waiters poll until it works"
+                    );
                     None
                 }
             }
@@ -305,12 +254,6 @@ impl TokenStore for RedisStore {
 /// What the lease key holds for `lease`: `<fence>:<holder>`.
 fn lease_value(lease: &Lease) -> String {
     format!("{}:{}", lease.fence(), lease.holder())
-}
-
-/// Splits a lease value into fence and holder.
-fn parse_lease(value: &str) -> Option<(u64, &str)> {
-    let (fence, holder) = value.split_once(':')?;
-    Some((fence.parse().ok()?, holder))
 }
 
 fn held(left_ms: i64) -> LeaseAttempt {
@@ -335,6 +278,13 @@ fn positive_millis(ms: i64) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// `duration` as a Redis expiry in milliseconds: at least 1 (0 is refused), at most a hundred
+/// years (Redis refuses expiries beyond its clock's range; longer is forever in practice).
+fn expiry_millis(duration: Duration) -> u64 {
+    const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+    millis(duration).clamp(1, MAX_MS)
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -350,14 +300,29 @@ fn millis_since_epoch(time: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
+    /// Polled by an executor other than tokio, the store fails with an error saying so (the
+    /// redis crate would panic).
     #[test]
-    fn lease_values_round_trip_with_any_holder() {
+    fn outside_a_tokio_runtime_the_store_is_misconfigured() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let store = RedisStore::open("redis://127.0.0.1:1").unwrap();
         let key = TokenKey::partner(kigo_core::PartnerId::new("p").unwrap());
-        let lease = Lease::new(key, HolderId::new("replica:1-2"), 42);
-        let value = lease_value(&lease);
-        assert_eq!(parse_lease(&value), Some((42, "replica:1-2")));
-        assert_eq!(parse_lease("garbage"), None);
-        assert_eq!(parse_lease("x:holder"), None);
+        let mut load = std::pin::pin!(store.load(&key));
+        match load.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Err(StoreError::Misconfigured { hint, .. })) => {
+                assert!(hint.contains("tokio runtime"), "{hint}");
+            }
+            other => panic!("outside tokio: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn expiries_stay_in_the_range_redis_accepts() {
+        assert_eq!(expiry_millis(Duration::ZERO), 1);
+        assert_eq!(expiry_millis(Duration::from_millis(1500)), 1500);
+        assert!(expiry_millis(Duration::MAX) < i64::MAX as u64 / 1000);
     }
 
     #[test]

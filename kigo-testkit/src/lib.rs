@@ -8,7 +8,7 @@ pub mod mock;
 pub mod services;
 mod source;
 
-pub use faulty::{FaultyStore, InjectedFault};
+pub use faulty::{FaultyStore, Gate, InjectedFault};
 pub use kigo_core::runtime::ManualClock;
 pub use source::{
     FakeFailure, FakeSource, MockRespond, MockTokenSource, Respond, Scripted, SourceCall,

@@ -2,7 +2,7 @@
 //! store's change notices.
 
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
@@ -81,8 +81,14 @@ fn next_refresh(slot: &KeySlot) -> Option<SystemTime> {
     if transient { paused } else { None }
 }
 
+/// The first pause before subscribing again after a feed ended. It doubles while feeds keep
+/// ending without delivering a notice (a store refusing subscriptions), up to the poll interval,
+/// so that a dropped connection costs milliseconds of notices, not a poll interval.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(10);
+
 /// Wakes waiters and adopts new tokens when the store announces a change.
 pub(super) async fn follow_changes(inner: Weak<Inner>) {
+    let mut pause = RESUBSCRIBE_PAUSE;
     loop {
         let feed = match inner.upgrade() {
             Some(inner) => inner.store.changes(),
@@ -92,6 +98,7 @@ pub(super) async fn follow_changes(inner: Weak<Inner>) {
             return;
         };
         while let Some(notice) = feed.next().await {
+            pause = RESUBSCRIBE_PAUSE;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
@@ -101,11 +108,15 @@ pub(super) async fn follow_changes(inner: Weak<Inner>) {
             }
         }
         // The feed ended (connection lost): subscribe again after a pause.
-        let pause = match inner.upgrade() {
-            Some(inner) => inner.env.sleep(inner.config.poll_interval),
+        let sleep = match inner.upgrade() {
+            Some(inner) => {
+                let sleep = inner.env.sleep(pause);
+                pause = (pause * 2).min(inner.config.poll_interval);
+                sleep
+            }
             None => return,
         };
-        pause.await;
+        sleep.await;
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! A flight runs as its own task, so a caller that gives up does not cancel it halfway.
 
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,6 +41,11 @@ pub struct StaleOnArrival;
 #[error("token creation timed out after {0:?}")]
 pub struct CreateTimedOut(pub Duration);
 
+/// The store did not answer within the store timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the token store did not answer within {0:?}")]
+pub struct StoreTimedOut(pub Duration);
+
 enum Step {
     Done(FlightOutcome),
     Again,
@@ -76,7 +82,7 @@ impl Flight<'_> {
         }
         loop {
             let changed = self.slot.changed.listen();
-            let snapshot = match self.inner.store.load(self.key()).await {
+            let snapshot = match self.inner.bounded(self.inner.store.load(self.key())).await {
                 Ok(snapshot) => snapshot,
                 Err(error) => return self.store_failed(error).await,
             };
@@ -94,12 +100,11 @@ impl Flight<'_> {
                 return self.serve_or(error);
             }
             let ttl = self.inner.config.lease_ttl;
-            match self
+            let claim = self
                 .inner
                 .store
-                .acquire_lease(self.key(), &self.holder, ttl)
-                .await
-            {
+                .acquire_lease(self.key(), &self.holder, ttl);
+            match self.inner.bounded(claim).await {
                 Err(error) => return self.store_failed(error).await,
                 Ok(LeaseAttempt::Acquired(lease)) => match self.create_under(lease).await {
                     Step::Done(outcome) => return outcome,
@@ -176,17 +181,15 @@ impl Flight<'_> {
         if self.slot.failures().rejected != Some(fingerprint) {
             return Ok(());
         }
-        self.inner
-            .store
-            .invalidate(self.key(), &fingerprint)
-            .await?;
+        let invalidate = self.inner.store.invalidate(self.key(), &fingerprint);
+        self.inner.bounded(invalidate).await?;
         Ok(())
     }
 
     async fn create_under(&self, lease: Lease) -> Step {
         let guard = LeaseGuard::new(self.inner, lease);
         // Another replica may have committed between our read and our claim.
-        match self.inner.store.load(self.key()).await {
+        match self.inner.bounded(self.inner.store.load(self.key())).await {
             Err(error) => {
                 guard.release().await;
                 return Step::Done(self.store_failed(error).await);
@@ -209,7 +212,11 @@ impl Flight<'_> {
                 return Step::Done(self.endpoint_failed(error).await);
             }
         };
-        match self.inner.store.commit(&guard.lease, &token).await {
+        match self
+            .inner
+            .bounded(self.inner.store.commit(&guard.lease, &token))
+            .await
+        {
             Ok(CommitOutcome::Committed) => {
                 guard.disarm();
                 tracing::debug!(key = %self.key(), fingerprint = %token.fingerprint(), generation = token.generation(), "committed a new token");
@@ -237,7 +244,7 @@ impl Flight<'_> {
 
     /// The commit failed in transit, so it may or may not have happened: read to find out.
     async fn commit_unknown(&self, token: Token, error: StoreError) -> Step {
-        match self.inner.store.load(self.key()).await {
+        match self.inner.bounded(self.inner.store.load(self.key())).await {
             Ok(snapshot) => {
                 if snapshot.token().map(Token::fingerprint) == Some(token.fingerprint()) {
                     self.install(token);
@@ -260,16 +267,11 @@ impl Flight<'_> {
         let previous = current.present.then_some(&current.token);
         let request = CreateRequest::new(self.key(), previous, self.inner.env.time().as_ref());
         let timeout = self.inner.config.create_timeout;
-        let created = match select(
-            pin!(self.inner.source.create(request)),
-            self.inner.env.sleep(timeout),
-        )
-        .await
-        {
-            Either::Left((created, _)) => created,
-            Either::Right(((), _)) => Err(SourceError::transient(CreateTimedOut(timeout))),
-        };
-        let token = created?;
+        let token = self
+            .inner
+            .within(timeout, self.inner.source.create(request))
+            .await
+            .unwrap_or_else(|| Err(SourceError::transient(CreateTimedOut(timeout))))?;
         super::bump(&self.inner.metrics.creations);
         if !self.inner.cache_entry(token.clone()).usable_at(self.now()) {
             return Err(SourceError::transient(StaleOnArrival));
@@ -310,7 +312,8 @@ impl Flight<'_> {
         tracing::warn!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
         if error.is_transient() {
             // Share the pause so that the whole fleet backs off, not only this replica.
-            if let Err(store_error) = self.inner.store.set_cooldown(self.key(), delay).await {
+            let cooldown = self.inner.store.set_cooldown(self.key(), delay);
+            if let Err(store_error) = self.inner.bounded(cooldown).await {
                 self.record_store_failure(store_error);
             }
         }
@@ -480,7 +483,11 @@ impl<'a> LeaseGuard<'a> {
     }
 
     async fn release(mut self) {
-        if let Err(error) = self.inner.store.release_lease(&self.lease).await {
+        if let Err(error) = self
+            .inner
+            .bounded(self.inner.store.release_lease(&self.lease))
+            .await
+        {
             tracing::debug!(key = %self.lease.key(), %error, "lease release failed; it lapses by itself");
         }
         self.armed = false;
@@ -499,13 +506,34 @@ impl Drop for LeaseGuard<'_> {
         }
         let store = Arc::clone(&self.inner.store);
         let lease = self.lease.clone();
+        let give_up = self.inner.env.sleep(self.inner.config.store_timeout);
         self.inner.env.spawn(async move {
-            let _ = store.release_lease(&lease).await;
+            select(pin!(store.release_lease(&lease)), give_up).await;
         });
     }
 }
 
 impl Inner {
+    /// `future`'s output, or `None` once `limit` has passed on the manager's clock.
+    async fn within<T>(&self, limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+        match select(pin!(future), self.env.sleep(limit)).await {
+            Either::Left((output, _)) => Some(output),
+            Either::Right(((), _)) => None,
+        }
+    }
+
+    /// Runs a store operation, giving up after the store timeout: a store that never answers must
+    /// not hold a refresh, and the callers waiting for it, forever.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.config.store_timeout;
+        self.within(limit, operation)
+            .await
+            .unwrap_or_else(|| Err(StoreError::unavailable(StoreTimedOut(limit))))
+    }
+
     /// The cache entry for `token`, with this replica's refresh and stale points.
     pub(super) fn cache_entry(&self, token: Token) -> Cached {
         let policy = &self.config.expiry;

@@ -16,7 +16,7 @@ mod metrics;
 mod registry;
 mod slot;
 
-pub use flight::{CreateTimedOut, StaleOnArrival};
+pub use flight::{CreateTimedOut, StaleOnArrival, StoreTimedOut};
 pub use metrics::MetricsSnapshot;
 pub use slot::TokenGuard;
 
@@ -85,6 +85,7 @@ struct Config {
     store_failure: StoreFailurePolicy,
     lease_ttl: Duration,
     create_timeout: Duration,
+    store_timeout: Duration,
     poll_interval: Duration,
     max_wait: Duration,
     user_keys: usize,
@@ -98,6 +99,7 @@ impl Default for Config {
             store_failure: StoreFailurePolicy::default(),
             lease_ttl: Duration::from_secs(30),
             create_timeout: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
             max_wait: Duration::from_secs(45),
             user_keys: 10_000,
@@ -179,6 +181,14 @@ impl ManagerBuilder {
     /// holder commits before its lease lapses).
     pub fn create_timeout(mut self, timeout: Duration) -> Self {
         self.config.create_timeout = timeout;
+        self
+    }
+
+    /// How long one store operation may take (default 5 s): a store that stops answering is then
+    /// treated as down, so the cached token keeps being served and the store-failure policy
+    /// applies.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
         self
     }
 

@@ -1,60 +1,85 @@
-//! The store works as a Redis ACL user limited to the commands, keys and channel the crate docs
-//! list, and a user missing one is reported as a misconfiguration.
+//! The store works as a Redis ACL user with exactly the permissions the crate docs give, and a
+//! user missing one is reported as a misconfiguration before anything changed.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kigo_core::store::CommitOutcome;
+use kigo_core::store::{CommitOutcome, HolderId};
 use kigo_core::{StoreError, TokenStore};
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 
-use super::support::{RedisHarness, acquire, token_valid_for};
+use super::support::{RedisHarness, acquire, eventually, token_valid_for};
 
-/// The permissions the crate docs give for the store's user (`ACL SETUSER`).
-const COMMANDS: &[&str] = &[
-    "-@all",
-    "+evalsha",
-    "+script|load",
-    "+subscribe",
-    "+ping",
-    "+hello",
-    "+get",
-    "+set",
-    "+del",
-    "+exists",
-    "+type",
-    "+pttl",
-    "+pexpire",
-    "+incr",
-    "+hget",
-    "+hset",
-    "+hdel",
-    "+publish",
-];
+/// The crate docs, whose `ACL SETUSER` block the tests run as written.
+const README: &str = include_str!("../../README.md");
+/// The prefix the crate docs grant in that block.
+const README_PREFIX: &str = "billing-api:prod:";
 
+/// The rules of the crate docs' `ACL SETUSER` block, after the user name (`on`, the password,
+/// key and channel patterns, commands).
+fn documented_rules() -> Vec<String> {
+    let start = README
+        .find("ACL SETUSER ")
+        .expect("the crate docs give an ACL SETUSER block");
+    let block = &README[start..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    // After `ACL SETUSER <name>`.
+    let rules: Vec<String> = block
+        .split_whitespace()
+        .skip(3)
+        .map(str::to_owned)
+        .collect();
+    assert!(rules.iter().any(|rule| rule == "+evalsha"), "{rules:?}");
+    rules
+}
+
+/// A store as the ACL user `user` with the documented rules, for this harness's prefix, less
+/// the rule `without`.
 async fn store_as_user(harness: &RedisHarness, user: &str, without: Option<&str>) -> RedisStore {
     let prefix = harness.builder_prefix();
     let mut setuser = redis::cmd("ACL");
-    setuser
-        .arg("SETUSER")
-        .arg(user)
-        .arg("reset")
-        .arg("on")
-        .arg(">test-password")
-        .arg(format!("~{prefix}*"))
-        .arg(format!("&{prefix}changes"));
-    for command in COMMANDS.iter().filter(|command| Some(**command) != without) {
-        setuser.arg(*command);
+    setuser.arg("SETUSER").arg(user).arg("reset");
+    for rule in documented_rules() {
+        if Some(rule.as_str()) == without {
+            continue;
+        }
+        let rule = match rule.chars().next() {
+            Some('>') => ">test-password".to_owned(),
+            Some('~' | '&') => rule.replace(README_PREFIX, prefix),
+            _ => rule,
+        };
+        setuser.arg(rule);
     }
     let () = harness.raw(&setuser).await;
-    let port = harness.service().local_server().unwrap().port();
+    let port = harness.single_node().port();
     RedisStoreBuilder::from_url(&format!("redis://{user}:test-password@127.0.0.1:{port}"))
         .unwrap()
         .prefix(prefix)
+        .heartbeat(Duration::from_millis(100))
         .build()
         .unwrap()
+}
+
+/// How many `PING`s the (private) server answered.
+async fn pings(harness: &RedisHarness) -> u64 {
+    let stats: String = harness.raw(redis::cmd("INFO").arg("commandstats")).await;
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+fn is_acl_misconfiguration<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
+    match result {
+        Err(StoreError::Misconfigured { hint, .. }) => hint.contains("ACL"),
+        other => panic!("expected an ACL misconfiguration, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +95,11 @@ async fn the_documented_acl_is_enough() {
         }
     });
     harness.subscribed().await;
+    // The subscription's heartbeat passes the ACL too: the feed outlives a few of them.
+    eventually("heartbeats", Duration::from_secs(10), || async {
+        pings(&harness).await >= 3
+    })
+    .await;
 
     store
         .set_cooldown(&key, Duration::from_secs(5))
@@ -93,14 +123,81 @@ async fn the_documented_acl_is_enough() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_without_a_needed_command_is_a_misconfiguration() {
+async fn a_commit_refused_for_a_missing_command_writes_nothing() {
     let harness = RedisHarness::private().await;
     let store = store_as_user(&harness, "no-publish", Some("+publish")).await;
     let key = fresh_key();
     let lease = acquire(&store, &key, Duration::from_secs(30)).await;
     let token = token_valid_for("acl", Duration::from_secs(1800));
-    match store.commit(&lease, &token).await {
-        Err(StoreError::Misconfigured { hint, .. }) => assert!(hint.contains("ACL"), "{hint}"),
-        other => panic!("a commit without PUBLISH gave {other:?}"),
+    assert!(is_acl_misconfiguration(store.commit(&lease, &token).await));
+
+    let names = store.key_names(&key);
+    let written: u64 = harness
+        .raw(redis::cmd("EXISTS").arg(&names.token).arg(&names.state))
+        .await;
+    assert_eq!(written, 0, "no token and no generation were written");
+    assert!(
+        harness.lease_pttl(&key).await > 0,
+        "the lease was not released"
+    );
+}
+
+/// Without `HGET` the scripts could not see the stored generation or fingerprint: they must
+/// say so instead of reading nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_hget_is_a_misconfiguration() {
+    let harness = RedisHarness::private().await;
+    let store = store_as_user(&harness, "no-hget", Some("+hget")).await;
+    let key = fresh_key();
+    let acquired = store
+        .acquire_lease(&key, &HolderId::random(), Duration::from_secs(30))
+        .await;
+    assert!(is_acl_misconfiguration(acquired));
+    let fingerprint = token_valid_for("acl", Duration::from_secs(60)).fingerprint();
+    assert!(is_acl_misconfiguration(
+        store.invalidate(&key, &fingerprint).await
+    ));
+}
+
+/// What a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        text.extend_from_slice(bytes);
+        Ok(bytes.len())
     }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A user that may not subscribe to the change channel gets no notices (waiters poll), and
+/// the operator is told at error level.
+#[tokio::test]
+async fn a_user_without_the_channel_is_reported_at_error_level() {
+    let harness = RedisHarness::private().await;
+    let channel = format!("&{README_PREFIX}changes");
+    let store = store_as_user(&harness, "no-channel", Some(&channel)).await;
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let mut feed = store.changes().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), feed.next()).await;
+    assert!(matches!(ended, Ok(None)), "the feed ends at once");
+    let logged = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    assert!(
+        logged
+            .lines()
+            .any(|line| line.contains("ERROR") && line.contains("ACL")),
+        "{logged}"
+    );
 }

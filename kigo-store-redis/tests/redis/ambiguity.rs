@@ -15,12 +15,29 @@ use super::support::{RedisHarness, acquire, token_valid_for};
 const TTL: Duration = Duration::from_secs(30);
 const LIFETIME: Duration = Duration::from_secs(1800);
 
-/// A store whose connection to a private server goes through a cutting proxy, with every script
-/// already loaded.
+/// A store whose connections to a private server (or the node of a private one-node cluster)
+/// go through a cutting proxy, with every script already loaded.
+///
+/// The cluster node announces the proxy's port, so that the cluster client, which connects to
+/// the nodes the cluster names, connects through the proxy too. That client sends a request
+/// again by itself when its connection drops, so there the store sees no error at all: only
+/// scripts whose repetition is harmless give the right result.
 async fn behind_proxy(harness: &RedisHarness) -> (CuttingProxy, RedisStore) {
-    let server = harness.service().local_server().unwrap();
-    let proxy = CuttingProxy::start(server.port()).await;
-    let store = RedisStoreBuilder::from_url(&proxy.url())
+    let proxy = CuttingProxy::start(harness.single_node().port()).await;
+    let builder = if harness.is_cluster() {
+        let () = harness
+            .raw(
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("cluster-announce-port")
+                    .arg(proxy.port()),
+            )
+            .await;
+        RedisStoreBuilder::cluster([proxy.url()])
+    } else {
+        RedisStoreBuilder::from_url(&proxy.url())
+    };
+    let store = builder
         .unwrap()
         .prefix(harness.builder_prefix())
         .build()
@@ -40,11 +57,11 @@ async fn lease_value(harness: &RedisHarness, key: &TokenKey) -> Option<String> {
     harness.raw(redis::cmd("GET").arg(lease)).await
 }
 
-async fn cut_acquire(cut: Cut) {
-    let harness = RedisHarness::private().await;
+async fn cut_acquire(harness: RedisHarness, cut: Cut) {
     let (proxy, store) = behind_proxy(&harness).await;
     let key = fresh_key();
-    let holder = HolderId::random();
+    // A holder ID with the separator of the lease value in it.
+    let holder = HolderId::new(format!("replica:{}", HolderId::random()));
     proxy.arm(cut);
     let attempt = store.acquire_lease(&key, &holder, TTL).await.unwrap();
     assert!(proxy.has_cut());
@@ -61,16 +78,25 @@ async fn cut_acquire(cut: Cut) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acquire_cut_before_it_ran_is_run_again() {
-    cut_acquire(Cut::BeforeCommand).await;
+    cut_acquire(RedisHarness::private().await, Cut::BeforeCommand).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acquire_cut_after_it_ran_is_found_granted() {
-    cut_acquire(Cut::AfterReply).await;
+    cut_acquire(RedisHarness::private().await, Cut::AfterReply).await;
 }
 
-async fn cut_commit(cut: Cut) {
-    let harness = RedisHarness::private().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_cut_before_it_ran_on_a_cluster_is_run_again() {
+    cut_acquire(RedisHarness::private_cluster().await, Cut::BeforeCommand).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_cut_after_it_ran_on_a_cluster_is_found_granted() {
+    cut_acquire(RedisHarness::private_cluster().await, Cut::AfterReply).await;
+}
+
+async fn cut_commit(harness: RedisHarness, cut: Cut) {
     let (proxy, store) = behind_proxy(&harness).await;
     let key = fresh_key();
     let lease = acquire(&store, &key, TTL).await;
@@ -92,12 +118,34 @@ async fn cut_commit(cut: Cut) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_cut_before_it_ran_is_run_again() {
-    cut_commit(Cut::BeforeCommand).await;
+    cut_commit(RedisHarness::private().await, Cut::BeforeCommand).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_cut_after_it_ran_is_found_committed() {
-    cut_commit(Cut::AfterReply).await;
+    cut_commit(RedisHarness::private().await, Cut::AfterReply).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_cut_before_it_ran_on_a_cluster_is_run_again() {
+    cut_commit(RedisHarness::private_cluster().await, Cut::BeforeCommand).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_cut_after_it_ran_on_a_cluster_is_found_committed() {
+    cut_commit(RedisHarness::private_cluster().await, Cut::AfterReply).await;
+}
+
+/// A reconnect attempt that fails (Redis restarting, a network hiccup) is tried once more
+/// within the same call, so that the call still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconnect_is_tried_again_within_the_call() {
+    let harness = RedisHarness::private().await;
+    let (proxy, store) = behind_proxy(&harness).await;
+    proxy.refuse_next(1);
+    proxy.arm(Cut::BeforeCommand);
+    store.load(&fresh_key()).await.unwrap();
+    assert!(proxy.has_cut() && proxy.has_refused());
 }
 
 async fn scripts_survive_a_script_flush(harness: RedisHarness) {
@@ -135,12 +183,13 @@ async fn scripts_survive_a_script_flush(harness: RedisHarness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_survive_a_script_flush_on_a_server() {
-    scripts_survive_a_script_flush(RedisHarness::standalone().await).await;
+    // A server of its own: the flush must not touch servers other tests (or people) use.
+    scripts_survive_a_script_flush(RedisHarness::private().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_survive_a_script_flush_on_a_cluster() {
-    scripts_survive_a_script_flush(RedisHarness::cluster().await).await;
+    scripts_survive_a_script_flush(RedisHarness::private_cluster().await).await;
 }
 
 /// The failover worst case: a replica promoted without the last writes has lost the lease (and

@@ -1,18 +1,28 @@
 //! A replica that wins the lease and then dies or pauses before its commit.
+//!
+//! The holder runs on a tokio runtime of its own, as another process would: shutting that
+//! runtime down aborts every task of the replica (its refresh, its store connection) at once,
+//! with no chance to release the lease, as a crash would.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use kigo_core::runtime::{RuntimeEnv, SystemClock, TokioSleep, TokioSpawn};
 use kigo_core::{Fingerprint, Token, TokenKey, TokenManager, TokenStore};
-use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::fresh_key;
+use kigo_testkit::{FakeSource, FaultyStore, Gate};
+use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use super::support::{GatedStore, Point, RedisHarness, eventually, refresh_at_share, replica};
+use super::support::{RedisHarness, eventually, refresh_at_share, replica, within};
 
-const LEASE_TTL: Duration = Duration::from_secs(2);
+const LEASE_TTL: Duration = Duration::from_secs(5);
 const LIFETIME: Duration = Duration::from_secs(60);
+/// The holder renews after 3 s; the others after 6 s, 3 s later, while the holder's lease
+/// (until about 8 s) still runs.
+const HOLDER_REFRESH_SHARE: f64 = 0.05;
+const OTHERS_REFRESH_SHARE: f64 = 0.1;
 
 /// Three replicas holding the fleet's token, and a fourth (the holder) that reaches its refresh
 /// point first, wins the lease, creates a token and is held before its commit.
@@ -20,8 +30,10 @@ struct Scenario {
     harness: RedisHarness,
     key: TokenKey,
     source: FakeSource,
-    holder_store: GatedStore,
+    holder_store: FaultyStore,
     holder: TokenManager,
+    /// Where the holder's tasks run; `None` once the holder died.
+    holder_runtime: Option<Runtime>,
     others: Vec<TokenManager>,
     first: Fingerprint,
 }
@@ -31,10 +43,20 @@ impl Scenario {
         let harness = RedisHarness::standalone().await;
         let key = fresh_key();
         let source = FakeSource::with_lifetime(LIFETIME);
-        let holder_store = GatedStore::new(Arc::new(harness.store()));
-        // The holder renews after 3 s; the others after 3.6 s, while the holder's lease runs.
+        let holder_store = FaultyStore::new(Arc::new(harness.store()));
+        let holder_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let holder_env = RuntimeEnv::new(
+            Arc::new(SystemClock::new()),
+            Arc::new(TokioSleep),
+            Arc::new(TokioSpawn::new(holder_runtime.handle().clone())),
+        );
         let holder = replica(&source, Arc::new(holder_store.clone()), "holder")
-            .expiry(refresh_at_share(0.05))
+            .runtime(holder_env)
+            .expiry(refresh_at_share(HOLDER_REFRESH_SHARE))
             .lease_ttl(LEASE_TTL)
             .build()
             .unwrap();
@@ -45,7 +67,7 @@ impl Scenario {
                     Arc::new(harness.store()),
                     &format!("other-{index}"),
                 )
-                .expiry(refresh_at_share(0.06))
+                .expiry(refresh_at_share(OTHERS_REFRESH_SHARE))
                 .lease_ttl(LEASE_TTL)
                 .build()
                 .unwrap()
@@ -61,13 +83,14 @@ impl Scenario {
             assert_eq!(other.token(&key).await.unwrap().fingerprint(), first);
         }
         assert_eq!(source.creations(), 1);
-        holder_store.hold(Point::BeforeCommit);
+        holder_store.hold(Gate::BeforeCommit);
         Self {
             harness,
             key,
             source,
             holder_store,
             holder,
+            holder_runtime: Some(holder_runtime),
             others,
             first,
         }
@@ -105,7 +128,7 @@ impl Scenario {
     /// Waits until another replica took over and every other replica serves its token.
     async fn taken_over(&self) -> Token {
         let store = self.harness.store();
-        eventually("a replica takes over", Duration::from_secs(10), || async {
+        eventually("a replica takes over", Duration::from_secs(20), || async {
             self.source.creations() == 3
         })
         .await;
@@ -136,7 +159,7 @@ impl Scenario {
     }
 
     /// When the holder and the replica that took over called the token endpoint.
-    fn creation_times(&self) -> (std::time::SystemTime, std::time::SystemTime) {
+    fn creation_times(&self) -> (SystemTime, SystemTime) {
         let calls = self.source.calls();
         assert_eq!(calls.len(), 3, "{calls:?}");
         (calls[1].at, calls[2].at)
@@ -146,20 +169,42 @@ impl Scenario {
         for other in &self.others {
             other.shutdown().await;
         }
-        // The dead holder's flight never ends; its tasks go with the runtime.
         drop(self.holder);
+        if let Some(runtime) = self.holder_runtime {
+            runtime.shutdown_background();
+        }
     }
 }
 
-/// Runs the scenario to the takeover and checks what both holder tests need.
-async fn until_takeover(scenario: &Scenario) -> Token {
+/// What becomes of the holder once it waits before its commit.
+enum Holder {
+    /// It dies: every task of it is aborted, and its lease stays until it lapses.
+    Dies,
+    /// It stays paused until the test lets it commit.
+    Pauses,
+}
+
+/// Runs the scenario from the holder's claim to the takeover and checks what both holder tests
+/// need.
+async fn until_takeover(scenario: &mut Scenario, holder: Holder) -> Token {
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = scenario.traffic(&stop);
-    scenario.holder_store.reached(Point::BeforeCommit).await;
+    assert!(
+        scenario
+            .holder_store
+            .reached(Gate::BeforeCommit, Duration::from_secs(20))
+            .await,
+        "the holder claims the lease and creates a token"
+    );
+    if let Holder::Dies = holder
+        && let Some(runtime) = scenario.holder_runtime.take()
+    {
+        runtime.shutdown_background();
+    }
     let taken_over = scenario.taken_over().await;
     stop.store(true, Ordering::SeqCst);
     for replica_seen in traffic {
-        let seen = replica_seen.await.unwrap();
+        let seen = within("the traffic stops", replica_seen).await.unwrap();
         assert_eq!(
             seen,
             [scenario.first, taken_over.fingerprint()],
@@ -177,8 +222,8 @@ async fn until_takeover(scenario: &Scenario) -> Token {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_dies_after_claiming_is_replaced_once_its_lease_lapses() {
-    let scenario = Scenario::start().await;
-    let taken_over = until_takeover(&scenario).await;
+    let mut scenario = Scenario::start().await;
+    let taken_over = until_takeover(&mut scenario, Holder::Dies).await;
     assert!(taken_over.generation() > 1);
     assert_eq!(scenario.harness.lease_pttl(&scenario.key).await, -2);
     scenario.shutdown().await;
@@ -186,10 +231,10 @@ async fn a_holder_that_dies_after_claiming_is_replaced_once_its_lease_lapses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_paused_past_its_lease_has_its_commit_rejected() {
-    let scenario = Scenario::start().await;
-    let taken_over = until_takeover(&scenario).await;
+    let mut scenario = Scenario::start().await;
+    let taken_over = until_takeover(&mut scenario, Holder::Pauses).await;
 
-    scenario.holder_store.open(Point::BeforeCommit);
+    scenario.holder_store.open(Gate::BeforeCommit);
     let holder = scenario.holder.handle(scenario.key.clone());
     eventually(
         "the paused holder adopts the stored token",

@@ -5,6 +5,7 @@ mod acl;
 mod ambiguity;
 mod conformance_cluster;
 mod conformance_standalone;
+mod contract;
 mod corrupt;
 mod encryption;
 mod fleet;
@@ -12,6 +13,7 @@ mod holder;
 mod notifications;
 mod outage;
 mod proxy;
+mod settings;
 mod support;
 #[cfg(feature = "tls-rustls")]
 mod tls;

@@ -1,12 +1,18 @@
-//! Waiters are woken by pub/sub, and a lost notification costs at most one poll interval.
+//! Waiters are woken by pub/sub, and a lost notification costs at most one poll interval; a
+//! subscription that is killed or falls silent ends the feed, and the manager subscribes again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kigo_testkit::FaultyStore;
+use futures_util::StreamExt;
+use kigo_core::{TokenKey, TokenManager, TokenStore};
+use kigo_store_redis::{RedisStore, RedisStoreBuilder, redis};
 use kigo_testkit::conformance::fresh_key;
+use kigo_testkit::{FakeSource, FaultyStore};
+use tokio::task::JoinHandle;
 
-use super::support::{RedisHarness, replica, slow_source};
+use super::proxy::{Cut, CuttingProxy};
+use super::support::{RedisHarness, replica, slow_source, within};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -31,7 +37,7 @@ async fn a_waiter_whose_notification_is_lost_finishes_within_one_poll_interval()
         let token = holder_handle.token().await.unwrap();
         (token.fingerprint(), Instant::now())
     });
-    source.wait_for_calls(1).await;
+    within("the holder creates", source.wait_for_calls(1)).await;
     let waiting = waiter.handle(key.clone());
     let waited = waiting.token().await.unwrap();
     let waiter_done = Instant::now();
@@ -49,36 +55,125 @@ async fn a_waiter_whose_notification_is_lost_finishes_within_one_poll_interval()
     waiter.shutdown().await;
 }
 
+/// A holder about to create a token, and a subscribed waiter whose poll interval is `poll`.
+struct Waiting {
+    key: TokenKey,
+    source: FakeSource,
+    holder: TokenManager,
+    waiter: TokenManager,
+    poll: Duration,
+}
+
+impl Waiting {
+    async fn start(harness: &RedisHarness, poll: Duration) -> Self {
+        let key = fresh_key();
+        let source = slow_source(Duration::from_millis(300));
+        let holder = replica(&source, Arc::new(harness.store()), "holder")
+            .build()
+            .unwrap();
+        let waiter = replica(&source, Arc::new(harness.store()), "waiter")
+            .poll_interval(poll)
+            .max_wait(Duration::from_secs(60))
+            .lease_ttl(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        // The waiter's manager subscribes when it gets its first key; wait until Redis has it.
+        drop(waiter.handle(key.clone()));
+        harness.subscribed().await;
+        Self {
+            key,
+            source,
+            holder,
+            waiter,
+            poll,
+        }
+    }
+
+    /// The holder creates a token while the waiter waits; the waiter gets it within half its
+    /// poll interval, before its first poll could come: woken by the change notice.
+    async fn woken_by_a_notice(self) {
+        let holder_handle = self.holder.handle(self.key.clone());
+        let holding =
+            tokio::spawn(async move { holder_handle.token().await.unwrap().fingerprint() });
+        within("the holder creates", self.source.wait_for_calls(1)).await;
+        let started = Instant::now();
+        let waited = within("the waiter is woken", self.waiter.token(&self.key))
+            .await
+            .unwrap();
+        assert_eq!(waited.fingerprint(), holding.await.unwrap());
+        assert!(
+            started.elapsed() < self.poll / 2,
+            "woken after {:?}: by a poll, not a notice",
+            started.elapsed()
+        );
+        self.holder.shutdown().await;
+        self.waiter.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notified_waiter_finishes_long_before_its_poll_interval() {
     let harness = RedisHarness::standalone().await;
-    let key = fresh_key();
-    let source = slow_source(Duration::from_millis(300));
-    // A poll interval far beyond the test's patience: only the notification can wake the waiter.
-    let slow_poll = Duration::from_secs(30);
-    let holder = replica(&source, Arc::new(harness.store()), "holder")
-        .build()
-        .unwrap();
-    let waiter = replica(&source, Arc::new(harness.store()), "waiter")
-        .poll_interval(slow_poll)
-        .max_wait(Duration::from_secs(60))
-        .lease_ttl(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    // The waiter's manager subscribes when it gets its first key; wait until Redis has it.
-    let waiting = waiter.handle(key.clone());
-    harness.subscribed().await;
-
-    let holder_handle = holder.handle(key.clone());
-    let holding = tokio::spawn(async move { holder_handle.token().await.unwrap().fingerprint() });
-    source.wait_for_calls(1).await;
-    let started = Instant::now();
-    let waited = tokio::time::timeout(Duration::from_secs(10), waiting.token())
+    Waiting::start(&harness, Duration::from_secs(30))
         .await
-        .expect("woken by the change notice")
+        .woken_by_a_notice()
+        .await;
+}
+
+/// Drains the change feed of `store` until it ends.
+fn follow(store: &RedisStore) -> JoinHandle<()> {
+    let mut feed = store.changes().unwrap();
+    tokio::spawn(async move { while feed.next().await.is_some() {} })
+}
+
+async fn kill_subscriptions(harness: &RedisHarness) {
+    let killed: u64 = harness
+        .raw(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
+        .await;
+    assert!(killed >= 1, "no subscription to kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_ends_the_feed() {
+    let harness = RedisHarness::private().await;
+    let feed = follow(&harness.store());
+    harness.subscribed().await;
+    kill_subscriptions(&harness).await;
+    within("the feed ends", feed).await.unwrap();
+}
+
+/// A connection that goes silent (a network failure leaves it half-open) fails the store's
+/// `PING`, which ends the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_falls_silent_ends_the_feed() {
+    let harness = RedisHarness::private().await;
+    let proxy = CuttingProxy::start(harness.single_node().port()).await;
+    let store = RedisStoreBuilder::from_url(&proxy.url())
+        .unwrap()
+        .prefix(harness.builder_prefix())
+        .heartbeat(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(500))
+        .build()
         .unwrap();
-    assert_eq!(waited.fingerprint(), holding.await.unwrap());
-    assert!(started.elapsed() < Duration::from_secs(10));
-    holder.shutdown().await;
-    waiter.shutdown().await;
+    let feed = follow(&store);
+    harness.subscribed().await;
+    proxy.arm(Cut::Silence);
+    within("the silent feed ends", feed).await.unwrap();
+}
+
+/// After its subscription is killed, a manager subscribes again (after one poll interval) and
+/// its waiters are woken by notices again, long before they would poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_killed_subscription_waiters_are_woken_by_notices_again() {
+    let harness = RedisHarness::private().await;
+    // Short enough for the manager's pause before it subscribes again.
+    let waiting = Waiting::start(&harness, Duration::from_secs(8)).await;
+    kill_subscriptions(&harness).await;
+    harness
+        .subscriber_count(0, "the subscription is gone")
+        .await;
+    harness
+        .subscriber_count(1, "the waiter subscribes again")
+        .await;
+    waiting.woken_by_a_notice().await;
 }

@@ -6,12 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kigo_core::{BackoffPolicy, Error, StoreFailurePolicy, TokenManager, TokenStore};
-use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::fresh_key;
+use kigo_testkit::{FakeSource, FaultyStore, Gate};
 
-use super::support::{
-    GatedStore, Point, RedisHarness, eventually, kill_client_connections, replica,
-};
+use super::support::{RedisHarness, eventually, kill_client_connections, replica};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_rides_out_a_redis_restart() {
@@ -127,28 +125,31 @@ async fn the_fleet_rides_out_a_redis_restart() {
     }
 }
 
-/// One replica whose store holds at `point`; the test kills the store's connection there.
-async fn kill_connection_at(point: Point) {
+/// One replica whose store holds at `gate`; the test kills the store's connection there.
+async fn kill_connection_at(gate: Gate) {
     let harness = RedisHarness::private().await;
     let mut admin = harness.admin().await;
     let key = fresh_key();
     let source = FakeSource::new();
-    let gated = GatedStore::new(Arc::new(harness.store()));
+    let gated = FaultyStore::new(Arc::new(harness.store()));
     let manager: TokenManager = replica(&source, Arc::new(gated.clone()), "replica")
         .build()
         .unwrap();
     // Connect and subscribe before the gate, so that the kill hits a live connection.
     let warm_up = harness.store();
     assert!(warm_up.load(&key).await.is_ok());
-    gated.hold(point);
+    gated.hold(gate);
 
     let handle = manager.handle(key.clone());
     let getting =
         tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
-    gated.reached(point).await;
+    assert!(
+        gated.reached(gate, Duration::from_secs(10)).await,
+        "the replica reaches {gate:?}"
+    );
     assert!(harness.lease_pttl(&key).await > 0, "the lease is claimed");
     assert!(kill_client_connections(&mut admin).await >= 1);
-    gated.open(point);
+    gated.open(gate);
 
     let token = getting
         .await
@@ -172,10 +173,10 @@ async fn kill_connection_at(point: Point) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_claim_leaves_no_lease_behind() {
-    kill_connection_at(Point::AfterAcquire).await;
+    kill_connection_at(Gate::AfterAcquire).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_commit_leaves_no_lease_behind() {
-    kill_connection_at(Point::BeforeCommit).await;
+    kill_connection_at(Gate::BeforeCommit).await;
 }

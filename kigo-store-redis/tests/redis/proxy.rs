@@ -1,7 +1,10 @@
 //! A TCP proxy in front of Redis that cuts a connection at a chosen moment: before the next
 //! command reaches Redis, or after Redis answered it but before the answer reaches the client.
 //! Either way the client sees a dropped connection and cannot tell whether the command ran.
+//! It can also close new connections at once, as a server that is restarting would, or fall
+//! silent.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,12 +18,16 @@ pub(crate) enum Cut {
     BeforeCommand,
     /// The next reply is swallowed: the command ran.
     AfterReply,
+    /// From now on nothing is forwarded, but every connection stays open: a network that went
+    /// silent, or a peer that died without closing its connections.
+    Silence,
 }
 
 /// The proxy; stops accepting when dropped.
 pub(crate) struct CuttingProxy {
     port: u16,
     armed: Arc<Mutex<Option<Cut>>>,
+    refusing: Arc<AtomicUsize>,
     accepting: JoinHandle<()>,
 }
 
@@ -30,10 +37,19 @@ impl CuttingProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(Mutex::new(None));
+        let refusing = Arc::new(AtomicUsize::new(0));
         let accepting = tokio::spawn({
             let armed = Arc::clone(&armed);
+            let refusing = Arc::clone(&refusing);
             async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    let refuse = refusing
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if refuse {
+                        drop(client);
+                        continue;
+                    }
                     let upstream = TcpStream::connect(("127.0.0.1", upstream_port))
                         .await
                         .unwrap();
@@ -44,8 +60,14 @@ impl CuttingProxy {
         Self {
             port,
             armed,
+            refusing,
             accepting,
         }
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// The URL to give the client.
@@ -58,7 +80,17 @@ impl CuttingProxy {
         *lock(&self.armed) = Some(cut);
     }
 
-    /// Whether the armed cut has happened.
+    /// Closes the next `count` new connections as soon as they are accepted.
+    pub(crate) fn refuse_next(&self, count: usize) {
+        self.refusing.store(count, Ordering::SeqCst);
+    }
+
+    /// Whether every connection to be refused was.
+    pub(crate) fn has_refused(&self) -> bool {
+        self.refusing.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether the armed cut has happened (a silence never ends).
     pub(crate) fn has_cut(&self) -> bool {
         lock(&self.armed).is_none()
     }
@@ -74,14 +106,18 @@ fn lock(armed: &Mutex<Option<Cut>>) -> std::sync::MutexGuard<'_, Option<Cut>> {
     armed.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Takes the armed cut if it is for `direction`.
-fn take(armed: &Mutex<Option<Cut>>, direction: Cut) -> bool {
+/// What to do with data going in `direction`: forward it, or cut the connection (taking the
+/// armed cut); `None` while silent.
+fn verdict(armed: &Mutex<Option<Cut>>, direction: Cut) -> Option<bool> {
     let mut armed = lock(armed);
-    if *armed == Some(direction) {
-        *armed = None;
-        return true;
+    match *armed {
+        Some(Cut::Silence) => None,
+        Some(cut) if cut == direction => {
+            *armed = None;
+            Some(false)
+        }
+        _ => Some(true),
     }
-    false
 }
 
 async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<Cut>>>) {
@@ -93,8 +129,10 @@ async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<C
         tokio::select! {
             read = client_read.read(&mut buffer) => {
                 let Ok(n @ 1..) = read else { return };
-                if take(&armed, Cut::BeforeCommand) {
-                    return;
+                match verdict(&armed, Cut::BeforeCommand) {
+                    None => return silent(client_read, client_write).await,
+                    Some(false) => return,
+                    Some(true) => {}
                 }
                 if upstream_write.write_all(&buffer[..n]).await.is_err() {
                     return;
@@ -102,8 +140,10 @@ async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<C
             }
             read = upstream_read.read(&mut reply) => {
                 let Ok(n @ 1..) = read else { return };
-                if take(&armed, Cut::AfterReply) {
-                    return;
+                match verdict(&armed, Cut::AfterReply) {
+                    None => return silent(client_read, client_write).await,
+                    Some(false) => return,
+                    Some(true) => {}
                 }
                 if client_write.write_all(&reply[..n]).await.is_err() {
                     return;
@@ -111,4 +151,14 @@ async fn relay(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<C
             }
         }
     }
+}
+
+/// Keeps the client's connection open without ever answering, until the client closes it.
+async fn silent(
+    mut client_read: tokio::net::tcp::OwnedReadHalf,
+    client_write: tokio::net::tcp::OwnedWriteHalf,
+) {
+    let mut sink = vec![0; 64 * 1024];
+    while let Ok(1..) = client_read.read(&mut sink).await {}
+    drop(client_write);
 }

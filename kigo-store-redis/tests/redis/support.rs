@@ -1,26 +1,25 @@
 //! What the tests share: harnesses on a standalone server and on a cluster, replicas built on
-//! them, and a store wrapper that holds an operation at a gate.
+//! them, and waiting with deadlines.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use kigo_core::runtime::TokioSleep;
-use kigo_core::store::{
-    ChangeFeed, CommitOutcome, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
-};
+use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    ExpiryPolicy, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager,
-    TokenSecret, TokenStore,
+    ExpiryPolicy, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret, TokenSource,
+    TokenStore,
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::services::LocalServer;
 use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared_redis};
-use kigo_testkit::services::redis_cluster::{RedisClusterService, redis_cluster};
-use tokio::sync::watch;
+use kigo_testkit::services::redis_cluster::{
+    RedisClusterService, private_redis_cluster, redis_cluster,
+};
 
 /// Where a harness's stores connect.
 enum Server {
@@ -64,12 +63,47 @@ impl RedisHarness {
         }
     }
 
+    /// On a Redis Cluster of one node of this test only, which it may reconfigure.
+    pub(crate) async fn private_cluster() -> Self {
+        let service = private_redis_cluster(1)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self {
+            server: Server::Cluster(service),
+        }
+    }
+
     /// The server of a [`RedisHarness::private`] harness.
     pub(crate) fn service(&self) -> &RedisService {
         match &self.server {
             Server::Standalone(service) => service,
             Server::Cluster(_) => panic!("a cluster harness has no single server"),
         }
+    }
+
+    /// The node URLs of a cluster harness.
+    pub(crate) fn cluster_urls(&self) -> &[String] {
+        match &self.server {
+            Server::Cluster(service) => service.urls(),
+            Server::Standalone(_) => panic!("a server harness has no cluster nodes"),
+        }
+    }
+
+    /// Whether the stores of this harness talk to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.server, Server::Cluster(_))
+    }
+
+    /// The one server process of a private server or private cluster.
+    pub(crate) fn single_node(&self) -> &LocalServer {
+        let node = match &self.server {
+            Server::Standalone(service) => service.local_server(),
+            Server::Cluster(service) => match service.local_nodes() {
+                [node] => Some(node),
+                _ => None,
+            },
+        };
+        node.unwrap_or_else(|| panic!("the harness has no single server process of its own"))
     }
 
     pub(crate) fn builder_prefix(&self) -> &str {
@@ -101,26 +135,29 @@ impl RedisHarness {
             .unwrap_or_else(|error| panic!("building the store: {error}"))
     }
 
-    /// Runs `command` on the server directly, bypassing the store.
+    /// Runs `command` on the server directly, bypassing the store (on a one-node cluster, on
+    /// that node: it holds every slot).
     pub(crate) async fn raw<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
-        let result = match &self.server {
-            Server::Standalone(service) => {
-                let client = service.client().unwrap_or_else(|error| panic!("{error}"));
-                let mut connection = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap_or_else(|error| panic!("admin connection: {error}"));
-                command.query_async(&mut connection).await
-            }
-            Server::Cluster(service) => {
-                let client = redis::cluster::ClusterClient::new(service.urls().to_vec())
-                    .unwrap_or_else(|error| panic!("{error}"));
-                let mut connection = client
-                    .get_async_connection()
-                    .await
-                    .unwrap_or_else(|error| panic!("admin connection: {error}"));
-                command.query_async(&mut connection).await
-            }
+        let urls = match &self.server {
+            Server::Standalone(service) => vec![service.url().to_owned()],
+            Server::Cluster(service) => service.urls().to_vec(),
+        };
+        let result = if let [url] = urls.as_slice() {
+            let client =
+                redis::Client::open(url.as_str()).unwrap_or_else(|error| panic!("{error}"));
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap_or_else(|error| panic!("admin connection: {error}"));
+            command.query_async(&mut connection).await
+        } else {
+            let client =
+                redis::cluster::ClusterClient::new(urls).unwrap_or_else(|error| panic!("{error}"));
+            let mut connection = client
+                .get_async_connection()
+                .await
+                .unwrap_or_else(|error| panic!("admin connection: {error}"));
+            command.query_async(&mut connection).await
         };
         result.unwrap_or_else(|error| panic!("raw command failed: {error}"))
     }
@@ -131,16 +168,32 @@ impl RedisHarness {
         self.raw(redis::cmd("PTTL").arg(lease)).await
     }
 
+    /// How many connections are subscribed to the change channel.
+    async fn subscribers(&self) -> u64 {
+        let channel = self.store().channel().to_owned();
+        let counts: Vec<(String, u64)> = self
+            .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+            .await;
+        counts.first().map_or(0, |(_, subscribers)| *subscribers)
+    }
+
     /// Waits until a store of this harness is subscribed to the change channel.
     pub(crate) async fn subscribed(&self) {
-        let channel = self.store().channel().to_owned();
-        eventually("a store subscribes", Duration::from_secs(10), || async {
-            let counts: Vec<(String, u64)> = self
-                .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
-                .await;
-            counts
-                .first()
-                .is_some_and(|(_, subscribers)| *subscribers >= 1)
+        self.subscribers_at_least(1).await;
+    }
+
+    /// Waits until at least `count` connections are subscribed to the change channel.
+    pub(crate) async fn subscribers_at_least(&self, count: u64) {
+        eventually("the stores subscribe", Duration::from_secs(10), || async {
+            self.subscribers().await >= count
+        })
+        .await;
+    }
+
+    /// Waits until exactly `count` connections are subscribed to the change channel.
+    pub(crate) async fn subscriber_count(&self, count: u64, what: &str) {
+        eventually(what, Duration::from_secs(20), || async {
+            self.subscribers().await == count
         })
         .await;
     }
@@ -176,6 +229,12 @@ impl StoreHarness for RedisHarness {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    /// Real Redis on a loaded machine: the suite's default of 500 ms leaves too little margin
+    /// between the steps of a test that must all fall inside one TTL.
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(2)
+    }
 }
 
 /// Kills every normal client connection but the caller's (`CLIENT KILL TYPE normal SKIPME yes`):
@@ -200,7 +259,16 @@ pub(crate) fn replica(
     store: Arc<dyn TokenStore>,
     name: &str,
 ) -> ManagerBuilder {
-    TokenManager::builder(Arc::new(source.clone()))
+    replica_of(Arc::new(source.clone()), store, name)
+}
+
+/// [`replica`] with any token source.
+pub(crate) fn replica_of(
+    source: Arc<dyn TokenSource>,
+    store: Arc<dyn TokenStore>,
+    name: &str,
+) -> ManagerBuilder {
+    TokenManager::builder(source)
         .store(store)
         .replica_name(name)
         .lease_ttl(Duration::from_secs(2))
@@ -240,6 +308,14 @@ pub(crate) async fn acquire(store: &dyn TokenStore, key: &TokenKey, ttl: Duratio
     }
 }
 
+/// `future`'s output, failing the test if it takes longer than 10 s.
+pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    const DEADLINE: Duration = Duration::from_secs(10);
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
+}
+
 /// Waits until `condition` holds, checking every 20 ms, failing after `deadline`.
 pub(crate) async fn eventually<F, Fut>(what: &str, deadline: Duration, mut condition: F)
 where
@@ -253,125 +329,5 @@ where
             "{what}: not within {deadline:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Where a [`GatedStore`] can hold a replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Point {
-    /// Right after a lease was granted (the claim is in Redis), before the caller sees it.
-    AfterAcquire,
-    /// Right before a commit is sent.
-    BeforeCommit,
-}
-
-/// A store handle that can hold operations at a gate until the test opens it: a replica paused
-/// there, or dead there if the gate never opens.
-#[derive(Debug, Clone)]
-pub(crate) struct GatedStore {
-    store: Arc<dyn TokenStore>,
-    gates: Arc<[Gate; 2]>,
-}
-
-#[derive(Debug)]
-struct Gate {
-    armed: AtomicBool,
-    reached: watch::Sender<usize>,
-    open: watch::Sender<bool>,
-}
-
-impl Gate {
-    fn new() -> Self {
-        Self {
-            armed: AtomicBool::new(false),
-            reached: watch::Sender::new(0),
-            open: watch::Sender::new(false),
-        }
-    }
-
-    async fn pass(&self) {
-        if !self.armed.load(Ordering::SeqCst) {
-            return;
-        }
-        self.reached.send_modify(|count| *count += 1);
-        let mut open = self.open.subscribe();
-        let _ = open.wait_for(|open| *open).await;
-    }
-}
-
-impl GatedStore {
-    /// Wraps `store` with all gates open.
-    pub(crate) fn new(store: Arc<dyn TokenStore>) -> Self {
-        Self {
-            store,
-            gates: Arc::new([Gate::new(), Gate::new()]),
-        }
-    }
-
-    fn gate(&self, point: Point) -> &Gate {
-        &self.gates[point as usize]
-    }
-
-    /// Closes the gate at `point`: operations that reach it wait.
-    pub(crate) fn hold(&self, point: Point) {
-        self.gate(point).armed.store(true, Ordering::SeqCst);
-    }
-
-    /// Waits until an operation waits at `point`.
-    pub(crate) async fn reached(&self, point: Point) {
-        let mut reached = self.gate(point).reached.subscribe();
-        let _ = reached.wait_for(|count| *count > 0).await;
-    }
-
-    /// Lets the operations waiting at `point` (and later ones) through.
-    pub(crate) fn open(&self, point: Point) {
-        let gate = self.gate(point);
-        gate.armed.store(false, Ordering::SeqCst);
-        gate.open.send_replace(true);
-    }
-}
-
-#[async_trait]
-impl TokenStore for GatedStore {
-    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
-        self.store.load(key).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        key: &TokenKey,
-        holder: &HolderId,
-        ttl: Duration,
-    ) -> Result<LeaseAttempt, StoreError> {
-        let attempt = self.store.acquire_lease(key, holder, ttl).await?;
-        if matches!(attempt, LeaseAttempt::Acquired(_)) {
-            self.gate(Point::AfterAcquire).pass().await;
-        }
-        Ok(attempt)
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.store.release_lease(lease).await
-    }
-
-    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
-        self.gate(Point::BeforeCommit).pass().await;
-        self.store.commit(lease, token).await
-    }
-
-    async fn invalidate(
-        &self,
-        key: &TokenKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<InvalidateOutcome, StoreError> {
-        self.store.invalidate(key, fingerprint).await
-    }
-
-    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        self.store.set_cooldown(key, duration).await
-    }
-
-    fn changes(&self) -> Option<ChangeFeed> {
-        self.store.changes()
     }
 }

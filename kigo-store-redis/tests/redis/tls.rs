@@ -8,7 +8,7 @@ use kigo_store_redis::RedisStoreBuilder;
 use kigo_store_redis::redis::{Client, TlsCertificates};
 use kigo_testkit::conformance::fresh_key;
 use kigo_testkit::services::free_port;
-use kigo_testkit::services::redis::start_local_redis;
+use kigo_testkit::services::redis::start_local_redis_with;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use super::support::{acquire, token_valid_for};
@@ -29,20 +29,27 @@ async fn the_store_works_over_tls() {
     std::fs::write(path("server.pem"), server_cert.pem()).unwrap();
     std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
 
-    let tls_port = free_port().unwrap().to_string();
-    let args = [
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        &path("server.pem"),
-        "--tls-key-file",
-        &path("server.key"),
-        "--tls-ca-cert-file",
-        &path("ca.pem"),
-        "--tls-auth-clients",
-        "no",
-    ];
-    let _server = start_local_redis(&args).await.unwrap();
+    // The TLS port is chosen with each start attempt, like the plain one.
+    let mut tls_port = 0;
+    let _server = start_local_redis_with(|| {
+        tls_port = free_port()?;
+        Ok([
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &path("server.pem"),
+            "--tls-key-file",
+            &path("server.key"),
+            "--tls-ca-cert-file",
+            &path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec())
+    })
+    .await
+    .unwrap();
 
     let client = Client::build_with_tls(
         format!("rediss://127.0.0.1:{tls_port}"),

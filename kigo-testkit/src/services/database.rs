@@ -2,16 +2,16 @@
 //! binaries, container), a fresh database per test, and private servers a test may kill.
 
 use std::fmt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::{LocalServer, ServerSpec, ServiceError, docker_reachable, unique_suffix, url_from_env};
+use super::{
+    LocalServer, Remedy, ServerSpec, ServiceError, docker_reachable, unique_suffix, url_from_env,
+};
 
 /// How long a server may take to answer queries once it accepts connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -232,19 +232,14 @@ pub(crate) async fn database(
 pub(crate) async fn private_server(
     engine: &'static dyn Engine,
 ) -> Result<PrivateServer, ServiceError> {
-    let instance = engine.start_local().await.map_err(|reason| {
-        service_error(
-            engine,
-            format!(
-                "{reason} (this test kills and restarts the server, so it needs the local binaries)"
-            ),
-        )
-    })?;
+    let names = engine.names();
+    let local_only = |reason| ServiceError::local_only(names.service, names.binaries, reason);
+    let instance = engine.start_local().await.map_err(local_only)?;
     wait_ready(engine, &instance.admin_url)
         .await
-        .map_err(|reason| service_error(engine, reason))?;
+        .map_err(local_only)?;
     let Some(server) = instance.local.clone() else {
-        return Err(service_error(engine, "no local server process".to_owned()));
+        return Err(local_only("no local server process".to_owned()));
     };
     Ok(PrivateServer {
         engine,
@@ -335,9 +330,12 @@ pub(crate) fn service_error(engine: &dyn Engine, reason: String) -> ServiceError
     let names = engine.names();
     ServiceError {
         service: names.service,
-        env_var: names.env_var,
-        binaries: names.binaries,
         reason,
+        remedies: vec![
+            Remedy::EnvVar(names.env_var),
+            Remedy::Binaries(names.binaries),
+            Remedy::Container,
+        ],
     }
 }
 
@@ -413,31 +411,6 @@ pub(crate) fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
     dirs.sort();
     dirs.reverse();
     dirs
-}
-
-/// Kills the server whose pid is in `pid_file` and removes `dir` once this process is gone,
-/// however it ends (a shared server in a `static` is never dropped; a killed test runner
-/// runs no destructor). The watcher checks that the pid still runs from `dir` before killing.
-pub(crate) fn reap_when_gone(pid_file: &Path, dir: &Path) {
-    const SCRIPT: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
-pid=$(head -n 1 "$2" 2>/dev/null)
-if [ -n "$pid" ] && grep -q "$3" "/proc/$pid/cmdline" 2>/dev/null; then kill -9 "$pid"; fi
-rm -rf "$3""#;
-    // Detached on purpose: it outlives this process, which is what it watches; in a process
-    // group of its own, so that whatever stops this process's group does not stop it too.
-    #[allow(clippy::zombie_processes)]
-    let _ = Command::new("sh")
-        .process_group(0)
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg("kigo-test-reaper")
-        .arg(std::process::id().to_string())
-        .arg(pid_file)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! a server.
 
 mod process;
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
 pub mod redis_cluster;
 
 pub use process::{LocalServer, ServerSpec};
@@ -25,25 +27,70 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
+use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 /// No server could be provided.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "no {service} server for the tests: {reason}. Set {env_var} to the URL of a server you run, \
-     install the server binaries ({binaries}), or enable the `testcontainers` feature with a \
-     reachable Docker engine"
-)]
+#[error("no {service} server for the tests: {reason}. {}", Remedies(remedies))]
 pub struct ServiceError {
     /// "Redis", "PostgreSQL", ...
     pub service: &'static str,
-    /// The environment variable that would name a server.
-    pub env_var: &'static str,
-    /// The binaries a local instance needs.
-    pub binaries: &'static str,
-    /// What went wrong trying the local binaries.
+    /// What went wrong trying each way.
     pub reason: String,
+    /// The ways of providing a server that this fixture would have used.
+    pub remedies: Vec<Remedy>,
+}
+
+/// A way of providing a server to a fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Set this environment variable to the URL of a server you run.
+    EnvVar(&'static str),
+    /// Install these server binaries (named with the package that has them).
+    Binaries(&'static str),
+    /// Enable the `testcontainers` feature and make a Docker engine reachable.
+    Container,
+}
+
+impl ServiceError {
+    /// A server started from the local binaries failed, and nothing else would do (the test
+    /// kills and restarts it).
+    pub fn local_only(service: &'static str, binaries: &'static str, reason: String) -> Self {
+        Self {
+            service,
+            reason: format!(
+                "{reason} (this test kills and restarts the server, so it needs the local binaries)"
+            ),
+            remedies: vec![Remedy::Binaries(binaries)],
+        }
+    }
+}
+
+/// The remedies of a [`ServiceError`] as one sentence.
+struct Remedies<'a>(&'a [Remedy]);
+
+impl fmt::Display for Remedies<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, remedy) in self.0.iter().enumerate() {
+            f.write_str(if index == 0 {
+                "To provide one: "
+            } else {
+                "; or "
+            })?;
+            match remedy {
+                Remedy::EnvVar(var) => write!(f, "set {var} to the URL of a server you run")?,
+                Remedy::Binaries(binaries) => write!(f, "install {binaries}")?,
+                Remedy::Container => f.write_str(
+                    "enable the `testcontainers` feature of kigo-testkit with a reachable Docker \
+                     engine",
+                )?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The value of `var` if it is set and not empty.
@@ -79,4 +126,39 @@ pub fn docker_reachable() -> bool {
 /// A short random suffix for isolating a test (key prefixes, schema and database names).
 pub fn unique_suffix() -> String {
     format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_error_offers_only_the_ways_its_fixture_would_use() {
+        let local_only = ServiceError::local_only(
+            "Redis",
+            "redis-server",
+            "redis-server is not on PATH".to_owned(),
+        )
+        .to_string();
+        assert!(local_only.contains("To provide one: install redis-server"));
+        assert!(!local_only.contains("testcontainers"), "{local_only}");
+        assert!(!local_only.contains(" set "), "{local_only}");
+
+        let any = ServiceError {
+            service: "Redis",
+            reason: "nothing worked".to_owned(),
+            remedies: vec![
+                Remedy::EnvVar("KIGO_TEST_REDIS_URL"),
+                Remedy::Binaries("redis-server"),
+                Remedy::Container,
+            ],
+        }
+        .to_string();
+        assert_eq!(
+            any,
+            "no Redis server for the tests: nothing worked. To provide one: set \
+             KIGO_TEST_REDIS_URL to the URL of a server you run; or install redis-server; or \
+             enable the `testcontainers` feature of kigo-testkit with a reachable Docker engine"
+        );
+    }
 }

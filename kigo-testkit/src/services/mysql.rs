@@ -20,8 +20,8 @@ use tokio::sync::OnceCell;
 #[cfg(feature = "testcontainers")]
 use super::database::Image;
 use super::database::{
-    Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, reap_when_gone,
-    running_as_root, system_user,
+    Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, running_as_root,
+    system_user,
 };
 use super::{LocalServer, ServerSpec, find_binary, free_port};
 
@@ -102,7 +102,6 @@ impl Engine for MariaDb {
         ];
         args.extend(root_flag);
         let spec = as_user(ServerSpec::new(server, args), user);
-        reap_when_gone(&dir.path().join("mariadbd.pid"), dir.path());
         let server = LocalServer::start(port, dir, spec)
             .await
             .map_err(|error| error.to_string())?;

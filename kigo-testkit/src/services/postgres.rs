@@ -20,8 +20,8 @@ use tokio::sync::OnceCell;
 #[cfg(feature = "testcontainers")]
 use super::database::Image;
 use super::database::{
-    Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, reap_when_gone,
-    running_as_root, system_user, versioned_bin_dirs,
+    Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, running_as_root,
+    system_user, versioned_bin_dirs,
 };
 use super::{LocalServer, ServerSpec, find_binary, free_port};
 
@@ -114,7 +114,6 @@ impl Engine for PostgreSql {
             args.extend(setting(name, value));
         }
         let spec = as_user(ServerSpec::new(postgres, args), user);
-        reap_when_gone(&data.join("postmaster.pid"), dir.path());
         let server = LocalServer::start(port, dir, spec)
             .await
             .map_err(|error| error.to_string())?;

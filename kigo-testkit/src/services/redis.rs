@@ -1,11 +1,13 @@
 //! Redis for tests: a server found from `KIGO_TEST_REDIS_URL`, a private `redis-server` from the
 //! local binary, or a container; each test gets a key prefix of its own.
 
+use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::{
-    LocalServer, ServerSpec, ServiceError, find_binary, free_port, unique_suffix, url_from_env,
+    LocalServer, Remedy, ServerSpec, ServiceError, find_binary, free_port, unique_suffix,
+    url_from_env,
 };
 
 /// The variable naming a Redis server the tests may use (`redis://127.0.0.1:6379`).
@@ -13,14 +15,27 @@ pub const REDIS_URL_VAR: &str = "KIGO_TEST_REDIS_URL";
 
 /// How many times a local server is started on a fresh port before giving up (another process
 /// may take a free port between the check and the start).
-const START_ATTEMPTS: usize = 3;
+const START_ATTEMPTS: usize = 5;
+
+/// The binaries a local Redis needs, for error messages.
+pub(super) const BINARIES: &str = "redis-server (Debian package `redis-server`)";
 
 /// A Redis server for one test, and the key prefix that isolates the test on it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisService {
     url: String,
     prefix: String,
     server: Server,
+}
+
+impl fmt::Debug for RedisService {
+    /// Without the URL: one from the environment may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisService")
+            .field("prefix", &self.prefix)
+            .field("server", &self.server)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,12 +105,9 @@ pub async fn redis() -> Result<RedisService, ServiceError> {
 
 /// A `redis-server` of this test only, which the test may kill and restart.
 pub async fn private_redis() -> Result<RedisService, ServiceError> {
-    let server = start_local_redis(&[]).await.map_err(|error| ServiceError {
-        service: "Redis",
-        env_var: "(none: this test kills the server, so it needs a local one)",
-        binaries: "redis-server",
-        reason: error.to_string(),
-    })?;
+    let server = start_local_redis(&[])
+        .await
+        .map_err(|error| ServiceError::local_only("Redis", BINARIES, error.to_string()))?;
     Ok(local_service(Arc::new(server), Server::Private))
 }
 
@@ -128,11 +140,29 @@ fn local_service(server: Arc<LocalServer>, kind: fn(Arc<LocalServer>) -> Server)
 /// Starts `redis-server` on a free loopback port in a temp dir, without persistence, with
 /// `extra` arguments.
 pub async fn start_local_redis(extra: &[&str]) -> io::Result<LocalServer> {
+    let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+    start_local_redis_with(|| Ok(extra.clone())).await
+}
+
+/// Starts `redis-server` as [`start_local_redis`] does, with the extra arguments `extra` makes
+/// for each attempt: an attempt that finds its port taken is made again on other ports, so any
+/// further port (a TLS port, a cluster bus port) must be chosen in `extra` too.
+pub async fn start_local_redis_with(
+    extra: impl FnMut() -> io::Result<Vec<String>>,
+) -> io::Result<LocalServer> {
+    start_on_ports(free_port, extra).await
+}
+
+/// [`start_local_redis_with`] on the ports `next_port` gives.
+async fn start_on_ports(
+    mut next_port: impl FnMut() -> io::Result<u16>,
+    mut extra: impl FnMut() -> io::Result<Vec<String>>,
+) -> io::Result<LocalServer> {
     let program = find_binary("redis-server", &[])
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "redis-server is not on PATH"))?;
     let mut last_error = None;
     for _ in 0..START_ATTEMPTS {
-        let port = free_port()?;
+        let port = next_port()?;
         let dir = LocalServer::temp_dir(None)?;
         let mut args = vec![
             "--port".to_owned(),
@@ -148,13 +178,33 @@ pub async fn start_local_redis(extra: &[&str]) -> io::Result<LocalServer> {
             "--daemonize".to_owned(),
             "no".to_owned(),
         ];
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        match LocalServer::start(port, dir, ServerSpec::new(&program, args)).await {
+        args.extend(extra()?);
+        let spec = ServerSpec::new(&program, args).identified_by(process_id);
+        match LocalServer::start(port, dir, spec).await {
             Ok(server) => return Ok(server),
             Err(error) => last_error = Some(error),
         }
     }
     Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+}
+
+/// The process id of the Redis server on `port` (`INFO server`).
+async fn process_id(port: u16) -> io::Result<u32> {
+    let client =
+        ::redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(io::Error::other)?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(io::Error::other)?;
+    let info: String = ::redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .map_err(io::Error::other)?;
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("process_id:"))
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| io::Error::other("INFO server names no process_id"))
 }
 
 #[cfg(feature = "testcontainers")]
@@ -181,9 +231,12 @@ async fn from_container(local_error: io::Error) -> Result<RedisService, ServiceE
 fn no_redis(local_error: io::Error, container: &str) -> ServiceError {
     ServiceError {
         service: "Redis",
-        env_var: REDIS_URL_VAR,
-        binaries: "redis-server, Debian package `redis-server`",
         reason: format!("starting redis-server failed ({local_error}); {container}"),
+        remedies: vec![
+            Remedy::EnvVar(REDIS_URL_VAR),
+            Remedy::Binaries(BINARIES),
+            Remedy::Container,
+        ],
     }
 }
 
@@ -216,5 +269,50 @@ mod container {
                 format!("redis://{host}:{port}"),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another Redis took between `free_port` and the start is not mistaken for the
+    /// started server's.
+    #[tokio::test]
+    async fn a_port_served_by_another_server_is_not_taken_for_ours() {
+        let stranger = start_local_redis(&[]).await.unwrap();
+        let program = find_binary("redis-server", &[]).unwrap();
+        let dir = LocalServer::temp_dir(None).unwrap();
+        let port = stranger.port().to_string();
+        let dir_arg = dir.path().display().to_string();
+        let args = [
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir_arg,
+            "--save",
+            "",
+        ];
+        let spec = ServerSpec::new(program, args).identified_by(process_id);
+        let error = LocalServer::start(stranger.port(), dir, spec)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_start_that_finds_its_port_taken_moves_to_another_port() {
+        let stranger = start_local_redis(&[]).await.unwrap();
+        let mut ports = [Ok(stranger.port())].into_iter();
+        let server = start_on_ports(|| ports.next().unwrap_or_else(free_port), || Ok(Vec::new()))
+            .await
+            .unwrap();
+        assert_ne!(server.port(), stranger.port());
+        assert_eq!(
+            process_id(server.port()).await.unwrap(),
+            server.pid().unwrap()
+        );
     }
 }

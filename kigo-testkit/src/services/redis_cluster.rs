@@ -1,6 +1,7 @@
-//! A small Redis Cluster for tests: three masters from local `redis-server` processes on free
+//! A small Redis Cluster for tests: masters from local `redis-server` processes on free
 //! loopback ports, joined with `CLUSTER ADDSLOTSRANGE` and `CLUSTER MEET`.
 
+use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -8,8 +9,8 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{Client, RedisResult, cmd};
 
-use super::redis::{shared, start_local_redis};
-use super::{LocalServer, ServiceError, free_port, unique_suffix, url_from_env};
+use super::redis::{BINARIES, shared, start_local_redis_with};
+use super::{LocalServer, Remedy, ServiceError, free_port, unique_suffix, url_from_env};
 
 /// The variable naming the nodes of a Redis Cluster the tests may use, comma-separated
 /// (`redis://127.0.0.1:7000,redis://127.0.0.1:7001`).
@@ -22,11 +23,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_POLL: Duration = Duration::from_millis(100);
 
 /// A Redis Cluster for one test, and the key prefix that isolates the test on it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisClusterService {
     urls: Vec<String>,
     prefix: String,
-    _local: Option<Arc<LocalCluster>>,
+    local: Option<Arc<LocalCluster>>,
 }
 
 impl RedisClusterService {
@@ -38,6 +39,38 @@ impl RedisClusterService {
     /// A key prefix no other test uses, ending in `:`.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The node processes of a cluster started for the tests (none for one named by the
+    /// environment).
+    pub fn local_nodes(&self) -> &[LocalServer] {
+        self.local
+            .as_deref()
+            .map_or(&[], |cluster| cluster.nodes.as_slice())
+    }
+
+    fn local(cluster: Arc<LocalCluster>) -> Self {
+        let urls = cluster
+            .nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port()))
+            .collect();
+        Self {
+            urls,
+            prefix: format!("kigo-test-{}:", unique_suffix()),
+            local: Some(cluster),
+        }
+    }
+}
+
+impl fmt::Debug for RedisClusterService {
+    /// Without the URLs: ones from the environment may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisClusterService")
+            .field("nodes", &self.urls.len())
+            .field("prefix", &self.prefix)
+            .field("local", &self.local.is_some())
+            .finish()
     }
 }
 
@@ -51,59 +84,60 @@ struct LocalCluster {
 /// masters of this test run (shared by the tests running at the same time, stopped when the
 /// last of them ends).
 pub async fn redis_cluster() -> Result<RedisClusterService, ServiceError> {
-    let prefix = format!("kigo-test-{}:", unique_suffix());
     if let Some(urls) = url_from_env(REDIS_CLUSTER_URLS_VAR) {
-        let urls = urls.split(',').map(|url| url.trim().to_owned()).collect();
         return Ok(RedisClusterService {
-            urls,
-            prefix,
-            _local: None,
+            urls: urls.split(',').map(|url| url.trim().to_owned()).collect(),
+            prefix: format!("kigo-test-{}:", unique_suffix()),
+            local: None,
         });
     }
     static SHARED: Mutex<Weak<LocalCluster>> = Mutex::new(Weak::new());
-    let cluster = shared(&SHARED, start_local_cluster)
+    let cluster = shared(&SHARED, || start_local_cluster(MASTERS))
         .await
         .map_err(|error| ServiceError {
             service: "Redis Cluster",
-            env_var: REDIS_CLUSTER_URLS_VAR,
-            binaries: "redis-server 7 or newer, Debian package `redis-server`",
             reason: error.to_string(),
+            remedies: vec![
+                Remedy::EnvVar(REDIS_CLUSTER_URLS_VAR),
+                Remedy::Binaries(BINARIES),
+            ],
         })?;
-    let urls = cluster
-        .nodes
-        .iter()
-        .map(|node| format!("redis://127.0.0.1:{}", node.port()))
-        .collect();
-    Ok(RedisClusterService {
-        urls,
-        prefix,
-        _local: Some(cluster),
-    })
+    Ok(RedisClusterService::local(cluster))
 }
 
-async fn start_local_cluster() -> io::Result<LocalCluster> {
-    let mut nodes = Vec::with_capacity(MASTERS);
-    let mut bus_ports = Vec::with_capacity(MASTERS);
-    for _ in 0..MASTERS {
-        let bus = free_port()?.to_string();
-        let args = [
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            &bus,
-            "--cluster-node-timeout",
-            "5000",
-        ];
-        nodes.push(start_local_redis(&args).await?);
-        bus_ports.push(bus);
+/// A Redis Cluster of `masters` local `redis-server` masters for this test alone, which it may
+/// reconfigure, kill and restart ([`RedisClusterService::local_nodes`]).
+pub async fn private_redis_cluster(masters: usize) -> Result<RedisClusterService, ServiceError> {
+    let cluster = start_local_cluster(masters)
+        .await
+        .map_err(|error| ServiceError::local_only("Redis Cluster", BINARIES, error.to_string()))?;
+    Ok(RedisClusterService::local(Arc::new(cluster)))
+}
+
+async fn start_local_cluster(masters: usize) -> io::Result<LocalCluster> {
+    let mut nodes = Vec::with_capacity(masters);
+    for _ in 0..masters {
+        // The bus port is chosen anew with every attempt, like the client port.
+        let node = start_local_redis_with(|| {
+            Ok(vec![
+                "--cluster-enabled".to_owned(),
+                "yes".to_owned(),
+                "--cluster-port".to_owned(),
+                free_port()?.to_string(),
+                "--cluster-node-timeout".to_owned(),
+                "5000".to_owned(),
+            ])
+        })
+        .await?;
+        nodes.push(node);
     }
-    join(&nodes, &bus_ports).await.map_err(io::Error::other)?;
+    join(&nodes).await.map_err(io::Error::other)?;
     Ok(LocalCluster { nodes })
 }
 
-/// Gives each node a third of the slots, introduces them to each other and waits until every
-/// node reports the cluster up.
-async fn join(nodes: &[LocalServer], bus_ports: &[String]) -> RedisResult<()> {
+/// Gives each node an equal share of the slots, introduces them to each other and waits until
+/// every node reports the cluster up.
+async fn join(nodes: &[LocalServer]) -> RedisResult<()> {
     let mut connections = Vec::with_capacity(nodes.len());
     for (index, node) in nodes.iter().enumerate() {
         let client = Client::open(format!("redis://127.0.0.1:{}", node.port()))?;
@@ -117,6 +151,15 @@ async fn join(nodes: &[LocalServer], bus_ports: &[String]) -> RedisResult<()> {
             .query_async::<()>(&mut connection)
             .await?;
         connections.push(connection);
+    }
+    let mut bus_ports = Vec::with_capacity(nodes.len());
+    for connection in &mut connections {
+        let (_, bus): (String, u16) = cmd("CONFIG")
+            .arg("GET")
+            .arg("cluster-port")
+            .query_async(connection)
+            .await?;
+        bus_ports.push(bus);
     }
     if let Some(introducer) = connections.first_mut() {
         for (node, bus) in nodes.iter().zip(bus_ports).skip(1) {
