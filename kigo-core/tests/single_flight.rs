@@ -10,6 +10,8 @@ use common::{
 };
 
 const LATENCY: Duration = Duration::from_secs(2);
+/// Real time after which callers on a manual clock are taken to be stuck.
+const WATCHDOG: Duration = Duration::from_secs(30);
 
 #[tokio::test(start_paused = true)]
 async fn a_thousand_concurrent_callers_on_an_empty_cache_cause_one_creation() {
@@ -37,7 +39,17 @@ fn a_thousand_callers_on_several_threads_cause_one_creation() {
         let callers = spawn_callers(repeat_n(manager.handle(partner("acme")), 1000), None);
         world.source.wait_for_calls(1).await;
         world.clock.advance(LATENCY);
-        (tokens_of(callers).await, world.source.creations())
+        // A watchdog, not a timing assumption: a second creation would wait for manual time
+        // that never comes, and the test must fail rather than hang.
+        let seen = tokio::time::timeout(WATCHDOG, tokens_of(callers))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "callers still waiting after {WATCHDOG:?}: {:?}",
+                    world.source.calls()
+                )
+            });
+        (seen, world.source.creations())
     });
     assert_eq!(creations, 1);
     assert_eq!(seen.len(), 1);

@@ -77,6 +77,10 @@ const MAX_REJECTED_COMMITS: u32 = 2;
 
 impl Flight<'_> {
     async fn run(&self) -> FlightOutcome {
+        if self.reason == Reason::Needed && self.serving() {
+            // The flight before this one installed a token after the caller looked: done.
+            return Ok(());
+        }
         if let Some(error) = self.store_paused() {
             return self.without_store(error).await;
         }
