@@ -141,9 +141,12 @@ impl TokenSource for FakeSource {
             previous: request.previous.map(Token::fingerprint),
             action: action.clone(),
         });
+        // The delay is timed from before the call is announced: a test that advances the clock as
+        // soon as it sees the call (from another thread) must not find the delay not yet started.
+        let delay = (self.inner.latency.as_ref()).map(|(latency, sleeper)| sleeper.sleep(*latency));
         self.inner.started.send_modify(|started| *started += 1);
-        if let Some((latency, sleeper)) = &self.inner.latency {
-            sleeper.sleep(*latency).await;
+        if let Some(delay) = delay {
+            delay.await;
         }
         let lifetime = match action {
             Scripted::Token => self.inner.lifetime,
