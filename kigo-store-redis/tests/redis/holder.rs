@@ -23,6 +23,8 @@ const LIFETIME: Duration = Duration::from_secs(60);
 /// (until about 8 s) still runs.
 const HOLDER_REFRESH_SHARE: f64 = 0.05;
 const OTHERS_REFRESH_SHARE: f64 = 0.1;
+/// Longer than any pause of the holder's commit in these tests.
+const HOLDER_PAUSE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Three replicas holding the fleet's token, and a fourth (the holder) that reaches its refresh
 /// point first, wins the lease, creates a token and is held before its commit.
@@ -58,6 +60,10 @@ impl Scenario {
             .runtime(holder_env)
             .expiry(refresh_at_share(HOLDER_REFRESH_SHARE))
             .lease_ttl(LEASE_TTL)
+            // The gate, not the store timeout, ends the pause: a commit cut off after 5 s would
+            // let the holder claim the lapsed lease again before the others, and the scenario
+            // would be about a timed-out commit instead.
+            .store_timeout(HOLDER_PAUSE_LIMIT)
             .build()
             .unwrap();
         let others: Vec<_> = (0..3)
