@@ -29,6 +29,8 @@ struct Switches {
     failing: AtomicBool,
     hanging: AtomicBool,
     mute_changes: AtomicBool,
+    /// How many of the next commits fail.
+    failing_commits: AtomicU64,
     /// Bumped to end every change feed handed out so far.
     cuts: watch::Sender<u64>,
     subscriptions: AtomicU64,
@@ -44,10 +46,12 @@ pub enum Gate {
     AfterAcquire,
     /// Right before a commit is sent.
     BeforeCommit,
+    /// Right before a lease release is sent.
+    BeforeRelease,
 }
 
 impl Gate {
-    const COUNT: usize = 2;
+    const COUNT: usize = 3;
 }
 
 #[derive(Debug)]
@@ -104,6 +108,12 @@ impl FaultyStore {
         self.switches.hanging.store(hanging, Ordering::SeqCst);
     }
 
+    /// Makes the next `count` commits fail while every other operation works (`u64::MAX`: all of
+    /// them), as a store that reads but cannot write would, or a commit whose answer was lost.
+    pub fn fail_commits(&self, count: u64) {
+        self.switches.failing_commits.store(count, Ordering::SeqCst);
+    }
+
     /// Drops every change notice (or delivers them again), as a lost notification would.
     pub fn mute_changes(&self, mute: bool) {
         self.switches.mute_changes.store(mute, Ordering::SeqCst);
@@ -136,6 +146,7 @@ impl FaultyStore {
         let index = match gate {
             Gate::AfterAcquire => 0,
             Gate::BeforeCommit => 1,
+            Gate::BeforeRelease => 2,
         };
         &self.switches.gates[index]
     }
@@ -191,12 +202,24 @@ impl TokenStore for FaultyStore {
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         self.check().await?;
+        self.gate(Gate::BeforeRelease).pass().await;
         self.store.release_lease(lease).await
     }
 
     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
         self.check().await?;
         self.gate(Gate::BeforeCommit).pass().await;
+        let failing = &self.switches.failing_commits;
+        let fail = failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                0 => None,
+                u64::MAX => Some(u64::MAX),
+                left => Some(left - 1),
+            })
+            .is_ok();
+        if fail {
+            return Err(StoreError::unavailable(InjectedFault));
+        }
         self.store.commit(lease, token).await
     }
 
