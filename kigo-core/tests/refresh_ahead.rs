@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{LIFETIME, World, partner, serve_through, warm_all};
-use kigo_core::{ExpiryPolicy, Token, TokenHandle, TokenManager, TokenSecret};
+use kigo_core::{
+    ExpiryPolicy, PartnerId, Token, TokenHandle, TokenKey, TokenManager, TokenSecret, UserId,
+};
 use kigo_testkit::FakeSource;
 
+const SECOND: Duration = Duration::from_secs(1);
 const STEP: Duration = Duration::from_secs(10);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// Creation takes this long, so renewals overlap with callers.
@@ -63,6 +66,53 @@ async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
             "renewed {gap:?} after the previous one"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_token_in_use_is_renewed_ahead_and_an_unused_one_lapses() {
+    let world = World::with_latency(LATENCY);
+    let manager = world.manager(8);
+    let user = |id: &str| TokenKey::user(PartnerId::new("acme").unwrap(), UserId::new(id).unwrap());
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (active, idle) = (manager.handle(alice.clone()), manager.handle(bob.clone()));
+    warm_all(&world, &[active.clone(), idle.clone()], LATENCY).await;
+    let waits_after_warm_up = manager.metrics().waits;
+
+    // Alice makes a request a minute; Bob, whose first token was taken, never comes back.
+    let span = 3 * LIFETIME;
+    let handed_out = serve_through(
+        &world,
+        std::slice::from_ref(&active),
+        span,
+        60 * SECOND,
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        manager.metrics().waits,
+        waits_after_warm_up,
+        "alice never waited"
+    );
+    let calls_for = |key: &TokenKey| {
+        world
+            .source
+            .calls()
+            .iter()
+            .filter(|call| call.key == *key)
+            .count()
+    };
+    assert_eq!(
+        calls_for(&alice),
+        handed_out.len(),
+        "every token alice got was used"
+    );
+    assert!(renewals_in(span).contains(&(handed_out.len() as u64)));
+    assert_eq!(
+        calls_for(&bob),
+        2,
+        "bob's taken token renewed once, the untaken one never"
+    );
+    assert!(idle.cached().is_none(), "bob's untaken token lapsed");
 }
 
 #[tokio::test(start_paused = true)]

@@ -117,3 +117,21 @@ async fn invalidating_an_older_token_leaves_the_current_one_alone() {
     assert_eq!(without_waiting(&handle), Some(new));
     assert_eq!(world.source.creations(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_401_for_an_older_token_does_not_bring_back_a_newer_rejected_one() {
+    let world = World::new();
+    let manager = world.manager(5);
+    let handle = manager.handle(partner("acme"));
+    let first = warm(&handle).await;
+    assert!(handle.invalidate(&first));
+    let second = warm(&handle).await;
+
+    // The second token is rejected, then a request that still carried the first one reports it.
+    assert!(handle.invalidate(&second));
+    assert!(!handle.invalidate(&first));
+    let third = warm(&handle).await;
+    assert_ne!(third, second, "a rejected token handed out again");
+    assert_ne!(third, first);
+    assert_eq!(world.source.creations(), 3);
+}

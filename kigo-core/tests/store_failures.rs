@@ -6,11 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{World, partner, warm, without_waiting};
+use common::{World, partner, spawn_callers, warm, without_waiting};
 use kigo_core::manager::StoreTimedOut;
 use kigo_core::store::{Entry, HolderId, LeaseAttempt};
-use kigo_core::{Error, StoreError, StoreFailurePolicy, TokenStore};
-use kigo_testkit::{FaultyStore, settle};
+use kigo_core::{Error, StoreError, StoreFailurePolicy, Token, TokenKey, TokenManager, TokenStore};
+use kigo_testkit::{FaultyStore, Gate, settle};
 
 const SECOND: Duration = Duration::from_secs(1);
 const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -342,4 +342,95 @@ async fn a_lost_change_feed_is_followed_again_within_milliseconds() {
     world.clock.advance(millis(10));
     settle().await;
     assert_eq!(faulty.subscriptions(), 3);
+}
+
+/// A manager on `world`'s store behind a [`FaultyStore`] that the test steers.
+fn on_faulty_store(world: &World, seed: u64) -> (FaultyStore, TokenManager) {
+    let faulty = FaultyStore::new(Arc::new(world.store.clone()));
+    let manager = world
+        .builder_on(seed, Arc::new(faulty.clone()))
+        .build()
+        .unwrap();
+    (faulty, manager)
+}
+
+/// Whether another holder can claim `key`'s lease now.
+async fn lease_is_free(world: &World, key: &TokenKey) -> bool {
+    let holder = HolderId::random();
+    let attempt = world.store.acquire_lease(key, &holder, LEASE_TTL).await;
+    matches!(attempt.unwrap(), LeaseAttempt::Acquired(_))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_whose_answer_is_lost_commits_the_same_token_under_a_new_lease() {
+    let world = World::new();
+    let (faulty, manager) = on_faulty_store(&world, 44);
+    let key = partner("acme");
+    faulty.fail_commits(1);
+
+    let served = warm(&manager.handle(key.clone())).await;
+    assert_eq!(
+        world.source.creations(),
+        1,
+        "the token is not created twice"
+    );
+    let stored = world.store.load(&key).await.unwrap();
+    assert_eq!(stored.token().map(Token::fingerprint), Some(served));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_takes_no_commits_costs_one_creation_and_serves_the_token() {
+    let world = World::new();
+    let (faulty, manager) = on_faulty_store(&world, 45);
+    let key = partner("acme");
+    faulty.fail_commits(u64::MAX);
+
+    // Loads and leases work, every commit fails: the flight gives up on the store after two
+    // commits of the same token instead of creating a token per attempt for ever.
+    let [caller] = spawn_callers([manager.handle(key.clone())], None)
+        .try_into()
+        .unwrap();
+    settle().await;
+    assert!(caller.is_finished(), "the caller still waits");
+    caller.await.unwrap().expect("the created token is served");
+    assert_eq!(world.source.creations(), 1);
+    assert!(
+        manager.metrics().store_errors > 0,
+        "counted as a store failure"
+    );
+    assert!(world.store.load(&key).await.unwrap().token().is_none());
+    assert!(lease_is_free(&world, &key).await, "no lease left behind");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_release_of_a_lease_its_flight_held() {
+    let world = World::new();
+    let (faulty, manager) = on_faulty_store(&world, 46);
+    let key = partner("acme");
+    faulty.hold(Gate::BeforeCommit);
+    let [caller] = spawn_callers([manager.handle(key.clone())], None)
+        .try_into()
+        .unwrap();
+    assert!(faulty.reached(Gate::BeforeCommit, SECOND).await);
+
+    // Shutdown cancels the flight, whose lease is released in the background: shutdown waits
+    // for that release, so that a process exiting right after it leaves no lease behind.
+    faulty.hold(Gate::BeforeRelease);
+    let shutdown = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.shutdown().await }
+    });
+    assert!(faulty.reached(Gate::BeforeRelease, SECOND).await);
+    settle().await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned before the release"
+    );
+    faulty.open(Gate::BeforeRelease);
+    shutdown.await.unwrap();
+    assert!(
+        lease_is_free(&world, &key).await,
+        "released before shutdown returned"
+    );
+    assert!(matches!(caller.await.unwrap(), Err(Error::ShutDown)));
 }

@@ -21,7 +21,7 @@ pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
                 return;
             };
             let changed = slot.changed.listen();
-            let sleep = next_refresh(&slot).map(|at| inner.env.sleep_until(at));
+            let sleep = next_refresh(&slot, inner.now()).map(|at| inner.env.sleep_until(at));
             (changed, sleep)
         };
         let Some(sleep) = sleep else {
@@ -35,7 +35,8 @@ pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
             let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
                 return;
             };
-            let due = next_refresh(&slot).is_some_and(|at| at <= inner.now());
+            let now = inner.now();
+            let due = next_refresh(&slot, now).is_some_and(|at| at <= now);
             due.then(|| inner.flight(&slot, Reason::Ahead))
         };
         if let Some(flight) = flight
@@ -48,7 +49,8 @@ pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
             let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
                 return;
             };
-            let still_due = next_refresh(&slot).is_some_and(|at| at <= inner.now());
+            let now = inner.now();
+            let still_due = next_refresh(&slot, now).is_some_and(|at| at <= now);
             still_due.then(|| inner.env.sleep(inner.poll_delay()))
         };
         if let Some(pause) = pause {
@@ -58,7 +60,7 @@ pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
 }
 
 /// When the refresher should next act on `slot`, if at all.
-fn next_refresh(slot: &KeySlot) -> Option<SystemTime> {
+fn next_refresh(slot: &KeySlot, now: SystemTime) -> Option<SystemTime> {
     let current = slot.current();
     let failures = slot.failures();
     let paused = failures.endpoint_retry_at.max(failures.store_retry_at);
@@ -66,8 +68,10 @@ fn next_refresh(slot: &KeySlot) -> Option<SystemTime> {
         let paused = paused.max(failures.lease_retry_at);
         let is_user = matches!(slot.key, TokenKey::User { .. });
         if is_user && !current.was_used() {
-            // Nobody took this user's token: let it lapse; the next request creates one.
-            return None;
+            // Nobody has taken this user's token yet: look again at the refresh point (a first
+            // use does not wake the refresher, to keep the hot path free of it); if still nobody
+            // has, let it lapse, and the next request creates one.
+            return (now < current.refresh_at).then_some(current.refresh_at);
         }
         return Some(paused.map_or(current.refresh_at, |at| at.max(current.refresh_at)));
     }

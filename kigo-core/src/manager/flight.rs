@@ -5,8 +5,8 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use event_listener::EventListener;
@@ -58,7 +58,8 @@ pub(super) async fn run(inner: &Arc<Inner>, slot: &KeySlot, reason: Reason) -> F
         reason,
         started: inner.now(),
         holder: inner.next_holder(),
-        rejected_commits: AtomicU32::new(0),
+        failed_commits: AtomicU32::new(0),
+        spare: Mutex::new(None),
     };
     flight.run().await
 }
@@ -69,16 +70,20 @@ struct Flight<'a> {
     reason: Reason,
     started: SystemTime,
     holder: HolderId,
-    rejected_commits: AtomicU32,
+    /// Commits of this flight that were rejected or failed.
+    failed_commits: AtomicU32,
+    /// A token this flight created whose commit did not happen: committed under the next lease
+    /// instead of creating another while it is fresh.
+    spare: Mutex<Option<Token>>,
 }
 
-/// After this many rejected commits in one flight the store is misbehaving: serve the token.
-const MAX_REJECTED_COMMITS: u32 = 2;
+/// After this many rejected or failed commits in one flight the store is misbehaving: serve the
+/// token without it.
+const MAX_FAILED_COMMITS: u32 = 2;
 
 impl Flight<'_> {
     async fn run(&self) -> FlightOutcome {
-        if self.reason == Reason::Needed && self.serving() {
-            // The flight before this one installed a token after the caller looked: done.
+        if self.settled_before_start() {
             return Ok(());
         }
         if let Some(error) = self.store_paused() {
@@ -129,6 +134,18 @@ impl Flight<'_> {
         &self.slot.key
     }
 
+    /// Whether the flight before this one already did its work: it installed a token after the
+    /// caller looked (a caller's flight), or one not yet due here (a refresh-ahead flight).
+    fn settled_before_start(&self) -> bool {
+        let current = self.slot.current();
+        let now = self.now();
+        match self.reason {
+            Reason::Needed => current.present && current.usable_at(now),
+            Reason::Ahead => current.present && now < current.refresh_at,
+            Reason::Sync => false,
+        }
+    }
+
     fn now(&self) -> SystemTime {
         self.inner.now()
     }
@@ -158,9 +175,11 @@ impl Flight<'_> {
             }
         };
         let fingerprint = token.fingerprint();
+        // The cached entry first: a 401 reported between the two reads drops it after marking
+        // the token rejected, so one of the two checks sees it.
         let current = self.slot.current();
-        if self.slot.failures().rejected == Some(fingerprint)
-            || (current.present && current.token.fingerprint() == fingerprint)
+        if (current.present && current.token.fingerprint() == fingerprint)
+            || self.slot.failures().rejected.contains(&fingerprint)
         {
             return false;
         }
@@ -182,7 +201,7 @@ impl Flight<'_> {
             return Ok(());
         };
         let fingerprint = token.fingerprint();
-        if self.slot.failures().rejected != Some(fingerprint) {
+        if !self.slot.failures().rejected.contains(&fingerprint) {
             return Ok(());
         }
         let invalidate = self.inner.store.invalidate(self.key(), &fingerprint);
@@ -209,13 +228,17 @@ impl Flight<'_> {
                 }
             }
         }
-        let token = match self.create().await {
-            Ok(token) => token.with_generation(guard.lease.fence()),
-            Err(error) => {
-                guard.release().await;
-                return Step::Done(self.endpoint_failed(error).await);
-            }
+        let token = match self.take_spare() {
+            Some(token) => token,
+            None => match self.create().await {
+                Ok(token) => token,
+                Err(error) => {
+                    guard.release().await;
+                    return Step::Done(self.endpoint_failed(error).await);
+                }
+            },
         };
+        let token = token.with_generation(guard.lease.fence());
         match self
             .inner
             .bounded(self.inner.store.commit(&guard.lease, &token))
@@ -230,13 +253,13 @@ impl Flight<'_> {
             Ok(CommitOutcome::Rejected) => {
                 guard.disarm();
                 super::bump(&self.inner.metrics.rejected_commits);
-                if self.rejected_commits.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REJECTED_COMMITS
-                {
+                if self.commit_failed_again() {
                     tracing::error!(key = %self.key(), "the store rejected every commit; serving the token without it");
                     self.install(token);
                     return Step::Done(Ok(()));
                 }
                 tracing::warn!(key = %self.key(), "lease lost before commit; using the store's token instead");
+                self.keep_spare(token);
                 Step::Again
             }
             Err(error) => {
@@ -254,6 +277,14 @@ impl Flight<'_> {
                     self.install(token);
                     return Step::Done(Ok(()));
                 }
+                if self.commit_failed_again() {
+                    // The store reads but does not take commits: stop trying it for a while.
+                    tracing::error!(key = %self.key(), %error, "the store failed every commit; serving the token without it");
+                    self.record_store_failure(error);
+                    self.install(token);
+                    return Step::Done(Ok(()));
+                }
+                self.keep_spare(token);
                 Step::Again
             }
             Err(_) => {
@@ -263,6 +294,25 @@ impl Flight<'_> {
                 Step::Done(Ok(()))
             }
         }
+    }
+
+    /// Counts a commit that did not happen; true once the flight should stop committing.
+    fn commit_failed_again(&self) -> bool {
+        self.failed_commits.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_FAILED_COMMITS
+    }
+
+    fn keep_spare(&self, token: Token) {
+        *self.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(token);
+    }
+
+    /// The token of a commit that did not happen, if it is not yet due for renewal here.
+    fn take_spare(&self) -> Option<Token> {
+        let token = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        (self.now() < self.inner.cache_entry(token.clone()).refresh_at).then_some(token)
     }
 
     /// Calls the token source, bounded by the creation timeout.
@@ -511,9 +561,12 @@ impl Drop for LeaseGuard<'_> {
         let store = Arc::clone(&self.inner.store);
         let lease = self.lease.clone();
         let give_up = self.inner.env.sleep(self.inner.config.store_timeout);
-        self.inner.env.spawn(async move {
-            select(pin!(store.release_lease(&lease)), give_up).await;
-        });
+        // Counted, so that a shutdown that cancelled the flight waits for the release.
+        self.inner
+            .lifecycle
+            .spawn_to_end(&self.inner.env, async move {
+                select(pin!(store.release_lease(&lease)), give_up).await;
+            });
     }
 }
 

@@ -55,6 +55,20 @@ impl Lifecycle {
         });
     }
 
+    /// Runs `task` in the background to its end even if the lifecycle stops (it must end by
+    /// itself), counting it as live so that shutdown waits for it.
+    pub(super) fn spawn_to_end(
+        self: &Arc<Self>,
+        env: &RuntimeEnv,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let ticket = Ticket::new(Arc::clone(self));
+        env.spawn(async move {
+            task.await;
+            drop(ticket);
+        });
+    }
+
     /// Runs `future` unless the lifecycle stops first (`None` then).
     pub(super) async fn unless_stopped<T>(&self, future: impl Future<Output = T>) -> Option<T> {
         match select(pin!(future), pin!(self.stopped())).await {

@@ -393,7 +393,7 @@ impl TokenHandle {
     /// refresh removes it from the store too (again only if it is still current there) and never
     /// adopts it again. Returns whether the cached token was dropped.
     pub fn invalidate(&self, fingerprint: &Fingerprint) -> bool {
-        self.slot.failures().rejected = Some(*fingerprint);
+        self.slot.failures().rejected.record(*fingerprint);
         let dropped = self.slot.drop_if_current(fingerprint);
         if dropped {
             bump(&self.inner.metrics.invalidations);

@@ -1,6 +1,7 @@
 //! One key's state: the cached token behind an atomic pointer, the single flight, and the
 //! bookkeeping of failures.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,10 +107,34 @@ pub(super) struct Failures {
     /// No refresh-ahead attempt before this: another replica holds the lease, and its commit (or
     /// the lease's lapse) is what to wait for.
     pub(super) lease_retry_at: Option<SystemTime>,
-    /// The last token reported rejected (401): never adopted again, removed from the store.
-    pub(super) rejected: Option<Fingerprint>,
+    /// Tokens recently reported rejected (401): never adopted again, removed from the store.
+    pub(super) rejected: Rejections,
     /// The last creation without the store, for the local rate limit.
     pub(super) last_local_creation: Option<SystemTime>,
+}
+
+/// How many rejected tokens a key remembers: a late 401 for an older token must not make it
+/// forget the newer one that was rejected too.
+const REMEMBERED_REJECTIONS: usize = 4;
+
+/// The most recent tokens reported rejected for one key, newest last.
+#[derive(Debug, Default)]
+pub(super) struct Rejections(VecDeque<Fingerprint>);
+
+impl Rejections {
+    pub(super) fn record(&mut self, fingerprint: Fingerprint) {
+        if self.contains(&fingerprint) {
+            return;
+        }
+        if self.0.len() == REMEMBERED_REJECTIONS {
+            self.0.pop_front();
+        }
+        self.0.push_back(fingerprint);
+    }
+
+    pub(super) fn contains(&self, fingerprint: &Fingerprint) -> bool {
+        self.0.contains(fingerprint)
+    }
 }
 
 /// One key's state in one manager.
