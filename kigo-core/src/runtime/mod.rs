@@ -50,13 +50,15 @@ pub trait TimeSource: Send + Sync + Debug + 'static {
 
 /// Sleeps without blocking a thread.
 pub trait AsyncSleep: Send + Sync + Debug + 'static {
-    /// A future that completes once `duration` has passed on this sleeper's clock.
+    /// A future that completes once `duration` has passed on this sleeper's clock, counted from
+    /// this call (not from the first poll).
     fn sleep(&self, duration: Duration) -> Sleep;
 }
 
 /// Runs background tasks (refresh ahead, change listeners, single flights).
 pub trait Spawn: Send + Sync + Debug + 'static {
-    /// Runs `task` to completion in the background, detached.
+    /// Runs `task` to completion in the background, detached. It must not poll `task` before
+    /// returning: the manager spawns while it holds a key's flight lock.
     fn spawn(&self, task: Task);
 }
 
