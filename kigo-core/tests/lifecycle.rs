@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{World, partner, warm};
+use kigo_core::manager::BuildError;
 use kigo_core::runtime::RuntimeEnv;
 use kigo_core::{Error, PartnerId, Token, TokenKey, TokenManager, TokenSecret, UserId};
 use kigo_testkit::{ManualClock, MockRespond, MockTokenSource, settle};
@@ -150,4 +151,28 @@ async fn debug_output_never_shows_a_token() {
     ] {
         assert!(!shown.contains(&secret), "{shown}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn settings_that_cannot_work_are_refused_when_building() {
+    let world = World::new();
+    let zero = Duration::ZERO;
+    let refused = [
+        (
+            "creation outlasting the lease",
+            world.builder(80).create_timeout(Duration::from_secs(30)),
+        ),
+        ("no poll interval", world.builder(81).poll_interval(zero)),
+        ("no lease", world.builder(82).lease_ttl(zero)),
+        ("no creation time", world.builder(83).create_timeout(zero)),
+        ("no store time", world.builder(84).store_timeout(zero)),
+        ("no user keys", world.builder(85).user_key_capacity(0)),
+    ];
+    for (what, builder) in refused {
+        match builder.build() {
+            Err(BuildError::Invalid(reason)) => assert!(!reason.is_empty()),
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(world.builder(86).build().is_ok(), "the defaults work");
 }

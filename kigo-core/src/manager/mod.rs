@@ -232,9 +232,15 @@ impl ManagerBuilder {
                 "create_timeout must be below lease_ttl",
             ));
         }
-        if config.poll_interval.is_zero() || config.lease_ttl.is_zero() {
+        let durations = [
+            config.poll_interval,
+            config.lease_ttl,
+            config.create_timeout,
+            config.store_timeout,
+        ];
+        if durations.iter().any(Duration::is_zero) {
             return Err(BuildError::Invalid(
-                "poll_interval and lease_ttl must be positive",
+                "poll_interval, lease_ttl, create_timeout and store_timeout must be positive",
             ));
         }
         if config.user_keys == 0 {
