@@ -5,8 +5,8 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use event_listener::EventListener;
@@ -48,7 +48,9 @@ pub struct StoreTimedOut(pub Duration);
 
 enum Step {
     Done(FlightOutcome),
-    Again,
+    /// Go round again; the token created was not committed, and is committed under the next
+    /// lease instead of creating another while it is fresh.
+    Again(Token),
 }
 
 pub(super) async fn run(inner: &Arc<Inner>, slot: &KeySlot, reason: Reason) -> FlightOutcome {
@@ -59,7 +61,6 @@ pub(super) async fn run(inner: &Arc<Inner>, slot: &KeySlot, reason: Reason) -> F
         started: inner.now(),
         holder: inner.next_holder(),
         failed_commits: AtomicU32::new(0),
-        spare: Mutex::new(None),
     };
     flight.run().await
 }
@@ -72,9 +73,6 @@ struct Flight<'a> {
     holder: HolderId,
     /// Commits of this flight that were rejected or failed.
     failed_commits: AtomicU32,
-    /// A token this flight created whose commit did not happen: committed under the next lease
-    /// instead of creating another while it is fresh.
-    spare: Mutex<Option<Token>>,
 }
 
 /// After this many rejected or failed commits in one flight the store is misbehaving: serve the
@@ -89,6 +87,7 @@ impl Flight<'_> {
         if let Some(error) = self.store_paused() {
             return self.without_store(error).await;
         }
+        let mut spare = None;
         loop {
             let changed = self.slot.changed.listen();
             let snapshot = match self.inner.bounded(self.inner.store.load(self.key())).await {
@@ -115,10 +114,12 @@ impl Flight<'_> {
                 .acquire_lease(self.key(), &self.holder, ttl);
             match self.inner.bounded(claim).await {
                 Err(error) => return self.store_failed(error).await,
-                Ok(LeaseAttempt::Acquired(lease)) => match self.create_under(lease).await {
-                    Step::Done(outcome) => return outcome,
-                    Step::Again => {}
-                },
+                Ok(LeaseAttempt::Acquired(lease)) => {
+                    match self.create_under(lease, spare.take()).await {
+                        Step::Done(outcome) => return outcome,
+                        Step::Again(uncommitted) => spare = Some(uncommitted),
+                    }
+                }
                 Ok(LeaseAttempt::Held { remaining }) => {
                     if self.serving() {
                         self.retry_after_holder(remaining);
@@ -137,11 +138,12 @@ impl Flight<'_> {
     /// Whether the flight before this one already did its work: it installed a token after the
     /// caller looked (a caller's flight), or one not yet due here (a refresh-ahead flight).
     fn settled_before_start(&self) -> bool {
-        let current = self.slot.current();
-        let now = self.now();
         match self.reason {
-            Reason::Needed => current.present && current.usable_at(now),
-            Reason::Ahead => current.present && now < current.refresh_at,
+            Reason::Needed => self.serving(),
+            Reason::Ahead => {
+                let current = self.slot.current();
+                current.present && self.now() < current.refresh_at
+            }
             Reason::Sync => false,
         }
     }
@@ -209,7 +211,8 @@ impl Flight<'_> {
         Ok(())
     }
 
-    async fn create_under(&self, lease: Lease) -> Step {
+    /// Under `lease`: re-reads, then commits `spare` if it is not yet due here, else a new token.
+    async fn create_under(&self, lease: Lease, spare: Option<Token>) -> Step {
         let guard = LeaseGuard::new(self.inner, lease);
         // Another replica may have committed between our read and our claim.
         match self.inner.bounded(self.inner.store.load(self.key())).await {
@@ -228,7 +231,8 @@ impl Flight<'_> {
                 }
             }
         }
-        let token = match self.take_spare() {
+        let fresh = |token: &Token| self.now() < self.inner.refresh_at(token);
+        let token = match spare.filter(fresh) {
             Some(token) => token,
             None => match self.create().await {
                 Ok(token) => token,
@@ -259,8 +263,7 @@ impl Flight<'_> {
                     return Step::Done(Ok(()));
                 }
                 tracing::warn!(key = %self.key(), "lease lost before commit; using the store's token instead");
-                self.keep_spare(token);
-                Step::Again
+                Step::Again(token)
             }
             Err(error) => {
                 guard.release().await;
@@ -284,8 +287,7 @@ impl Flight<'_> {
                     self.install(token);
                     return Step::Done(Ok(()));
                 }
-                self.keep_spare(token);
-                Step::Again
+                Step::Again(token)
             }
             Err(_) => {
                 // The store is gone; the token is fresh and valid, so serve it rather than waste it.
@@ -299,20 +301,6 @@ impl Flight<'_> {
     /// Counts a commit that did not happen; true once the flight should stop committing.
     fn commit_failed_again(&self) -> bool {
         self.failed_commits.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_FAILED_COMMITS
-    }
-
-    fn keep_spare(&self, token: Token) {
-        *self.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(token);
-    }
-
-    /// The token of a commit that did not happen, if it is not yet due for renewal here.
-    fn take_spare(&self) -> Option<Token> {
-        let token = self
-            .spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        (self.now() < self.inner.cache_entry(token.clone()).refresh_at).then_some(token)
     }
 
     /// Calls the token source, bounded by the creation timeout.
@@ -591,10 +579,15 @@ impl Inner {
             .unwrap_or_else(|| Err(StoreError::unavailable(StoreTimedOut(limit))))
     }
 
+    /// When this replica renews `token`.
+    pub(super) fn refresh_at(&self, token: &Token) -> SystemTime {
+        self.config.expiry.refresh_at(token, self.jitter)
+    }
+
     /// The cache entry for `token`, with this replica's refresh and stale points.
     pub(super) fn cache_entry(&self, token: Token) -> Cached {
         let policy = &self.config.expiry;
-        let refresh_at = policy.refresh_at(&token, self.jitter);
+        let refresh_at = self.refresh_at(&token);
         let usable_until = policy
             .stale_at(&token)
             .checked_sub(self.hot_lag)

@@ -49,9 +49,9 @@ impl Lifecycle {
         env: &RuntimeEnv,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
-        let ticket = Ticket::new(Arc::clone(self));
-        env.spawn(async move {
-            ticket.0.unless_stopped(task).await;
+        let lifecycle = Arc::clone(self);
+        self.spawn_to_end(env, async move {
+            lifecycle.unless_stopped(task).await;
         });
     }
 

@@ -335,10 +335,7 @@ impl TokenManager {
 
     /// When this replica renews `token` (its refresh point, with this replica's jitter).
     pub fn refresh_at(&self, token: &Token) -> SystemTime {
-        self.inner
-            .config
-            .expiry
-            .refresh_at(token, self.inner.jitter)
+        self.inner.refresh_at(token)
     }
 
     /// This manager's counters.
