@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{World, partner, spawn_callers, warm, without_waiting};
+use common::{World, partner, spawn_caller, warm, without_waiting};
 use kigo_core::manager::StoreTimedOut;
 use kigo_core::store::{Entry, HolderId, LeaseAttempt};
 use kigo_core::{Error, StoreError, StoreFailurePolicy, Token, TokenKey, TokenManager, TokenStore};
@@ -29,10 +29,7 @@ async fn a_vanished_lease_holder_is_replaced_once_its_lease_lapses() {
     let claimed_at = world.now();
 
     let manager = world.builder(30).lease_ttl(LEASE_TTL).build().unwrap();
-    let caller = tokio::spawn({
-        let handle = manager.handle(key.clone());
-        async move { handle.token().await.map(|token| token.fingerprint()) }
-    });
+    let caller = spawn_caller(manager.handle(key.clone()));
     world.run_for(LEASE_TTL - SECOND, SECOND / 2).await;
     assert_eq!(
         world.source.creations(),
@@ -102,15 +99,9 @@ async fn a_lost_change_notice_costs_at_most_one_poll_interval() {
         .build()
         .unwrap();
 
-    let first = tokio::spawn({
-        let handle = holder.handle(partner("acme"));
-        async move { handle.token().await.map(|t| t.fingerprint()) }
-    });
+    let first = spawn_caller(holder.handle(partner("acme")));
     world.source.wait_for_calls(1).await;
-    let second = tokio::spawn({
-        let handle = waiter.handle(partner("acme"));
-        async move { handle.token().await.map(|t| t.fingerprint()) }
-    });
+    let second = spawn_caller(waiter.handle(partner("acme")));
     settle().await;
     assert_eq!(
         waiter.metrics().lease_waits,
@@ -165,7 +156,6 @@ struct Outage {
     handle: kigo_core::TokenHandle,
 }
 
-/// A warm manager whose store then fails, with the clock just past the token's stale point.
 /// How the store breaks.
 #[derive(Clone, Copy)]
 enum Fault {
@@ -175,6 +165,7 @@ enum Fault {
     Hangs,
 }
 
+/// A warm manager whose store then breaks, with the clock just past the token's stale point.
 async fn outage_until_stale(
     policy: StoreFailurePolicy,
     fault: Fault,
@@ -285,10 +276,7 @@ async fn store_down_and_create_locally_creates_under_a_rate_limit_then_rejoins()
 #[tokio::test(start_paused = true)]
 async fn a_store_that_stops_answering_counts_as_down_after_the_store_timeout() {
     let (outage, _) = outage_until_stale(StoreFailurePolicy::FailClosed, Fault::Hangs).await;
-    let caller = tokio::spawn({
-        let handle = outage.handle.clone();
-        async move { handle.token().await.map(|token| token.fingerprint()) }
-    });
+    let caller = spawn_caller(outage.handle.clone());
     // The default store timeout is 5 s: by then the caller has its answer.
     outage.world.run_for(5 * SECOND, SECOND).await;
     assert!(
@@ -387,9 +375,7 @@ async fn a_store_that_takes_no_commits_costs_one_creation_and_serves_the_token()
 
     // Loads and leases work, every commit fails: the flight gives up on the store after two
     // commits of the same token instead of creating a token per attempt for ever.
-    let [caller] = spawn_callers([manager.handle(key.clone())], None)
-        .try_into()
-        .unwrap();
+    let caller = spawn_caller(manager.handle(key.clone()));
     settle().await;
     assert!(caller.is_finished(), "the caller still waits");
     caller.await.unwrap().expect("the created token is served");
@@ -408,9 +394,7 @@ async fn shutdown_waits_for_the_release_of_a_lease_its_flight_held() {
     let (faulty, manager) = on_faulty_store(&world, 46);
     let key = partner("acme");
     faulty.hold(Gate::BeforeCommit);
-    let [caller] = spawn_callers([manager.handle(key.clone())], None)
-        .try_into()
-        .unwrap();
+    let caller = spawn_caller(manager.handle(key.clone()));
     assert!(faulty.reached(Gate::BeforeCommit, SECOND).await);
 
     // Shutdown cancels the flight, whose lease is released in the background: shutdown waits

@@ -108,8 +108,9 @@ impl FaultyStore {
         self.switches.hanging.store(hanging, Ordering::SeqCst);
     }
 
-    /// Makes the next `count` commits fail while every other operation works (`u64::MAX`: all of
-    /// them), as a store that reads but cannot write would, or a commit whose answer was lost.
+    /// Makes the next `count` commits fail while every other operation works (`u64::MAX`: in
+    /// effect all of them), as a store that reads but cannot write would, or a commit whose answer
+    /// was lost.
     pub fn fail_commits(&self, count: u64) {
         self.switches.failing_commits.store(count, Ordering::SeqCst);
     }
@@ -143,12 +144,7 @@ impl FaultyStore {
     }
 
     fn gate(&self, gate: Gate) -> &GateState {
-        let index = match gate {
-            Gate::AfterAcquire => 0,
-            Gate::BeforeCommit => 1,
-            Gate::BeforeRelease => 2,
-        };
-        &self.switches.gates[index]
+        &self.switches.gates[gate as usize]
     }
 
     /// Ends every change feed handed out so far, as a lost connection would.
@@ -210,14 +206,10 @@ impl TokenStore for FaultyStore {
         self.check().await?;
         self.gate(Gate::BeforeCommit).pass().await;
         let failing = &self.switches.failing_commits;
-        let fail = failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
-                0 => None,
-                u64::MAX => Some(u64::MAX),
-                left => Some(left - 1),
-            })
-            .is_ok();
-        if fail {
+        let fail = failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(1)
+        });
+        if fail.is_ok() {
             return Err(StoreError::unavailable(InjectedFault));
         }
         self.store.commit(lease, token).await

@@ -143,7 +143,11 @@ impl TokenSource for FakeSource {
         });
         // The delay is timed from before the call is announced: a test that advances the clock as
         // soon as it sees the call (from another thread) must not find the delay not yet started.
-        let delay = (self.inner.latency.as_ref()).map(|(latency, sleeper)| sleeper.sleep(*latency));
+        let delay = self
+            .inner
+            .latency
+            .as_ref()
+            .map(|(latency, sleeper)| sleeper.sleep(*latency));
         self.inner.started.send_modify(|started| *started += 1);
         if let Some(delay) = delay {
             delay.await;

@@ -156,6 +156,11 @@ pub fn spawn_callers(
         .collect()
 }
 
+/// A caller in a task of its own: it asks `handle` for a token.
+pub fn spawn_caller(handle: TokenHandle) -> tokio::task::JoinHandle<Result<Fingerprint, Error>> {
+    spawn_callers([handle], None).remove(0)
+}
+
 /// The distinct tokens the callers got; every caller must have got one.
 pub async fn tokens_of(
     callers: Vec<tokio::task::JoinHandle<Result<Fingerprint, Error>>>,
