@@ -135,7 +135,7 @@ impl RedisStoreBuilder {
     }
 
     /// How long one command may take (default 2 s); after that the store reports the result as
-    /// unknown and settles it by reading again.
+    /// unknown and settles it by running the (idempotent) script again.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.response = timeout;
         self
@@ -167,6 +167,17 @@ impl RedisStoreBuilder {
                 RedisStoreError::Prefix(error),
             )
         })?;
+        let durations = [
+            self.timeouts.connect,
+            self.timeouts.response,
+            self.timeouts.heartbeat,
+        ];
+        if durations.iter().any(Duration::is_zero) {
+            return Err(config_error(
+                "the connect timeout, response timeout and heartbeat must be positive",
+                RedisStoreError::ZeroDuration,
+            ));
+        }
         if !(MIN_RETENTION..=MAX_RETENTION).contains(&self.retention) {
             return Err(config_error(
                 "the retention must be between one hour and 365 days",
@@ -253,6 +264,17 @@ mod tests {
         for prefix in ["a{b}:", "with space:", "glob*:"] {
             assert!(matches!(
                 builder().prefix(prefix).build(),
+                Err(StoreError::Misconfigured { .. })
+            ));
+        }
+        let zero = Duration::ZERO;
+        for unusable in [
+            builder().connect_timeout(zero),
+            builder().response_timeout(zero),
+            builder().heartbeat(zero),
+        ] {
+            assert!(matches!(
+                unusable.build(),
                 Err(StoreError::Misconfigured { .. })
             ));
         }

@@ -11,7 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Client, ErrorKind, FromRedisValue, Msg, RedisError, RedisResult, ScriptInvocation};
 use tokio::sync::OnceCell;
 
-use crate::subscription::{self, Heartbeat};
+use crate::subscription;
 
 /// Where the store connects to.
 #[derive(Clone)]
@@ -117,12 +117,7 @@ impl Connection {
         let mut last_error = None;
         for offset in 0..nodes.len() {
             let client = &nodes[(first + offset) % nodes.len()];
-            let heartbeat = Heartbeat {
-                connect: self.timeouts.connect,
-                every: self.timeouts.heartbeat,
-                reply: self.timeouts.response,
-            };
-            match subscription::subscribe(client, channel, heartbeat).await {
+            match subscription::subscribe(client, channel, self.timeouts).await {
                 Ok(stream) => return Ok(stream),
                 Err(error) => last_error = Some(error),
             }

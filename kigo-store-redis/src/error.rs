@@ -19,6 +19,10 @@ pub(crate) enum RedisStoreError {
     /// The key prefix would break the key layout.
     #[error("invalid key prefix")]
     Prefix(#[source] InvalidPrefix),
+    /// A timeout or the heartbeat is zero: every command would time out, or the subscription's
+    /// checks would never pause.
+    #[error("a timeout or the heartbeat is zero")]
+    ZeroDuration,
     /// The retention is too short to outlive leases and tokens, or too long for Redis.
     #[error("the retention of fence counters is out of range")]
     Retention,

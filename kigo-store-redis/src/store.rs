@@ -13,7 +13,7 @@ use kigo_core::store::{
     LeaseAttempt, Snapshot,
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
-use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, ServerErrorKind};
+use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind};
 
 use crate::RedisStoreBuilder;
 use crate::connection::{Connection, Target, Timeouts};
@@ -81,22 +81,19 @@ impl RedisStore {
         invocation
     }
 
-    async fn run<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<T> {
-        self.inner.connection.run(invocation).await
-    }
-
     /// Runs a script, once more if the first result is unknown (the connection dropped or timed
     /// out after the script may have run): every script of the store reports the same result
     /// when run again.
-    async fn run_idempotent<T: FromRedisValue>(
+    async fn run<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         require_tokio()?;
-        match self.run(invocation).await {
+        let connection = &self.inner.connection;
+        match connection.run(invocation).await {
             Err(error) if is_ambiguous(&error) => {
                 tracing::debug!(%error, "Redis result unknown; running the script again");
-                self.run(invocation).await.map_err(store_error)
+                connection.run(invocation).await.map_err(store_error)
             }
             result => result.map_err(store_error),
         }
@@ -130,7 +127,7 @@ impl TokenStore for RedisStore {
     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
         let invocation = self.invocation(&scripts::LOAD, key);
         let (value, foreign, generation, cooldown): (Option<Vec<u8>>, i64, u64, i64) =
-            self.run_idempotent(&invocation).await?;
+            self.run(&invocation).await?;
         let entry = match value {
             _ if foreign != 0 => Entry::Corrupt(CorruptEntry::Malformed),
             None => Entry::Absent,
@@ -156,14 +153,14 @@ impl TokenStore for RedisStore {
             .arg(holder.as_str())
             .arg(expiry_millis(ttl))
             .arg(self.inner.retention_ms);
-        let reply = self.run_idempotent(&invocation).await?;
+        let reply = self.run(&invocation).await?;
         Ok(self.lease_attempt(key, holder, reply))
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut invocation = self.invocation(&scripts::RELEASE, lease.key());
         invocation.arg(lease_value(lease));
-        let _released: i64 = self.run_idempotent(&invocation).await?;
+        let _released: i64 = self.run(&invocation).await?;
         Ok(())
     }
 
@@ -179,7 +176,7 @@ impl TokenStore for RedisStore {
             .arg(&self.inner.channel)
             .arg(key.storage_id())
             .arg(self.inner.retention_ms);
-        let committed: i64 = self.run_idempotent(&invocation).await?;
+        let committed: i64 = self.run(&invocation).await?;
         Ok(commit_outcome(committed))
     }
 
@@ -193,7 +190,7 @@ impl TokenStore for RedisStore {
             .arg(fingerprint.to_string())
             .arg(&self.inner.channel)
             .arg(key.storage_id());
-        let removed: i64 = self.run_idempotent(&invocation).await?;
+        let removed: i64 = self.run(&invocation).await?;
         Ok(if removed == 1 {
             InvalidateOutcome::Removed
         } else {
@@ -208,7 +205,7 @@ impl TokenStore for RedisStore {
         let ms = expiry_millis(duration);
         let mut invocation = self.invocation(&scripts::COOLDOWN, key);
         invocation.arg(ms);
-        let _set: i64 = self.run_idempotent(&invocation).await?;
+        let _set: i64 = self.run(&invocation).await?;
         Ok(())
     }
 

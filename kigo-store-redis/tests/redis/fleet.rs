@@ -154,7 +154,9 @@ async fn sixteen_replicas_whose_cached_token_expired_create_one_token() {
     assert_eq!(mock.creations(&key), 1);
     // Every replica follows the change channel, so waiters are woken without polling (their
     // poll timers run on the manual clock).
-    harness.subscribers_at_least(REPLICAS as u64).await;
+    harness
+        .subscribers_until("the stores subscribe", |count| count >= REPLICAS as u64)
+        .await;
 
     clock.advance(Duration::from_secs(31 * 60));
     for manager in &managers {

@@ -170,10 +170,10 @@ async fn after_a_killed_subscription_waiters_are_woken_by_notices_again() {
     let waiting = Waiting::start(&harness, Duration::from_secs(8)).await;
     kill_subscriptions(&harness).await;
     harness
-        .subscriber_count(0, "the subscription is gone")
+        .subscribers_until("the subscription is gone", |count| count == 0)
         .await;
     harness
-        .subscriber_count(1, "the waiter subscribes again")
+        .subscribers_until("the waiter subscribes again", |count| count == 1)
         .await;
     waiting.woken_by_a_notice().await;
 }

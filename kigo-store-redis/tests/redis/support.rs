@@ -168,32 +168,20 @@ impl RedisHarness {
         self.raw(redis::cmd("PTTL").arg(lease)).await
     }
 
-    /// How many connections are subscribed to the change channel.
-    async fn subscribers(&self) -> u64 {
-        let channel = self.store().channel().to_owned();
-        let counts: Vec<(String, u64)> = self
-            .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
-            .await;
-        counts.first().map_or(0, |(_, subscribers)| *subscribers)
-    }
-
     /// Waits until a store of this harness is subscribed to the change channel.
     pub(crate) async fn subscribed(&self) {
-        self.subscribers_at_least(1).await;
+        self.subscribers_until("the store subscribes", |count| count >= 1)
+            .await;
     }
 
-    /// Waits until at least `count` connections are subscribed to the change channel.
-    pub(crate) async fn subscribers_at_least(&self, count: u64) {
-        eventually("the stores subscribe", Duration::from_secs(10), || async {
-            self.subscribers().await >= count
-        })
-        .await;
-    }
-
-    /// Waits until exactly `count` connections are subscribed to the change channel.
-    pub(crate) async fn subscriber_count(&self, count: u64, what: &str) {
+    /// Waits until the number of connections subscribed to the change channel is `enough`.
+    pub(crate) async fn subscribers_until(&self, what: &str, enough: impl Fn(u64) -> bool) {
+        let channel = self.store().channel().to_owned();
         eventually(what, Duration::from_secs(20), || async {
-            self.subscribers().await == count
+            let counts: Vec<(String, u64)> = self
+                .raw(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+                .await;
+            enough(counts.first().map_or(0, |(_, subscribers)| *subscribers))
         })
         .await;
     }
