@@ -53,6 +53,9 @@ pub(crate) enum SqlError {
     /// A statement did not finish within the statement timeout.
     #[error("the database did not answer within the statement timeout ({after:?})")]
     TimedOut { after: std::time::Duration },
+    /// A statement timeout of zero: every operation would time out at once.
+    #[error("the statement timeout must be positive")]
+    ZeroTimeout,
     /// Applying the migrations failed.
     #[error("applying the token table migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),

@@ -233,6 +233,12 @@ impl SqlStoreOptions {
 
     /// Builds a store on an existing pool (its settings are left as they are).
     pub async fn with_pool(self, pool: impl Into<SqlPool>) -> Result<SqlStore, StoreError> {
+        if self.statement_timeout.is_zero() {
+            return Err(StoreError::misconfigured(
+                CONFIG_HINT,
+                SqlError::ZeroTimeout,
+            ));
+        }
         let pool = pool.into();
         let table = TableRef::new(self.schema.as_deref(), &self.table)
             .map_err(|error| StoreError::misconfigured(CONFIG_HINT, SqlError::from(error)))?;

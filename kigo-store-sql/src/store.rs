@@ -26,7 +26,7 @@ use crate::{BackendKind, SqlPool, SqlStoreOptions};
 const ATTEMPTS: u32 = 10;
 
 /// The pause before attempt `attempt` (2 or more) of a statement the database rolled back: a
-/// random share of a window that doubles from 4 ms up to 256 ms, so that the statements that
+/// random share of a window that doubles from 8 ms up to 512 ms, so that the statements that
 /// conflicted do not meet again.
 fn retry_pause(attempt: u32) -> Duration {
     let window_ms = 2_u64 << attempt.clamp(2, 8);
@@ -105,7 +105,11 @@ impl SqlStore {
         match self.shared.backend.migrate().await {
             Ok(()) => Ok(()),
             Err(MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _)) => {
-                Err(self.classify(&error).await.into_store_error(error))
+                let deadline = tokio::time::Instant::now() + self.shared.timeout;
+                Err(self
+                    .classify(&error, deadline)
+                    .await
+                    .into_store_error(error))
             }
             Err(error) => Err(StoreError::misconfigured(
                 HISTORY_HINT,
@@ -125,8 +129,8 @@ impl SqlStore {
     }
 
     /// Runs `statement`, again after a deadlock or serialization failure (the database rolled
-    /// it back, so nothing was done), and maps its error. Each attempt may take the statement
-    /// timeout.
+    /// it back, so nothing was done), and maps its error. All attempts, their pauses and the
+    /// classification of an error share the statement timeout.
     async fn run<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
@@ -134,21 +138,23 @@ impl SqlStore {
     {
         let mut attempt = 1;
         let timeout = self.shared.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || StoreError::unavailable(SqlError::TimedOut { after: timeout });
         loop {
-            let error = match tokio::time::timeout(timeout, statement()).await {
+            let error = match tokio::time::timeout_at(deadline, statement()).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
-                Err(_) => {
-                    return Err(StoreError::unavailable(SqlError::TimedOut {
-                        after: timeout,
-                    }));
-                }
+                Err(_) => return Err(timed_out()),
             };
-            let class = self.classify(&error).await;
+            let class = self.classify(&error, deadline).await;
             if class == Class::Retry && attempt < ATTEMPTS {
                 attempt += 1;
                 tracing::debug!(%error, attempt, "statement rolled back by the database; retrying");
-                tokio::time::sleep(retry_pause(attempt)).await;
+                let pause = tokio::time::Instant::now() + retry_pause(attempt);
+                if pause >= deadline {
+                    return Err(timed_out());
+                }
+                tokio::time::sleep_until(pause).await;
                 continue;
             }
             return Err(class.into_store_error(error));
@@ -156,8 +162,8 @@ impl SqlStore {
     }
 
     /// The class of `error`; for an error code this store does not know, whether the token
-    /// table is there tells a missing schema from anything else.
-    async fn classify(&self, error: &sqlx::Error) -> Class {
+    /// table is there (asked before `deadline`) tells a missing schema from anything else.
+    async fn classify(&self, error: &sqlx::Error, deadline: tokio::time::Instant) -> Class {
         let class = match error {
             sqlx::Error::Database(database) => self.shared.backend.classify(database.as_ref()),
             other => Class::of_driver(other),
@@ -166,7 +172,7 @@ impl SqlStore {
             return class;
         }
         let probe = self.shared.backend.schema_current();
-        match tokio::time::timeout(self.shared.timeout, probe).await {
+        match tokio::time::timeout_at(deadline, probe).await {
             Ok(Ok(false)) => Class::SchemaMissing,
             Ok(Ok(true) | Err(_)) | Err(_) => Class::Unknown,
         }

@@ -348,9 +348,9 @@ async fn many_stores_open_a_new_file_at_once() {
 }
 
 /// Options SQLite has no use for (a schema, a listen URL for change notices) are refused, not
-/// ignored.
+/// ignored; so is a statement timeout of zero.
 #[tokio::test]
-async fn options_of_other_databases_are_refused() {
+async fn options_that_cannot_apply_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.db");
     for (options, refusal) in [
@@ -361,6 +361,10 @@ async fn options_of_other_databases_are_refused() {
         (
             SqlStoreOptions::new().listen_url("postgres://kigo@db/app"),
             "only PostgreSQL sends change notices",
+        ),
+        (
+            SqlStoreOptions::new().statement_timeout(Duration::ZERO),
+            "must be positive",
         ),
     ] {
         let error = options.sqlite(&file).await.unwrap_err();

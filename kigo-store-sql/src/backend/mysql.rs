@@ -11,7 +11,7 @@ use sqlx::mysql::{MySqlDatabaseError, MySqlPool};
 use super::runner::Runner;
 use super::runner::Value::{self, Text};
 use super::standard::{Dialect, FenceReport, Standard};
-use super::{BackendKind, Statements, Templates};
+use super::{BackendKind, MIGRATION_LOCK_WAIT, Statements, Templates};
 use crate::error::{Class, mysql_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
@@ -63,9 +63,6 @@ const TEMPLATES: Templates = Templates {
                        COALESCE(cooldown_until, TIMESTAMP'1970-01-01 00:00:00'),
                        TIMESTAMPADD(MICROSECOND, ?, {now}))",
 };
-
-/// How long a migration waits for another replica's migration of the same table.
-const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The store's operations on MySQL or MariaDB.
 pub(crate) fn backend(pool: MySqlPool, table: TableRef) -> Standard<MySql> {

@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::runner::Runner;
 use super::standard::{Dialect, Standard};
-use super::{BackendKind, Statements, Templates};
+use super::{BackendKind, MIGRATION_LOCK_WAIT, Statements, Templates};
 use crate::error::{Class, postgres_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
@@ -152,8 +152,16 @@ impl Dialect for PostgreSql {
     /// Runs in one transaction that first takes a transaction-level advisory lock, so that
     /// replicas starting together apply each migration once, and nothing stays locked if the
     /// call is cancelled (unlike a session lock, which would stay with the pooled connection).
+    /// The transaction's own timeouts let it wait for another replica's migration.
     async fn migrate(&self, runner: &Runner<sqlx::Postgres>) -> Result<(), MigrateError> {
         let mut tx = runner.pool.begin().await?;
+        let wait = MIGRATION_LOCK_WAIT.as_millis().to_string();
+        sqlx::query(
+            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $1, true)",
+        )
+        .bind(&wait)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(lock_key(&self.table.name()))
             .execute(&mut *tx)
