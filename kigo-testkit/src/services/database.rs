@@ -215,7 +215,9 @@ pub(crate) async fn database(
                     .map_err(|reason| format!("{} is set, but {reason}", engine.names().env_var))?;
                 return Ok(Arc::new(Instance::external(url)));
             }
-            Ok(Arc::new(start_ready(engine).await?))
+            let instance = engine.start_local().await?;
+            wait_ready(engine, &instance.admin_url).await?;
+            Ok(Arc::new(instance))
         })
         .await;
     let instance = match found {
@@ -225,25 +227,6 @@ pub(crate) async fn database(
     fresh_database(engine, instance).await
 }
 
-/// How many times a private server is started before the fixture gives up.
-const START_ATTEMPTS: usize = 3;
-
-/// A private server from local binaries, ready for connections. Another process may take the
-/// chosen port between its choice and the server's start; each attempt chooses anew.
-async fn start_ready(engine: &dyn Engine) -> Result<Instance, String> {
-    let mut reason = String::new();
-    for _ in 0..START_ATTEMPTS {
-        match engine.start_local().await {
-            Ok(instance) => match wait_ready(engine, &instance.admin_url).await {
-                Ok(()) => return Ok(instance),
-                Err(error) => reason = error,
-            },
-            Err(error) => reason = error,
-        }
-    }
-    Err(reason)
-}
-
 /// A server for this test alone, from local binaries (a server named by an environment
 /// variable or run in a container cannot be killed and restarted by the test).
 pub(crate) async fn private_server(
@@ -251,7 +234,10 @@ pub(crate) async fn private_server(
 ) -> Result<PrivateServer, ServiceError> {
     let names = engine.names();
     let local_only = |reason| ServiceError::local_only(names.service, names.binaries, reason);
-    let instance = start_ready(engine).await.map_err(local_only)?;
+    let instance = engine.start_local().await.map_err(local_only)?;
+    wait_ready(engine, &instance.admin_url)
+        .await
+        .map_err(local_only)?;
     let Some(server) = instance.local.clone() else {
         return Err(local_only("no local server process".to_owned()));
     };
