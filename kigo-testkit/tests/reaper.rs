@@ -16,7 +16,7 @@ const CHILD_TEST: &str = "child_holds_a_server_until_killed";
 #[ignore = "the child process of a_killed_test_process_leaves_no_server_behind"]
 async fn child_holds_a_server_until_killed() {
     let report = std::env::var(REPORT_VAR).expect("run by the reaper test");
-    let server = start_local_redis(&[]).await.unwrap();
+    let server = start_local_redis().await.unwrap();
     let pid = server.pid().unwrap();
     std::fs::write(&report, format!("{pid}\n{}\n", server.dir().display())).unwrap();
     // Killed long before this ends.

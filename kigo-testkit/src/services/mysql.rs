@@ -23,7 +23,7 @@ use super::database::{
     Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, running_as_root,
     system_user,
 };
-use super::{LocalServer, ServerSpec, find_binary, free_port};
+use super::{LocalServer, ServerSpec, find_binary};
 
 /// The environment variable naming a MySQL or MariaDB server for the tests.
 pub const ENV_VAR: &str = "KIGO_TEST_MYSQL_URL";
@@ -85,28 +85,33 @@ impl Engine for MariaDb {
             .await
             .map_err(|error| error.to_string())?
             .map_err(|error| error.to_string())?;
-        let port = free_port().map_err(|error| error.to_string())?;
-        let mut args = vec![
-            "--no-defaults".to_owned(),
+        let files = [
             format!("--datadir={}", path("data")),
             format!("--socket={}", path("mysqld.sock")),
             format!("--pid-file={}", path("mariadbd.pid")),
-            format!("--port={port}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            "--skip-name-resolve".to_owned(),
-            "--skip-log-bin".to_owned(),
-            "--max-connections=500".to_owned(),
-            "--innodb-buffer-pool-size=64M".to_owned(),
-            // Each commit reaches the kernel (a killed server loses nothing); flushes once a second.
-            "--innodb-flush-log-at-trx-commit=2".to_owned(),
         ];
-        args.extend(root_flag);
-        let spec = as_user(ServerSpec::new(server, args), user);
-        let server = LocalServer::start(port, dir, spec)
+        let spec_for = |port: u16| {
+            let mut args = vec!["--no-defaults".to_owned()];
+            args.extend(files.iter().cloned());
+            args.extend([
+                format!("--port={port}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                "--skip-name-resolve".to_owned(),
+                "--skip-log-bin".to_owned(),
+                "--max-connections=500".to_owned(),
+                "--innodb-buffer-pool-size=64M".to_owned(),
+                // Each commit reaches the kernel (a killed server loses nothing); flushes once a
+                // second.
+                "--innodb-flush-log-at-trx-commit=2".to_owned(),
+            ]);
+            args.extend(root_flag.clone());
+            Ok(as_user(ServerSpec::new(&server, args), user))
+        };
+        let server = LocalServer::start(dir, spec_for)
             .await
             .map_err(|error| error.to_string())?;
         Ok(Instance::local(
-            format!("mysql://root@127.0.0.1:{port}/mysql"),
+            format!("mysql://root@127.0.0.1:{}/mysql", server.port()),
             server,
         ))
     }

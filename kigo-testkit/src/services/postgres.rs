@@ -23,7 +23,7 @@ use super::database::{
     Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, running_as_root,
     system_user, versioned_bin_dirs,
 };
-use super::{LocalServer, ServerSpec, find_binary, free_port};
+use super::{LocalServer, ServerSpec, find_binary};
 
 /// The environment variable naming a PostgreSQL server for the tests.
 pub const ENV_VAR: &str = "KIGO_TEST_POSTGRES_URL";
@@ -93,32 +93,34 @@ impl Engine for PostgreSql {
             .await
             .map_err(|error| error.to_string())?
             .map_err(|error| error.to_string())?;
-        let port = free_port().map_err(|error| error.to_string())?;
         let setting = |name: &str, value: &str| ["-c".to_owned(), format!("{name}={value}")];
-        let mut args = vec![
-            "-D".to_owned(),
-            data.display().to_string(),
-            "-p".to_owned(),
-            port.to_string(),
-            "-k".to_owned(),
-            dir.path().display().to_string(),
-        ];
-        // Fast but crash-safe for a killed server process: commits reach the kernel before they
-        // are acknowledged (synchronous_commit stays on), only the flushes to disk are skipped.
-        for (name, value) in [
-            ("listen_addresses", "127.0.0.1"),
-            ("max_connections", "300"),
-            ("fsync", "off"),
-            ("full_page_writes", "off"),
-        ] {
-            args.extend(setting(name, value));
-        }
-        let spec = as_user(ServerSpec::new(postgres, args), user);
-        let server = LocalServer::start(port, dir, spec)
+        let socket_dir = dir.path().display().to_string();
+        let spec_for = |port: u16| {
+            let mut args = vec![
+                "-D".to_owned(),
+                data.display().to_string(),
+                "-p".to_owned(),
+                port.to_string(),
+                "-k".to_owned(),
+                socket_dir.clone(),
+            ];
+            // Fast but crash-safe for a killed server process: commits reach the kernel before
+            // they are acknowledged (synchronous_commit stays on), only disk flushes are skipped.
+            for (name, value) in [
+                ("listen_addresses", "127.0.0.1"),
+                ("max_connections", "300"),
+                ("fsync", "off"),
+                ("full_page_writes", "off"),
+            ] {
+                args.extend(setting(name, value));
+            }
+            Ok(as_user(ServerSpec::new(&postgres, args), user))
+        };
+        let server = LocalServer::start(dir, spec_for)
             .await
             .map_err(|error| error.to_string())?;
         Ok(Instance::local(
-            format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()),
             server,
         ))
     }

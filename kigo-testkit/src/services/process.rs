@@ -1,16 +1,13 @@
 //! A private server process on a free loopback port, in a temp dir, that a test can kill and
 //! restart, and that never outlives the test process.
 
-use std::ffi::OsString;
-use std::fmt;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -18,18 +15,16 @@ use tempfile::TempDir;
 /// How long a server may take to accept connections after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_POLL: Duration = Duration::from_millis(50);
-/// How long one [`ServerSpec::identified_by`] probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many ports a server is started on before the start fails: another process may take a
+/// free port between its choice and the server's start.
+const START_ATTEMPTS: usize = 5;
 /// How many lines of a server's output a start-up failure quotes.
 const LOG_TAIL_LINES: usize = 20;
 /// The file in a server's temp dir that names its current process, for the reaper.
 const PID_FILE: &str = "kigo-server.pid";
 
-/// The process id of whatever answers on a loopback port, as a probe reports it.
-type PidFuture = Pin<Box<dyn Future<Output = io::Result<u32>> + Send>>;
-
 /// How to start one server process.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ServerSpec {
     /// The binary.
     pub program: PathBuf,
@@ -37,18 +32,6 @@ pub struct ServerSpec {
     pub args: Vec<OsString>,
     /// Run as this user and group (uid, gid): servers such as PostgreSQL refuse to run as root.
     pub user: Option<(u32, u32)>,
-    identify: Option<Arc<dyn Fn(u16) -> PidFuture + Send + Sync>>,
-}
-
-impl fmt::Debug for ServerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerSpec")
-            .field("program", &self.program)
-            .field("args", &self.args)
-            .field("user", &self.user)
-            .field("identified", &self.identify.is_some())
-            .finish()
-    }
 }
 
 impl ServerSpec {
@@ -61,7 +44,6 @@ impl ServerSpec {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
             user: None,
-            identify: None,
         }
     }
 
@@ -69,19 +51,6 @@ impl ServerSpec {
     #[must_use]
     pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
         self.user = Some((uid, gid));
-        self
-    }
-
-    /// The same, ready only once `probe` (asking the server on the port for its process id)
-    /// names the started process. Another server may take a port between
-    /// [`free_port`](super::free_port) and the start; without a probe, anything accepting
-    /// connections on the port counts as started. A probe that fails means "not ready yet".
-    #[must_use]
-    pub fn identified_by<F>(mut self, probe: impl Fn(u16) -> F + Send + Sync + 'static) -> Self
-    where
-        F: Future<Output = io::Result<u32>> + Send + 'static,
-    {
-        self.identify = Some(Arc::new(move |port| Box::pin(probe(port))));
         self
     }
 
@@ -139,21 +108,47 @@ impl LocalServer {
         Ok(dir)
     }
 
-    /// Starts `spec` in `dir` and waits until `port` accepts connections (and, with
-    /// [`ServerSpec::identified_by`], until the probe names the started process).
+    /// Starts the server that `spec_for(port)` describes, in `dir`, on a free loopback port, and
+    /// waits until the started process itself listens there (Linux: its sockets in `/proc`).
     ///
-    /// Fails with [`io::ErrorKind::AddrInUse`] when another process answers on `port`: start
-    /// again on another port. Other failures quote the end of the server's output.
-    pub async fn start(port: u16, dir: TempDir, spec: ServerSpec) -> io::Result<Self> {
+    /// Another process may take the port between its choice and the start (a test running
+    /// alongside): then the server is started again on another port, up to 5 times, and the
+    /// last failure is [`io::ErrorKind::AddrInUse`]. Other failures quote the end of the
+    /// server's output.
+    pub async fn start(
+        dir: TempDir,
+        spec_for: impl FnMut(u16) -> io::Result<ServerSpec>,
+    ) -> io::Result<Self> {
+        Self::start_on(dir, super::free_port, spec_for).await
+    }
+
+    /// [`LocalServer::start`] on the ports `next_port` gives.
+    pub(crate) async fn start_on(
+        dir: TempDir,
+        mut next_port: impl FnMut() -> io::Result<u16>,
+        mut spec_for: impl FnMut(u16) -> io::Result<ServerSpec>,
+    ) -> io::Result<Self> {
         reap_when_gone(dir.path());
-        let server = Self {
+        let port = next_port()?;
+        let mut server = Self {
             port,
-            spec,
+            spec: spec_for(port)?,
             child: Mutex::new(None),
             dir,
         };
-        server.launch().await?;
-        Ok(server)
+        let mut attempts = 1;
+        loop {
+            match server.launch().await {
+                Err(error)
+                    if error.kind() == io::ErrorKind::AddrInUse && attempts < START_ATTEMPTS =>
+                {
+                    attempts += 1;
+                    server.port = next_port()?;
+                    server.spec = spec_for(server.port)?;
+                }
+                result => return result.map(|()| server),
+            }
+        }
     }
 
     /// The port it listens on (127.0.0.1).
@@ -215,22 +210,15 @@ impl LocalServer {
                 .await
                 .is_ok()
             {
-                match self.answering(pid).await {
-                    Answer::Ours => return Ok(()),
-                    Answer::Stranger(other) => {
-                        self.kill();
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            format!(
-                                "port {} is served by another process ({other}), not by the \
-                                 started {}",
-                                self.port,
-                                self.spec.program.display()
-                            ),
-                        ));
-                    }
-                    Answer::NotYet => {}
+                if self.started_process_answers(pid) {
+                    return Ok(());
                 }
+                let error = self.failure(&format!(
+                    "found port {} served by another process",
+                    self.port
+                ));
+                self.kill();
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, error));
             }
             if !self.is_running() {
                 return Err(self.failure("exited before it was ready"));
@@ -246,20 +234,11 @@ impl LocalServer {
         }
     }
 
-    /// Who answers on the port, which accepts connections.
-    async fn answering(&self, pid: u32) -> Answer {
-        // Something accepts, but the started process is gone: the port was someone else's.
-        if !self.is_running() {
-            return Answer::Stranger("the started process has exited".to_owned());
-        }
-        let Some(identify) = &self.spec.identify else {
-            return Answer::Ours;
-        };
-        match tokio::time::timeout(PROBE_TIMEOUT, identify(self.port)).await {
-            Ok(Ok(found)) if found == pid => Answer::Ours,
-            Ok(Ok(found)) => Answer::Stranger(format!("pid {found}")),
-            Ok(Err(_)) | Err(_) => Answer::NotYet,
-        }
+    /// Whether the connections the port accepts go to the started process `pid`, not to
+    /// another that took the port (the started one then fails to bind, or is about to).
+    fn started_process_answers(&self, pid: u32) -> bool {
+        // No `/proc` to ask (not Linux): whatever accepts counts as the started process.
+        self.is_running() && listens_on(pid, self.port).unwrap_or(true)
     }
 
     fn failure(&self, what: &str) -> io::Error {
@@ -277,14 +256,42 @@ impl Drop for LocalServer {
     }
 }
 
-/// Who answers on a server's port.
-enum Answer {
-    /// The started process.
-    Ours,
-    /// Another process, as described.
-    Stranger(String),
-    /// Cannot tell yet.
-    NotYet,
+/// Whether process `pid` holds a socket listening on `port` of 127.0.0.1 or of every address,
+/// from Linux's `/proc` (the socket table, and the process's open files).
+fn listens_on(pid: u32, port: u16) -> io::Result<bool> {
+    let listening = listening_sockets(port)?;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        // A file closed since the listing has no link to read.
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        if listening
+            .iter()
+            .any(|socket| target.as_os_str() == OsStr::new(socket))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The sockets (as `socket:[inode]`, the way `/proc/<pid>/fd` names them) listening on `port`
+/// of 127.0.0.1 or 0.0.0.0, whoever holds them.
+fn listening_sockets(port: u16) -> io::Result<Vec<String>> {
+    const LISTEN: &str = "0A";
+    // The table prints an address as the hex of its bytes read as a native-endian number.
+    let addresses = [[127, 0, 0, 1], [0, 0, 0, 0]].map(u32::from_ne_bytes);
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let sockets = table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        let (address, local_port) = local.split_once(':')?;
+        let matches = *state == LISTEN
+            && u16::from_str_radix(local_port, 16).ok()? == port
+            && addresses.contains(&u32::from_str_radix(address, 16).ok()?);
+        matches.then(|| format!("socket:[{inode}]"))
+    });
+    Ok(sockets.collect())
 }
 
 /// The last lines of a server's standard output (`log`) and error (`log` with `.err`), to quote
@@ -297,10 +304,7 @@ fn log_tail(log: &Path) -> String {
         if lines.is_empty() {
             continue;
         }
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        );
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         tail.push_str(&format!("\n--- end of its {name} ---"));
         for line in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
             tail.push('\n');
@@ -359,8 +363,9 @@ mod tests {
                 "echo starting; echo 'FATAL: no such setting' >&2; exit 3",
             ],
         );
-        let port = super::super::free_port().unwrap();
-        let error = LocalServer::start(port, dir, spec).await.unwrap_err();
+        let error = LocalServer::start(dir, |_| Ok(spec.clone()))
+            .await
+            .unwrap_err();
         let message = error.to_string();
         assert!(message.contains("exited before it was ready"), "{message}");
         assert!(message.contains("starting"), "{message}");

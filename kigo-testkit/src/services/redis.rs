@@ -13,10 +13,6 @@ use super::{
 /// The variable naming a Redis server the tests may use (`redis://127.0.0.1:6379`).
 pub const REDIS_URL_VAR: &str = "KIGO_TEST_REDIS_URL";
 
-/// How many times a local server is started on a fresh port before giving up (another process
-/// may take a free port between the check and the start).
-const START_ATTEMPTS: usize = 5;
-
 /// The binaries a local Redis needs, for error messages.
 pub(super) const BINARIES: &str = "redis-server (Debian package `redis-server`)";
 
@@ -95,7 +91,7 @@ pub async fn redis() -> Result<RedisService, ServiceError> {
         return Ok(RedisService::new(url, Server::External));
     }
     static SHARED: Mutex<Weak<LocalServer>> = Mutex::new(Weak::new());
-    match shared(&SHARED, || start_local_redis(&[])).await {
+    match shared(&SHARED, start_local_redis).await {
         Ok(server) => Ok(local_service(server, |server| Server::Shared {
             _server: server,
         })),
@@ -105,7 +101,7 @@ pub async fn redis() -> Result<RedisService, ServiceError> {
 
 /// A `redis-server` of this test only, which the test may kill and restart.
 pub async fn private_redis() -> Result<RedisService, ServiceError> {
-    let server = start_local_redis(&[])
+    let server = start_local_redis()
         .await
         .map_err(|error| ServiceError::local_only("Redis", BINARIES, error.to_string()))?;
     Ok(local_service(Arc::new(server), Server::Private))
@@ -137,15 +133,13 @@ fn local_service(server: Arc<LocalServer>, kind: fn(Arc<LocalServer>) -> Server)
     RedisService::new(url, kind(server))
 }
 
-/// Starts `redis-server` on a free loopback port in a temp dir, without persistence, with
-/// `extra` arguments.
-pub async fn start_local_redis(extra: &[&str]) -> io::Result<LocalServer> {
-    let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
-    start_local_redis_with(|| Ok(extra.clone())).await
+/// Starts `redis-server` on a free loopback port in a temp dir, without persistence.
+pub async fn start_local_redis() -> io::Result<LocalServer> {
+    start_local_redis_with(|| Ok(Vec::new())).await
 }
 
 /// Starts `redis-server` as [`start_local_redis`] does, with the extra arguments `extra` makes
-/// for each attempt: an attempt that finds its port taken is made again on other ports, so any
+/// for each attempt: an attempt that finds its port taken is made again on another port, so any
 /// further port (a TLS port, a cluster bus port) must be chosen in `extra` too.
 pub async fn start_local_redis_with(
     extra: impl FnMut() -> io::Result<Vec<String>>,
@@ -155,22 +149,21 @@ pub async fn start_local_redis_with(
 
 /// [`start_local_redis_with`] on the ports `next_port` gives.
 async fn start_on_ports(
-    mut next_port: impl FnMut() -> io::Result<u16>,
+    next_port: impl FnMut() -> io::Result<u16>,
     mut extra: impl FnMut() -> io::Result<Vec<String>>,
 ) -> io::Result<LocalServer> {
     let program = find_binary("redis-server", &[])
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "redis-server is not on PATH"))?;
-    let mut last_error = None;
-    for _ in 0..START_ATTEMPTS {
-        let port = next_port()?;
-        let dir = LocalServer::temp_dir(None)?;
+    let dir = LocalServer::temp_dir(None)?;
+    let dir_arg = dir.path().display().to_string();
+    LocalServer::start_on(dir, next_port, |port| {
         let mut args = vec![
             "--port".to_owned(),
             port.to_string(),
             "--bind".to_owned(),
             "127.0.0.1".to_owned(),
             "--dir".to_owned(),
-            dir.path().display().to_string(),
+            dir_arg.clone(),
             "--save".to_owned(),
             String::new(),
             "--appendonly".to_owned(),
@@ -179,32 +172,9 @@ async fn start_on_ports(
             "no".to_owned(),
         ];
         args.extend(extra()?);
-        let spec = ServerSpec::new(&program, args).identified_by(process_id);
-        match LocalServer::start(port, dir, spec).await {
-            Ok(server) => return Ok(server),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
-}
-
-/// The process id of the Redis server on `port` (`INFO server`).
-async fn process_id(port: u16) -> io::Result<u32> {
-    let client =
-        ::redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(io::Error::other)?;
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(io::Error::other)?;
-    let info: String = ::redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut connection)
-        .await
-        .map_err(io::Error::other)?;
-    info.lines()
-        .find_map(|line| line.trim().strip_prefix("process_id:"))
-        .and_then(|pid| pid.parse().ok())
-        .ok_or_else(|| io::Error::other("INFO server names no process_id"))
+        Ok(ServerSpec::new(&program, args))
+    })
+    .await
 }
 
 #[cfg(feature = "testcontainers")]
@@ -276,43 +246,41 @@ mod container {
 mod tests {
     use super::*;
 
+    /// The process id of the Redis server on `port`, as it reports it (`INFO server`).
+    async fn process_id(port: u16) -> u32 {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = ::redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.trim().strip_prefix("process_id:"))
+            .and_then(|pid| pid.parse().ok())
+            .unwrap()
+    }
+
     /// A port another Redis took between `free_port` and the start is not mistaken for the
-    /// started server's.
+    /// started server's: with no other port to go to, the start fails.
     #[tokio::test]
     async fn a_port_served_by_another_server_is_not_taken_for_ours() {
-        let stranger = start_local_redis(&[]).await.unwrap();
-        let program = find_binary("redis-server", &[]).unwrap();
-        let dir = LocalServer::temp_dir(None).unwrap();
-        let port = stranger.port().to_string();
-        let dir_arg = dir.path().display().to_string();
-        let args = [
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            &dir_arg,
-            "--save",
-            "",
-        ];
-        let spec = ServerSpec::new(program, args).identified_by(process_id);
-        let error = LocalServer::start(stranger.port(), dir, spec)
+        let stranger = start_local_redis().await.unwrap();
+        let error = start_on_ports(|| Ok(stranger.port()), || Ok(Vec::new()))
             .await
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{error}");
+        assert_eq!(process_id(stranger.port()).await, stranger.pid().unwrap());
     }
 
     #[tokio::test]
     async fn a_start_that_finds_its_port_taken_moves_to_another_port() {
-        let stranger = start_local_redis(&[]).await.unwrap();
+        let stranger = start_local_redis().await.unwrap();
         let mut ports = [Ok(stranger.port())].into_iter();
         let server = start_on_ports(|| ports.next().unwrap_or_else(free_port), || Ok(Vec::new()))
             .await
             .unwrap();
         assert_ne!(server.port(), stranger.port());
-        assert_eq!(
-            process_id(server.port()).await.unwrap(),
-            server.pid().unwrap()
-        );
+        assert_eq!(process_id(server.port()).await, server.pid().unwrap());
     }
 }
