@@ -312,7 +312,7 @@ async fn no_request_waits_for_a_renewal_while_the_token_is_valid() {
         .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    common::eventually("the renewal to be under way", || {
+    kigo_testkit::eventually("the renewal to be under way", common::WAIT, || async {
         mock.counters().requests_to(Endpoint::PartnerSession) == 2
     })
     .await;

@@ -54,7 +54,7 @@ async fn a_failing_endpoint_keeps_the_valid_token_in_service() {
     mock.inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));
     // Past the refresh point (22.5 min), before the stale point (28.5 min).
     clock.advance(Duration::from_secs(25 * 60));
-    common::eventually("a failed renewal", || {
+    kigo_testkit::eventually("a failed renewal", common::WAIT, || async {
         manager.metrics().creation_failures >= 1
     })
     .await;
@@ -62,8 +62,11 @@ async fn a_failing_endpoint_keeps_the_valid_token_in_service() {
 
     mock.inject_always(Endpoint::PartnerSession, None);
     clock.advance(Duration::from_secs(60));
-    common::eventually("the renewal", || mock.creations(&mock.partner_key()) == 2).await;
-    common::eventually("the new token", || {
+    kigo_testkit::eventually("the renewal", common::WAIT, || async {
+        mock.creations(&mock.partner_key()) == 2
+    })
+    .await;
+    kigo_testkit::eventually("the new token", common::WAIT, || async {
         handle
             .cached()
             .is_some_and(|token| token.fingerprint() != first)

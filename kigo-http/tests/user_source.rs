@@ -113,7 +113,7 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
     assert_eq!(counters.requests_to(Endpoint::UserSession), 1);
 
     // The partner token renews ahead in the background; let that finish before time jumps again.
-    common::eventually("the partner token's renewal", || {
+    kigo_testkit::eventually("the partner token's renewal", common::WAIT, || async {
         partners.metrics().creations == 2
     })
     .await;

@@ -25,3 +25,21 @@ use std::time::Duration;
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// Waits until `condition` holds, checking every 10 ms, and fails the test naming `what` once
+/// `limit` has passed: for what real servers and processes do in their own time. What a manager
+/// does belongs on the [`ManualClock`] instead.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -59,17 +59,8 @@ pub fn manual_manager(source: impl TokenSource, clock: &ManualClock) -> TokenMan
         .unwrap()
 }
 
-/// Waits (real time, with a deadline) until `condition` holds.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// How long a test waits (real time) for background work to show.
+pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn partner(id: &str) -> PartnerId {
     PartnerId::new(id).unwrap()

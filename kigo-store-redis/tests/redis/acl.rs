@@ -11,8 +11,9 @@ use kigo_core::{StoreError, TokenStore};
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
+use kigo_testkit::eventually;
 
-use super::support::{RedisHarness, acquire, eventually, token_valid_for};
+use super::support::{RedisHarness, acquire, token_valid_for};
 
 /// The crate docs, whose `ACL SETUSER` block the tests run as written.
 const README: &str = include_str!("../../README.md");

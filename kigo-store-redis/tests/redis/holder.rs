@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 use kigo_core::runtime::{RuntimeEnv, SystemClock, TokioSleep, TokioSpawn};
 use kigo_core::{Fingerprint, Token, TokenKey, TokenManager, TokenStore};
 use kigo_testkit::conformance::fresh_key;
-use kigo_testkit::{FakeSource, FaultyStore, Gate};
+use kigo_testkit::{FakeSource, FaultyStore, Gate, eventually};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use super::support::{RedisHarness, eventually, refresh_at_share, replica, within};
+use super::support::{RedisHarness, refresh_at_share, replica, within};
 
 const LEASE_TTL: Duration = Duration::from_secs(5);
 const LIFETIME: Duration = Duration::from_secs(60);

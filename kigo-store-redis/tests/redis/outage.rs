@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use kigo_core::{BackoffPolicy, Error, StoreFailurePolicy, TokenManager, TokenStore};
 use kigo_testkit::conformance::fresh_key;
-use kigo_testkit::{FakeSource, FaultyStore, Gate};
+use kigo_testkit::{FakeSource, FaultyStore, Gate, eventually};
 
-use super::support::{RedisHarness, eventually, kill_client_connections, replica};
+use super::support::{RedisHarness, kill_client_connections, replica};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_rides_out_a_redis_restart() {

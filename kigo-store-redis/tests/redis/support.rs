@@ -13,13 +13,13 @@ use kigo_core::{
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
-use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::StoreHarness;
 use kigo_testkit::services::LocalServer;
 use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared_redis};
 use kigo_testkit::services::redis_cluster::{
     RedisClusterService, private_redis_cluster, redis_cluster,
 };
+use kigo_testkit::{FakeSource, eventually};
 
 /// Where a harness's stores connect.
 enum Server {
@@ -302,20 +302,4 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T 
     tokio::time::timeout(DEADLINE, future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
-}
-
-/// Waits until `condition` holds, checking every 20 ms, failing after `deadline`.
-pub(crate) async fn eventually<F, Fut>(what: &str, deadline: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
