@@ -198,7 +198,7 @@ async fn kigo() -> Outcome {
                 .seed(seed)
                 .build()
                 .unwrap();
-            Arc::new(Kigo(manager.handle(key.clone()))) as Arc<dyn Replica>
+            Arc::new(Kigo(manager.handle(key.clone()).unwrap())) as Arc<dyn Replica>
         })
         .collect();
     run(&world, &replicas, || store.calls()).await

@@ -129,7 +129,7 @@ fn caches(runtime: &tokio::runtime::Runtime) -> Vec<(&'static str, Box<dyn Cache
             .store(Arc::new(store.clone()))
             .build()
             .unwrap();
-        let handle = manager.handle(key.clone());
+        let handle = manager.handle(key.clone()).unwrap();
         let token = handle.token().await.unwrap().clone();
         (handle, token, store)
     });

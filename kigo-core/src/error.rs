@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::TokenKey;
 use crate::source::SourceError;
 use crate::store::StoreError;
+use crate::{KeyScope, TokenKey};
 
 /// Why no token could be handed out.
 ///
@@ -54,6 +54,26 @@ pub enum Error {
         /// How long this caller waited.
         waited: Duration,
     },
+    /// No valid token, and the store is misconfigured for this replica (its entries are sealed
+    /// with a key this replica lacks, the schema is missing, a permission is denied): nothing is
+    /// created until an operator fixes it, and the fleet's entries are left as they are.
+    #[error("no valid token for {key}: the token store is misconfigured for this replica")]
+    StoreMisconfigured {
+        /// Which token.
+        key: TokenKey,
+        /// The store's error, with a hint saying what to do.
+        #[source]
+        source: StoreError,
+    },
+    /// The key is not one this manager serves (a user-level manager asked for the partner-level
+    /// token, or for another partner's users).
+    #[error("this manager serves {scope}, not the token of {key}")]
+    ForeignKey {
+        /// The key asked for.
+        key: TokenKey,
+        /// What the manager serves.
+        scope: KeyScope,
+    },
     /// The manager has been shut down.
     #[error("the token manager is shut down")]
     ShutDown,
@@ -62,7 +82,13 @@ pub enum Error {
 impl Error {
     /// Whether asking again later may succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Permanent { .. } | Self::ShutDown)
+        !matches!(
+            self,
+            Self::Permanent { .. }
+                | Self::ShutDown
+                | Self::ForeignKey { .. }
+                | Self::StoreMisconfigured { .. }
+        )
     }
 
     /// When it is worth asking again, if known.

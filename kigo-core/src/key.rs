@@ -170,6 +170,47 @@ impl TokenKey {
     }
 }
 
+/// Which keys a token manager serves: it refuses every other key before touching its store or
+/// its source, so that a manager of user-level tokens (what front ends receive) can never hand out
+/// the partner-level token, nor one partner's manager another partner's tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyScope {
+    /// The partner-level token of this partner.
+    Partner(PartnerId),
+    /// User-level tokens of this partner's users.
+    UsersOf(PartnerId),
+    /// The partner-level tokens of every partner (a backend acting for several partners).
+    AnyPartner,
+    /// User-level tokens of every partner's users (a backend acting for several partners).
+    AnyUser,
+}
+
+impl KeyScope {
+    /// Whether `key` is one this scope serves.
+    pub fn contains(&self, key: &TokenKey) -> bool {
+        match (self, key) {
+            (Self::Partner(scope), TokenKey::Partner(partner)) => scope == partner,
+            (Self::UsersOf(scope), TokenKey::User { partner, .. }) => scope == partner,
+            (Self::AnyPartner, TokenKey::Partner(_)) | (Self::AnyUser, TokenKey::User { .. }) => {
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Partner(partner) => write!(f, "the partner-level token of partner {partner}"),
+            Self::UsersOf(partner) => write!(f, "user-level tokens of partner {partner}"),
+            Self::AnyPartner => f.write_str("partner-level tokens"),
+            Self::AnyUser => f.write_str("user-level tokens"),
+        }
+    }
+}
+
 impl fmt::Display for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -253,6 +294,24 @@ mod tests {
                 usize::from(key.user_id().is_some()) + 1
             );
             assert_eq!(TokenKey::from_storage_id(&id), Some(key));
+        }
+    }
+
+    #[test]
+    fn scopes_keep_levels_and_partners_apart() {
+        let acme = PartnerId::new("acme").unwrap();
+        let partner = TokenKey::partner(acme.clone());
+        let user = user_key("acme", "alice");
+        let other_user = user_key("globex", "alice");
+        let cases = [
+            (KeyScope::Partner(acme.clone()), [true, false, false]),
+            (KeyScope::UsersOf(acme), [false, true, false]),
+            (KeyScope::AnyPartner, [true, false, false]),
+            (KeyScope::AnyUser, [false, true, true]),
+        ];
+        for (scope, expected) in cases {
+            let found = [&partner, &user, &other_user].map(|key| scope.contains(key));
+            assert_eq!(found, expected, "{scope}");
         }
     }
 

@@ -13,10 +13,11 @@ pub mod policy;
 pub mod runtime;
 mod source;
 pub mod store;
+mod time;
 mod token;
 
 pub use error::Error;
-pub use key::{InvalidId, MAX_ID_LEN, PartnerId, TokenKey, UserId};
+pub use key::{InvalidId, KeyScope, MAX_ID_LEN, PartnerId, TokenKey, UserId};
 pub use manager::{ManagerBuilder, TokenGuard, TokenHandle, TokenManager};
 pub use policy::{BackoffPolicy, ExpiryPolicy, StoreFailurePolicy};
 pub use source::{BoxError, CreateRequest, SourceError, TokenSource};

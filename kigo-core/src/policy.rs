@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::Token;
+use crate::{Token, time};
 
 /// A policy value out of its range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,15 +99,15 @@ impl ExpiryPolicy {
     /// When this replica (with its draw `jitter` in `[0, 1)`) renews `token`.
     pub fn refresh_at(&self, token: &Token, jitter: f64) -> SystemTime {
         let share = self.refresh_share - self.jitter_share * jitter.clamp(0.0, 1.0);
-        let point = token.issued_at() + token.lifetime().mul_f64(share);
+        let point = time::after(token.issued_at(), time::share(token.lifetime(), share));
         point.min(self.stale_at(token))
     }
 
     /// From when `token` is no longer handed out.
     pub fn stale_at(&self, token: &Token) -> SystemTime {
-        let cap = token.lifetime().mul_f64(MAX_MARGIN_SHARE);
-        let margin = (self.min_remaining + self.clock_skew).min(cap);
-        token.expires_at() - margin
+        let cap = time::share(token.lifetime(), MAX_MARGIN_SHARE);
+        let margin = self.min_remaining.saturating_add(self.clock_skew).min(cap);
+        time::before(token.expires_at(), margin)
     }
 }
 
@@ -134,6 +134,16 @@ impl Default for BackoffPolicy {
 }
 
 impl BackoffPolicy {
+    /// The pace for permanent failures (bad credentials): 1 minute doubling up to 10 minutes,
+    /// with the same jitter. Slow, because only an operator fixes them; bounded, so that a fixed
+    /// key is picked up within minutes without a restart.
+    pub fn permanent() -> Self {
+        Self {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+        }
+    }
+
     /// A policy from `initial` to `max`; `initial` must be positive and not above `max`.
     pub fn new(initial: Duration, max: Duration) -> Result<Self, InvalidPolicy> {
         if initial.is_zero() || initial > max {
@@ -147,7 +157,7 @@ impl BackoffPolicy {
     pub fn delay(&self, failures: u32, draw: f64, floor: Option<Duration>) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
         let ceiling = self.initial.saturating_mul(1 << doublings).min(self.max);
-        let delay = ceiling / 2 + (ceiling / 2).mul_f64(draw.clamp(0.0, 1.0));
+        let delay = ceiling / 2 + time::share(ceiling / 2, draw);
         delay.max(floor.unwrap_or_default())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::runtime::TimeSource;
-use crate::{Token, TokenKey};
+use crate::{KeyScope, Token, TokenKey};
 
 /// A shareable, typed cause: the backend's own error, boxed so that it can be downcast.
 pub type BoxError = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -51,6 +51,13 @@ impl<'a> CreateRequest<'a> {
 pub trait TokenSource: Send + Sync + Debug + 'static {
     /// Creates (or renews) the token for `request.key`.
     async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError>;
+
+    /// The keys this source creates tokens for, if it knows: a manager built on it then serves
+    /// only those (see [`KeyScope`]). `None` (the default) makes the manager's builder require
+    /// one.
+    fn scope(&self) -> Option<KeyScope> {
+        None
+    }
 }
 
 /// Why a [`TokenSource`] could not create a token.
@@ -118,5 +125,18 @@ impl SourceError {
         match self {
             Self::Transient { source, .. } | Self::Permanent { source } => source.as_ref(),
         }
+    }
+}
+
+/// A source behind an `Arc` is a source: a test keeps its typed handle and gives the manager a
+/// clone.
+#[async_trait]
+impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
+        (**self).create(request).await
+    }
+
+    fn scope(&self) -> Option<KeyScope> {
+        (**self).scope()
     }
 }

@@ -31,7 +31,7 @@ async fn reach_refresh_point(
 async fn transient_failures_keep_the_valid_token_and_back_off_with_jitter() {
     let world = World::new();
     let manager = world.manager(11);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let valid = warm(&handle).await;
     world
         .source
@@ -71,7 +71,7 @@ async fn transient_failures_keep_the_valid_token_and_back_off_with_jitter() {
 async fn a_server_given_delay_is_honoured() {
     let world = World::new();
     let manager = world.manager(12);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     warm(&handle).await;
     let retry_after = Duration::from_secs(120);
     world
@@ -91,7 +91,7 @@ async fn a_server_given_delay_is_honoured() {
 async fn a_permanent_error_surfaces_at_once_typed_and_is_not_retried_by_every_caller() {
     let world = World::new();
     let manager = world.manager(13);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     world.source.script([Scripted::Permanent]);
 
     let error = handle.token().await.expect_err("bad credentials");
@@ -117,7 +117,7 @@ async fn a_permanent_error_surfaces_at_once_typed_and_is_not_retried_by_every_ca
 async fn without_a_valid_token_a_transient_failure_is_a_typed_error_with_a_retry_hint() {
     let world = World::new();
     let manager = world.manager(14);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     world
         .source
         .script([Scripted::Transient(Some(Duration::from_secs(30)))]);
@@ -145,7 +145,10 @@ async fn without_a_valid_token_a_transient_failure_is_a_typed_error_with_a_retry
 async fn the_cool_down_after_a_failure_is_shared_by_all_managers() {
     let world = World::new();
     let managers: Vec<_> = (0..3).map(|seed| world.manager(20 + seed)).collect();
-    let handles: Vec<_> = managers.iter().map(|m| m.handle(partner("acme"))).collect();
+    let handles: Vec<_> = managers
+        .iter()
+        .map(|m| m.handle(partner("acme")).unwrap())
+        .collect();
     for handle in &handles {
         warm(handle).await;
     }
@@ -187,7 +190,7 @@ async fn a_hanging_endpoint_is_cut_off_by_the_creation_timeout() {
         .create_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     world.source.script([Scripted::Hang]);
 
     let caller = tokio::spawn({

@@ -3,43 +3,84 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{World, partner, warm};
+use common::{World, partner, user, warm};
 use kigo_core::manager::BuildError;
 use kigo_core::runtime::RuntimeEnv;
-use kigo_core::{Error, PartnerId, Token, TokenKey, TokenManager, TokenSecret, UserId};
+use kigo_core::{Error, Fingerprint, KeyScope, PartnerId, Token, TokenManager, TokenSecret};
 use kigo_testkit::{ManualClock, MockRespond, MockTokenSource, settle};
 
 #[tokio::test(start_paused = true)]
 async fn each_key_has_its_own_token() {
     let world = World::new();
-    let manager = world.manager(70);
+    let partners = world.manager(70);
+    let users = world.builder(69).scope(KeyScope::AnyUser).build().unwrap();
     let acme = partner("acme");
-    let user = |id: &str| TokenKey::user(PartnerId::new("acme").unwrap(), UserId::new(id).unwrap());
     let mut seen = std::collections::HashSet::new();
-    for key in [acme.clone(), partner("globex"), user("alice"), user("bob")] {
-        seen.insert(manager.token(&key).await.unwrap().fingerprint());
+    for key in [acme.clone(), partner("globex")] {
+        seen.insert(partners.token(&key).await.unwrap().fingerprint());
+    }
+    for key in [user("acme", "alice"), user("acme", "bob")] {
+        seen.insert(users.token(&key).await.unwrap().fingerprint());
     }
     assert_eq!(seen.len(), 4);
     assert_eq!(world.source.creations(), 4);
     // Asking again is served from each key's cache.
-    manager.token(&acme).await.unwrap();
-    manager.token(&user("alice")).await.unwrap();
+    partners.token(&acme).await.unwrap();
+    users.token(&user("acme", "alice")).await.unwrap();
     assert_eq!(world.source.creations(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manager_refuses_keys_outside_its_scope_before_touching_store_or_source() {
+    let world = World::new();
+    let partners = world.manager(76);
+    let acme = PartnerId::new("acme").unwrap();
+    let users = world
+        .builder(77)
+        .scope(KeyScope::UsersOf(acme.clone()))
+        .build()
+        .unwrap();
+    // The partner-level token is in the store the user-level manager shares.
+    partners.token(&partner("acme")).await.unwrap();
+    let store_before = format!("{:?}", world.store);
+    for key in [partner("acme"), user("globex", "alice")] {
+        match users.token(&key).await {
+            Err(Error::ForeignKey {
+                key: refused,
+                scope,
+            }) => {
+                assert_eq!(refused, key);
+                assert_eq!(scope, KeyScope::UsersOf(acme.clone()));
+            }
+            other => panic!("{key} was not refused: {other:?}"),
+        }
+        assert!(users.handle(key.clone()).is_err());
+        assert!(!users.invalidate(&key, &Fingerprint::of("anything")));
+    }
+    assert_eq!(world.source.creations(), 1, "the source was not asked");
+    assert_eq!(users.metrics().flights, 0, "the store was not asked");
+    assert_eq!(format!("{:?}", world.store), store_before);
+    assert_eq!(users.user_keys(), 0);
+    users.token(&user("acme", "alice")).await.unwrap();
+    assert_eq!(world.source.creations(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn user_level_keys_stay_within_the_capacity() {
     let world = World::new();
-    let manager = world.builder(71).user_key_capacity(100).build().unwrap();
+    let manager = world
+        .builder(71)
+        .scope(KeyScope::AnyUser)
+        .user_key_capacity(100)
+        .build()
+        .unwrap();
     for n in 0..1000 {
-        let key = TokenKey::user(
-            PartnerId::new("acme").unwrap(),
-            UserId::new(format!("user-{n}")).unwrap(),
-        );
-        manager.token(&key).await.unwrap();
+        manager
+            .token(&user("acme", &format!("user-{n}")))
+            .await
+            .unwrap();
     }
     assert!(
         manager.user_keys() <= 100,
@@ -47,18 +88,6 @@ async fn user_level_keys_stay_within_the_capacity() {
         manager.user_keys()
     );
     assert_eq!(world.source.creations(), 1000);
-    // Partner keys are never evicted.
-    let acme = partner("acme");
-    manager.token(&acme).await.unwrap();
-    for n in 0..1000 {
-        let key = TokenKey::user(
-            PartnerId::new("acme").unwrap(),
-            UserId::new(format!("late-{n}")).unwrap(),
-        );
-        manager.token(&key).await.unwrap();
-    }
-    manager.token(&acme).await.unwrap();
-    assert_eq!(world.source.creations(), 2001);
 }
 
 #[tokio::test(start_paused = true)]
@@ -75,7 +104,7 @@ async fn a_renewal_hands_the_previous_token_to_the_source() {
         .times(1)
         .in_sequence(&mut sequence)
         .returning(move |_, _, at| Ok(token_at("first", at)));
-    let first = kigo_core::Fingerprint::of("first");
+    let first = Fingerprint::of("first");
     respond
         .expect_respond()
         .withf(move |_, previous, _| *previous == Some(first))
@@ -83,18 +112,20 @@ async fn a_renewal_hands_the_previous_token_to_the_source() {
         .in_sequence(&mut sequence)
         .returning(move |_, _, at| Ok(token_at("second", at)));
 
-    let manager = TokenManager::builder(Arc::new(MockTokenSource(respond)))
+    let manager = TokenManager::builder(MockTokenSource(respond))
         .runtime(RuntimeEnv::manual(&clock).unwrap())
+        .local_only()
+        .scope(KeyScope::AnyPartner)
         .seed(72)
         .build()
         .unwrap();
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     assert_eq!(handle.token().await.unwrap().fingerprint(), first);
     clock.advance(Duration::from_secs(1400));
     settle().await;
     assert_eq!(
         handle.cached().unwrap().fingerprint(),
-        kigo_core::Fingerprint::of("second")
+        Fingerprint::of("second")
     );
 }
 
@@ -102,7 +133,7 @@ async fn a_renewal_hands_the_previous_token_to_the_source() {
 async fn shutdown_stops_background_work_and_fails_waiting_callers() {
     let world = World::with_latency(Duration::from_secs(5));
     let manager = world.manager(73);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let waiting = tokio::spawn({
         let handle = handle.clone();
         async move { handle.token().await }
@@ -122,7 +153,7 @@ async fn shutdown_stops_background_work_and_fails_waiting_callers() {
 async fn dropping_every_clone_of_a_manager_ends_its_background_work() {
     let world = World::new();
     let manager = world.manager(74);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     warm(&handle).await;
     drop(handle);
     drop(manager);
@@ -140,7 +171,7 @@ async fn dropping_every_clone_of_a_manager_ends_its_background_work() {
 async fn debug_output_never_shows_a_token() {
     let world = World::new();
     let manager = world.manager(75);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let token = handle.token().await.unwrap();
     let secret = token.secret().expose().to_owned();
     for shown in [
@@ -167,6 +198,19 @@ async fn settings_that_cannot_work_are_refused_when_building() {
         ("no creation time", world.builder(83).create_timeout(zero)),
         ("no store time", world.builder(84).store_timeout(zero)),
         ("no user keys", world.builder(85).user_key_capacity(0)),
+        ("no wait", world.builder(87).max_wait(zero)),
+        (
+            "no creations",
+            world.builder(88).max_concurrent_creations(0),
+        ),
+        (
+            "no time to re-read and commit under the lease",
+            world
+                .builder(89)
+                .create_timeout(Duration::from_secs(10))
+                .store_timeout(Duration::from_secs(5))
+                .lease_ttl(Duration::from_secs(20)),
+        ),
     ];
     for (what, builder) in refused {
         match builder.build() {
@@ -175,4 +219,9 @@ async fn settings_that_cannot_work_are_refused_when_building() {
         }
     }
     assert!(world.builder(86).build().is_ok(), "the defaults work");
+    let unscoped = TokenManager::builder(world.source.clone())
+        .runtime(RuntimeEnv::manual(&world.clock).unwrap())
+        .local_only()
+        .build();
+    assert!(matches!(unscoped, Err(BuildError::NoScope)), "{unscoped:?}");
 }

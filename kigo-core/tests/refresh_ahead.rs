@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{LIFETIME, World, partner, serve_through, warm_all};
-use kigo_core::{
-    ExpiryPolicy, PartnerId, Token, TokenHandle, TokenKey, TokenManager, TokenSecret, UserId,
-};
+use common::{LIFETIME, World, partner, serve_through, user, warm_all};
+use kigo_core::{ExpiryPolicy, KeyScope, Token, TokenHandle, TokenKey, TokenManager, TokenSecret};
 use kigo_testkit::FakeSource;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -26,14 +23,17 @@ fn renewals_in(span: Duration) -> std::ops::RangeInclusive<u64> {
 }
 
 fn handles(managers: &[TokenManager]) -> Vec<TokenHandle> {
-    managers.iter().map(|m| m.handle(partner("acme"))).collect()
+    managers
+        .iter()
+        .map(|m| m.handle(partner("acme")).unwrap())
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
     let world = World::with_latency(LATENCY);
     let manager = world.manager(7);
-    let callers = vec![manager.handle(partner("acme")); 3];
+    let callers = vec![manager.handle(partner("acme")).unwrap(); 3];
     warm_all(&world, &callers, LATENCY).await;
     let waits_after_warm_up = manager.metrics().waits;
 
@@ -71,10 +71,12 @@ async fn over_a_day_no_caller_waits_and_creations_equal_renewals() {
 #[tokio::test(start_paused = true)]
 async fn a_user_token_in_use_is_renewed_ahead_and_an_unused_one_lapses() {
     let world = World::with_latency(LATENCY);
-    let manager = world.manager(8);
-    let user = |id: &str| TokenKey::user(PartnerId::new("acme").unwrap(), UserId::new(id).unwrap());
-    let (alice, bob) = (user("alice"), user("bob"));
-    let (active, idle) = (manager.handle(alice.clone()), manager.handle(bob.clone()));
+    let manager = world.builder(8).scope(KeyScope::AnyUser).build().unwrap();
+    let (alice, bob) = (user("acme", "alice"), user("acme", "bob"));
+    let (active, idle) = (
+        manager.handle(alice.clone()).unwrap(),
+        manager.handle(bob.clone()).unwrap(),
+    );
     warm_all(&world, &[active.clone(), idle.clone()], LATENCY).await;
     let waits_after_warm_up = manager.metrics().waits;
 
@@ -190,7 +192,9 @@ fn refresh_points_of_a_thousand_managers_spread_over_the_window() {
 
     let mut deciles = [0u32; 10];
     for seed in 0..1000 {
-        let manager = TokenManager::builder(Arc::new(FakeSource::new()))
+        let manager = TokenManager::builder(FakeSource::new())
+            .local_only()
+            .scope(KeyScope::AnyPartner)
             .seed(seed)
             .build()
             .unwrap();

@@ -6,7 +6,8 @@ use std::iter::repeat_n;
 use std::time::Duration;
 
 use common::{
-    World, callers_meet, partner, spawn_callers, tokens_of, warm, warm_all, without_waiting,
+    MIN_TOKEN_AGE, World, callers_meet, partner, spawn_callers, tokens_of, warm, warm_all,
+    without_waiting,
 };
 
 const LATENCY: Duration = Duration::from_secs(2);
@@ -17,7 +18,7 @@ const WATCHDOG: Duration = Duration::from_secs(30);
 async fn a_thousand_concurrent_callers_on_an_empty_cache_cause_one_creation() {
     let world = World::with_latency(LATENCY);
     let manager = world.manager(1);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
 
     let seen = warm_all(&world, &vec![handle; 1000], LATENCY).await;
     assert_eq!(world.source.creations(), 1);
@@ -36,7 +37,10 @@ fn a_thousand_callers_on_several_threads_cause_one_creation() {
     let world = World::with_latency(LATENCY);
     let (seen, creations) = runtime.block_on(async move {
         let manager = world.manager(2);
-        let callers = spawn_callers(repeat_n(manager.handle(partner("acme")), 1000), None);
+        let callers = spawn_callers(
+            repeat_n(manager.handle(partner("acme")).unwrap(), 1000),
+            None,
+        );
         world.source.wait_for_calls(1).await;
         world.clock.advance(LATENCY);
         // A watchdog, not a timing assumption: a second creation would wait for manual time
@@ -59,7 +63,7 @@ fn a_thousand_callers_on_several_threads_cause_one_creation() {
 async fn a_401_storm_of_500_callers_causes_one_renewal() {
     let world = World::with_latency(LATENCY);
     let manager = world.manager(3);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let rejected = *warm_all(&world, std::slice::from_ref(&handle), LATENCY)
         .await
         .iter()
@@ -86,7 +90,10 @@ async fn a_401_storm_of_500_callers_causes_one_renewal() {
 async fn a_401_storm_across_eight_managers_causes_one_renewal() {
     let world = World::with_latency(LATENCY);
     let managers: Vec<_> = (0..8).map(|seed| world.manager(seed)).collect();
-    let handles: Vec<_> = managers.iter().map(|m| m.handle(partner("acme"))).collect();
+    let handles: Vec<_> = managers
+        .iter()
+        .map(|m| m.handle(partner("acme")).unwrap())
+        .collect();
     let first = warm_all(&world, &handles, LATENCY).await;
     assert_eq!(first.len(), 1, "the fleet shares its first token");
     let rejected = *first.iter().next().unwrap();
@@ -106,8 +113,9 @@ async fn a_401_storm_across_eight_managers_causes_one_renewal() {
 async fn invalidating_an_older_token_leaves_the_current_one_alone() {
     let world = World::new();
     let manager = world.manager(4);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let old = warm(&handle).await;
+    world.clock.advance(MIN_TOKEN_AGE);
     assert!(handle.invalidate(&old));
     let new = warm(&handle).await;
     assert_ne!(old, new);
@@ -122,12 +130,14 @@ async fn invalidating_an_older_token_leaves_the_current_one_alone() {
 async fn a_late_401_for_an_older_token_does_not_bring_back_a_newer_rejected_one() {
     let world = World::new();
     let manager = world.manager(5);
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let first = warm(&handle).await;
+    world.clock.advance(MIN_TOKEN_AGE);
     assert!(handle.invalidate(&first));
     let second = warm(&handle).await;
 
     // The second token is rejected, then a request that still carried the first one reports it.
+    world.clock.advance(MIN_TOKEN_AGE);
     assert!(handle.invalidate(&second));
     assert!(!handle.invalidate(&first));
     let third = warm(&handle).await;

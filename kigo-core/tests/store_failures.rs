@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{World, partner, spawn_caller, warm, without_waiting};
+use common::{MIN_TOKEN_AGE, World, partner, spawn_caller, warm, without_waiting};
 use kigo_core::manager::StoreTimedOut;
 use kigo_core::store::{Entry, HolderId, LeaseAttempt};
 use kigo_core::{Error, StoreError, StoreFailurePolicy, Token, TokenKey, TokenManager, TokenStore};
@@ -29,7 +29,7 @@ async fn a_vanished_lease_holder_is_replaced_once_its_lease_lapses() {
     let claimed_at = world.now();
 
     let manager = world.builder(30).lease_ttl(LEASE_TTL).build().unwrap();
-    let caller = spawn_caller(manager.handle(key.clone()));
+    let caller = spawn_caller(manager.handle(key.clone()).unwrap());
     world.run_for(LEASE_TTL - SECOND, SECOND / 2).await;
     assert_eq!(
         world.source.creations(),
@@ -52,7 +52,7 @@ async fn while_a_vanished_holder_blocks_renewal_the_old_token_is_served() {
     let world = World::new();
     let key = partner("acme");
     let manager = world.builder(31).lease_ttl(LEASE_TTL).build().unwrap();
-    let handle = manager.handle(key.clone());
+    let handle = manager.handle(key.clone()).unwrap();
     let old = warm(&handle).await;
     let token = handle.cached().unwrap();
     let refresh_in = manager
@@ -99,9 +99,9 @@ async fn a_lost_change_notice_costs_at_most_one_poll_interval() {
         .build()
         .unwrap();
 
-    let first = spawn_caller(holder.handle(partner("acme")));
+    let first = spawn_caller(holder.handle(partner("acme")).unwrap());
     world.source.wait_for_calls(1).await;
-    let second = spawn_caller(waiter.handle(partner("acme")));
+    let second = spawn_caller(waiter.handle(partner("acme")).unwrap());
     settle().await;
     assert_eq!(
         waiter.metrics().lease_waits,
@@ -136,7 +136,7 @@ async fn corrupt_store_entries_are_replaced_by_a_fresh_token() {
         .store
         .write_raw(&key, b"\x00\x01 definitely not a token");
     let manager = world.manager(50);
-    let handle = manager.handle(key.clone());
+    let handle = manager.handle(key.clone()).unwrap();
     let token = handle
         .token()
         .await
@@ -177,7 +177,7 @@ async fn outage_until_stale(
         .store_failure(policy)
         .build()
         .unwrap();
-    let handle = manager.handle(partner("acme"));
+    let handle = manager.handle(partner("acme")).unwrap();
     let valid = warm(&handle).await;
     match fault {
         Fault::Fails => faulty.set_failing(true),
@@ -238,8 +238,9 @@ async fn store_down_and_create_locally_creates_under_a_rate_limit_then_rejoins()
         .fingerprint();
     assert_eq!(outage.manager.metrics().local_creations, 1);
 
-    // Needed again at once (say the API rejected it): the local rate limit holds.
-    outage.handle.invalidate(&local);
+    // Needed again soon (say the API rejected it): the local rate limit holds.
+    outage.world.clock.advance(MIN_TOKEN_AGE);
+    assert!(outage.handle.invalidate(&local));
     let error = outage.handle.token().await.expect_err("rate limited");
     let Error::StoreUnavailable {
         retry_after: Some(retry_after),
@@ -306,7 +307,7 @@ async fn a_lost_change_feed_is_followed_again_within_milliseconds() {
         .poll_interval(Duration::from_secs(30))
         .build()
         .unwrap();
-    warm(&manager.handle(partner("acme"))).await;
+    warm(&manager.handle(partner("acme")).unwrap()).await;
     settle().await;
     assert_eq!(faulty.subscriptions(), 1);
 
@@ -356,7 +357,7 @@ async fn a_commit_whose_answer_is_lost_commits_the_same_token_under_a_new_lease(
     let key = partner("acme");
     faulty.fail_commits(1);
 
-    let served = warm(&manager.handle(key.clone())).await;
+    let served = warm(&manager.handle(key.clone()).unwrap()).await;
     assert_eq!(
         world.source.creations(),
         1,
@@ -375,7 +376,7 @@ async fn a_store_that_takes_no_commits_costs_one_creation_and_serves_the_token()
 
     // Loads and leases work, every commit fails: the flight gives up on the store after two
     // commits of the same token instead of creating a token per attempt for ever.
-    let caller = spawn_caller(manager.handle(key.clone()));
+    let caller = spawn_caller(manager.handle(key.clone()).unwrap());
     settle().await;
     assert!(caller.is_finished(), "the caller still waits");
     caller.await.unwrap().expect("the created token is served");
@@ -394,7 +395,7 @@ async fn shutdown_waits_for_the_release_of_a_lease_its_flight_held() {
     let (faulty, manager) = on_faulty_store(&world, 46);
     let key = partner("acme");
     faulty.hold(Gate::BeforeCommit);
-    let caller = spawn_caller(manager.handle(key.clone()));
+    let caller = spawn_caller(manager.handle(key.clone()).unwrap());
     assert!(faulty.reached(Gate::BeforeCommit, SECOND).await);
 
     // Shutdown cancels the flight, whose lease is released in the background: shutdown waits

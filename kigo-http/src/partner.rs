@@ -69,4 +69,9 @@ impl TokenSource for PartnerTokenSource {
     async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
         self.create_token(request).await.map_err(SourceError::from)
     }
+
+    /// The partner-level token of the API's partner, and nothing else.
+    fn scope(&self) -> Option<KeyScope> {
+        Some(KeyScope::Partner(self.api.credentials.partner_id().clone()))
+    }
 }

@@ -8,7 +8,8 @@ use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use kigo_core::runtime::TimeSource;
 use kigo_core::{
-    CreateRequest, SourceError, Token, TokenHandle, TokenKey, TokenSecret, TokenSource, UserId,
+    CreateRequest, KeyScope, SourceError, Token, TokenHandle, TokenKey, TokenSecret, TokenSource,
+    UserId,
 };
 use serde_json::json;
 
@@ -138,5 +139,10 @@ fn partner_unavailable(error: kigo_core::Error) -> CreateError {
 impl TokenSource for UserTokenSource {
     async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
         self.create_token(request).await.map_err(SourceError::from)
+    }
+
+    /// User-level tokens of the API's partner's users: never the partner-level token.
+    fn scope(&self) -> Option<KeyScope> {
+        Some(KeyScope::UsersOf(self.api.credentials.partner_id().clone()))
     }
 }

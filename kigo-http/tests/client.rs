@@ -37,7 +37,7 @@ impl Setup {
     }
 
     fn with(mock: MockKigo, api: kigo_http::KigoApi, tokens: kigo_core::TokenManager) -> Self {
-        let client = api.client(tokens.handle(api.partner_key()));
+        let client = api.client(tokens.handle(api.partner_key()).unwrap());
         Self {
             mock,
             api,
@@ -223,7 +223,7 @@ async fn the_middleware_authenticates_a_client_of_your_own() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let tokens = manager(api.partner_source());
-    let auth = api.middleware(tokens.handle(api.partner_key()));
+    let auth = api.middleware(tokens.handle(api.partner_key()).unwrap());
     let client = with_middleware(auth.clone());
     let url = format!("{}{PROTECTED_PATH}", mock.base_url());
     assert_eq!(
@@ -277,7 +277,7 @@ async fn the_middleware_leaves_other_origins_untouched() {
     let foreign = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let tokens = manager(api.partner_source());
-    let client = with_middleware(api.middleware(tokens.handle(api.partner_key())));
+    let client = with_middleware(api.middleware(tokens.handle(api.partner_key()).unwrap()));
     let url = format!("{}{PROTECTED_PATH}", foreign.base_url());
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);

@@ -16,7 +16,7 @@ async fn retry_after_is_honoured_on_the_manual_clock() {
     let mock = mock_on(&clock).start().await.unwrap();
     let api = api(&mock);
     let manager = manual_manager(api.partner_source(), &clock);
-    let handle = manager.handle(api.partner_key());
+    let handle = manager.handle(api.partner_key()).unwrap();
     mock.inject(
         Endpoint::PartnerSession,
         [Fault::TooManyRequests(Some(RetryAfter::Seconds(120)))],
@@ -48,7 +48,7 @@ async fn a_failing_endpoint_keeps_the_valid_token_in_service() {
     let mock = mock_on(&clock).start().await.unwrap();
     let api = api(&mock);
     let manager = manual_manager(api.partner_source(), &clock);
-    let handle = manager.handle(api.partner_key());
+    let handle = manager.handle(api.partner_key()).unwrap();
     let first = handle.token().await.unwrap().fingerprint();
 
     mock.inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));

@@ -17,7 +17,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     let mock = MockKigo::builder().https().start().await.unwrap();
     let api = common::api(&mock);
     let partners = common::manager(api.partner_source());
-    let partner = partners.handle(api.partner_key());
+    let partner = partners.handle(api.partner_key()).unwrap();
     let users = common::manager(api.user_source(partner.clone()).unwrap());
     let client = api.client(partner.clone());
     let mut shown = Vec::new();

@@ -18,7 +18,7 @@ fn partner_and_user_sources(
     api: &kigo_http::KigoApi,
 ) -> (kigo_core::TokenManager, kigo_http::UserTokenSource) {
     let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key())).unwrap();
+    let source = api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap();
     (partners, source)
 }
 
@@ -31,7 +31,7 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key())).unwrap());
+    let users = manager(api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap());
     let alice = api.user_key(user("alice"));
 
     let token = users.token(&alice).await.unwrap();
@@ -39,7 +39,7 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     assert_eq!(mock.creations(&alice), 1);
     assert_eq!(mock.creations(&mock.partner_key()), 1);
 
-    let client = api.client(users.handle(alice.clone()));
+    let client = api.client(users.handle(alice.clone()).unwrap());
     let answer = client
         .send(client.get(PROTECTED_PATH).unwrap())
         .await
@@ -55,7 +55,7 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key())).unwrap());
+    let users = manager(api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap());
     partners.token(&api.partner_key()).await.unwrap();
     mock.revoke_all();
 
@@ -97,11 +97,11 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
     let api = api(&mock);
     let partners = manual_manager(api.partner_source(), &clock);
     let users = manual_manager(
-        api.user_source(partners.handle(api.partner_key())).unwrap(),
+        api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap(),
         &clock,
     );
     let dave = api.user_key(user("dave"));
-    let handle = users.handle(dave.clone());
+    let handle = users.handle(dave.clone()).unwrap();
 
     let first = handle.token().await.unwrap().fingerprint();
     // Past the stale point: the next call renews, with the refresh token.
@@ -134,7 +134,7 @@ async fn user_keys_are_bounded_in_memory() {
     let api = api(&mock);
     let partners = manager(api.partner_source());
     let users = TokenManager::builder(Arc::new(
-        api.user_source(partners.handle(api.partner_key())).unwrap(),
+        api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap(),
     ))
     .user_key_capacity(8)
     .build()
@@ -261,7 +261,7 @@ async fn only_this_partners_partner_level_handle_makes_a_user_source() {
     ] {
         assert!(
             matches!(
-                api.user_source(partners.handle(key.clone())),
+                api.user_source(partners.handle(key.clone()).unwrap()),
                 Err(ConfigError::Invalid {
                     setting: "partner handle",
                     ..
@@ -270,6 +270,6 @@ async fn only_this_partners_partner_level_handle_makes_a_user_source() {
             "{key}"
         );
     }
-    api.user_source(partners.handle(api.partner_key()))
+    api.user_source(partners.handle(api.partner_key()).unwrap())
         .expect("the partner-level handle");
 }

@@ -59,7 +59,7 @@ impl RedisStoreBuilder {
         Self {
             target,
             prefix: DEFAULT_PREFIX.to_owned(),
-            codec: EntryCodec::plain(),
+            codec: EntryCodec::plaintext(),
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(2),

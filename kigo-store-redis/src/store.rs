@@ -170,7 +170,7 @@ impl TokenStore for RedisStore {
         invocation
             .arg(lease_value(lease))
             .arg(lease.fence())
-            .arg(self.inner.codec.encode(key, token))
+            .arg(self.inner.codec.encode(key, lease.fence(), token))
             .arg(millis_since_epoch(token.expires_at()).max(1))
             .arg(token.fingerprint().to_string())
             .arg(&self.inner.channel)

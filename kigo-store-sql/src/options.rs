@@ -121,7 +121,7 @@ impl Default for SqlStoreOptions {
         Self {
             table: DEFAULT_TABLE.to_owned(),
             schema: None,
-            codec: EntryCodec::plain(),
+            codec: EntryCodec::plaintext(),
             migrate: false,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),

@@ -41,11 +41,11 @@ pub(crate) struct NewEntry {
 }
 
 impl NewEntry {
-    /// `token` as stored under `key` with `codec`.
-    pub(crate) fn new(codec: &EntryCodec, key: &TokenKey, token: &Token) -> Self {
+    /// `token` as stored under `key` at `generation` with `codec`.
+    pub(crate) fn new(codec: &EntryCodec, key: &TokenKey, generation: u64, token: &Token) -> Self {
         Self {
             format: format_version(),
-            entry: codec.encode(key, token).into_bytes(),
+            entry: codec.encode(key, generation, token).into_bytes(),
             fingerprint: *token.fingerprint().as_bytes(),
             expires_us: epoch_micros(token.expires_at()),
         }

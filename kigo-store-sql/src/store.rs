@@ -236,7 +236,7 @@ impl TokenStore for SqlStore {
             return Ok(CommitOutcome::Rejected);
         };
         let id = lease.key().storage_id();
-        let entry = NewEntry::new(&self.shared.codec, lease.key(), token);
+        let entry = NewEntry::new(&self.shared.codec, lease.key(), lease.fence(), token);
         let holder = lease.holder().as_str();
         let committed = self
             .run(|| self.shared.backend.commit(&id, holder, fence, &entry))

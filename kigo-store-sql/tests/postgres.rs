@@ -178,7 +178,7 @@ impl Stopped {
         let manager = tune(replica(Arc::new(source.clone()), Arc::new(wire.clone())))
             .build()
             .unwrap();
-        let handle = manager.handle(key.clone());
+        let handle = manager.handle(key.clone()).unwrap();
         let caller =
             tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
         Self {
@@ -230,7 +230,7 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
         "the killed claim left a lease"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    let handle = stopped.manager.handle(key.clone());
+    let handle = stopped.manager.handle(key.clone()).unwrap();
     let token = loop {
         // The manager backs off from the store for about a second before it tries again.
         match handle.token().await {
@@ -305,12 +305,12 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
         .build()
         .unwrap();
     let holding = tokio::spawn({
-        let handle = holder.handle(key.clone());
+        let handle = holder.handle(key.clone()).unwrap();
         async move { handle.token().await.map(|token| token.fingerprint()) }
     });
     holder_store.reached(Duration::from_secs(10)).await;
     let waiting = tokio::spawn({
-        let handle = waiter.handle(key.clone());
+        let handle = waiter.handle(key.clone()).unwrap();
         async move {
             let token = handle.token().await.map(|token| token.fingerprint());
             (token, Instant::now())
@@ -448,7 +448,7 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             .create_timeout(Duration::from_secs(1))
             .build()
             .unwrap();
-        let token = successor.handle(key.clone()).token().await.unwrap();
+        let token = successor.handle(key.clone()).unwrap().token().await.unwrap();
         let stored = probe.load(&key).await.unwrap();
         assert_eq!(
             stored.token().map(Token::fingerprint),

@@ -1,11 +1,13 @@
 //! The background work of a manager: renewing each key ahead of expiry, and following the
 //! store's change notices.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use futures_util::future::{Either, select};
+use futures_util::{FutureExt, StreamExt};
 
 use super::Inner;
 use super::flight::Reason;
@@ -108,7 +110,7 @@ pub(super) async fn follow_changes(inner: Weak<Inner>) {
             };
             if let Some(slot) = inner.registry.get(&notice.key) {
                 slot.changed.notify(usize::MAX);
-                drop(inner.flight(&slot, Reason::Sync));
+                drop(inner.flight(&slot, Reason::Notice));
             }
         }
         // The feed ended (connection lost): subscribe again after a pause.
@@ -132,10 +134,36 @@ impl Inner {
             .following_changes
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            self.lifecycle
-                .spawn(&self.env, follow_changes(weak.clone()));
+            let inner = weak.clone();
+            self.lifecycle.spawn(
+                &self.env,
+                supervised(weak.clone(), move || follow_changes(inner.clone())),
+            );
         }
-        self.lifecycle
-            .spawn(&self.env, refresh_ahead(weak, Arc::downgrade(slot)));
+        let slot = Arc::downgrade(slot);
+        let inner = weak.clone();
+        self.lifecycle.spawn(
+            &self.env,
+            supervised(weak, move || refresh_ahead(inner.clone(), slot.clone())),
+        );
+    }
+}
+
+/// Runs the task `start` makes, and a new one after a poll interval whenever it panics (a bug in
+/// a store's change feed, say), so that a panic never ends a key's renewals for good.
+async fn supervised<F, Fut>(inner: Weak<Inner>, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while AssertUnwindSafe(start()).catch_unwind().await.is_err() {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        super::bump(&inner.metrics.panics);
+        tracing::error!("a background task of the token manager panicked; starting it again");
+        let pause = inner.env.sleep(inner.poll_delay());
+        drop(inner);
+        pause.await;
     }
 }

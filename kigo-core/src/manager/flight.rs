@@ -1,22 +1,28 @@
 //! One refresh of one key: read the store, adopt a token another replica committed, or win the
 //! lease, re-read, create and commit with a fenced write; wait for the holder otherwise.
 //!
-//! A flight runs as its own task, so a caller that gives up does not cancel it halfway.
+//! A flight runs as its own task, so a caller that gives up does not cancel it halfway, and a
+//! flight that panics ends like a failed one: its callers get a transient error and the next
+//! call starts a new flight.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use event_listener::EventListener;
+use futures_channel::oneshot;
+use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
 use super::Inner;
-use super::slot::{Cached, FlightOutcome, KeySlot, until};
+use super::slot::{Cached, Flight as SharedFlight, FlightOutcome, KeySlot, until};
 use crate::policy::StoreFailurePolicy;
 use crate::source::CreateRequest;
-use crate::store::{CommitOutcome, Entry, HolderId, Lease, LeaseAttempt, Snapshot};
+use crate::store::{CommitOutcome, Entry, Lease, LeaseAttempt, Snapshot};
+use crate::time::after;
 use crate::{Error, SourceError, StoreError, Token, TokenKey};
 
 /// Why a flight runs; it decides how eager the flight is.
@@ -27,7 +33,7 @@ pub(super) enum Reason {
     /// A caller has no valid token: wait for another replica if it holds the lease.
     Needed,
     /// The store announced a change: adopt a new token if there is one, nothing else.
-    Sync,
+    Notice,
 }
 
 /// A freshly created token was already past its stale point (a slow endpoint or a paused
@@ -46,6 +52,12 @@ pub struct CreateTimedOut(pub Duration);
 #[error("the token store did not answer within {0:?}")]
 pub struct StoreTimedOut(pub Duration);
 
+/// A refresh panicked (a bug in the source, the store, or something they call): that refresh
+/// failed, and the next one starts afresh.
+#[derive(Debug, thiserror::Error)]
+#[error("the refresh panicked (a bug in the token source or store); the next one starts afresh")]
+pub struct RefreshPanicked;
+
 enum Step {
     Done(FlightOutcome),
     /// Go round again; the token created was not committed, and is committed under the next
@@ -53,13 +65,60 @@ enum Step {
     Again(Token),
 }
 
-pub(super) async fn run(inner: &Arc<Inner>, slot: &KeySlot, reason: Reason) -> FlightOutcome {
+impl Inner {
+    /// Joins the running flight of `slot`, or starts one for `reason`.
+    pub(super) fn flight(self: &Arc<Self>, slot: &Arc<KeySlot>, reason: Reason) -> SharedFlight {
+        slot.join_or_start(|| {
+            super::bump(&self.metrics.flights);
+            let (done, outcome) = oneshot::channel();
+            let inner = Arc::clone(self);
+            let task_slot = Arc::clone(slot);
+            self.lifecycle.spawn(&self.env, async move {
+                // Ended however the task ends (done, panicked, or dropped at shutdown), so that
+                // the slot never keeps a finished flight.
+                let end = EndFlight(&task_slot);
+                let result = AssertUnwindSafe(run(&inner, &task_slot, reason))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| inner.panicked(&task_slot));
+                drop(end);
+                let _ = done.send(result);
+            });
+            async move { outcome.await.unwrap_or(Err(Error::ShutDown)) }.boxed()
+        })
+    }
+
+    /// What the callers of a flight that panicked get: a transient failure, worth asking again
+    /// after a poll interval.
+    fn panicked(&self, slot: &KeySlot) -> FlightOutcome {
+        super::bump(&self.metrics.panics);
+        tracing::error!(key = %slot.key, "a refresh panicked; the next one starts afresh");
+        if self.lifecycle.is_stopped() {
+            return Err(Error::ShutDown);
+        }
+        Err(Error::Unavailable {
+            key: slot.key.clone(),
+            retry_after: Some(self.poll_delay()),
+            source: Some(SourceError::transient(RefreshPanicked)),
+        })
+    }
+}
+
+/// Clears the slot's flight when dropped.
+struct EndFlight<'a>(&'a KeySlot);
+
+impl Drop for EndFlight<'_> {
+    fn drop(&mut self) {
+        self.0.end_flight();
+    }
+}
+
+async fn run(inner: &Arc<Inner>, slot: &KeySlot, reason: Reason) -> FlightOutcome {
     let flight = Flight {
         inner,
         slot,
         reason,
         started: inner.now(),
-        holder: inner.next_holder(),
         failed_commits: AtomicU32::new(0),
     };
     flight.run().await
@@ -70,7 +129,6 @@ struct Flight<'a> {
     slot: &'a KeySlot,
     reason: Reason,
     started: SystemTime,
-    holder: HolderId,
     /// Commits of this flight that were rejected or failed.
     failed_commits: AtomicU32,
 }
@@ -90,12 +148,12 @@ impl Flight<'_> {
         let mut spare = None;
         loop {
             let changed = self.slot.changed.listen();
-            let snapshot = match self.inner.bounded(self.inner.store.load(self.key())).await {
+            let snapshot = match self.load().await {
                 Ok(snapshot) => snapshot,
                 Err(error) => return self.store_failed(error).await,
             };
             self.store_ok();
-            if self.adopt(&snapshot) || self.reason == Reason::Sync {
+            if self.adopt(&snapshot) || self.reason == Reason::Notice {
                 return Ok(());
             }
             if let Err(error) = self.remove_rejected(&snapshot).await {
@@ -104,18 +162,26 @@ impl Flight<'_> {
             if let Some(left) = snapshot.cooldown {
                 return self.cooling_down(left);
             }
+            match self.partner_paused().await {
+                Err(error) => return self.store_failed(error).await,
+                Ok(Some(left)) => return self.cooling_down(left),
+                Ok(None) => {}
+            }
             if let Some(error) = self.endpoint_paused() {
                 return self.serve_or(error);
             }
+            // Wait for a turn before claiming the lease, so that a queued flight does not let
+            // its lease run out.
+            let turn = self.inner.creations.acquire().await;
+            let holder = self.inner.next_holder();
             let ttl = self.inner.config.lease_ttl;
-            let claim = self
-                .inner
-                .store
-                .acquire_lease(self.key(), &self.holder, ttl);
+            let claim = self.inner.store.acquire_lease(self.key(), &holder, ttl);
             match self.inner.bounded(claim).await {
                 Err(error) => return self.store_failed(error).await,
                 Ok(LeaseAttempt::Acquired(lease)) => {
-                    match self.create_under(lease, spare.take()).await {
+                    let step = self.create_under(lease, spare.take()).await;
+                    drop(turn);
+                    match step {
                         Step::Done(outcome) => return outcome,
                         Step::Again(uncommitted) => spare = Some(uncommitted),
                     }
@@ -125,6 +191,7 @@ impl Flight<'_> {
                         self.retry_after_holder(remaining);
                         return Ok(());
                     }
+                    drop(turn);
                     self.wait_for_holder(changed).await?;
                 }
             }
@@ -133,6 +200,21 @@ impl Flight<'_> {
 
     fn key(&self) -> &TokenKey {
         &self.slot.key
+    }
+
+    /// Reads the store; an entry this replica cannot open (it lacks the fleet's key) is a
+    /// misconfiguration, reported as a store error so that the entry is never replaced.
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let snapshot = self
+            .inner
+            .bounded(self.inner.store.load(self.key()))
+            .await?;
+        match &snapshot.entry {
+            Entry::Corrupt(corrupt) if corrupt.is_misconfiguration() => Err(
+                StoreError::misconfigured(UNREADABLE_ENTRY_HINT, corrupt.clone()),
+            ),
+            _ => Ok(snapshot),
+        }
     }
 
     /// Whether the flight before this one already did its work: it installed a token after the
@@ -144,7 +226,7 @@ impl Flight<'_> {
                 let current = self.slot.current();
                 current.present && self.now() < current.refresh_at
             }
-            Reason::Sync => false,
+            Reason::Notice => false,
         }
     }
 
@@ -215,7 +297,7 @@ impl Flight<'_> {
     async fn create_under(&self, lease: Lease, spare: Option<Token>) -> Step {
         let guard = LeaseGuard::new(self.inner, lease);
         // Another replica may have committed between our read and our claim.
-        match self.inner.bounded(self.inner.store.load(self.key())).await {
+        match self.load().await {
             Err(error) => {
                 guard.release().await;
                 return Step::Done(self.store_failed(error).await);
@@ -326,15 +408,17 @@ impl Flight<'_> {
         super::bump(&self.inner.metrics.creation_failures);
         let draw = self.inner.draw();
         let now = self.now();
-        let (delay, outcome) = {
+        let transient = error.is_transient();
+        let (delay, outcome, first) = {
             let mut failures = self.slot.failures();
             failures.endpoint += 1;
-            let delay =
-                self.inner
-                    .config
-                    .backoff
-                    .delay(failures.endpoint, draw, error.retry_after());
-            let outcome = if error.is_transient() {
+            let backoff = if transient {
+                &self.inner.config.backoff
+            } else {
+                &self.inner.config.permanent_backoff
+            };
+            let delay = backoff.delay(failures.endpoint, draw, error.retry_after());
+            let outcome = if transient {
                 Error::Unavailable {
                     key: self.key().clone(),
                     retry_after: Some(delay),
@@ -346,20 +430,40 @@ impl Flight<'_> {
                     source: error.clone(),
                 }
             };
-            failures.endpoint_retry_at = Some(now + delay);
+            let first = !failures
+                .endpoint_error
+                .as_ref()
+                .is_some_and(|previous| previous.is_transient() == transient);
+            failures.endpoint_retry_at = Some(after(now, delay));
             failures.endpoint_error = Some(outcome.clone());
-            (delay, outcome)
+            (delay, outcome, first)
         };
         self.slot.changed.notify(usize::MAX);
-        tracing::warn!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
-        if error.is_transient() {
-            // Share the pause so that the whole fleet backs off, not only this replica.
-            let cooldown = self.inner.store.set_cooldown(self.key(), delay);
-            if let Err(store_error) = self.inner.bounded(cooldown).await {
-                self.record_store_failure(store_error);
-            }
+        if transient {
+            tracing::warn!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
+        } else if first {
+            tracing::error!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation refused; the fleet pauses this key");
+        } else {
+            tracing::debug!(key = %self.key(), error = %error, retry_in = ?delay, "token creation refused again");
+        }
+        // Share the pause so that the whole fleet backs off, not only this replica; a transient
+        // failure pauses the whole partner.
+        self.share_cooldown(self.key().clone(), delay).await;
+        if transient && let TokenKey::User { partner, .. } = self.key() {
+            self.inner
+                .partner_pauses
+                .extend(partner, after(now, delay), now);
+            self.share_cooldown(TokenKey::partner(partner.clone()), delay)
+                .await;
         }
         self.serve_or(outcome)
+    }
+
+    async fn share_cooldown(&self, key: TokenKey, delay: Duration) {
+        let cooldown = self.inner.store.set_cooldown(&key, delay);
+        if let Err(store_error) = self.inner.bounded(cooldown).await {
+            self.record_store_failure(store_error);
+        }
     }
 
     fn endpoint_ok(&self) {
@@ -381,9 +485,35 @@ impl Flight<'_> {
         Some(error)
     }
 
+    /// For a user-level key: the time left on a cool-down of its whole partner, as last read
+    /// from the store (at most a poll interval ago) or set here.
+    async fn partner_paused(&self) -> Result<Option<Duration>, StoreError> {
+        let TokenKey::User { partner, .. } = self.key() else {
+            // A partner-level key's own cool-down is the partner's, read with the key.
+            return Ok(None);
+        };
+        let now = self.now();
+        let pauses = &self.inner.partner_pauses;
+        let fresh_for = self.inner.config.poll_interval;
+        let until_at = match pauses.known(partner, now, fresh_for) {
+            Some(until_at) => until_at,
+            None => {
+                let partner_key = TokenKey::partner(partner.clone());
+                let read = self.inner.store.cooldown(&partner_key);
+                let left = self.inner.bounded(read).await?;
+                let until_at = left.map(|left| after(now, left));
+                pauses.read(partner, until_at, now);
+                until_at
+            }
+        };
+        Ok(until_at
+            .map(|at| until(now, at))
+            .filter(|left| !left.is_zero()))
+    }
+
     /// Another replica's failure started a shared cool-down: do not call the endpoint until it ends.
     fn cooling_down(&self, left: Duration) -> FlightOutcome {
-        let retry_at = self.now() + left + self.inner.poll_delay();
+        let retry_at = after(self.now(), left.saturating_add(self.inner.poll_delay()));
         let error = {
             let mut failures = self.slot.failures();
             failures.endpoint_retry_at = Some(
@@ -395,10 +525,13 @@ impl Flight<'_> {
                 Some(Error::Unavailable { source, .. }) => source.clone(),
                 _ => None,
             };
-            let error = Error::Unavailable {
-                key: self.key().clone(),
-                retry_after: Some(left),
-                source,
+            let error = match &failures.endpoint_error {
+                Some(permanent @ Error::Permanent { .. }) => permanent.clone(),
+                _ => Error::Unavailable {
+                    key: self.key().clone(),
+                    retry_after: Some(left),
+                    source,
+                },
             };
             failures.endpoint_error = Some(error.clone());
             error
@@ -419,8 +552,12 @@ impl Flight<'_> {
         let mut failures = self.slot.failures();
         failures.store += 1;
         let delay = self.inner.config.backoff.delay(failures.store, draw, None);
-        failures.store_retry_at = Some(now + delay);
-        tracing::warn!(key = %self.key(), %error, retry_in = ?delay, "token store failed");
+        failures.store_retry_at = Some(after(now, delay));
+        if matches!(error, StoreError::Misconfigured { .. }) {
+            tracing::error!(key = %self.key(), %error, retry_in = ?delay, "token store misconfigured for this replica; handing out no new token until it is fixed");
+        } else {
+            tracing::warn!(key = %self.key(), %error, retry_in = ?delay, "token store failed");
+        }
         failures.store_error = Some(error);
         drop(failures);
         self.slot.changed.notify(usize::MAX);
@@ -444,13 +581,20 @@ impl Flight<'_> {
         failures.store_error.clone()
     }
 
-    /// The store cannot be used: serve the cached token, or follow the store-failure policy.
+    /// The store cannot be used: serve the cached token, or follow the store-failure policy. A
+    /// misconfigured store is not a store that is down: nothing is created without it.
     async fn without_store(&self, error: StoreError) -> FlightOutcome {
-        if self.serving() || self.reason == Reason::Sync {
+        if self.serving() || self.reason == Reason::Notice {
             return Ok(());
         }
         let now = self.now();
         let retry_after = self.slot.failures().store_retry_at.map(|at| until(now, at));
+        if matches!(error, StoreError::Misconfigured { .. }) {
+            return Err(Error::StoreMisconfigured {
+                key: self.key().clone(),
+                source: error,
+            });
+        }
         let unavailable = |retry_after| Error::StoreUnavailable {
             key: self.key().clone(),
             retry_after,
@@ -465,14 +609,19 @@ impl Flight<'_> {
         }
         {
             let mut failures = self.slot.failures();
-            if let Some(next) = failures.last_local_creation.map(|last| last + min_interval)
+            if let Some(next) = failures
+                .last_local_creation
+                .map(|last| after(last, min_interval))
                 && now < next
             {
                 return Err(unavailable(Some(until(now, next))));
             }
             failures.last_local_creation = Some(now);
         }
-        match self.create().await {
+        let turn = self.inner.creations.acquire().await;
+        let created = self.create().await;
+        drop(turn);
+        match created {
             Ok(token) => {
                 super::bump(&self.inner.metrics.local_creations);
                 tracing::warn!(key = %self.key(), fingerprint = %token.fingerprint(), "created a token without the store");
@@ -486,8 +635,10 @@ impl Flight<'_> {
     /// Another replica is renewing while this one still serves a valid token: look again when its
     /// lease lapses (a change notice may bring the new token sooner).
     fn retry_after_holder(&self, remaining: Option<Duration>) {
-        let pause = remaining.unwrap_or(self.inner.config.lease_ttl) + self.inner.poll_delay();
-        self.slot.failures().lease_retry_at = Some(self.now() + pause);
+        let pause = remaining
+            .unwrap_or(self.inner.config.lease_ttl)
+            .saturating_add(self.inner.poll_delay());
+        self.slot.failures().lease_retry_at = Some(after(self.now(), pause));
     }
 
     /// Waits for the lease holder's commit: a change notice, or the poll interval.
@@ -507,8 +658,13 @@ impl Flight<'_> {
     }
 }
 
+/// What an operator is told when the store holds entries this replica cannot open.
+const UNREADABLE_ENTRY_HINT: &str = "the store holds entries sealed with a key this replica \
+    lacks (or this replica writes plaintext while the fleet seals): give every replica the \
+    fleet's keyring; the entries are left as they are";
+
 /// Releases the lease when dropped unless committed or released: a flight cancelled at any await
-/// point leaves no lease behind for longer than the release takes.
+/// point (or panicking) leaves no lease behind for longer than the release takes.
 struct LeaseGuard<'a> {
     inner: &'a Inner,
     lease: Lease,
@@ -553,14 +709,19 @@ impl Drop for LeaseGuard<'_> {
         self.inner
             .lifecycle
             .spawn_to_end(&self.inner.env, async move {
-                select(pin!(store.release_lease(&lease)), give_up).await;
+                let release = AssertUnwindSafe(store.release_lease(&lease)).catch_unwind();
+                select(pin!(release), give_up).await;
             });
     }
 }
 
 impl Inner {
     /// `future`'s output, or `None` once `limit` has passed on the manager's clock.
-    async fn within<T>(&self, limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    pub(super) async fn within<T>(
+        &self,
+        limit: Duration,
+        future: impl Future<Output = T>,
+    ) -> Option<T> {
         match select(pin!(future), self.env.sleep(limit)).await {
             Either::Left((output, _)) => Some(output),
             Either::Right(((), _)) => None,
@@ -588,10 +749,7 @@ impl Inner {
     pub(super) fn cache_entry(&self, token: Token) -> Cached {
         let policy = &self.config.expiry;
         let refresh_at = self.refresh_at(&token);
-        let usable_until = policy
-            .stale_at(&token)
-            .checked_sub(self.hot_lag)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let usable_until = crate::time::before(policy.stale_at(&token), self.hot_lag);
         Cached::new(token, refresh_at, usable_until)
     }
 }

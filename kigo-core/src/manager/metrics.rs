@@ -47,6 +47,10 @@ counters! {
     store_errors,
     /// Cached tokens dropped by `invalidate`.
     invalidations,
+    /// 401s for a token younger than the minimum age, which kept it.
+    ignored_rejections,
+    /// Refreshes and background tasks that panicked (and were started afresh).
+    panics,
 }
 
 pub(super) fn bump(counter: &AtomicU64) {

@@ -6,45 +6,48 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use futures_channel::oneshot;
-use futures_util::FutureExt;
-
 mod background;
+mod builder;
 mod flight;
 mod lifecycle;
 mod metrics;
+mod partners;
 mod registry;
 mod slot;
 
-pub use flight::{CreateTimedOut, StaleOnArrival, StoreTimedOut};
+pub use builder::{BuildError, HasStore, ManagerBuilder, NeedsStore};
+pub use flight::{CreateTimedOut, RefreshPanicked, StaleOnArrival, StoreTimedOut};
 pub use metrics::MetricsSnapshot;
 pub use slot::TokenGuard;
 
-use flight::Reason;
+use builder::Config;
 use lifecycle::Lifecycle;
 use metrics::{Metrics, bump};
+use partners::PartnerPauses;
 use registry::Registry;
-use slot::{Flight, KeySlot};
+use slot::KeySlot;
 
-use crate::policy::{BackoffPolicy, ExpiryPolicy, StoreFailurePolicy};
 use crate::runtime::RuntimeEnv;
-use crate::store::{HolderId, MemoryStore, TokenStore};
-use crate::{Error, Fingerprint, Token, TokenKey, TokenSource};
+use crate::store::{HolderId, TokenStore};
+use crate::{Error, Fingerprint, KeyScope, Token, TokenKey, TokenSource};
 
-/// Hands out tokens for any number of keys and keeps them fresh.
+/// Hands out tokens for the keys of one [`KeyScope`] and keeps them fresh.
 ///
 /// - **Hot path**: a cached, valid token is handed out with one atomic pointer load and a time
 ///   comparison: no lock, no store or network round trip, no allocation, no shared counter.
 /// - **Refresh ahead**: each key is renewed in the background at this replica's jittered refresh
-///   point (see [`ExpiryPolicy`]), so that no caller waits while a valid token exists.
+///   point (see [`crate::ExpiryPolicy`]), so that no caller waits while a valid token exists.
 /// - **Single flight**: concurrent callers of one key share one refresh in this process, and
 ///   managers sharing a store share one creation per renewal through the store's lease: the
 ///   winner re-reads, creates and commits with a fenced write; the others wait for the change
 ///   notice (or poll) and read the store.
 /// - **Failures**: a valid token keeps being served while the endpoint or the store fails;
 ///   transient endpoint failures back off with jitter, honour `Retry-After` and start a cool-down
-///   the whole fleet observes; permanent ones surface at once; without the store the
-///   [`StoreFailurePolicy`] decides.
+///   the whole fleet observes, for the whole partner; permanent ones surface at once and pause
+///   the fleet for longer; without the store the [`crate::StoreFailurePolicy`] decides; a
+///   refresh that panics fails that refresh only.
+/// - **Scope**: it serves only the keys of its scope, and refuses others before touching the
+///   store or the source.
 ///
 /// Cloning is cheap and shares everything. Background work stops on [`TokenManager::shutdown`]
 /// or when the last clone is dropped.
@@ -63,6 +66,7 @@ pub struct TokenHandle {
 pub(crate) struct Inner {
     source: Arc<dyn TokenSource>,
     store: Arc<dyn TokenStore>,
+    scope: KeyScope,
     env: RuntimeEnv,
     config: Config,
     /// This replica's draw in `[0, 1)` for the refresh window.
@@ -73,264 +77,86 @@ pub(crate) struct Inner {
     replica: String,
     next_holder: AtomicU64,
     registry: Registry,
+    /// Creations running now are bounded by this.
+    creations: async_lock::Semaphore,
+    /// Cool-downs that pause every key of a partner.
+    partner_pauses: PartnerPauses,
     metrics: Metrics,
     lifecycle: Arc<Lifecycle>,
     following_changes: AtomicBool,
 }
 
-#[derive(Debug, Clone)]
-struct Config {
-    expiry: ExpiryPolicy,
-    backoff: BackoffPolicy,
-    store_failure: StoreFailurePolicy,
-    lease_ttl: Duration,
-    create_timeout: Duration,
-    store_timeout: Duration,
-    poll_interval: Duration,
-    max_wait: Duration,
-    user_keys: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
+impl Inner {
+    fn new(
+        source: Arc<dyn TokenSource>,
+        store: Arc<dyn TokenStore>,
+        scope: KeyScope,
+        env: RuntimeEnv,
+        config: Config,
+        mut rng: fastrand::Rng,
+        replica: String,
+    ) -> Self {
         Self {
-            expiry: ExpiryPolicy::default(),
-            backoff: BackoffPolicy::default(),
-            store_failure: StoreFailurePolicy::default(),
-            lease_ttl: Duration::from_secs(30),
-            create_timeout: Duration::from_secs(10),
-            store_timeout: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(500),
-            max_wait: Duration::from_secs(45),
-            user_keys: 10_000,
+            source,
+            store,
+            scope,
+            jitter: rng.f64(),
+            hot_lag: env.time().coarse_lag(),
+            env,
+            registry: Registry::new(config.user_keys),
+            creations: async_lock::Semaphore::new(config.max_creations),
+            partner_pauses: PartnerPauses::default(),
+            config,
+            rng: Mutex::new(rng),
+            replica,
+            next_holder: AtomicU64::new(0),
+            metrics: Metrics::default(),
+            lifecycle: Arc::default(),
+            following_changes: AtomicBool::new(false),
         }
     }
-}
-
-/// A manager configuration that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// No runtime was given and the caller is not inside a tokio runtime.
-    #[error("no runtime: build inside a tokio runtime or pass one with `runtime(...)`")]
-    NoRuntime,
-    /// Settings that contradict each other.
-    #[error("invalid manager configuration: {0}")]
-    Invalid(&'static str),
-}
-
-/// Configures a [`TokenManager`]. Every setting has a default fit for Kigo's 30-minute tokens.
-pub struct ManagerBuilder {
-    source: Arc<dyn TokenSource>,
-    store: Option<Arc<dyn TokenStore>>,
-    env: Option<RuntimeEnv>,
-    config: Config,
-    seed: Option<u64>,
-    replica: Option<String>,
-}
-
-impl fmt::Debug for ManagerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagerBuilder")
-            .field("source", &self.source)
-            .field("store", &self.store)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ManagerBuilder {
-    /// The store replicas share. Default: a private [`MemoryStore`] (no sharing across processes).
-    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The clock, sleeper and spawner. Default: the system clock and the caller's tokio runtime.
-    pub fn runtime(mut self, env: RuntimeEnv) -> Self {
-        self.env = Some(env);
-        self
-    }
-
-    /// When to renew and until when to hand out (see [`ExpiryPolicy`]).
-    pub fn expiry(mut self, policy: ExpiryPolicy) -> Self {
-        self.config.expiry = policy;
-        self
-    }
-
-    /// How to space retries after failures (see [`BackoffPolicy`]).
-    pub fn backoff(mut self, policy: BackoffPolicy) -> Self {
-        self.config.backoff = policy;
-        self
-    }
-
-    /// What to do when a token is needed and the store is unreachable.
-    pub fn store_failure(mut self, policy: StoreFailurePolicy) -> Self {
-        self.config.store_failure = policy;
-        self
-    }
-
-    /// How long a refresh lease lasts (default 30 s): a crashed holder delays renewal by at most
-    /// this, so it must stay far below the time between the refresh and stale points.
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.config.lease_ttl = ttl;
-        self
-    }
-
-    /// How long one call to the source may take (default 10 s, below the lease TTL so that a
-    /// holder commits before its lease lapses).
-    pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.config.create_timeout = timeout;
-        self
-    }
-
-    /// How long one store operation may take (default 5 s): a store that stops answering is then
-    /// treated as down, so the cached token keeps being served and the store-failure policy
-    /// applies.
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.config.store_timeout = timeout;
-        self
-    }
-
-    /// How often a waiter re-reads the store when no change notice comes (default 500 ms,
-    /// jittered down to half): the most a lost notice costs.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.config.poll_interval = interval;
-        self
-    }
-
-    /// The longest a caller waits for another replica's refresh (default 45 s: a lease TTL plus a
-    /// creation).
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.config.max_wait = max_wait;
-        self
-    }
-
-    /// How many user-level keys to keep (default 10 000); the least recently useful go first.
-    pub fn user_key_capacity(mut self, capacity: usize) -> Self {
-        self.config.user_keys = capacity;
-        self
-    }
-
-    /// Seeds this manager's randomness (refresh jitter, backoff jitter), for reproducible tests.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// A name for this replica, used in lease holder IDs and logs. Default: random.
-    pub fn replica_name(mut self, name: impl Into<String>) -> Self {
-        self.replica = Some(name.into());
-        self
-    }
-
-    /// Checks the settings and builds the manager. Starts no task until a key is first used.
-    pub fn build(self) -> Result<TokenManager, BuildError> {
-        let config = self.config;
-        if config.create_timeout >= config.lease_ttl {
-            return Err(BuildError::Invalid(
-                "create_timeout must be below lease_ttl",
-            ));
-        }
-        let durations = [
-            config.poll_interval,
-            config.lease_ttl,
-            config.create_timeout,
-            config.store_timeout,
-        ];
-        if durations.iter().any(Duration::is_zero) {
-            return Err(BuildError::Invalid(
-                "poll_interval, lease_ttl, create_timeout and store_timeout must be positive",
-            ));
-        }
-        if config.user_keys == 0 {
-            return Err(BuildError::Invalid("user_key_capacity must be positive"));
-        }
-        let env = match self.env {
-            Some(env) => env,
-            None => default_runtime().ok_or(BuildError::NoRuntime)?,
-        };
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(env.time()))));
-        let mut rng = self
-            .seed
-            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        let replica = self
-            .replica
-            .unwrap_or_else(|| format!("{:08x}", rng.u32(..)));
-        Ok(TokenManager {
-            inner: Arc::new(Inner {
-                source: self.source,
-                store,
-                jitter: rng.f64(),
-                hot_lag: env.time().coarse_lag(),
-                env,
-                registry: Registry::new(config.user_keys),
-                config,
-                rng: Mutex::new(rng),
-                replica,
-                next_holder: AtomicU64::new(0),
-                metrics: Metrics::default(),
-                lifecycle: Arc::default(),
-                following_changes: AtomicBool::new(false),
-            }),
-        })
-    }
-}
-
-#[cfg(feature = "rt-tokio")]
-fn default_runtime() -> Option<RuntimeEnv> {
-    RuntimeEnv::tokio()
-}
-
-#[cfg(not(feature = "rt-tokio"))]
-fn default_runtime() -> Option<RuntimeEnv> {
-    None
 }
 
 impl TokenManager {
-    /// Starts configuring a manager whose tokens come from `source`.
-    pub fn builder(source: Arc<dyn TokenSource>) -> ManagerBuilder {
-        ManagerBuilder {
-            source,
-            store: None,
-            env: None,
-            config: Config::default(),
-            seed: None,
-            replica: None,
-        }
+    /// Starts configuring a manager whose tokens come from `source` (an `Arc` of one works too).
+    /// Choose its store next.
+    pub fn builder(source: impl TokenSource) -> ManagerBuilder<NeedsStore> {
+        ManagerBuilder::new(Arc::new(source))
     }
 
-    /// The handle of `key`: keep it to skip the key lookup on every call.
-    pub fn handle(&self, key: TokenKey) -> TokenHandle {
-        let (slot, created) = self.inner.registry.get_or_insert(&key);
-        if created {
-            self.inner.start_background(&slot);
-        }
-        TokenHandle {
+    /// The handle of `key`: keep it to skip the key lookup on every call. A key outside the
+    /// manager's scope is refused.
+    pub fn handle(&self, key: TokenKey) -> Result<TokenHandle, Error> {
+        let slot = self.inner.slot(&key)?;
+        Ok(TokenHandle {
             inner: Arc::clone(&self.inner),
             slot,
-        }
+        })
     }
 
-    /// A valid token for `key`, waiting for a refresh only if none is cached.
+    /// A valid token for `key`, waiting for a refresh only if none is cached; the wait is bounded
+    /// by the manager's `max_wait`.
     pub async fn token(&self, key: &TokenKey) -> Result<TokenGuard, Error> {
-        match self.inner.registry.get(key) {
-            Some(slot) => {
-                if let Some(token) = slot.cached(self.inner.env.time().now_coarse()) {
-                    return Ok(token);
-                }
-                Box::pin(self.inner.wait_for_token(&slot)).await
-            }
-            None => self.handle(key.clone()).token().await,
+        let slot = match self.inner.registry.get(key) {
+            Some(slot) => slot,
+            None => self.inner.slot(key)?,
+        };
+        if let Some(token) = slot.cached(self.inner.env.time().now_coarse()) {
+            return Ok(token);
         }
+        Box::pin(self.inner.wait_for_token(&slot)).await
     }
 
     /// Reports that the API rejected the token with `fingerprint` for `key` (a 401): see
-    /// [`TokenHandle::invalidate`].
+    /// [`TokenHandle::invalidate`]. A key outside the scope changes nothing.
     pub fn invalidate(&self, key: &TokenKey, fingerprint: &Fingerprint) -> bool {
-        self.handle(key.clone()).invalidate(fingerprint)
+        self.handle(key.clone())
+            .is_ok_and(|handle| handle.invalidate(fingerprint))
+    }
+
+    /// The keys this manager serves.
+    pub fn scope(&self) -> &KeyScope {
+        &self.inner.scope
     }
 
     /// When this replica renews `token` (its refresh point, with this replica's jitter).
@@ -360,6 +186,7 @@ impl fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenManager")
             .field("replica", &self.inner.replica)
+            .field("scope", &self.inner.scope)
             .field("source", &self.inner.source)
             .field("store", &self.inner.store)
             .field("config", &self.inner.config)
@@ -379,7 +206,8 @@ impl TokenHandle {
         self.slot.cached(self.inner.env.time().now_coarse())
     }
 
-    /// A valid token, waiting for a refresh only if none is cached.
+    /// A valid token, waiting for a refresh only if none is cached; the wait is bounded by the
+    /// manager's `max_wait`.
     #[inline]
     pub async fn token(&self) -> Result<TokenGuard, Error> {
         if let Some(token) = self.cached() {
@@ -392,10 +220,20 @@ impl TokenHandle {
     /// Reports that the API rejected the token with `fingerprint` (a 401).
     ///
     /// Drops the cached token only if it is still that one, so that any number of requests
-    /// failing with the same token cause one renewal; a newer token is left alone. The next
-    /// refresh removes it from the store too (again only if it is still current there) and never
-    /// adopts it again. Returns whether the cached token was dropped.
+    /// failing with the same token cause one renewal; a newer token is left alone, and so is a
+    /// token younger than the manager's `min_token_age` (a later 401, once it is older, drops
+    /// it). The next refresh removes it from the store too (again only if it is still current
+    /// there) and never adopts it again. Returns whether the cached token was dropped.
     pub fn invalidate(&self, fingerprint: &Fingerprint) -> bool {
+        let current = self.slot.current();
+        if current.present
+            && current.token.fingerprint() == *fingerprint
+            && self.inner.too_young_to_drop(&current.token)
+        {
+            bump(&self.inner.metrics.ignored_rejections);
+            tracing::debug!(key = %self.slot.key, %fingerprint, "a token younger than the minimum age was rejected; kept");
+            return false;
+        }
         self.slot.failures().rejected.record(*fingerprint);
         let dropped = self.slot.drop_if_current(fingerprint);
         if dropped {
@@ -414,24 +252,64 @@ impl fmt::Debug for TokenHandle {
     }
 }
 
-/// How many flights a caller goes through before giving up: one that may have been running for
-/// another reason (refresh ahead, a store notice), then one of its own.
-const FLIGHTS_PER_CALL: usize = 2;
-
 impl Inner {
     fn now(&self) -> SystemTime {
         self.env.now()
     }
 
-    /// The slow path: join or start a flight until a valid token is cached.
+    /// The slot of `key`, made (and its refresher started) on first use; a key outside the
+    /// scope is refused before anything else happens.
+    fn slot(self: &Arc<Self>, key: &TokenKey) -> Result<Arc<KeySlot>, Error> {
+        if !self.scope.contains(key) {
+            return Err(Error::ForeignKey {
+                key: key.clone(),
+                scope: self.scope.clone(),
+            });
+        }
+        let (slot, created) = self.registry.get_or_insert(key);
+        if created {
+            self.start_background(&slot);
+        }
+        Ok(slot)
+    }
+
+    /// Whether a 401 for `token` comes too early to drop it.
+    fn too_young_to_drop(&self, token: &Token) -> bool {
+        let min_age = self
+            .config
+            .min_token_age
+            .min(token.lifetime() / MIN_AGE_SHARE_OF_LIFETIME);
+        let age = self
+            .now()
+            .duration_since(token.issued_at())
+            .unwrap_or_default();
+        age < min_age
+    }
+
+    /// The slow path: join or start flights until a valid token is cached, within `max_wait`.
     async fn wait_for_token(self: &Arc<Self>, slot: &Arc<KeySlot>) -> Result<TokenGuard, Error> {
         bump(&self.metrics.waits);
+        let started = self.now();
+        let limit = self.config.max_wait;
+        match self.within(limit, self.flights_until_served(slot)).await {
+            Some(outcome) => outcome,
+            None => Err(Error::WaitTimedOut {
+                key: slot.key.clone(),
+                waited: self.now().duration_since(started).unwrap_or_default(),
+            }),
+        }
+    }
+
+    async fn flights_until_served(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+    ) -> Result<TokenGuard, Error> {
         let started = self.now();
         for _ in 0..FLIGHTS_PER_CALL {
             if self.lifecycle.is_stopped() {
                 return Err(Error::ShutDown);
             }
-            self.flight(slot, Reason::Needed).await?;
+            self.flight(slot, flight::Reason::Needed).await?;
             if let Some(token) = slot.cached(self.now()) {
                 return Ok(token);
             }
@@ -439,22 +317,6 @@ impl Inner {
         Err(Error::WaitTimedOut {
             key: slot.key.clone(),
             waited: self.now().duration_since(started).unwrap_or_default(),
-        })
-    }
-
-    /// Joins the running flight of `slot`, or starts one for `reason`.
-    fn flight(self: &Arc<Self>, slot: &Arc<KeySlot>, reason: Reason) -> Flight {
-        slot.join_or_start(|| {
-            bump(&self.metrics.flights);
-            let (done, outcome) = oneshot::channel();
-            let inner = Arc::clone(self);
-            let task_slot = Arc::clone(slot);
-            self.lifecycle.spawn(&self.env, async move {
-                let result = flight::run(&inner, &task_slot, reason).await;
-                task_slot.end_flight();
-                let _ = done.send(result);
-            });
-            async move { outcome.await.unwrap_or(Err(Error::ShutDown)) }.boxed()
         })
     }
 
@@ -472,13 +334,21 @@ impl Inner {
     /// The poll interval, jittered into `[interval / 2, interval]`.
     fn poll_delay(&self) -> Duration {
         let interval = self.config.poll_interval;
-        interval / 2 + (interval / 2).mul_f64(self.draw())
+        interval / 2 + crate::time::share(interval / 2, self.draw())
     }
 
     fn rng(&self) -> std::sync::MutexGuard<'_, fastrand::Rng> {
         self.rng.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// How many flights a caller goes through before giving up: one that may have been running for
+/// another reason (refresh ahead, a store notice), then one of its own.
+const FLIGHTS_PER_CALL: usize = 2;
+
+/// The minimum age before a 401 drops a token is at most this fraction of its lifetime (a tenth),
+/// so that short-lived tokens stay renewable on a 401.
+const MIN_AGE_SHARE_OF_LIFETIME: u32 = 10;
 
 impl Drop for Inner {
     fn drop(&mut self) {

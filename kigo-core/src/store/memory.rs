@@ -1,6 +1,7 @@
 //! The in-process store: shares one token among the managers of one process.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -23,36 +24,46 @@ const FEED_CAPACITY: usize = 64;
 ///
 /// Clones are handles on the same store, so several managers in one process share one token
 /// through it. It does not share anything across processes: for a fleet, use the Redis or SQL
-/// store. Entries go through the same [`EntryCodec`] as the shared stores do, so the memory store
+/// store. Entries go through the same [`EntryCodec`] as the shared stores do (plaintext by
+/// default: sealing with a key held by the same process protects nothing), so the memory store
 /// exercises the same encoding paths in tests.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryStore {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+impl fmt::Debug for MemoryStore {
+    /// How many keys it holds, never what: the encoded entries hold the tokens.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("codec", &self.shared.codec)
+            .field("keys", &self.state().records.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     clock: Arc<dyn TimeSource>,
     codec: EntryCodec,
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     records: HashMap<TokenKey, Record>,
     subscribers: Vec<mpsc::Sender<ChangeNotice>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Record {
     value: Option<Stored>,
     /// The last fence granted; stored generations never exceed it.
     fence: u64,
+    /// The holder of the last lease granted (whose fence is `fence`) and until when it runs.
     lease: Option<(HolderId, SystemTime)>,
     cooldown_until: Option<SystemTime>,
 }
 
-#[derive(Debug)]
 struct Stored {
     encoded: Vec<u8>,
     generation: u64,
@@ -68,7 +79,7 @@ impl MemoryStore {
 
     /// An empty store whose leases and cool-downs run on `clock` (a manual clock in tests).
     pub fn with_clock(clock: Arc<dyn TimeSource>) -> Self {
-        Self::with_codec(clock, EntryCodec::plain())
+        Self::with_codec(clock, EntryCodec::plaintext())
     }
 
     /// An empty store on `clock` that encodes entries with `codec`.
@@ -138,16 +149,34 @@ impl Record {
             .as_ref()
             .filter(|stored| stored.expires_at.is_none_or(|expiry| expiry > now))
     }
+
+    /// Forgets the bytes of an expired token (its generation stays, for the fence).
+    fn drop_expired(&mut self, now: SystemTime) {
+        if self.live_value(now).is_none()
+            && let Some(stored) = &mut self.value
+        {
+            stored.forget();
+        }
+    }
+}
+
+impl Stored {
+    fn forget(&mut self) {
+        self.encoded = Vec::new();
+        self.fingerprint = None;
+        self.expires_at = Some(SystemTime::UNIX_EPOCH);
+    }
 }
 
 #[async_trait]
 impl TokenStore for MemoryStore {
     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
         let now = self.now();
-        let state = self.state();
-        let Some(record) = state.records.get(key) else {
+        let mut state = self.state();
+        let Some(record) = state.records.get_mut(key) else {
             return Ok(Snapshot::absent());
         };
+        record.drop_expired(now);
         let entry = match record.live_value(now) {
             None => Entry::Absent,
             Some(stored) => match self
@@ -181,7 +210,7 @@ impl TokenStore for MemoryStore {
             });
         }
         record.fence += 1;
-        record.lease = Some((holder.clone(), now + ttl));
+        record.lease = Some((holder.clone(), crate::time::after(now, ttl)));
         Ok(LeaseAttempt::Acquired(Lease::new(
             key.clone(),
             holder.clone(),
@@ -193,6 +222,7 @@ impl TokenStore for MemoryStore {
         let mut state = self.state();
         if let Some(record) = state.records.get_mut(lease.key())
             && record.lease.as_ref().map(|(holder, _)| holder) == Some(lease.holder())
+            && record.fence == lease.fence()
         {
             record.lease = None;
         }
@@ -201,7 +231,11 @@ impl TokenStore for MemoryStore {
 
     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
         let now = self.now();
-        let encoded = self.shared.codec.encode(lease.key(), token).into_bytes();
+        let encoded = self
+            .shared
+            .codec
+            .encode(lease.key(), lease.fence(), token)
+            .into_bytes();
         let mut state = self.state();
         let Some(record) = state.records.get_mut(lease.key()) else {
             return Ok(CommitOutcome::Rejected);
@@ -243,16 +277,14 @@ impl TokenStore for MemoryStore {
         }
         // Keep the generation: the next commit must still be newer.
         if let Some(stored) = &mut record.value {
-            stored.encoded.clear();
-            stored.fingerprint = None;
-            stored.expires_at = Some(SystemTime::UNIX_EPOCH);
+            stored.forget();
         }
         state.notify(key);
         Ok(InvalidateOutcome::Removed)
     }
 
     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        let until = self.now() + duration;
+        let until = crate::time::after(self.now(), duration);
         let mut state = self.state();
         let record = state.records.entry(key.clone()).or_default();
         if record.cooldown_until.is_none_or(|current| current < until) {

@@ -266,7 +266,7 @@ impl StoreError {
 ///     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
 ///         let mut map = self.0.lock().unwrap();
 ///         if let Some(slot) = map.get_mut(lease.key()) {
-///             if slot.holder.as_ref() == Some(lease.holder()) {
+///             if slot.holder.as_ref() == Some(lease.holder()) && slot.fence == lease.fence() {
 ///                 slot.holder = None;
 ///             }
 ///         }
@@ -337,8 +337,9 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// Gives up `lease` without committing.
     ///
     /// # Behavior
-    /// - Releases only a lease still held by `lease`'s holder (compare-and-delete): a lapsed lease
-    ///   since granted to someone else is left alone.
+    /// - Releases only the lease `lease` names, same holder and same fence (compare-and-delete):
+    ///   a lapsed lease since granted to someone else, or to the same holder again, is left
+    ///   alone.
     /// - Releasing twice, or a lease that has lapsed, is not an error.
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
 
@@ -375,6 +376,15 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// - A successful [`TokenStore::commit`] ends it.
     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError>;
 
+    /// The shared cool-down left for `key`, as [`TokenStore::load`] reports it.
+    ///
+    /// # Behavior
+    /// - The same as `load(key)`'s [`Snapshot::cooldown`]. The default calls `load`; a store
+    ///   that can read the cool-down alone may do so.
+    async fn cooldown(&self, key: &TokenKey) -> Result<Option<Duration>, StoreError> {
+        Ok(self.load(key).await?.cooldown)
+    }
+
     /// Notices of changes to any key, if the store can push them.
     ///
     /// # Behavior
@@ -383,5 +393,50 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// - A feed may lose notices and may end; every notice names a key that did change.
     fn changes(&self) -> Option<ChangeFeed> {
         None
+    }
+}
+
+/// A store behind an `Arc` is a store: managers and tests share one without wrapping it again.
+#[async_trait]
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
+        (**self).load(key).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &TokenKey,
+        holder: &HolderId,
+        ttl: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        (**self).acquire_lease(key, holder, ttl).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        (**self).release_lease(lease).await
+    }
+
+    async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
+        (**self).commit(lease, token).await
+    }
+
+    async fn invalidate(
+        &self,
+        key: &TokenKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<InvalidateOutcome, StoreError> {
+        (**self).invalidate(key, fingerprint).await
+    }
+
+    async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
+        (**self).set_cooldown(key, duration).await
+    }
+
+    async fn cooldown(&self, key: &TokenKey) -> Result<Option<Duration>, StoreError> {
+        (**self).cooldown(key).await
+    }
+
+    fn changes(&self) -> Option<ChangeFeed> {
+        (**self).changes()
     }
 }

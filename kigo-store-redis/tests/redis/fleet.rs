@@ -59,7 +59,7 @@ fn fleet(harness: &RedisHarness, api: &KigoApi, env: Option<&RuntimeEnv>) -> Vec
 async fn all_callers(managers: &[TokenManager], key: &TokenKey) -> Vec<Fingerprint> {
     let callers = managers.iter().flat_map(|manager| {
         (0..CALLERS).map(|_| {
-            let handle = manager.handle(key.clone());
+            let handle = manager.handle(key.clone()).unwrap();
             tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) })
         })
     });
@@ -160,7 +160,7 @@ async fn sixteen_replicas_whose_cached_token_expired_create_one_token() {
 
     clock.advance(Duration::from_secs(31 * 60));
     for manager in &managers {
-        assert!(manager.handle(key.clone()).cached().is_none(), "expired");
+        assert!(manager.handle(key.clone()).unwrap().cached().is_none(), "expired");
     }
     let fingerprints = all_callers(&managers, &key).await;
     assert_ne!(fingerprints[0], first);

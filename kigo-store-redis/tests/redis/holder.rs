@@ -80,7 +80,7 @@ impl Scenario {
             })
             .collect();
         let first = holder
-            .handle(key.clone())
+            .handle(key.clone()).unwrap()
             .token()
             .await
             .unwrap()
@@ -108,7 +108,7 @@ impl Scenario {
         self.others
             .iter()
             .map(|other| {
-                let handle = other.handle(self.key.clone());
+                let handle = other.handle(self.key.clone()).unwrap();
                 let stop = Arc::clone(stop);
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
@@ -151,7 +151,7 @@ impl Scenario {
         .await;
         let stored = stored().await.unwrap();
         for other in &self.others {
-            let handle = other.handle(self.key.clone());
+            let handle = other.handle(self.key.clone()).unwrap();
             eventually(
                 "every replica serves it",
                 Duration::from_secs(5),
@@ -241,7 +241,7 @@ async fn a_holder_paused_past_its_lease_has_its_commit_rejected() {
     let taken_over = until_takeover(&mut scenario, Holder::Pauses).await;
 
     scenario.holder_store.open(Gate::BeforeCommit);
-    let holder = scenario.holder.handle(scenario.key.clone());
+    let holder = scenario.holder.handle(scenario.key.clone()).unwrap();
     eventually(
         "the paused holder adopts the stored token",
         Duration::from_secs(5),

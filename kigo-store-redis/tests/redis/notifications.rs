@@ -32,13 +32,13 @@ async fn a_waiter_whose_notification_is_lost_finishes_within_one_poll_interval()
         .build()
         .unwrap();
 
-    let holder_handle = holder.handle(key.clone());
+    let holder_handle = holder.handle(key.clone()).unwrap();
     let holding = tokio::spawn(async move {
         let token = holder_handle.token().await.unwrap();
         (token.fingerprint(), Instant::now())
     });
     within("the holder creates", source.wait_for_calls(1)).await;
-    let waiting = waiter.handle(key.clone());
+    let waiting = waiter.handle(key.clone()).unwrap();
     let waited = waiting.token().await.unwrap();
     let waiter_done = Instant::now();
     let (committed, holder_done) = holding.await.unwrap();
@@ -78,7 +78,7 @@ impl Waiting {
             .build()
             .unwrap();
         // The waiter's manager subscribes when it gets its first key; wait until Redis has it.
-        drop(waiter.handle(key.clone()));
+        drop(waiter.handle(key.clone()).unwrap());
         harness.subscribed().await;
         Self {
             key,
@@ -92,7 +92,7 @@ impl Waiting {
     /// The holder creates a token while the waiter waits; the waiter gets it within half its
     /// poll interval, before its first poll could come: woken by the change notice.
     async fn woken_by_a_notice(self) {
-        let holder_handle = self.holder.handle(self.key.clone());
+        let holder_handle = self.holder.handle(self.key.clone()).unwrap();
         let holding =
             tokio::spawn(async move { holder_handle.token().await.unwrap().fingerprint() });
         within("the holder creates", self.source.wait_for_calls(1)).await;

@@ -48,7 +48,7 @@ async fn the_fleet_rides_out_a_redis_restart() {
     let traffic: Vec<_> = steady
         .iter()
         .map(|manager| {
-            let handle = manager.handle(key.clone());
+            let handle = manager.handle(key.clone()).unwrap();
             let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
@@ -143,7 +143,7 @@ async fn kill_connection_at(gate: Gate) {
     assert!(warm_up.load(&key).await.is_ok());
     gated.hold(gate);
 
-    let handle = manager.handle(key.clone());
+    let handle = manager.handle(key.clone()).unwrap();
     let getting =
         tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
     assert!(

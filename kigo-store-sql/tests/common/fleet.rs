@@ -88,7 +88,7 @@ pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
     }
     let mut callers = JoinSet::new();
     for manager in &managers {
-        let handle = manager.handle(key.clone());
+        let handle = manager.handle(key.clone()).unwrap();
         for _ in 0..64 {
             let handle = handle.clone();
             callers.spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
@@ -147,7 +147,7 @@ pub(crate) async fn no_connection_is_held_while_creating(harness: &SqlHarness) {
     let manager = replica(Arc::new(source.clone()), Arc::new(store.clone()))
         .build()
         .unwrap();
-    let handle = manager.handle(key.clone());
+    let handle = manager.handle(key.clone()).unwrap();
     let caller = tokio::spawn(async move { handle.token().await.map(|token| token.fingerprint()) });
     tokio::time::timeout(Duration::from_secs(10), source.wait_for_calls(1))
         .await
@@ -238,8 +238,8 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
         replica(Arc::new(source.clone()), Arc::new(watched.clone())),
         0.4,
     );
-    let first = a.handle(key.clone()).token().await.unwrap().fingerprint();
-    let b_handle = b.handle(key.clone());
+    let first = a.handle(key.clone()).unwrap().token().await.unwrap().fingerprint();
+    let b_handle = b.handle(key.clone()).unwrap();
     assert_eq!(b_handle.token().await.unwrap().fingerprint(), first);
 
     // Traffic on B until it serves a new token.
@@ -300,11 +300,11 @@ pub(crate) async fn paused_holder_commit_is_rejected(harness: &SqlHarness) {
     };
     let a = build(Arc::new(paused.clone()));
     let b = build(Arc::new(harness.store().await));
-    let a_handle = a.handle(key.clone());
+    let a_handle = a.handle(key.clone()).unwrap();
     let late = tokio::spawn(async move { a_handle.token().await.map(|token| token.fingerprint()) });
     paused.reached(Duration::from_secs(10)).await;
 
-    let taken_over = b.handle(key.clone()).token().await.unwrap().fingerprint();
+    let taken_over = b.handle(key.clone()).unwrap().token().await.unwrap().fingerprint();
     let waited = paused.acquired()[0].sent.elapsed();
     assert!(
         waited + CLOCK_TOLERANCE >= LEASE,
@@ -384,7 +384,7 @@ pub(crate) async fn skewed_replicas_renew_once(harness: &SqlHarness) {
             .seed(index as u64)
             .build()
             .unwrap();
-        let handle = manager.handle(key.clone());
+        let handle = manager.handle(key.clone()).unwrap();
         let (clock, created) = (clock.clone(), Arc::clone(&created));
         callers.spawn(async move {
             let mut served = Vec::new();
@@ -521,7 +521,7 @@ pub(crate) async fn corrupt_rows_are_replaced(harness: &SqlHarness) {
         .build()
         .unwrap();
     for (corrupt, expected) in [(&key, 1), (&garbage, 2), (&future, 3)] {
-        let token = manager.handle(corrupt.clone()).token().await.unwrap();
+        let token = manager.handle(corrupt.clone()).unwrap().token().await.unwrap();
         assert_eq!(token.secret().expose(), format!("fake-token-{expected}"));
         let stored = ours.load(corrupt).await.unwrap();
         assert_eq!(

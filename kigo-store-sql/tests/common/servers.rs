@@ -87,13 +87,13 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     }
     let started = Instant::now();
     let first = managers[0]
-        .handle(key.clone())
+        .handle(key.clone()).unwrap()
         .token()
         .await
         .unwrap()
         .fingerprint();
     for manager in &managers {
-        let token = manager.handle(key.clone()).token().await.unwrap();
+        let token = manager.handle(key.clone()).unwrap().token().await.unwrap();
         assert_eq!(token.fingerprint(), first);
     }
 
@@ -102,7 +102,7 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     let mut traffic = Vec::new();
     for manager in &managers {
         let (handle, stop, failures) =
-            (manager.handle(key.clone()), stop.clone(), failures.clone());
+            (manager.handle(key.clone()).unwrap(), stop.clone(), failures.clone());
         traffic.push(tokio::spawn(async move {
             let mut seen = HashSet::new();
             loop {
@@ -163,7 +163,7 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
         .map(Token::fingerprint)
         .expect("renewed token stored");
     for manager in &managers {
-        let handle = manager.handle(key.clone());
+        let handle = manager.handle(key.clone()).unwrap();
         eventually(
             Duration::from_secs(15),
             "step 3, each replica serves the new token",

@@ -1,0 +1,465 @@
+//! How shared stores write a token: versioned JSON, sealed with an AEAD cipher unless a store is
+//! told to write plaintext by name.
+//!
+//! Every shared store uses this one codec, so an entry written by one backend version is read the
+//! same way by all, and corrupt, foreign, moved or tampered entries are told apart from tokens.
+//!
+//! A sealed entry is bound to where it belongs: the store's namespace (a Redis prefix, an SQL
+//! table), its token key and its generation are the associated data of the seal. An entry copied
+//! to another key or row, or an older entry written back over a newer generation, fails to open.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload as AeadPayload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use crate::{Token, TokenKey, TokenSecret};
+
+mod keyring;
+pub use keyring::{InvalidKeyring, KeyId, Keyring, SEALING_KEYS_VAR, SealingKey};
+
+/// The entry format this version writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a stored entry is not a usable token. The store reports it; the manager replaces the
+/// entry, unless [`CorruptEntry::is_misconfiguration`] says this replica cannot judge it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptEntry {
+    /// Not an entry this codec wrote: not JSON, or fields missing or of the wrong type.
+    #[error("the stored entry is malformed")]
+    Malformed,
+    /// Written by a format version this build does not know.
+    #[error("the stored entry has unknown format version {0}")]
+    UnknownVersion(u64),
+    /// The entry decodes but does not hold a valid token (empty, unsendable, non-positive lifetime).
+    #[error("the stored entry holds an invalid token")]
+    InvalidToken,
+    /// The entry is sealed, but this store was built to write plaintext: this replica is
+    /// misconfigured (the fleet seals).
+    #[error("the stored entry is sealed, but this store is configured for plaintext entries")]
+    Sealed,
+    /// The entry is plaintext, but this store seals: a replica configured for plaintext wrote it,
+    /// or it was planted. Never handed out; the next commit replaces it with a sealed one.
+    #[error("the stored entry is plaintext, but this store seals its entries")]
+    Plaintext,
+    /// Sealed with a key this replica's keyring does not have: this replica (or the one that
+    /// wrote it) is misconfigured.
+    #[error("the stored entry is sealed with key {0}, which this replica's keyring lacks")]
+    UnknownKey(KeyId),
+    /// Opening failed with a key this replica has: tampered with, or moved from another key, row
+    /// or generation.
+    #[error("the stored entry failed authentication")]
+    Unauthentic,
+}
+
+impl CorruptEntry {
+    /// Whether the entry may be fine and this replica unable to read it (it lacks the key, or
+    /// writes plaintext while the fleet seals): the manager then leaves the entry alone and
+    /// reports a misconfiguration instead of replacing the fleet's token.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, Self::Sealed | Self::UnknownKey(_))
+    }
+}
+
+/// Encodes and decodes stored tokens for one store: sealed under a [`Keyring`], or plaintext.
+///
+/// ```
+/// use kigo_core::codec::{EntryCodec, Keyring, SealingKey};
+///
+/// let keyring = Keyring::new(SealingKey::from_bytes([7; 32]));
+/// let codec = EntryCodec::sealed(keyring).in_namespace("redis:kigo:");
+/// assert!(codec.is_sealed());
+/// ```
+#[derive(Clone)]
+pub struct EntryCodec {
+    keyring: Option<Keyring>,
+    namespace: String,
+}
+
+impl fmt::Debug for EntryCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryCodec")
+            .field("keyring", &self.keyring)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: u64,
+    #[serde(flatten)]
+    body: Body,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Body {
+    Sealed {
+        kid: String,
+        nonce: String,
+        sealed: String,
+    },
+    Plain(Payload),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<String>,
+    issued_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+impl EntryCodec {
+    /// Seals entries with the current key of `keyring`; opens those sealed with any of its keys.
+    pub fn sealed(keyring: Keyring) -> Self {
+        Self {
+            keyring: Some(keyring),
+            namespace: String::new(),
+        }
+    }
+
+    /// Writes tokens as plaintext JSON: anyone who can read the store (or its backups) can read
+    /// and forge the tokens. For in-process stores and stores the operator chose so by name.
+    pub fn plaintext() -> Self {
+        Self {
+            keyring: None,
+            namespace: String::new(),
+        }
+    }
+
+    /// Binds sealed entries to `namespace` (the store's prefix or table), so that an entry
+    /// copied between stores does not open. A store sets it when it is built.
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Whether entries are sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.keyring.is_some()
+    }
+
+    /// The keyring, for a sealing codec.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
+    /// The stored form of `token` under `key`, committed as `generation`.
+    pub fn encode(&self, key: &TokenKey, generation: u64, token: &Token) -> String {
+        let payload = Payload {
+            token: token.secret().expose().to_owned(),
+            refresh: token.refresh_token().map(|r| r.expose().to_owned()),
+            issued_at_ms: millis(token.issued_at()),
+            expires_at_ms: millis(token.expires_at()),
+        };
+        let body = match &self.keyring {
+            Some(keyring) => self.seal(keyring, key, generation, &payload),
+            None => Body::Plain(payload),
+        };
+        serde_json::to_string(&Envelope {
+            v: u64::from(FORMAT_VERSION),
+            body,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The token stored as `stored` under `key`, given the store's `generation` for it.
+    pub fn decode(
+        &self,
+        key: &TokenKey,
+        stored: &[u8],
+        generation: u64,
+    ) -> Result<Token, CorruptEntry> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u64,
+        }
+        let version: Version =
+            serde_json::from_slice(stored).map_err(|_| CorruptEntry::Malformed)?;
+        if version.v != u64::from(FORMAT_VERSION) {
+            return Err(CorruptEntry::UnknownVersion(version.v));
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(stored).map_err(|_| CorruptEntry::Malformed)?;
+        let payload = match (&self.keyring, envelope.body) {
+            (None, Body::Plain(payload)) => payload,
+            (None, Body::Sealed { .. }) => return Err(CorruptEntry::Sealed),
+            (Some(_), Body::Plain(_)) => return Err(CorruptEntry::Plaintext),
+            (Some(keyring), Body::Sealed { kid, nonce, sealed }) => {
+                self.open(keyring, key, generation, (&kid, &nonce, &sealed))?
+            }
+        };
+        let mut token = Token::new(
+            TokenSecret::new(payload.token),
+            from_millis(payload.issued_at_ms),
+            from_millis(payload.expires_at_ms),
+        )
+        .map_err(|_| CorruptEntry::InvalidToken)?
+        .with_generation(generation);
+        if let Some(refresh) = payload.refresh {
+            token = token.with_refresh_token(TokenSecret::new(refresh));
+        }
+        Ok(token)
+    }
+
+    /// What the seal of an entry for `key` at `generation` under key `kid` is bound to.
+    fn associated_data(&self, key: &TokenKey, generation: u64, kid: KeyId) -> Vec<u8> {
+        format!(
+            "kigo entry v{FORMAT_VERSION}\0{}\0{}\0{generation}\0{kid}",
+            self.namespace,
+            key.storage_id()
+        )
+        .into_bytes()
+    }
+
+    fn seal(&self, keyring: &Keyring, key: &TokenKey, generation: u64, payload: &Payload) -> Body {
+        let sealing = keyring.current();
+        let plain =
+            secrecy::zeroize::Zeroizing::new(serde_json::to_vec(payload).unwrap_or_default());
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = self.associated_data(key, generation, sealing.id());
+        let sealed = sealing
+            .cipher()
+            .encrypt(
+                &nonce,
+                AeadPayload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        Body::Sealed {
+            kid: sealing.id().to_string(),
+            nonce: STANDARD.encode(nonce),
+            sealed: STANDARD.encode(sealed),
+        }
+    }
+
+    fn open(
+        &self,
+        keyring: &Keyring,
+        key: &TokenKey,
+        generation: u64,
+        (kid, nonce, sealed): (&str, &str, &str),
+    ) -> Result<Payload, CorruptEntry> {
+        let kid = KeyId::from_hex(kid).ok_or(CorruptEntry::Malformed)?;
+        let opening = keyring.find(kid).ok_or(CorruptEntry::UnknownKey(kid))?;
+        let nonce: [u8; 24] = STANDARD
+            .decode(nonce)
+            .ok()
+            .and_then(|nonce| nonce.try_into().ok())
+            .ok_or(CorruptEntry::Malformed)?;
+        let sealed = STANDARD
+            .decode(sealed)
+            .map_err(|_| CorruptEntry::Malformed)?;
+        let aad = self.associated_data(key, generation, kid);
+        let plain = secrecy::zeroize::Zeroizing::new(
+            opening
+                .cipher()
+                .decrypt(
+                    &XNonce::from(nonce),
+                    AeadPayload {
+                        msg: &sealed,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| CorruptEntry::Unauthentic)?,
+        );
+        serde_json::from_slice(&plain).map_err(|_| CorruptEntry::Malformed)
+    }
+}
+
+fn millis(time: SystemTime) -> u64 {
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn from_millis(ms: u64) -> SystemTime {
+    crate::time::after(SystemTime::UNIX_EPOCH, Duration::from_millis(ms))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PartnerId;
+
+    fn key(partner: &str) -> TokenKey {
+        TokenKey::partner(PartnerId::new(partner).unwrap())
+    }
+
+    fn token() -> Token {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        Token::new(
+            TokenSecret::new("secret-token"),
+            issued,
+            issued + Duration::from_secs(1800),
+        )
+        .unwrap()
+        .with_refresh_token(TokenSecret::new("refresh-token"))
+    }
+
+    fn sealing(byte: u8) -> EntryCodec {
+        EntryCodec::sealed(Keyring::new(SealingKey::from_bytes([byte; 32]))).in_namespace("ns")
+    }
+
+    fn assert_same(a: &Token, b: &Token) {
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.issued_at(), b.issued_at());
+        assert_eq!(a.expires_at(), b.expires_at());
+        assert_eq!(
+            a.refresh_token().map(TokenSecret::expose),
+            b.refresh_token().map(TokenSecret::expose)
+        );
+    }
+
+    #[test]
+    fn plaintext_round_trip_keeps_everything_and_takes_the_stored_generation() {
+        let codec = EntryCodec::plaintext();
+        let stored = codec.encode(&key("a"), 3, &token());
+        let decoded = codec.decode(&key("a"), stored.as_bytes(), 7).unwrap();
+        assert_same(&decoded, &token());
+        assert_eq!(decoded.generation(), 7);
+    }
+
+    #[test]
+    fn garbage_and_foreign_versions_are_reported() {
+        for codec in [EntryCodec::plaintext(), sealing(1)] {
+            let k = key("a");
+            for garbage in [
+                &b""[..],
+                b"\xff\x00",
+                b"null",
+                b"{}",
+                b"{\"v\":1}",
+                b"[1,2]",
+                br#"{"v":1,"kid":"zz","nonce":"","sealed":""}"#,
+            ] {
+                let expected = if codec.is_sealed() || !garbage.starts_with(b"{\"v\":1,\"kid") {
+                    CorruptEntry::Malformed
+                } else {
+                    CorruptEntry::Sealed
+                };
+                assert_eq!(codec.decode(&k, garbage, 1).unwrap_err(), expected);
+            }
+            assert_eq!(
+                codec
+                    .decode(&k, br#"{"v":99,"anything":true}"#, 1)
+                    .unwrap_err(),
+                CorruptEntry::UnknownVersion(99)
+            );
+        }
+        let plain = EntryCodec::plaintext();
+        let empty = br#"{"v":1,"token":"","issued_at_ms":1,"expires_at_ms":2}"#;
+        assert_eq!(
+            plain.decode(&key("a"), empty, 1).unwrap_err(),
+            CorruptEntry::InvalidToken
+        );
+        let backwards = br#"{"v":1,"token":"t","issued_at_ms":2,"expires_at_ms":1}"#;
+        assert_eq!(
+            plain.decode(&key("a"), backwards, 1).unwrap_err(),
+            CorruptEntry::InvalidToken
+        );
+        let far = format!(
+            r#"{{"v":1,"token":"t","issued_at_ms":1,"expires_at_ms":{}}}"#,
+            u64::MAX
+        );
+        assert!(plain.decode(&key("a"), far.as_bytes(), 1).is_ok());
+    }
+
+    #[test]
+    fn sealed_entries_hide_the_token() {
+        let codec = sealing(7);
+        let stored = codec.encode(&key("a"), 4, &token());
+        assert!(!stored.contains("secret-token"));
+        assert!(!stored.contains("refresh-token"));
+        let decoded = codec.decode(&key("a"), stored.as_bytes(), 4).unwrap();
+        assert_same(&decoded, &token());
+        assert_eq!(decoded.generation(), 4);
+    }
+
+    #[test]
+    fn a_sealed_entry_opens_only_for_its_namespace_key_and_generation() {
+        let codec = sealing(7);
+        let stored = codec.encode(&key("a"), 4, &token());
+        let stored = stored.as_bytes();
+        let moved = [
+            codec.decode(&key("b"), stored, 4),
+            codec.decode(&key("a"), stored, 5),
+            codec
+                .clone()
+                .in_namespace("other")
+                .decode(&key("a"), stored, 4),
+        ];
+        for opened in moved {
+            assert_eq!(opened.unwrap_err(), CorruptEntry::Unauthentic);
+        }
+    }
+
+    #[test]
+    fn a_replica_without_the_key_is_told_apart_from_tampering() {
+        let stored = sealing(7).encode(&key("a"), 1, &token());
+        let stored = stored.as_bytes();
+        assert!(matches!(
+            sealing(8).decode(&key("a"), stored, 1),
+            Err(CorruptEntry::UnknownKey(_))
+        ));
+        assert_eq!(
+            EntryCodec::plaintext()
+                .decode(&key("a"), stored, 1)
+                .unwrap_err(),
+            CorruptEntry::Sealed
+        );
+        let plain = EntryCodec::plaintext().encode(&key("a"), 1, &token());
+        assert_eq!(
+            sealing(7)
+                .decode(&key("a"), plain.as_bytes(), 1)
+                .unwrap_err(),
+            CorruptEntry::Plaintext
+        );
+        assert!(
+            CorruptEntry::UnknownKey(KeyId::from_hex("00000000").unwrap()).is_misconfiguration()
+        );
+        assert!(CorruptEntry::Sealed.is_misconfiguration());
+        assert!(!CorruptEntry::Plaintext.is_misconfiguration());
+        assert!(!CorruptEntry::Unauthentic.is_misconfiguration());
+    }
+
+    #[test]
+    fn older_keys_open_and_the_current_key_seals() {
+        let old = SealingKey::from_bytes([1; 32]);
+        let new = SealingKey::from_bytes([2; 32]);
+        let before = EntryCodec::sealed(Keyring::new(old.clone()));
+        let after = EntryCodec::sealed(Keyring::new(new.clone()).with_older_key(old).unwrap());
+        let sealed_before = before.encode(&key("a"), 1, &token());
+        assert_same(
+            &after
+                .decode(&key("a"), sealed_before.as_bytes(), 1)
+                .unwrap(),
+            &token(),
+        );
+        let sealed_after = after.encode(&key("a"), 2, &token());
+        assert!(sealed_after.contains(&new.id().to_string()));
+        assert!(matches!(
+            before.decode(&key("a"), sealed_after.as_bytes(), 2),
+            Err(CorruptEntry::UnknownKey(id)) if id == new.id()
+        ));
+    }
+
+    #[test]
+    fn debug_shows_key_ids_only() {
+        let codec = sealing(7);
+        let shown = format!("{codec:?}");
+        assert!(shown.contains("KeyId("), "{shown}");
+        assert!(!shown.contains("[7, 7"), "{shown}");
+    }
+}
