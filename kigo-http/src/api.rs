@@ -12,7 +12,7 @@ use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
 use crate::credentials::Credentials;
 use crate::error::ConfigError;
 use crate::middleware::KigoAuth;
-use crate::origin::{check_scheme, join_path};
+use crate::origin::{check_scheme, is_loopback, join_path};
 use crate::partner::PartnerTokenSource;
 use crate::user::UserTokenSource;
 
@@ -113,10 +113,12 @@ impl KigoApiBuilder {
     }
 
     /// Checks the base URL (HTTPS unless loopback or opted in), the endpoint paths and the
-    /// response fields, and builds the client.
+    /// response fields, and builds the client. `localhost` counts as loopback when every
+    /// address it resolves to now is one.
     pub fn build(self) -> Result<KigoApi, ConfigError> {
         let base = self.credentials.base_url();
-        check_scheme(base, self.settings.allow_insecure_http)?;
+        let loopback = is_loopback(base);
+        check_scheme(base, loopback, self.settings.allow_insecure_http)?;
         self.config.response.check()?;
         let http = match self.client {
             Some(_) if self.transport_set => {
