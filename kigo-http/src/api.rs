@@ -12,7 +12,7 @@ use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
 use crate::credentials::Credentials;
 use crate::error::ConfigError;
 use crate::middleware::KigoAuth;
-use crate::origin::{check_scheme, join_path};
+use crate::origin::{check_scheme, is_loopback, join_path};
 use crate::partner::PartnerTokenSource;
 use crate::user::UserTokenSource;
 
@@ -87,7 +87,8 @@ impl KigoApiBuilder {
         self
     }
 
-    /// Allows a plain `http://` base URL for a host that is not loopback (default: no).
+    /// Allows a plain `http://` base URL for a host that is not loopback (default: no). Proxies
+    /// from the environment (`HTTP_PROXY`, `ALL_PROXY`) then still apply, and see what is sent.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
         self.settings.allow_insecure_http = allow;
         self
@@ -107,16 +108,25 @@ impl KigoApiBuilder {
     /// **Turn its redirects off** (`redirect(reqwest::redirect::Policy::none())`): on a `307` or
     /// `308` to another origin reqwest re-sends the request body (which holds the API key) and
     /// custom headers (such as an API-key header); it strips only `Authorization` and cookies.
+    ///
+    /// **Its proxies are its own**, and cannot be changed here: reqwest sends through the proxy
+    /// that `HTTP_PROXY`, `HTTPS_PROXY` or `ALL_PROXY` names, loopback hosts included (only
+    /// `NO_PROXY` exempts a host). For a loopback base URL build it with
+    /// `reqwest::ClientBuilder::no_proxy`, as this crate does for its own client; else the API
+    /// key and tokens of a plain `http://` base URL travel in clear text to the proxy.
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
         self
     }
 
     /// Checks the base URL (HTTPS unless loopback or opted in), the endpoint paths and the
-    /// response fields, and builds the client.
+    /// response fields, and builds the client: for a loopback base URL (`http` or `https`), one
+    /// that uses no proxy. `localhost` counts as loopback when every address it resolves to
+    /// now is one.
     pub fn build(self) -> Result<KigoApi, ConfigError> {
         let base = self.credentials.base_url();
-        check_scheme(base, self.settings.allow_insecure_http)?;
+        let loopback = is_loopback(base);
+        check_scheme(base, loopback, self.settings.allow_insecure_http)?;
         self.config.response.check()?;
         let http = match self.client {
             Some(_) if self.transport_set => {
@@ -126,7 +136,7 @@ impl KigoApiBuilder {
                 ));
             }
             Some(client) => client,
-            None => build_client(&self.settings)?,
+            None => build_client(&self.settings, loopback)?,
         };
         let endpoint = |path: &str, setting| join_path(base, path, setting);
         Ok(KigoApi {
@@ -212,12 +222,19 @@ impl KigoApi {
     }
 }
 
-fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ConfigError> {
+/// The client for `settings`. For a `loopback` base URL it uses no proxy: reqwest would send
+/// through the one `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` names, loopback included, carrying the
+/// API key and tokens of a plain-http URL in clear text off the machine; and a proxy elsewhere
+/// cannot reach this machine's loopback anyway.
+fn build_client(settings: &HttpSettings, loopback: bool) -> Result<reqwest::Client, ConfigError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none());
+    if loopback {
+        builder = builder.no_proxy();
+    }
     for certificate in &settings.root_certificates {
         builder = builder.add_root_certificate(certificate.clone());
     }

@@ -1,18 +1,24 @@
-//! Where requests may go: the scheme policy of the base URL, and joining paths under it without
-//! ever leaving its origin (a token or API key must never travel to another host).
+//! Where requests may go: the scheme policy of the base URL, whether its host is this machine,
+//! and joining paths under it without ever leaving its origin (a token or API key must never
+//! travel to another host).
 
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use reqwest::Url;
 
 use crate::credentials::BASE_URL_VAR;
 use crate::error::ConfigError;
 
-/// HTTPS, or plain HTTP for a loopback host or with the explicit opt-in.
-pub(crate) fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), ConfigError> {
+/// HTTPS, or plain HTTP for a `loopback` host (see [`is_loopback`]) or with the explicit opt-in.
+pub(crate) fn check_scheme(
+    url: &Url,
+    loopback: bool,
+    allow_insecure_http: bool,
+) -> Result<(), ConfigError> {
     match url.scheme() {
         "https" => Ok(()),
-        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
+        "http" if allow_insecure_http || loopback => Ok(()),
         "http" => Err(ConfigError::InsecureBaseUrl),
         _ => Err(ConfigError::invalid(
             BASE_URL_VAR,
@@ -21,15 +27,30 @@ pub(crate) fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), C
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the host of `url` is this machine: a loopback address, or the name `localhost` when
+/// every address std's resolver gives for it now is a loopback one. Any other name is not, even
+/// one that resolves to loopback today (`localhost.evil.com`): DNS can point it elsewhere later.
+pub(crate) fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<IpAddr>() {
         Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => {
+            only_loopback((host, 0).to_socket_addrs())
+        }
+        Err(_) => false,
     }
+}
+
+/// A resolution that gave addresses, all of them loopback; a failed or empty one is not.
+fn only_loopback(resolved: io::Result<impl Iterator<Item = SocketAddr>>) -> bool {
+    let Ok(addresses) = resolved else {
+        return false;
+    };
+    let addresses: Vec<SocketAddr> = addresses.collect();
+    !addresses.is_empty() && addresses.iter().all(|address| address.ip().is_loopback())
 }
 
 /// Same scheme, host and port.
@@ -82,7 +103,8 @@ mod tests {
     }
 
     fn check(url: &str, opt_in: bool) -> Result<(), ConfigError> {
-        check_scheme(&Url::parse(url).unwrap(), opt_in)
+        let url = Url::parse(url).unwrap();
+        check_scheme(&url, is_loopback(&url), opt_in)
     }
 
     #[test]
@@ -92,7 +114,9 @@ mod tests {
             "http://127.0.0.1:8080",
             "http://127.1.2.3",
             "http://[::1]:80",
+            // Resolves to loopback addresses only on any sane machine (and on the test's).
             "http://localhost:3000",
+            "http://LocalHost",
         ] {
             assert!(check(url, false).is_ok(), "{url}");
         }
@@ -100,6 +124,7 @@ mod tests {
             "http://api.example.com",
             "http://10.0.0.1",
             "http://localhost.evil.com",
+            "http://evil.localhost.com",
         ] {
             assert!(
                 matches!(check(url, false), Err(ConfigError::InsecureBaseUrl)),
@@ -111,6 +136,31 @@ mod tests {
             check("ftp://api.example.com", true),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn localhost_is_loopback_only_when_every_address_it_resolves_to_is() {
+        let resolved = |addresses: &[&str]| {
+            Ok(addresses
+                .iter()
+                .map(|address| SocketAddr::new(address.parse().unwrap(), 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        };
+        assert!(only_loopback(resolved(&["127.0.0.1"])));
+        assert!(only_loopback(resolved(&["::1", "127.0.0.1"])));
+        assert!(!only_loopback(resolved(&["127.0.0.1", "10.0.0.5"])));
+        assert!(!only_loopback(resolved(&["192.0.2.7"])));
+        assert!(!only_loopback(resolved(&[])));
+        let failed: io::Result<std::vec::IntoIter<SocketAddr>> =
+            Err(io::Error::new(io::ErrorKind::NotFound, "no such host"));
+        assert!(!only_loopback(failed));
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_not_loopback() {
+        // `.invalid` never resolves (RFC 2606): std's resolver fails on it.
+        assert!(!only_loopback("kigo-test.invalid:0".to_socket_addrs()));
     }
 
     #[test]

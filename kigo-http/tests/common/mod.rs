@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kigo_core::runtime::{ManualClock, RuntimeEnv};
 use kigo_core::{PartnerId, TokenManager, TokenSource};
+use kigo_http::reqwest::Certificate;
 use kigo_http::{ApiKey, Credentials, KigoApi, KigoApiBuilder};
 use kigo_testkit::mock::{MockKigo, MockKigoBuilder};
 use tracing_subscriber::fmt::MakeWriter;
@@ -15,12 +16,16 @@ use tracing_subscriber::fmt::MakeWriter;
 /// The builder of a `KigoApi` for `mock`, trusting its certificate authority if it serves HTTPS.
 pub fn api_builder(mock: &MockKigo) -> KigoApiBuilder {
     let builder = KigoApi::builder(credentials(mock)).timeout(Duration::from_secs(3));
-    match mock.ca_certificate_pem() {
-        Some(pem) => builder.add_root_certificate(
-            kigo_http::reqwest::Certificate::from_pem(pem.as_bytes()).unwrap(),
-        ),
+    match ca_certificate(mock) {
+        Some(certificate) => builder.add_root_certificate(certificate),
         None => builder,
     }
+}
+
+/// The certificate authority of `mock`, if it serves HTTPS.
+pub fn ca_certificate(mock: &MockKigo) -> Option<Certificate> {
+    let pem = mock.ca_certificate_pem()?;
+    Some(Certificate::from_pem(pem.as_bytes()).unwrap())
 }
 
 /// The credentials `mock` accepts.
