@@ -184,8 +184,6 @@ impl RedisStoreBuilder {
                 RedisStoreError::Retention,
             ));
         }
-        #[cfg(feature = "tls-rustls")]
-        crate::tls::ensure_crypto_provider();
         let target = match self.target {
             Pending::Ready(target) => target,
             Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
@@ -256,6 +254,18 @@ mod tests {
             source = cause.source();
         }
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// The redis crate builds its TLS settings from rustls's own choice (the one provider
+    /// compiled in, aws-lc-rs); the process-wide choice is the application's to make.
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn building_a_tls_store_installs_no_process_wide_crypto_provider() {
+        RedisStoreBuilder::from_url("rediss://redis.internal:6380")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
     }
 
     #[test]

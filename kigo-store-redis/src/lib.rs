@@ -12,8 +12,6 @@ mod keys;
 mod scripts;
 mod store;
 mod subscription;
-#[cfg(feature = "tls-rustls")]
-mod tls;
 
 pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
 pub use keys::KeyNames;
