@@ -12,6 +12,7 @@ mod keys;
 mod scripts;
 mod store;
 mod subscription;
+mod transport;
 
 pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
 pub use keys::KeyNames;
