@@ -12,6 +12,7 @@ use crate::RedisStore;
 use crate::connection::{Target, Timeouts};
 use crate::error::{RedisStoreError, config_error};
 use crate::keys::check_prefix;
+use crate::transport::check_transport;
 
 /// The key prefix used unless another is set.
 pub const DEFAULT_PREFIX: &str = "kigo:";
@@ -29,6 +30,7 @@ pub struct RedisStoreBuilder {
     codec: EntryCodec,
     timeouts: Timeouts,
     retention: Duration,
+    allow_insecure_transport: bool,
 }
 
 #[derive(Clone)]
@@ -50,6 +52,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("codec", &self.codec)
             .field("timeouts", &self.timeouts)
             .field("retention", &self.retention)
+            .field("allow_insecure_transport", &self.allow_insecure_transport)
             .finish()
     }
 }
@@ -66,11 +69,13 @@ impl RedisStoreBuilder {
                 heartbeat: Duration::from_secs(15),
             },
             retention: Duration::from_secs(7 * 24 * 3600),
+            allow_insecure_transport: false,
         }
     }
 
-    /// One Redis server at `url`: `redis://[user:password@]host[:port][/db]`, or `rediss://...`
-    /// for TLS (with one of this crate's TLS features).
+    /// One Redis server at `url`: `rediss://[user:password@]host[:port][/db]` (TLS, with the
+    /// default `tls-rustls` feature), or `redis://...` for a Redis on this host (see
+    /// [`Self::allow_insecure_transport`] for a remote one).
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|error| {
             config_error(
@@ -105,6 +110,9 @@ impl RedisStoreBuilder {
 
     /// A Redis Cluster through a client you built; change notices are subscribed to through
     /// `nodes` (clients for some of its nodes, tried in turn).
+    ///
+    /// [`Self::build`] checks the transport of `nodes` only: the redis crate does not show a
+    /// `ClusterClient`'s nodes, so build `client` from the same `rediss://` URLs.
     pub fn from_cluster_client(client: ClusterClient, nodes: Vec<Client>) -> Self {
         Self::new(Pending::Ready(Target::Cluster {
             client: Box::new(client),
@@ -158,6 +166,16 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Accepts a Redis on another host without TLS (a `redis://` URL), or with TLS that does not
+    /// check the server's certificate (`rediss://...#insecure`): its password and every token
+    /// then cross the network readable and changeable. Without this, [`Self::build`] refuses
+    /// such a Redis; with it, it logs a warning. A Redis on this host (loopback, a Unix
+    /// socket) never needs it.
+    pub fn allow_insecure_transport(mut self) -> Self {
+        self.allow_insecure_transport = true;
+        self
+    }
+
     /// Checks the settings and builds the store. It connects on first use and reconnects by
     /// itself; it must be used inside a tokio runtime.
     pub fn build(self) -> Result<RedisStore, StoreError> {
@@ -184,8 +202,6 @@ impl RedisStoreBuilder {
                 RedisStoreError::Retention,
             ));
         }
-        #[cfg(feature = "tls-rustls")]
-        crate::tls::ensure_crypto_provider();
         let target = match self.target {
             Pending::Ready(target) => target,
             Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
@@ -198,6 +214,7 @@ impl RedisStoreBuilder {
                 RedisStoreError::NoNodes,
             ));
         }
+        check_transport(&target, self.allow_insecure_transport)?;
         Ok(RedisStore::new(
             target,
             self.timeouts,
@@ -256,6 +273,18 @@ mod tests {
             source = cause.source();
         }
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// The redis crate builds its TLS settings from rustls's own choice (the one provider
+    /// compiled in, aws-lc-rs); the process-wide choice is the application's to make.
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn building_a_tls_store_installs_no_process_wide_crypto_provider() {
+        RedisStoreBuilder::from_url("rediss://redis.internal:6380")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
     }
 
     #[test]

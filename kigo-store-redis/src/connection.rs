@@ -30,6 +30,15 @@ impl Target {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
     }
+
+    /// The clients the store connects through (for a cluster, those it subscribes through; the
+    /// redis crate does not show a `ClusterClient`'s own nodes).
+    pub(crate) fn clients(&self) -> &[Client] {
+        match self {
+            Self::Standalone(client) => std::slice::from_ref(client.as_ref()),
+            Self::Cluster { nodes, .. } => nodes.as_slice(),
+        }
+    }
 }
 
 /// How long one connection attempt and one command may take, and how often the change-notice
@@ -109,10 +118,7 @@ impl Connection {
     /// Subscribes to `channel` on a fresh connection; the stream ends when it drops or stops
     /// answering.
     pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<BoxStream<'static, Msg>> {
-        let nodes = match &self.target {
-            Target::Standalone(client) => std::slice::from_ref(client.as_ref()),
-            Target::Cluster { nodes, .. } => nodes.as_slice(),
-        };
+        let nodes = self.target.clients();
         let first = self.next_node.fetch_add(1, Ordering::Relaxed);
         let mut last_error = None;
         for offset in 0..nodes.len() {

@@ -26,6 +26,12 @@ pub(crate) enum RedisStoreError {
     /// The retention is too short to outlive leases and tokens, or too long for Redis.
     #[error("the retention of fence counters is out of range")]
     Retention,
+    /// A Redis on another host, reached without TLS (or without certificate checks), and no
+    /// opt-out. The address is `host:port`, which holds no secret.
+    #[error(
+        "the Redis at {address} is not on this host and the connection has no TLS with certificate checks"
+    )]
+    InsecureTransport { address: String },
     /// A cluster store without a node to subscribe to change notices through.
     #[error("no Redis Cluster nodes to subscribe through")]
     NoNodes,

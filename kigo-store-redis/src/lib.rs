@@ -12,8 +12,7 @@ mod keys;
 mod scripts;
 mod store;
 mod subscription;
-#[cfg(feature = "tls-rustls")]
-mod tls;
+mod transport;
 
 pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
 pub use keys::KeyNames;

@@ -1,8 +1,6 @@
 //! The store works as a Redis ACL user with exactly the permissions the crate docs give, and a
 //! user missing one is reported as a misconfiguration before anything changed.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,7 +11,7 @@ use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 use kigo_testkit::eventually;
 
-use super::support::{RedisHarness, acquire, token_valid_for};
+use super::support::{Capture, RedisHarness, acquire, token_valid_for};
 
 /// The crate docs, whose `ACL SETUSER` block the tests run as written.
 const README: &str = include_str!("../../README.md");
@@ -160,22 +158,6 @@ async fn a_user_without_hget_is_a_misconfiguration() {
     ));
 }
 
-/// What a tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        text.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A user that may not subscribe to the change channel gets no notices (waiters poll), and
 /// the operator is told at error level.
 #[tokio::test]
@@ -184,17 +166,12 @@ async fn a_user_without_the_channel_is_reported_at_error_level() {
     let channel = format!("&{README_PREFIX}changes");
     let store = store_as_user(&harness, "no-channel", Some(&channel)).await;
     let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _default = tracing::subscriber::set_default(capture.subscriber());
 
     let mut feed = store.changes().unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), feed.next()).await;
     assert!(matches!(ended, Ok(None)), "the feed ends at once");
-    let logged = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let logged = capture.text();
     assert!(
         logged
             .lines()

@@ -17,3 +17,4 @@ mod settings;
 mod support;
 #[cfg(feature = "tls-rustls")]
 mod tls;
+mod transport;

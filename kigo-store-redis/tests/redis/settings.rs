@@ -52,6 +52,7 @@ async fn a_cluster_node_behind_a_server_url_is_a_misconfiguration() {
     let node = harness.cluster_urls()[0].clone();
     let store = RedisStoreBuilder::from_url(&node)
         .unwrap()
+        .allow_insecure_transport() // as for the harness's own stores
         .prefix(harness.builder_prefix())
         .build()
         .unwrap();

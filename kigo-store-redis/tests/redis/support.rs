@@ -1,7 +1,8 @@
 //! What the tests share: harnesses on a standalone server and on a cluster, replicas built on
 //! them, and waiting with deadlines.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -121,11 +122,14 @@ impl RedisHarness {
                 RedisStoreBuilder::cluster(service.urls().iter().map(String::as_str))
             }
         };
-        // The shortest retention, so that keys left on a shared server go within an hour.
+        // The shortest retention, so that keys left on a shared server go within an hour. A
+        // test server named by the environment may be on another host (a CI service) and
+        // speak plain text: the transport rule has tests of its own.
         builder
             .unwrap_or_else(|error| panic!("store settings: {error}"))
             .prefix(self.builder_prefix())
             .retention(Duration::from_secs(3600))
+            .allow_insecure_transport()
     }
 
     /// A new store handle with its own connection, as another replica would open it.
@@ -302,4 +306,36 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T 
     tokio::time::timeout(DEADLINE, future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
+}
+
+/// What the crate logs while [`Capture::subscriber`] is the subscriber.
+#[derive(Clone, Default)]
+pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// A subscriber writing every event at INFO level and above into this capture.
+    pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish()
+    }
+
+    /// What was written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        text.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
