@@ -18,7 +18,9 @@ fn partner_and_user_sources(
     api: &kigo_http::KigoApi,
 ) -> (kigo_core::TokenManager, kigo_http::UserTokenSource) {
     let partners = manager(api.partner_source());
-    let source = api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap();
+    let source = api
+        .user_source(partners.handle(api.partner_key()).unwrap())
+        .unwrap();
     (partners, source)
 }
 
@@ -31,7 +33,10 @@ async fn user_tokens_are_created_with_the_partner_token_and_work() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap());
+    let users = manager(
+        api.user_source(partners.handle(api.partner_key()).unwrap())
+            .unwrap(),
+    );
     let alice = api.user_key(user("alice"));
 
     let token = users.token(&alice).await.unwrap();
@@ -55,7 +60,10 @@ async fn a_rejected_partner_token_is_invalidated_and_the_creation_retried_once()
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = manager(api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap());
+    let users = manager(
+        api.user_source(partners.handle(api.partner_key()).unwrap())
+            .unwrap(),
+    );
     partners.token(&api.partner_key()).await.unwrap();
     mock.revoke_all();
 
@@ -97,7 +105,8 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
     let api = api(&mock);
     let partners = manual_manager(api.partner_source(), &clock);
     let users = manual_manager(
-        api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap(),
+        api.user_source(partners.handle(api.partner_key()).unwrap())
+            .unwrap(),
         &clock,
     );
     let dave = api.user_key(user("dave"));
@@ -134,7 +143,8 @@ async fn user_keys_are_bounded_in_memory() {
     let api = api(&mock);
     let partners = manager(api.partner_source());
     let users = TokenManager::builder(Arc::new(
-        api.user_source(partners.handle(api.partner_key()).unwrap()).unwrap(),
+        api.user_source(partners.handle(api.partner_key()).unwrap())
+            .unwrap(),
     ))
     .user_key_capacity(8)
     .build()

@@ -448,7 +448,12 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             .create_timeout(Duration::from_secs(1))
             .build()
             .unwrap();
-        let token = successor.handle(key.clone()).unwrap().token().await.unwrap();
+        let token = successor
+            .handle(key.clone())
+            .unwrap()
+            .token()
+            .await
+            .unwrap();
         let stored = probe.load(&key).await.unwrap();
         assert_eq!(
             stored.token().map(Token::fingerprint),

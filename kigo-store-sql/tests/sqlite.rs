@@ -178,7 +178,9 @@ async fn replica_process(file: &Path) {
     };
     let short = Arc::clone(&this.short);
     let manager = replica(Arc::new(this), Arc::new(store)).build().unwrap();
-    let handle = manager.handle(TokenKey::partner(PartnerId::new("processes").unwrap())).unwrap();
+    let handle = manager
+        .handle(TokenKey::partner(PartnerId::new("processes").unwrap()))
+        .unwrap();
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut held: Option<Fingerprint> = None;

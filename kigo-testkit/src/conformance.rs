@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use kigo_core::codec::CorruptEntry;
+use kigo_core::codec::{CorruptEntry, EntryCodec, Keyring, SealingKey};
 use kigo_core::runtime::TimeSource;
 use kigo_core::store::{
     CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease, LeaseAttempt, MemoryStore,
@@ -38,8 +38,12 @@ pub trait StoreHarness: Send + Sync {
     async fn handle(&self) -> Arc<dyn TokenStore>;
 
     /// Writes `raw` where the store keeps the token of `key`, bypassing the store (as a bug,
-    /// an old version or an operator might).
+    /// an old version, an operator or an attacker with write access might); the generation
+    /// stored for `key` stays as it is.
     async fn write_raw(&self, key: &TokenKey, raw: &[u8]);
+
+    /// What the store keeps as the token of `key`, read behind its back; `None` if nothing.
+    async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>>;
 
     /// Lets `duration` pass on the store's clock: advances a manual clock, or waits for a real
     /// server's own clock.
@@ -54,7 +58,8 @@ pub trait StoreHarness: Send + Sync {
     }
 }
 
-/// The harness of [`MemoryStore`] on a [`ManualClock`].
+/// The harness of [`MemoryStore`] on a [`ManualClock`], sealing its entries as the shared stores
+/// do by default (so that the suite's checks on moved and replayed entries apply).
 #[derive(Debug, Clone)]
 pub struct MemoryHarness {
     /// The clock the store runs on.
@@ -67,7 +72,8 @@ impl MemoryHarness {
     /// A fresh memory store on a fresh manual clock.
     pub fn new() -> Self {
         let clock = ManualClock::new();
-        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        let codec = EntryCodec::sealed(test_keyring()).in_namespace("memory-harness");
+        let store = MemoryStore::with_codec(Arc::new(clock.clone()), codec);
         Self { clock, store }
     }
 }
@@ -88,6 +94,10 @@ impl StoreHarness for MemoryHarness {
         self.store.write_raw(key, raw);
     }
 
+    async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+        self.store.read_raw(key)
+    }
+
     async fn pass(&self, duration: Duration) {
         self.clock.advance(duration);
     }
@@ -98,6 +108,13 @@ impl StoreHarness for MemoryHarness {
 }
 
 const LONG_TTL: Duration = Duration::from_secs(60);
+
+/// A keyring of one random key, for a test's stores (every replica of the test shares it).
+pub fn test_keyring() -> Keyring {
+    Keyring::new(SealingKey::from_bytes(std::array::from_fn(|_| {
+        fastrand::u8(..)
+    })))
+}
 
 /// A partner key no other test uses.
 pub fn fresh_key() -> TokenKey {
@@ -272,6 +289,39 @@ pub async fn late_release_leaves_the_new_holder_alone(harness: &dyn StoreHarness
     let old = acquire(store.as_ref(), &key, ttl).await;
     harness.pass(ttl + ttl / 2).await;
     let new = acquire(store.as_ref(), &key, LONG_TTL).await;
+    store.release_lease(&old).await.unwrap();
+    let attempt = store
+        .acquire_lease(&key, &HolderId::random(), LONG_TTL)
+        .await
+        .unwrap();
+    assert!(matches!(attempt, LeaseAttempt::Held { .. }), "{attempt:?}");
+    assert_eq!(
+        commit(store.as_ref(), &new, &token(harness, "new")).await,
+        CommitOutcome::Committed
+    );
+}
+
+/// A release names one grant: the same holder's release of a lapsed grant leaves the holder's
+/// newer grant alone.
+pub async fn release_of_an_older_grant_leaves_the_newer_one_alone(harness: &dyn StoreHarness) {
+    let key = fresh_key();
+    let store = harness.handle().await;
+    let ttl = harness.short_ttl();
+    let holder = HolderId::random();
+    let grant = |ttl| {
+        let store = Arc::clone(&store);
+        let (key, holder) = (key.clone(), holder.clone());
+        async move {
+            match store.acquire_lease(&key, &holder, ttl).await.unwrap() {
+                LeaseAttempt::Acquired(lease) => lease,
+                LeaseAttempt::Held { .. } => panic!("the lease was held"),
+            }
+        }
+    };
+    let old = grant(ttl).await;
+    harness.pass(ttl + ttl / 2).await;
+    let new = grant(LONG_TTL).await;
+    assert!(new.fence() > old.fence());
     store.release_lease(&old).await.unwrap();
     let attempt = store
         .acquire_lease(&key, &HolderId::random(), LONG_TTL)
@@ -498,8 +548,11 @@ pub async fn commit_ends_the_cooldown(harness: &dyn StoreHarness) {
     assert_eq!(store.load(&key).await.unwrap().cooldown, None);
 }
 
-/// Garbage and unknown format versions load as corrupt entries (never as tokens, never a
-/// panic), and the next commit replaces them.
+/// Garbage, unknown format versions and planted plaintext load as corrupt entries (never as
+/// tokens, never a panic), and the next commit replaces them.
+///
+/// The store decodes what it reads with `kigo_core::codec::EntryCodec`, whose [`CorruptEntry`]
+/// kinds these are.
 pub async fn corrupt_entries_are_reported_and_replaced(harness: &dyn StoreHarness) {
     let store = harness.handle().await;
     let cases: [(&[u8], CorruptEntry); 4] = [
@@ -509,8 +562,8 @@ pub async fn corrupt_entries_are_reported_and_replaced(harness: &dyn StoreHarnes
             CorruptEntry::UnknownVersion(999),
         ),
         (
-            br#"{"v":1,"token":"","issued_at_ms":1,"expires_at_ms":2}"#,
-            CorruptEntry::InvalidToken,
+            br#"{"v":1,"token":"planted","issued_at_ms":1,"expires_at_ms":99999999999999}"#,
+            CorruptEntry::Plaintext,
         ),
         (br#"{"unrelated":"json"}"#, CorruptEntry::Malformed),
     ];
@@ -525,6 +578,41 @@ pub async fn corrupt_entries_are_reported_and_replaced(harness: &dyn StoreHarnes
         let replacement = commit_new(harness, &key, "replacement").await;
         let loaded = stored(store.as_ref(), &key).await.expect("replaced");
         assert_eq!(loaded.fingerprint(), replacement.fingerprint());
+    }
+}
+
+/// An entry copied to another key, or an older entry written back over a newer one, is never
+/// handed out: sealed entries are bound to their key and generation.
+pub async fn moved_and_replayed_entries_are_never_tokens(harness: &dyn StoreHarness) {
+    let store = harness.handle().await;
+    let partner_key = fresh_key();
+    let user_key = TokenKey::user(
+        partner_key.partner_id().clone(),
+        UserId::new("mallory").unwrap_or_else(|_| unreachable!()),
+    );
+    let older = commit_new(harness, &partner_key, "older").await;
+    let older_raw = harness.read_raw(&partner_key).await.expect("an entry");
+    commit_new(harness, &user_key, "mallory").await;
+    let newer = commit_new(harness, &partner_key, "newer").await;
+
+    // The partner's entry copied into the user's place; an older entry replayed.
+    harness.write_raw(&user_key, &older_raw).await;
+    harness.write_raw(&partner_key, &older_raw).await;
+    for (key, not) in [(&user_key, &older), (&partner_key, &older)] {
+        let entry = store.load(key).await.unwrap().entry;
+        match &entry {
+            Entry::Corrupt(CorruptEntry::Unauthentic) => {}
+            other => panic!("{key}: expected a failed authentication, got {other:?}"),
+        }
+        assert!(entry_fingerprint(&entry) != Some(not.fingerprint()));
+    }
+    assert_ne!(newer.fingerprint(), older.fingerprint());
+}
+
+fn entry_fingerprint(entry: &Entry) -> Option<kigo_core::Fingerprint> {
+    match entry {
+        Entry::Present(token) => Some(token.fingerprint()),
+        Entry::Absent | Entry::Corrupt(_) => None,
     }
 }
 
@@ -620,6 +708,7 @@ pub async fn run_all(harness: &dyn StoreHarness) {
     lease_lapses_after_ttl(harness).await;
     release_is_compare_and_delete(harness).await;
     late_release_leaves_the_new_holder_alone(harness).await;
+    release_of_an_older_grant_leaves_the_newer_one_alone(harness).await;
     fences_increase(harness).await;
     stale_commit_is_rejected(harness).await;
     commit_after_lapse_is_rejected(harness).await;
@@ -632,6 +721,7 @@ pub async fn run_all(harness: &dyn StoreHarness) {
     cooldown_is_shared_and_never_shortened(harness).await;
     commit_ends_the_cooldown(harness).await;
     corrupt_entries_are_reported_and_replaced(harness).await;
+    moved_and_replayed_entries_are_never_tokens(harness).await;
     expired_tokens_load_absent(harness).await;
     changes_name_the_key(harness).await;
     keys_are_isolated(harness).await;
@@ -649,6 +739,7 @@ macro_rules! store_conformance_tests {
             lease_lapses_after_ttl,
             release_is_compare_and_delete,
             late_release_leaves_the_new_holder_alone,
+            release_of_an_older_grant_leaves_the_newer_one_alone,
             fences_increase,
             stale_commit_is_rejected,
             commit_after_lapse_is_rejected,
@@ -661,6 +752,7 @@ macro_rules! store_conformance_tests {
             cooldown_is_shared_and_never_shortened,
             commit_ends_the_cooldown,
             corrupt_entries_are_reported_and_replaced,
+            moved_and_replayed_entries_are_never_tokens,
             expired_tokens_load_absent,
             changes_name_the_key,
             keys_are_isolated,

@@ -278,6 +278,45 @@ impl EntryCodec {
     }
 }
 
+/// How a shared store is told to write its entries: sealed under the keyring in
+/// [`SEALING_KEYS_VAR`] (the default), sealed under a keyring given in code, or plaintext, which
+/// must be asked for by name. Store builders hold one and turn it into their codec at `build()`.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Sealing {
+    /// Sealed under [`Keyring::from_env`]; building fails if the variable is missing.
+    #[default]
+    FromEnv,
+    /// Sealed under this keyring.
+    Keyring(Keyring),
+    /// Plaintext: anyone who can read the store, its backups or its command log can read and
+    /// forge tokens. Logged at warn when a store is built so.
+    Plaintext,
+}
+
+/// What an operator is told when a store cannot get its keyring.
+pub const KEYRING_HINT: &str = "set KIGO_SEALING_KEYS to the fleet's sealing key (standard base64     of 32 random bytes, e.g. `openssl rand -base64 32`; the same on every replica), pass a keyring     to the store's builder, or choose plaintext entries by name";
+
+impl Sealing {
+    /// The codec for a store whose entries live in `namespace`; `store` names it in the warning a
+    /// plaintext choice logs.
+    pub fn codec(self, store: &str, namespace: &str) -> Result<EntryCodec, InvalidKeyring> {
+        let codec = match self {
+            Self::FromEnv => EntryCodec::sealed(Keyring::from_env()?),
+            Self::Keyring(keyring) => EntryCodec::sealed(keyring),
+            Self::Plaintext => {
+                tracing::warn!(
+                    store,
+                    namespace,
+                    "token store built with plaintext entries: anyone who can read it can read                      and forge tokens"
+                );
+                EntryCodec::plaintext()
+            }
+        };
+        Ok(codec.in_namespace(namespace))
+    }
+}
+
 fn millis(time: SystemTime) -> u64 {
     let since_epoch = time
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -99,12 +99,25 @@ impl MemoryStore {
     pub fn write_raw(&self, key: &TokenKey, raw: &[u8]) {
         let mut state = self.state();
         let record = state.records.entry(key.clone()).or_default();
+        let generation = record
+            .value
+            .as_ref()
+            .map_or(record.fence, |stored| stored.generation);
         record.value = Some(Stored {
             encoded: raw.to_vec(),
-            generation: record.fence,
+            generation,
             fingerprint: None,
             expires_at: None,
         });
+    }
+
+    /// The stored bytes of `key`, read behind the store's back: for tests of moved and replayed
+    /// entries.
+    #[cfg(feature = "test-util")]
+    pub fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+        let state = self.state();
+        let stored = state.records.get(key)?.value.as_ref()?;
+        (!stored.encoded.is_empty()).then(|| stored.encoded.clone())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -160,7 +160,10 @@ async fn sixteen_replicas_whose_cached_token_expired_create_one_token() {
 
     clock.advance(Duration::from_secs(31 * 60));
     for manager in &managers {
-        assert!(manager.handle(key.clone()).unwrap().cached().is_none(), "expired");
+        assert!(
+            manager.handle(key.clone()).unwrap().cached().is_none(),
+            "expired"
+        );
     }
     let fingerprints = all_callers(&managers, &key).await;
     assert_ne!(fingerprints[0], first);

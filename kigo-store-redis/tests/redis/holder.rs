@@ -80,7 +80,8 @@ impl Scenario {
             })
             .collect();
         let first = holder
-            .handle(key.clone()).unwrap()
+            .handle(key.clone())
+            .unwrap()
             .token()
             .await
             .unwrap()

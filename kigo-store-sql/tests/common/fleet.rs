@@ -238,7 +238,13 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
         replica(Arc::new(source.clone()), Arc::new(watched.clone())),
         0.4,
     );
-    let first = a.handle(key.clone()).unwrap().token().await.unwrap().fingerprint();
+    let first = a
+        .handle(key.clone())
+        .unwrap()
+        .token()
+        .await
+        .unwrap()
+        .fingerprint();
     let b_handle = b.handle(key.clone()).unwrap();
     assert_eq!(b_handle.token().await.unwrap().fingerprint(), first);
 
@@ -304,7 +310,13 @@ pub(crate) async fn paused_holder_commit_is_rejected(harness: &SqlHarness) {
     let late = tokio::spawn(async move { a_handle.token().await.map(|token| token.fingerprint()) });
     paused.reached(Duration::from_secs(10)).await;
 
-    let taken_over = b.handle(key.clone()).unwrap().token().await.unwrap().fingerprint();
+    let taken_over = b
+        .handle(key.clone())
+        .unwrap()
+        .token()
+        .await
+        .unwrap()
+        .fingerprint();
     let waited = paused.acquired()[0].sent.elapsed();
     assert!(
         waited + CLOCK_TOLERANCE >= LEASE,
@@ -521,7 +533,12 @@ pub(crate) async fn corrupt_rows_are_replaced(harness: &SqlHarness) {
         .build()
         .unwrap();
     for (corrupt, expected) in [(&key, 1), (&garbage, 2), (&future, 3)] {
-        let token = manager.handle(corrupt.clone()).unwrap().token().await.unwrap();
+        let token = manager
+            .handle(corrupt.clone())
+            .unwrap()
+            .token()
+            .await
+            .unwrap();
         assert_eq!(token.secret().expose(), format!("fake-token-{expected}"));
         let stored = ours.load(corrupt).await.unwrap();
         assert_eq!(

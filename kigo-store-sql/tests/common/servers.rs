@@ -87,7 +87,8 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     }
     let started = Instant::now();
     let first = managers[0]
-        .handle(key.clone()).unwrap()
+        .handle(key.clone())
+        .unwrap()
         .token()
         .await
         .unwrap()
@@ -101,8 +102,11 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     let failures = Arc::new(AtomicU64::new(0));
     let mut traffic = Vec::new();
     for manager in &managers {
-        let (handle, stop, failures) =
-            (manager.handle(key.clone()).unwrap(), stop.clone(), failures.clone());
+        let (handle, stop, failures) = (
+            manager.handle(key.clone()).unwrap(),
+            stop.clone(),
+            failures.clone(),
+        );
         traffic.push(tokio::spawn(async move {
             let mut seen = HashSet::new();
             loop {
