@@ -191,7 +191,10 @@ async fn settings_that_cannot_work_are_refused_when_building() {
     let refused = [
         (
             "creation outlasting the lease",
-            world.builder(80).create_timeout(Duration::from_secs(30)),
+            world
+                .builder(80)
+                .create_timeout(Duration::from_secs(30))
+                .lease_ttl(Duration::from_secs(30)),
         ),
         ("no poll interval", world.builder(81).poll_interval(zero)),
         ("no lease", world.builder(82).lease_ttl(zero)),

@@ -19,14 +19,12 @@ use crate::user::UserTokenSource;
 /// The Kigo API as one partner sees it. Cheap to clone.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::sync::Arc;
-/// use kigo_core::TokenManager;
+/// # async fn demo(store: impl kigo_core::TokenStore) -> Result<(), Box<dyn std::error::Error>> {
 /// use kigo_http::KigoApi;
 ///
 /// let api = KigoApi::from_env()?; // KIGO_API_KEY, KIGO_PARTNER_ID, KIGO_BASE_URL
-/// let manager = TokenManager::builder(Arc::new(api.partner_source())).build()?;
-/// let client = api.client(manager.handle(api.partner_key()));
+/// let manager = api.partner_manager().store(store).build()?;
+/// let client = api.client(manager.handle(api.partner_key())?);
 /// let response = client.send(client.get("/api/v1/some/endpoint")?).await?;
 /// # Ok(()) }
 /// ```
@@ -41,6 +39,8 @@ pub(crate) struct ApiInner {
     pub(crate) config: ApiConfig,
     pub(crate) http: reqwest::Client,
     pub(crate) max_body_bytes: usize,
+    /// How long one request may take (a custom client is assumed to keep the default).
+    pub(crate) request_timeout: Duration,
     pub(crate) partner_session_url: Url,
     pub(crate) user_session_url: Url,
     pub(crate) user_refresh_url: Url,
@@ -64,8 +64,8 @@ impl KigoApiBuilder {
         self
     }
 
-    /// The longest a whole request may take, body included (default 8 s: below the token
-    /// manager's default 10 s creation timeout, so that the HTTP error is the one reported).
+    /// The longest a whole request may take, body included (default 8 s). The managers from
+    /// [`KigoApi::partner_manager`] and [`KigoApi::user_manager`] derive their timeouts from it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
         self.transport_set = true;
@@ -151,6 +151,7 @@ impl KigoApiBuilder {
                 config: self.config,
                 http,
                 max_body_bytes: self.settings.max_body_bytes,
+                request_timeout: self.settings.timeout,
             }),
         })
     }
@@ -219,6 +220,12 @@ impl KigoApi {
     /// The HTTP client in use.
     pub fn http_client(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// How long one request may take: [`KigoApiBuilder::timeout`] (a client of your own is
+    /// assumed to keep the default, 8 s).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod credentials;
 mod error;
 mod exchange;
+mod managers;
 mod middleware;
 mod origin;
 mod parse;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
-use kigo_core::{CreateRequest, SourceError, Token, TokenKey, TokenSource};
+use kigo_core::{CreateRequest, KeyScope, SourceError, Token, TokenKey, TokenSource};
 use serde_json::json;
 
 use crate::api::ApiInner;

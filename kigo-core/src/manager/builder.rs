@@ -35,7 +35,7 @@ impl Default for Config {
             backoff: BackoffPolicy::default(),
             permanent_backoff: BackoffPolicy::permanent(),
             store_failure: StoreFailurePolicy::default(),
-            lease_ttl: Duration::from_secs(30),
+            lease_ttl: DEFAULT_LEASE_TTL,
             create_timeout: Duration::from_secs(10),
             store_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
@@ -46,6 +46,12 @@ impl Default for Config {
         }
     }
 }
+
+/// The lease TTL unless a holder needs longer.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// What a derived lease TTL or wait adds to what it must cover.
+const DERIVED_MARGIN: Duration = Duration::from_secs(5);
 
 /// A manager configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +90,10 @@ pub struct ManagerBuilder<S = HasStore> {
     store: S,
     env: Option<RuntimeEnv>,
     config: Config,
+    /// Set explicitly; otherwise derived from the creation and store timeouts.
+    lease_ttl: Option<Duration>,
+    /// Set explicitly; otherwise derived from the lease and the creation timeout.
+    max_wait: Option<Duration>,
     scope: Option<KeyScope>,
     seed: Option<u64>,
     replica: Option<String>,
@@ -106,6 +116,8 @@ impl ManagerBuilder<NeedsStore> {
             store: NeedsStore,
             env: None,
             config: Config::default(),
+            lease_ttl: None,
+            max_wait: None,
             scope: None,
             seed: None,
             replica: None,
@@ -120,6 +132,8 @@ impl ManagerBuilder<NeedsStore> {
             store: HasStore(Arc::new(store)),
             env: self.env,
             config: self.config,
+            lease_ttl: self.lease_ttl,
+            max_wait: self.max_wait,
             scope: self.scope,
             seed: self.seed,
             replica: self.replica,
@@ -178,15 +192,17 @@ impl<S> ManagerBuilder<S> {
         self
     }
 
-    /// How long a refresh lease lasts (default 30 s): a crashed holder delays renewal by at most
-    /// this, so it must stay far below the time between the refresh and stale points, and above
-    /// what a holder needs (creation timeout plus a re-read and a commit).
+    /// How long a refresh lease lasts. A crashed holder delays renewal by at most this, so it
+    /// must stay far below the time between the refresh and stale points, and above what a
+    /// holder needs: the creation timeout plus two store timeouts (a re-read and a commit).
+    /// Default: 30 s, or that need plus 5 s when it is longer.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.config.lease_ttl = ttl;
+        self.lease_ttl = Some(ttl);
         self
     }
 
-    /// How long one call to the source may take (default 10 s).
+    /// How long one call to the source may take (default 10 s). The lease and the caller's wait
+    /// follow it unless set.
     pub fn create_timeout(mut self, timeout: Duration) -> Self {
         self.config.create_timeout = timeout;
         self
@@ -207,10 +223,12 @@ impl<S> ManagerBuilder<S> {
         self
     }
 
-    /// The longest a caller of `token()` waits, all told (default 45 s: a lease TTL plus a
-    /// creation); then it gets [`crate::Error::WaitTimedOut`], while the refresh goes on.
+    /// The longest a caller of `token()` waits, all told; then it gets
+    /// [`crate::Error::WaitTimedOut`], while the refresh goes on. Default: the lease TTL plus the
+    /// creation timeout plus 5 s (45 s with the other defaults): long enough to outlast a holder
+    /// that died and one creation of its own.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.config.max_wait = max_wait;
+        self.max_wait = Some(max_wait);
         self
     }
 
@@ -261,7 +279,20 @@ impl ManagerBuilder<HasStore> {
             (Some(scope), _) | (None, Some(scope)) => scope,
             (None, None) => return Err(BuildError::NoScope),
         };
-        check(&self.config)?;
+        let mut config = self.config;
+        let holder_needs = config
+            .create_timeout
+            .saturating_add(config.store_timeout.saturating_mul(2));
+        config.lease_ttl = self.lease_ttl.unwrap_or_else(|| {
+            DEFAULT_LEASE_TTL.max(holder_needs.saturating_add(DERIVED_MARGIN))
+        });
+        config.max_wait = self.max_wait.unwrap_or_else(|| {
+            config
+                .lease_ttl
+                .saturating_add(config.create_timeout)
+                .saturating_add(DERIVED_MARGIN)
+        });
+        check(&config)?;
         let env = match self.env {
             Some(env) => env,
             None => default_runtime().ok_or(BuildError::NoRuntime)?,
@@ -278,7 +309,7 @@ impl ManagerBuilder<HasStore> {
                 self.store.0,
                 scope,
                 env,
-                self.config,
+                config,
                 rng,
                 replica,
             )),

@@ -1,0 +1,109 @@
+//! The token managers of one [`KigoApi`], configured so that a creation fits its deadline
+//! whatever the HTTP timeout: nobody has to work out timeouts across crates.
+
+use std::time::Duration;
+
+use kigo_core::manager::NeedsStore;
+use kigo_core::{ManagerBuilder, TokenManager};
+
+use crate::api::KigoApi;
+use crate::error::ConfigError;
+
+/// What a creation's timeout adds to the HTTP calls it makes: the manager's own work around them.
+const CREATION_MARGIN: Duration = Duration::from_secs(2);
+
+impl KigoApi {
+    /// A builder for the partner-level manager: this API's partner source (which sets the
+    /// scope), and a creation timeout that covers one token request (the HTTP timeout plus 2 s).
+    /// Choose its store next; the lease and the callers' wait follow the creation timeout.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: impl kigo_core::TokenStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// let api = kigo_http::KigoApi::from_env()?;
+    /// let partners = api.partner_manager().store(store).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn partner_manager(&self) -> ManagerBuilder<NeedsStore> {
+        TokenManager::builder(self.partner_source()).create_timeout(self.partner_creation())
+    }
+
+    /// A builder for the user-level manager of this partner's users, creating their tokens with
+    /// the partner-level token of `partners` (the manager from [`KigoApi::partner_manager`]).
+    ///
+    /// Its creation timeout covers the worst path of one user-level creation: waiting for a
+    /// partner-level creation, the user call, and after a `401` another partner-level creation
+    /// and user call. Its scope is this partner's users: it can never hand out the
+    /// partner-level token. Choose its store next (the partner manager's store is fine).
+    pub fn user_manager(
+        &self,
+        partners: &TokenManager,
+    ) -> Result<ManagerBuilder<NeedsStore>, ConfigError> {
+        let partner = partners.handle(self.partner_key()).map_err(|_| {
+            ConfigError::invalid(
+                "partner manager",
+                "not a manager of this partner's partner-level token",
+            )
+        })?;
+        let source = self.user_source(partner)?;
+        let creation = self
+            .partner_creation()
+            .saturating_add(self.request_timeout())
+            .saturating_mul(2)
+            .saturating_add(CREATION_MARGIN);
+        Ok(TokenManager::builder(source).create_timeout(creation))
+    }
+
+    /// How long one partner-level creation may take.
+    fn partner_creation(&self) -> Duration {
+        self.request_timeout().saturating_add(CREATION_MARGIN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kigo_core::{KeyScope, MemoryStore};
+
+    use super::*;
+    use crate::Credentials;
+
+    fn api(timeout: Duration) -> KigoApi {
+        let credentials =
+            Credentials::new("key-0123456789", "acme", "https://api.kigo.example").unwrap();
+        KigoApi::builder(credentials).timeout(timeout).build().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_managers_of_an_api_build_for_any_http_timeout() {
+        for seconds in [1, 8, 30, 120] {
+            let api = api(Duration::from_secs(seconds));
+            let partners = api.partner_manager().store(MemoryStore::new()).build();
+            let partners = partners.unwrap_or_else(|error| panic!("{seconds} s: {error}"));
+            assert_eq!(partners.scope(), &KeyScope::Partner(api.partner_key().partner_id().clone()));
+            let users = api
+                .user_manager(&partners)
+                .unwrap()
+                .store(MemoryStore::new())
+                .build()
+                .unwrap_or_else(|error| panic!("{seconds} s: {error}"));
+            assert_eq!(
+                users.scope(),
+                &KeyScope::UsersOf(api.partner_key().partner_id().clone())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_manager_needs_this_partners_partner_manager() {
+        let acme = api(Duration::from_secs(8));
+        let other = KigoApi::builder(
+            Credentials::new("key-0123456789", "globex", "https://api.kigo.example").unwrap(),
+        )
+        .build()
+        .unwrap();
+        let partners = other.partner_manager().store(MemoryStore::new()).build().unwrap();
+        assert!(matches!(
+            acme.user_manager(&partners),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+}
