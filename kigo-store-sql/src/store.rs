@@ -226,8 +226,13 @@ impl TokenStore for SqlStore {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        // No lease is ever granted with a fence beyond `i64::MAX`: nothing to release.
+        let Ok(fence) = i64::try_from(lease.fence()) else {
+            return Ok(());
+        };
         let id = lease.key().storage_id();
-        self.run(|| self.shared.backend.release(&id, lease.holder().as_str()))
+        let holder = lease.holder().as_str();
+        self.run(|| self.shared.backend.release(&id, holder, fence))
             .await
     }
 

@@ -68,8 +68,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The time left on the live lease of `key`, in microseconds.
     async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error>;
 
-    /// Frees the lease of `key` if `holder` holds it.
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error>;
+    /// Frees the lease of `key` if `holder` holds it under `fence`: a holder that claimed
+    /// again (a refresh keeps its holder ID across attempts) is not freed by the late release
+    /// of its earlier lease.
+    async fn release(&self, key: &str, holder: &str, fence: i64) -> Result<(), sqlx::Error>;
 
     /// Stores `entry` with generation `fence` if `holder` holds a live lease granted with
     /// `fence` and the stored generation is older; ends the lease and the cool-down and

@@ -48,7 +48,7 @@ const TEMPLATES: Templates = Templates {
     lease_remaining: "SELECT TIMESTAMPDIFF(MICROSECOND, {now}, lease_until)
                         FROM {table} WHERE token_key = ? AND lease_until > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until = NULL
-               WHERE token_key = ? AND lease_holder = ?",
+               WHERE token_key = ? AND lease_holder = ? AND fence = ?",
     commit: "UPDATE {table}
                 SET format_version = ?, entry = ?, generation = fence, fingerprint = ?,
                     expires_at = TIMESTAMPADD(MICROSECOND, ?, TIMESTAMP'1970-01-01 00:00:00'),

@@ -48,7 +48,7 @@ const TEMPLATES: Templates = Templates {
     lease_remaining: "SELECT CAST(EXTRACT(EPOCH FROM lease_until - {now}) * 1000000 AS BIGINT)
                         FROM {table} WHERE token_key = $1 AND lease_until > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until = NULL
-               WHERE token_key = $1 AND lease_holder = $2",
+               WHERE token_key = $1 AND lease_holder = $2 AND fence = $3",
     commit: "WITH committed AS (
                  UPDATE {table}
                     SET format_version = $4, entry = $5, generation = $3, fingerprint = $6,

@@ -66,7 +66,7 @@ const TEMPLATES: Templates = Templates {
     lease_remaining: "SELECT lease_until_us - {now} FROM {table}
                        WHERE token_key = ?1 AND lease_until_us > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until_us = NULL
-               WHERE token_key = ?1 AND lease_holder = ?2",
+               WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3",
     commit: "UPDATE {table}
                 SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = ?6,
                     expires_at_us = ?7,

@@ -33,7 +33,7 @@ pub(crate) enum FenceReport {
 /// The statements' values, unless a dialect orders them otherwise:
 /// - load `(key)`: format version, entry, generation, cool-down left;
 /// - claim `(key, format, holder, ttl)`: the new fence, if granted (see [`FenceReport`]);
-/// - lease remaining `(key)`; release `(key, holder)`;
+/// - lease remaining `(key)`; release `(key, holder, fence)`;
 /// - commit `(key, holder, fence, format, entry, fingerprint, expiry)`: one row changed if
 ///   committed;
 /// - invalidate `(key, fingerprint)`: one row changed if removed;
@@ -148,8 +148,8 @@ where
             .await
     }
 
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        let values = [Text(key), Text(holder)];
+    async fn release(&self, key: &str, holder: &str, fence: i64) -> Result<(), sqlx::Error> {
+        let values = [Text(key), Text(holder), Int(fence)];
         self.runner
             .execute(&self.statements.release, &values)
             .await?;

@@ -681,29 +681,31 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     );
 }
 
-/// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.
+/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `contract`), each on a
+/// fresh database of `$kind`.
 macro_rules! fleet_tests {
     ($kind:expr) => {
         $crate::common::fleet::fleet_tests!(@each $kind;
-            sixteen_replicas_create_once,
-            no_connection_is_held_while_creating,
-            holder_dies_after_claiming,
-            paused_holder_commit_is_rejected,
-            skewed_replicas_renew_once,
-            corrupt_rows_are_replaced,
-            missing_table_says_to_migrate,
-            outdated_table_says_to_migrate,
-            migrations_run_once_and_tables_are_separate,
-            migration_history_is_checked,
-            store_on_an_existing_pool,
+            fleet::sixteen_replicas_create_once,
+            fleet::no_connection_is_held_while_creating,
+            fleet::holder_dies_after_claiming,
+            fleet::paused_holder_commit_is_rejected,
+            fleet::skewed_replicas_renew_once,
+            fleet::corrupt_rows_are_replaced,
+            fleet::missing_table_says_to_migrate,
+            fleet::outdated_table_says_to_migrate,
+            fleet::migrations_run_once_and_tables_are_separate,
+            fleet::migration_history_is_checked,
+            fleet::store_on_an_existing_pool,
+            contract::late_release_of_an_earlier_lease_by_the_same_holder_keeps_the_newer_one,
         );
     };
-    (@each $kind:expr; $($name:ident,)*) => {
+    (@each $kind:expr; $($module:ident::$name:ident,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 let harness = $crate::common::harness::SqlHarness::new($kind).await;
-                $crate::common::fleet::$name(&harness).await;
+                $crate::common::$module::$name(&harness).await;
             }
         )*
     };
