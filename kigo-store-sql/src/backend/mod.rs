@@ -61,7 +61,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error>;
 
     /// Takes the lease of `key` for `holder` if it is free or lapsed, creating the row if
-    /// needed; the new fence if granted.
+    /// needed, and clears the row's token if it has expired; the new fence if granted.
     async fn claim(&self, key: &str, holder: &str, ttl_us: i64)
     -> Result<Option<i64>, sqlx::Error>;
 
@@ -91,6 +91,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Extends the cool-down of `key` to at least `duration_us` from now.
     async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error>;
 
+    /// Clears the token (entry, fingerprint, expiry) of at most `limit` rows whose token has
+    /// expired, keeping their generation and fence; how many it cleared.
+    async fn clear_expired(&self, limit: i64) -> Result<u64, sqlx::Error>;
+
     /// Change notices, if the database can push them.
     fn changes(&self) -> Option<ChangeFeed> {
         None
@@ -111,6 +115,7 @@ pub(crate) struct Templates {
     pub(crate) commit: &'static str,
     pub(crate) invalidate: &'static str,
     pub(crate) set_cooldown: &'static str,
+    pub(crate) clear_expired: &'static str,
 }
 
 /// [`Templates`] rendered for one table: the statements a store sends, built once.
@@ -123,6 +128,7 @@ pub(crate) struct Statements {
     pub(crate) commit: Arc<str>,
     pub(crate) invalidate: Arc<str>,
     pub(crate) set_cooldown: Arc<str>,
+    pub(crate) clear_expired: Arc<str>,
 }
 
 impl Statements {
@@ -150,6 +156,7 @@ impl Statements {
             commit: render(templates.commit),
             invalidate: render(templates.invalidate),
             set_cooldown: render(templates.set_cooldown),
+            clear_expired: render(templates.clear_expired),
         }
     }
 }

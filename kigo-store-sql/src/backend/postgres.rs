@@ -21,11 +21,23 @@ use crate::error::{Class, postgres_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[Template {
-    version: 1,
-    description: "create token table",
-    sql: include_str!("../../migrations/postgres/0001_create_token_table.sql"),
-}];
+const MIGRATIONS: &[Template] = &[
+    Template {
+        version: 1,
+        description: "create token table",
+        sql: include_str!("../../migrations/postgres/0001_create_token_table.sql"),
+    },
+    Template {
+        version: 2,
+        description: "index token expiry",
+        sql: include_str!("../../migrations/postgres/0002_index_token_expiry.sql"),
+    },
+];
+
+// Expiry is judged by `statement_timestamp()` where a token is cleared: one instant for the
+// whole statement (so that entry, fingerprint and expiry are cleared together), never later
+// than the `clock_timestamp()` a load judges by (so that no token a load would still serve is
+// cleared), and, unlike `clock_timestamp()`, usable in an index scan.
 
 const TEMPLATES: Templates = Templates {
     now: "clock_timestamp()",
@@ -42,7 +54,13 @@ const TEMPLATES: Templates = Templates {
             ON CONFLICT (token_key) DO UPDATE
                SET fence = t.fence + 1,
                    lease_holder = EXCLUDED.lease_holder,
-                   lease_until = EXCLUDED.lease_until
+                   lease_until = EXCLUDED.lease_until,
+                   entry = CASE WHEN t.expires_at <= statement_timestamp() THEN NULL
+                                ELSE t.entry END,
+                   fingerprint = CASE WHEN t.expires_at <= statement_timestamp() THEN NULL
+                                      ELSE t.fingerprint END,
+                   expires_at = CASE WHEN t.expires_at <= statement_timestamp() THEN NULL
+                                     ELSE t.expires_at END
              WHERE t.lease_until IS NULL OR t.lease_until <= {now}
             RETURNING t.fence",
     lease_remaining: "SELECT CAST(EXTRACT(EPOCH FROM lease_until - {now}) * 1000000 AS BIGINT)
@@ -67,6 +85,11 @@ const TEMPLATES: Templates = Templates {
                    VALUES ($1, $2, {now} + $3::FLOAT8 * INTERVAL '1 microsecond')
                    ON CONFLICT (token_key) DO UPDATE
                       SET cooldown_until = GREATEST(t.cooldown_until, EXCLUDED.cooldown_until)",
+    // Rows a concurrent statement has locked are left for the next sweep.
+    clear_expired: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
+                     WHERE token_key IN (SELECT token_key FROM {table}
+                                          WHERE expires_at <= statement_timestamp()
+                                          LIMIT $1 FOR UPDATE SKIP LOCKED)",
 };
 
 /// The store's operations on PostgreSQL.

@@ -37,7 +37,8 @@ pub(crate) enum FenceReport {
 /// - commit `(key, holder, fence, format, entry, fingerprint, expiry)`: one row changed if
 ///   committed;
 /// - invalidate `(key, fingerprint)`: one row changed if removed;
-/// - cool-down `(key, format, duration)`.
+/// - cool-down `(key, format, duration)`;
+/// - clear expired `(limit)`: the rows changed (matched, on MySQL) are the rows cleared.
 #[async_trait]
 pub(crate) trait Dialect: Send + Sync + fmt::Debug + 'static {
     type Db: Database;
@@ -188,6 +189,14 @@ where
             .execute(&self.statements.set_cooldown, &values)
             .await?;
         Ok(())
+    }
+
+    async fn clear_expired(&self, limit: i64) -> Result<u64, sqlx::Error> {
+        let done = self
+            .runner
+            .execute(&self.statements.clear_expired, &[Int(limit)])
+            .await?;
+        Ok(done.rows())
     }
 
     fn changes(&self) -> Option<ChangeFeed> {

@@ -630,9 +630,11 @@ pub(crate) async fn migration_history_is_checked(harness: &SqlHarness) {
         _ => "X'00'",
     };
     let tamperings = [
-        "UPDATE kigo_tokens_migrations SET success = FALSE".to_owned(),
-        "UPDATE kigo_tokens_migrations SET version = 99".to_owned(),
-        format!("UPDATE kigo_tokens_migrations SET checksum = {tampered_checksum}"),
+        "UPDATE kigo_tokens_migrations SET success = FALSE WHERE version = 2".to_owned(),
+        "UPDATE kigo_tokens_migrations SET version = 99 WHERE version = 1".to_owned(),
+        format!(
+            "UPDATE kigo_tokens_migrations SET checksum = {tampered_checksum} WHERE version = 1"
+        ),
     ];
     for tampering in tamperings {
         let saved = "CREATE TABLE kigo_history_saved AS SELECT * FROM kigo_tokens_migrations";
@@ -681,7 +683,7 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     );
 }
 
-/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `contract`), each on a
+/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `contract`, `expired`), each on a
 /// fresh database of `$kind`.
 macro_rules! fleet_tests {
     ($kind:expr) => {
@@ -698,6 +700,10 @@ macro_rules! fleet_tests {
             fleet::migration_history_is_checked,
             fleet::store_on_an_existing_pool,
             contract::late_release_of_an_earlier_lease_by_the_same_holder_keeps_the_newer_one,
+            expired::a_claim_clears_the_expired_token_of_its_row,
+            expired::a_commit_clears_a_bounded_batch_of_expired_tokens,
+            expired::purge_expired_clears_every_expired_token,
+            expired::invalidate_clears_the_entry_bytes,
         );
     };
     (@each $kind:expr; $($module:ident::$name:ident,)*) => {
