@@ -53,6 +53,10 @@ pub(crate) enum SqlError {
     /// A statement did not finish within the statement timeout.
     #[error("the database did not answer within the statement timeout ({after:?})")]
     TimedOut { after: std::time::Duration },
+    /// The SQLite file could not be created.
+    #[cfg(all(feature = "sqlite", unix))]
+    #[error("cannot create the SQLite file")]
+    CreateFile(#[source] std::io::Error),
     /// A statement timeout of zero: every operation would time out at once.
     #[error("the statement timeout must be positive")]
     ZeroTimeout,

@@ -13,6 +13,8 @@ mod error;
 mod migrate;
 mod names;
 mod options;
+#[cfg(feature = "sqlite")]
+mod owner_only;
 mod row;
 mod store;
 

@@ -254,7 +254,7 @@ impl SqlStoreOptions {
     #[cfg(feature = "sqlite")]
     pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-        let pool = self.sqlite_pool(options).await?;
+        let pool = self.sqlite_pool(options, false).await?;
         self.with_pool(pool).await
     }
 
@@ -308,7 +308,8 @@ impl SqlStoreOptions {
                 let options = url
                     .parse::<sqlx::sqlite::SqliteConnectOptions>()
                     .map_err(invalid)?;
-                self.sqlite_pool(options).await
+                let in_memory = crate::owner_only::asks_for_memory(url);
+                self.sqlite_pool(options, in_memory).await
             }
             _ => Err(StoreError::misconfigured(
                 CONFIG_HINT,
@@ -353,14 +354,19 @@ impl SqlStoreOptions {
         }
     }
 
-    /// A pool on an SQLite file shared by processes: created if missing, in write-ahead-log
-    /// mode (readers never wait for the writer), with a busy timeout for the write lock.
+    /// A pool on an SQLite file shared by processes: created if missing (readable and writable
+    /// by its owner only), in write-ahead-log mode (readers never wait for the writer), with a
+    /// busy timeout for the write lock. `in_memory`: no file at all.
     #[cfg(feature = "sqlite")]
     async fn sqlite_pool(
         &self,
         options: sqlx::sqlite::SqliteConnectOptions,
+        in_memory: bool,
     ) -> Result<SqlPool, StoreError> {
         use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
+        if !in_memory {
+            crate::owner_only::prepare(options.get_filename())?;
+        }
         let options = options
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
