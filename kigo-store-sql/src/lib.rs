@@ -17,6 +17,8 @@ mod options;
 mod owner_only;
 mod row;
 mod store;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod transport;
 
 pub use backend::BackendKind;
 pub use options::{SqlPool, SqlStoreOptions};

@@ -16,6 +16,7 @@ use crate::row::{NewEntry, StoredRow};
 
 /// How long a migration waits for another replica's migration of the same table (the
 /// statement timeout, meant for the store's quick statements, does not apply to it).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(feature = "mysql")]
