@@ -19,6 +19,32 @@ use crate::row::{NewEntry, StoredRow};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The migrations shipped for `$database` (its folder under `migrations/`), in order.
+macro_rules! migrations {
+    ($database:literal) => {
+        &[
+            Template {
+                version: 1,
+                description: "create token table",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $database,
+                    "/0001_create_token_table.sql"
+                )),
+            },
+            Template {
+                version: 2,
+                description: "index token expiry",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $database,
+                    "/0002_index_token_expiry.sql"
+                )),
+            },
+        ]
+    };
+}
+
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
 #[cfg(feature = "postgres")]

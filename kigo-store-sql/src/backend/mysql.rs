@@ -16,18 +16,7 @@ use crate::error::{Class, mysql_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[
-    Template {
-        version: 1,
-        description: "create token table",
-        sql: include_str!("../../migrations/mysql/0001_create_token_table.sql"),
-    },
-    Template {
-        version: 2,
-        description: "index token expiry",
-        sql: include_str!("../../migrations/mysql/0002_index_token_expiry.sql"),
-    },
-];
+const MIGRATIONS: &[Template] = migrations!("mysql");
 
 const NOW: &str = "UTC_TIMESTAMP(6)";
 

@@ -21,24 +21,12 @@ use crate::error::{Class, postgres_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[
-    Template {
-        version: 1,
-        description: "create token table",
-        sql: include_str!("../../migrations/postgres/0001_create_token_table.sql"),
-    },
-    Template {
-        version: 2,
-        description: "index token expiry",
-        sql: include_str!("../../migrations/postgres/0002_index_token_expiry.sql"),
-    },
-];
+const MIGRATIONS: &[Template] = migrations!("postgres");
 
 // Expiry is judged by `statement_timestamp()` where a token is cleared: one instant for the
 // whole statement (so that entry, fingerprint and expiry are cleared together), never later
 // than the `clock_timestamp()` a load judges by (so that no token a load would still serve is
 // cleared), and, unlike `clock_timestamp()`, usable in an index scan.
-
 const TEMPLATES: Templates = Templates {
     now: "clock_timestamp()",
     load: "SELECT CAST(t.format_version AS BIGINT),

@@ -20,18 +20,7 @@ use crate::error::{Class, sqlite_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[
-    Template {
-        version: 1,
-        description: "create token table",
-        sql: include_str!("../../migrations/sqlite/0001_create_token_table.sql"),
-    },
-    Template {
-        version: 2,
-        description: "index token expiry",
-        sql: include_str!("../../migrations/sqlite/0002_index_token_expiry.sql"),
-    },
-];
+const MIGRATIONS: &[Template] = migrations!("sqlite");
 
 /// The columns of the token table the statements use.
 const COLUMNS: [&str; 10] = [

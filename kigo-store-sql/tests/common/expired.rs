@@ -3,12 +3,10 @@
 //! of other keys (a bounded batch each) and by `SqlStore::purge_expired`; the row keeps its
 //! generation and fence, so the key's next lease is still fenced above every earlier one.
 
-use std::time::Duration;
-
-use kigo_core::store::{CommitOutcome, Entry, HolderId, InvalidateOutcome, LeaseAttempt};
+use kigo_core::store::{CommitOutcome, Entry, InvalidateOutcome};
 use kigo_core::{TokenKey, TokenStore};
 
-use super::fleet::{commit_token, fresh_key, token};
+use super::fleet::{acquire, commit_token, fresh_key, token};
 use super::harness::{RawRow, SqlHarness};
 
 /// How many expired rows a commit clears at most (the README's number).
@@ -40,13 +38,7 @@ fn cleared(row: &RawRow, generation: i64) {
 
 /// The next lease of `key` is fenced above `generation`.
 async fn next_fence_is_above(store: &dyn TokenStore, key: &TokenKey, generation: i64) {
-    let LeaseAttempt::Acquired(lease) = store
-        .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
-        .await
-        .unwrap()
-    else {
-        panic!("the lease was held");
-    };
+    let lease = acquire(store, key).await;
     assert!(
         i64::try_from(lease.fence()).unwrap() > generation,
         "fence {} after generation {generation}",
@@ -64,13 +56,7 @@ pub(crate) async fn a_claim_clears_the_expired_token_of_its_row(harness: &SqlHar
     let before = harness.raw_row(&key).await;
     assert!(before.entry.is_some() && before.fingerprint.is_some());
 
-    let LeaseAttempt::Acquired(lease) = store
-        .acquire_lease(&key, &HolderId::random(), Duration::from_secs(10))
-        .await
-        .unwrap()
-    else {
-        panic!("the lease was held");
-    };
+    let lease = acquire(&store, &key).await;
     let after = harness.raw_row(&key).await;
     cleared(&after, before.generation);
     assert_eq!(after.fence, i64::try_from(lease.fence()).unwrap());

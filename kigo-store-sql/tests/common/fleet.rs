@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use kigo_core::codec::{CorruptEntry, EncryptionKey, EntryCodec};
 use kigo_core::runtime::{AsyncSleep, RuntimeEnv, Sleep, TimeSource};
-use kigo_core::store::{CommitOutcome, Entry, HolderId, LeaseAttempt};
+use kigo_core::store::{CommitOutcome, Entry, HolderId, Lease, LeaseAttempt};
 use kigo_core::{
     CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
     StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
@@ -45,13 +45,6 @@ pub(crate) fn replica(source: Arc<dyn TokenSource>, store: Arc<dyn TokenStore>) 
 /// Stores a token that expired a minute ago (by the database clock too): every replica needs a
 /// new one.
 pub(crate) async fn store_expired_token(store: &dyn TokenStore, key: &TokenKey) {
-    let LeaseAttempt::Acquired(lease) = store
-        .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key's lease was held");
-    };
     let now = SystemTime::now();
     let expired = Token::new(
         TokenSecret::new("expired-token"),
@@ -59,10 +52,7 @@ pub(crate) async fn store_expired_token(store: &dyn TokenStore, key: &TokenKey) 
         now - Duration::from_secs(60),
     )
     .unwrap();
-    assert_eq!(
-        store.commit(&lease, &expired).await.unwrap(),
-        CommitOutcome::Committed
-    );
+    commit_token(store, key, &expired).await;
     let loaded = store.load(key).await.unwrap();
     assert!(matches!(loaded.entry, Entry::Absent), "{:?}", loaded.entry);
 }
@@ -453,15 +443,21 @@ pub(crate) async fn skewed_replicas_renew_once(harness: &SqlHarness) {
     }
 }
 
-/// Commits `token` for `key` through `store`.
-pub(crate) async fn commit_token(store: &dyn TokenStore, key: &TokenKey, token: &Token) {
-    let LeaseAttempt::Acquired(lease) = store
+/// Takes the lease of `key`, which must be free, for a new holder, for 10 s.
+pub(crate) async fn acquire(store: &dyn TokenStore, key: &TokenKey) -> Lease {
+    match store
         .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
         .await
         .unwrap()
-    else {
-        panic!("lease held");
-    };
+    {
+        LeaseAttempt::Acquired(lease) => lease,
+        LeaseAttempt::Held { .. } => panic!("lease held"),
+    }
+}
+
+/// Commits `token` for `key` through `store`.
+pub(crate) async fn commit_token(store: &dyn TokenStore, key: &TokenKey, token: &Token) {
+    let lease = acquire(store, key).await;
     assert_eq!(
         store.commit(&lease, token).await.unwrap(),
         CommitOutcome::Committed

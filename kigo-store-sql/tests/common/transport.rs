@@ -2,8 +2,6 @@
 //! reach another host without requiring TLS is refused unless the builder opts out; loopback
 //! hosts, `localhost` and sockets need no TLS. Pools connect lazily, so no server is needed.
 
-use std::error::Error as _;
-
 use kigo_core::StoreError;
 use kigo_store_sql::{SqlPool, SqlStoreOptions};
 
@@ -12,15 +10,9 @@ use crate::capture;
 /// The password every URL here carries, which must never be shown.
 pub(crate) const PASSWORD: &str = "pa55-secret";
 
-/// Everything an error shows, sources included.
-pub(crate) fn shown(error: &StoreError) -> String {
-    let mut text = format!("{error:?} {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(" {cause}"));
-        source = cause.source();
-    }
-    text
+/// What an error shows: its `Debug` holds its source's, and its `Display` the hint.
+fn shown(error: &StoreError) -> String {
+    format!("{error:?} {error}")
 }
 
 /// Asserts that `built` was refused for plain transport to `host`, with the hint to require TLS
