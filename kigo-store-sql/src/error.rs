@@ -20,6 +20,18 @@ pub(crate) const ACCESS_HINT: &str =
 pub(crate) const CONFIG_HINT: &str = "invalid store configuration: check the database URL, the \
      table and schema names, and the enabled database features";
 
+/// What to tell the operator when a database on another host would be reached without TLS.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const TRANSPORT_HINT: &str = "the database is on another host and its connections \
+     would not be encrypted: require TLS in the URL (PostgreSQL: sslmode=verify-full, verify-ca or \
+     require; MySQL/MariaDB: ssl-mode=VERIFY_IDENTITY, VERIFY_CA or REQUIRED), or, on a network \
+     you trust, opt out with SqlStoreOptions::allow_insecure_transport(true)";
+
+/// What to tell the operator when the connect options require TLS that this build lacks.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const TLS_FEATURE_HINT: &str = "the database URL requires TLS, which this build of \
+     kigo-store-sql lacks: enable its feature `tls-rustls` (on by default) or `tls-native-tls`";
+
 /// How a failed statement is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
@@ -53,6 +65,26 @@ pub(crate) enum SqlError {
     /// A statement did not finish within the statement timeout.
     #[error("the database did not answer within the statement timeout ({after:?})")]
     TimedOut { after: std::time::Duration },
+    /// The SQLite file could not be created.
+    #[cfg(all(feature = "sqlite", unix))]
+    #[error("cannot create the SQLite file")]
+    CreateFile(#[source] std::io::Error),
+    /// Connections to a database on another host that would not be encrypted.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[error("{what} would reach the database on {host:?} without requiring TLS")]
+    InsecureTransport {
+        /// Which connections: the store's, or the one listening for notices.
+        what: &'static str,
+        /// Only the host: the URL may hold a password.
+        host: String,
+    },
+    /// Connect options that require TLS, in a build without it.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[error("{what} require TLS, and this build has none")]
+    NoTls {
+        /// Which connections: the store's, or the one listening for notices.
+        what: &'static str,
+    },
     /// A statement timeout of zero: every operation would time out at once.
     #[error("the statement timeout must be positive")]
     ZeroTimeout,

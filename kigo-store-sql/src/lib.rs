@@ -13,8 +13,12 @@ mod error;
 mod migrate;
 mod names;
 mod options;
+#[cfg(feature = "sqlite")]
+mod owner_only;
 mod row;
 mod store;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod transport;
 
 pub use backend::BackendKind;
 pub use options::{SqlPool, SqlStoreOptions};

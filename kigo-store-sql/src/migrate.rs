@@ -13,7 +13,8 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 use crate::BackendKind;
 use crate::names::{TableRef, quote};
 
-/// One versioned migration, with `{table}` where the token table's name goes.
+/// One versioned migration, with `{table}` where the token table's name goes and `{index}`
+/// where the name of its index on token expiry goes.
 #[derive(Debug)]
 pub(crate) struct Template {
     pub(crate) version: i64,
@@ -24,10 +25,15 @@ pub(crate) struct Template {
 /// `templates` rendered for `table`.
 fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Vec<Migration> {
     let quoted = table.quoted(kind);
+    let index = table.expiry_index_quoted(kind);
     templates
         .iter()
         .map(|template| {
-            let sql = AssertSqlSafe(template.sql.replace("{table}", &quoted)).into_sql_str();
+            let sql = template
+                .sql
+                .replace("{table}", &quoted)
+                .replace("{index}", &index);
+            let sql = AssertSqlSafe(sql).into_sql_str();
             let description = template.description.into();
             Migration::new(
                 template.version,
@@ -87,11 +93,18 @@ pub(crate) async fn apply<C: Migrate>(
 mod tests {
     use super::*;
 
-    const TEMPLATES: &[Template] = &[Template {
-        version: 1,
-        description: "create token table",
-        sql: "CREATE TABLE {table} (token_key TEXT PRIMARY KEY)",
-    }];
+    const TEMPLATES: &[Template] = &[
+        Template {
+            version: 1,
+            description: "create token table",
+            sql: "CREATE TABLE {table} (token_key TEXT PRIMARY KEY, expires_at TIMESTAMPTZ)",
+        },
+        Template {
+            version: 2,
+            description: "index token expiry",
+            sql: "CREATE INDEX {index} ON {table} (expires_at)",
+        },
+    ];
 
     #[test]
     fn templates_render_for_the_table() {
@@ -99,7 +112,11 @@ mod tests {
         let rendered = migrations(TEMPLATES, &table, BackendKind::Postgres);
         assert_eq!(
             rendered[0].sql.as_str(),
-            "CREATE TABLE \"auth\".\"tokens\" (token_key TEXT PRIMARY KEY)"
+            "CREATE TABLE \"auth\".\"tokens\" (token_key TEXT PRIMARY KEY, expires_at TIMESTAMPTZ)"
+        );
+        assert_eq!(
+            rendered[1].sql.as_str(),
+            "CREATE INDEX \"tokens_expires_at\" ON \"auth\".\"tokens\" (expires_at)"
         );
         let other = TableRef::new(Some("auth"), "other").unwrap();
         let other = migrations(TEMPLATES, &other, BackendKind::Postgres);

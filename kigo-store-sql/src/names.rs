@@ -11,6 +11,10 @@ pub(crate) const DEFAULT_TABLE: &str = "kigo_tokens";
 /// The suffix of the table that records the migrations applied to a token table.
 const TRACKING_SUFFIX: &str = "_migrations";
 
+/// The suffix of the token table's index on token expiry (no longer than [`TRACKING_SUFFIX`],
+/// so that the index's name stays within the identifier limit too).
+const EXPIRY_INDEX_SUFFIX: &str = "_expires_at";
+
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
 
@@ -67,6 +71,12 @@ impl TableRef {
     pub(crate) fn tracking_quoted(&self, kind: BackendKind) -> String {
         let tracking = format!("{}{TRACKING_SUFFIX}", self.table);
         qualified(kind, self.schema(), &tracking)
+    }
+
+    /// The token table's index on token expiry, as SQL text: quoted, never qualified
+    /// (PostgreSQL creates an index in its table's schema and takes no schema in its name).
+    pub(crate) fn expiry_index_quoted(&self, kind: BackendKind) -> String {
+        quote(kind, &format!("{}{EXPIRY_INDEX_SUFFIX}", self.table))
     }
 
     /// `schema.table` (or `table`), unquoted: how the table is named in logs and `Debug`.
@@ -126,6 +136,10 @@ mod tests {
             "\"auth\".\"Kigo_Tokens2_migrations\""
         );
         assert_eq!(table.name(), "auth.Kigo_Tokens2");
+        assert_eq!(
+            table.expiry_index_quoted(BackendKind::MySql),
+            "`Kigo_Tokens2_expires_at`"
+        );
         let plain = TableRef::new(None, DEFAULT_TABLE).unwrap();
         assert_eq!(plain.quoted(BackendKind::Sqlite), "\"kigo_tokens\"");
         assert_eq!(plain.name(), "kigo_tokens");

@@ -80,7 +80,7 @@ impl From<sqlx::SqlitePool> for SqlPool {
 ///     .schema("auth")
 ///     .table("kigo_tokens")
 ///     .migrate_on_connect(true)
-///     .connect("postgres://kigo@db.internal/app")
+///     .connect("postgres://kigo@db.internal/app?sslmode=verify-full")
 ///     .await?;
 /// # Ok(()) }
 /// ```
@@ -95,6 +95,7 @@ pub struct SqlStoreOptions {
     busy_timeout: Duration,
     statement_timeout: Duration,
     listen_url: Option<String>,
+    allow_insecure_transport: bool,
 }
 
 impl fmt::Debug for SqlStoreOptions {
@@ -112,6 +113,7 @@ impl fmt::Debug for SqlStoreOptions {
                 "listen_url",
                 &self.listen_url.as_ref().map(|_| "[redacted]"),
             )
+            .field("allow_insecure_transport", &self.allow_insecure_transport)
             .finish()
     }
 }
@@ -128,6 +130,7 @@ impl Default for SqlStoreOptions {
             busy_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             listen_url: None,
+            allow_insecure_transport: false,
         }
     }
 }
@@ -220,6 +223,22 @@ impl SqlStoreOptions {
         self
     }
 
+    /// Allows connections to a database on another host that are not encrypted (default: no).
+    ///
+    /// By default a store refuses ([`StoreError::Misconfigured`]) connect options that reach
+    /// another host without requiring TLS: PostgreSQL needs `sslmode` `require`, `verify-ca` or
+    /// `verify-full`, MySQL/MariaDB `ssl-mode` `REQUIRED`, `VERIFY_CA` or `VERIFY_IDENTITY`.
+    /// Unix sockets, loopback addresses and `localhost` count as this machine and need no TLS.
+    /// This applies to pools built from a URL, to pools passed to
+    /// [`SqlStoreOptions::with_pool`] (through their connect options) and to the
+    /// [`listen_url`](SqlStoreOptions::listen_url). With `true`, a store built against a
+    /// remote host without TLS logs a warning instead: only for a network you trust.
+    #[must_use]
+    pub fn allow_insecure_transport(mut self, allow: bool) -> Self {
+        self.allow_insecure_transport = allow;
+        self
+    }
+
     /// Builds a store on a new pool for `url`: `postgres://` (or `postgresql://`), `mysql://`
     /// (or `mariadb://`), or `sqlite:` (the file is created if missing, in WAL mode).
     ///
@@ -231,7 +250,9 @@ impl SqlStoreOptions {
         self.with_pool(pool).await
     }
 
-    /// Builds a store on an existing pool (its settings are left as they are).
+    /// Builds a store on an existing pool (its settings are left as they are). Its connect
+    /// options must require TLS to a database on another host (see
+    /// [`SqlStoreOptions::allow_insecure_transport`]).
     pub async fn with_pool(self, pool: impl Into<SqlPool>) -> Result<SqlStore, StoreError> {
         if self.statement_timeout.is_zero() {
             return Err(StoreError::misconfigured(
@@ -254,7 +275,7 @@ impl SqlStoreOptions {
     #[cfg(feature = "sqlite")]
     pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-        let pool = self.sqlite_pool(options).await?;
+        let pool = self.sqlite_pool(options, false).await?;
         self.with_pool(pool).await
     }
 
@@ -308,7 +329,8 @@ impl SqlStoreOptions {
                 let options = url
                     .parse::<sqlx::sqlite::SqliteConnectOptions>()
                     .map_err(invalid)?;
-                self.sqlite_pool(options).await
+                let in_memory = crate::owner_only::asks_for_memory(url);
+                self.sqlite_pool(options, in_memory).await
             }
             _ => Err(StoreError::misconfigured(
                 CONFIG_HINT,
@@ -334,6 +356,11 @@ impl SqlStoreOptions {
                     .map(str::parse::<sqlx::postgres::PgConnectOptions>)
                     .transpose()
                     .map_err(|error| Class::Config.into_store_error(error))?;
+                let rule = self.transport_rule();
+                rule.check_postgres(&pool.connect_options(), STORE_CONNECTIONS)?;
+                if let Some(options) = &options {
+                    rule.check_postgres(options, "the connection listening for notices")?;
+                }
                 let listen = crate::backend::postgres::Listen {
                     options,
                     acquire_timeout: self.acquire_timeout,
@@ -342,7 +369,11 @@ impl SqlStoreOptions {
                 Ok(Box::new(backend))
             }
             #[cfg(feature = "mysql")]
-            SqlPool::MySql(pool) => Ok(Box::new(crate::backend::mysql::backend(pool, table))),
+            SqlPool::MySql(pool) => {
+                let rule = self.transport_rule();
+                rule.check_mysql(&pool.connect_options(), STORE_CONNECTIONS)?;
+                Ok(Box::new(crate::backend::mysql::backend(pool, table)))
+            }
             #[cfg(feature = "sqlite")]
             SqlPool::Sqlite(pool) => {
                 if table.schema().is_some() {
@@ -353,14 +384,27 @@ impl SqlStoreOptions {
         }
     }
 
-    /// A pool on an SQLite file shared by processes: created if missing, in write-ahead-log
-    /// mode (readers never wait for the writer), with a busy timeout for the write lock.
+    /// Whether connections to another host may go unencrypted.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn transport_rule(&self) -> crate::transport::TransportRule {
+        crate::transport::TransportRule {
+            allow_insecure: self.allow_insecure_transport,
+        }
+    }
+
+    /// A pool on an SQLite file shared by processes: created if missing (readable and writable
+    /// by its owner only), in write-ahead-log mode (readers never wait for the writer), with a
+    /// busy timeout for the write lock. `in_memory`: no file at all.
     #[cfg(feature = "sqlite")]
     async fn sqlite_pool(
         &self,
         options: sqlx::sqlite::SqliteConnectOptions,
+        in_memory: bool,
     ) -> Result<SqlPool, StoreError> {
         use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
+        if !in_memory {
+            crate::owner_only::prepare(options.get_filename())?;
+        }
         let options = options
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
@@ -374,6 +418,10 @@ impl SqlStoreOptions {
         ))
     }
 }
+
+/// How errors and logs name the store's own connections (as opposed to the listening one).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const STORE_CONNECTIONS: &str = "the store's connections";
 
 /// The scheme of `url`, lower-cased, if it has one (RFC 3986: a letter, then letters, digits,
 /// `+`, `-` or `.`, before the first `:`). Anything else is not shown: a connection string

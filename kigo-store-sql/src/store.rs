@@ -25,6 +25,11 @@ use crate::{BackendKind, SqlPool, SqlStoreOptions};
 /// through within a few attempts once they are spread out (see [`retry_pause`]).
 const ATTEMPTS: u32 = 10;
 
+/// How many rows with an expired token one statement clears at most: after each commit (so that
+/// a table with a million expired rows never holds up a commit), and per statement of
+/// [`SqlStore::purge_expired`].
+const CLEAR_BATCH: u64 = 100;
+
 /// The pause before attempt `attempt` (2 or more) of a statement the database rolled back: a
 /// random share of a window that doubles from 8 ms up to 512 ms, so that the statements that
 /// conflicted do not meet again.
@@ -115,6 +120,46 @@ impl SqlStore {
                 HISTORY_HINT,
                 SqlError::Migrate(error),
             )),
+        }
+    }
+
+    /// Clears the token of every row whose token has expired by the database's clock, a batch of
+    /// rows per statement; how many rows it cleared. A row keeps its fence and generation, so
+    /// the key's next lease is still fenced above every earlier one. Each commit already clears
+    /// up to 100 such rows, and a claim clears its own row: this is for an operator who wants
+    /// none left now (say, before a backup).
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let mut cleared = 0;
+        loop {
+            let batch = self.clear_expired().await?;
+            cleared += batch;
+            if batch < CLEAR_BATCH {
+                return Ok(cleared);
+            }
+        }
+    }
+
+    /// Clears the token of up to [`CLEAR_BATCH`] rows whose token has expired.
+    async fn clear_expired(&self) -> Result<u64, StoreError> {
+        let limit = i64::try_from(CLEAR_BATCH).unwrap_or(i64::MAX);
+        self.run(|| self.shared.backend.clear_expired(limit)).await
+    }
+
+    /// After a commit: clears a batch of other rows' expired tokens. The commit is done, so a
+    /// failure is only logged; the next commit tries again.
+    async fn clear_expired_after_commit(&self) {
+        match self.clear_expired().await {
+            Ok(0) => {}
+            Ok(cleared) => tracing::debug!(
+                cleared,
+                table = %self.shared.table.name(),
+                "cleared expired tokens"
+            ),
+            Err(error) => tracing::warn!(
+                ?error,
+                table = %self.shared.table.name(),
+                "clearing expired tokens after a commit failed; the next commit tries again"
+            ),
         }
     }
 
@@ -226,8 +271,13 @@ impl TokenStore for SqlStore {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        // No lease is ever granted with a fence beyond `i64::MAX`: nothing to release.
+        let Ok(fence) = i64::try_from(lease.fence()) else {
+            return Ok(());
+        };
         let id = lease.key().storage_id();
-        self.run(|| self.shared.backend.release(&id, lease.holder().as_str()))
+        let holder = lease.holder().as_str();
+        self.run(|| self.shared.backend.release(&id, holder, fence))
             .await
     }
 
@@ -241,11 +291,11 @@ impl TokenStore for SqlStore {
         let committed = self
             .run(|| self.shared.backend.commit(&id, holder, fence, &entry))
             .await?;
-        Ok(if committed {
-            CommitOutcome::Committed
-        } else {
-            CommitOutcome::Rejected
-        })
+        if !committed {
+            return Ok(CommitOutcome::Rejected);
+        }
+        self.clear_expired_after_commit().await;
+        Ok(CommitOutcome::Committed)
     }
 
     async fn invalidate(

@@ -1,8 +1,12 @@
 //! The MySQL/MariaDB store: the conformance suite and the fleet scenarios.
 
+#[path = "common/capture.rs"]
+mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
+#[path = "common/transport.rs"]
+mod transport;
 
 use std::time::{Duration, Instant};
 
@@ -197,4 +201,26 @@ async fn statements_stuck_behind_a_lock_time_out() {
         .await
         .unwrap();
     store.load(&fresh_key()).await.unwrap();
+}
+
+/// A MySQL/MariaDB store on another host requires `ssl-mode` `REQUIRED`, `VERIFY_CA` or
+/// `VERIFY_IDENTITY` (see [`transport::remote_hosts_require_tls`]).
+#[tokio::test]
+async fn remote_mysql_requires_tls() {
+    transport::remote_hosts_require_tls(transport::Urls {
+        plain: "mysql://kigo:pa55-secret@db.internal/app?ssl-mode=PREFERRED",
+        host: "db.internal",
+        encrypted: &[
+            "mysql://kigo:pa55-secret@db.internal/app?ssl-mode=REQUIRED",
+            "mariadb://kigo:pa55-secret@db.internal/app?ssl-mode=VERIFY_CA",
+            "mysql://kigo:pa55-secret@10.1.2.3:3307/app?ssl-mode=VERIFY_IDENTITY",
+        ],
+        local: &[
+            "mysql://kigo:pa55-secret@127.0.0.1/app",
+            "mysql://kigo:pa55-secret@localhost/app?ssl-mode=DISABLED",
+            "mysql://kigo:pa55-secret@db.internal/app?socket=/run/mysqld/mysqld.sock",
+        ],
+        pool: |url| MySqlPool::connect_lazy(url).unwrap().into(),
+    })
+    .await;
 }

@@ -7,6 +7,8 @@ mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
+#[path = "common/transport.rs"]
+mod transport;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -728,4 +730,33 @@ async fn serialization_failures_are_retried() {
         }
         assert_eq!(acquired, 1);
     }
+}
+
+/// A PostgreSQL store on another host requires `sslmode` `require`, `verify-ca` or
+/// `verify-full` (see [`transport::remote_hosts_require_tls`]); so does its listen URL.
+#[tokio::test]
+async fn remote_postgres_requires_tls() {
+    transport::remote_hosts_require_tls(transport::Urls {
+        plain: "postgres://kigo:pa55-secret@db.internal/app",
+        host: "db.internal",
+        encrypted: &[
+            "postgres://kigo:pa55-secret@db.internal/app?sslmode=require",
+            "postgres://kigo:pa55-secret@db.internal/app?sslmode=verify-ca",
+            "postgresql://kigo:pa55-secret@[2001:db8::5]:5433/app?sslmode=verify-full",
+        ],
+        local: &[
+            "postgres://kigo:pa55-secret@127.0.0.1/app",
+            "postgres://kigo:pa55-secret@localhost/app?sslmode=disable",
+            "postgres://kigo:pa55-secret@[::1]/app",
+            "postgres://kigo:pa55-secret@db.internal/app?host=/run/postgresql",
+        ],
+        pool: |url| PgPool::connect_lazy(url).unwrap().into(),
+    })
+    .await;
+
+    let listening_in_the_clear = SqlStoreOptions::new()
+        .listen_url("postgres://kigo:pa55-secret@db.internal/app")
+        .connect("postgres://kigo:pa55-secret@127.0.0.1/app")
+        .await;
+    transport::refused_as_insecure(listening_in_the_clear, "db.internal");
 }

@@ -1,5 +1,5 @@
 //! The SQLite store (the embedded default): the conformance suite, the fleet scenarios, replicas
-//! as separate processes sharing one file, and a busy database.
+//! as separate processes sharing one file, a busy database, and the file's modes.
 
 #[path = "common/capture.rs"]
 mod capture;
@@ -35,6 +35,10 @@ mod conformance {
 mod fleet {
     crate::common::fleet::fleet_tests!(kigo_store_sql::BackendKind::Sqlite);
 }
+
+#[cfg(unix)]
+#[path = "sqlite/file_modes.rs"]
+mod file_modes;
 
 /// Set in the environment of the replica processes: the SQLite file they share.
 const REPLICA_FILE: &str = "KIGO_TEST_SQLITE_REPLICA_FILE";

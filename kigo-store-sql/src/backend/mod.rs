@@ -16,7 +16,34 @@ use crate::row::{NewEntry, StoredRow};
 
 /// How long a migration waits for another replica's migration of the same table (the
 /// statement timeout, meant for the store's quick statements, does not apply to it).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The migrations shipped for `$database` (its folder under `migrations/`), in order.
+macro_rules! migrations {
+    ($database:literal) => {
+        &[
+            Template {
+                version: 1,
+                description: "create token table",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $database,
+                    "/0001_create_token_table.sql"
+                )),
+            },
+            Template {
+                version: 2,
+                description: "index token expiry",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $database,
+                    "/0002_index_token_expiry.sql"
+                )),
+            },
+        ]
+    };
+}
 
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
@@ -61,15 +88,17 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn load(&self, key: &str) -> Result<Option<StoredRow>, sqlx::Error>;
 
     /// Takes the lease of `key` for `holder` if it is free or lapsed, creating the row if
-    /// needed; the new fence if granted.
+    /// needed, and clears the row's token if it has expired; the new fence if granted.
     async fn claim(&self, key: &str, holder: &str, ttl_us: i64)
     -> Result<Option<i64>, sqlx::Error>;
 
     /// The time left on the live lease of `key`, in microseconds.
     async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error>;
 
-    /// Frees the lease of `key` if `holder` holds it.
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error>;
+    /// Frees the lease of `key` if `holder` holds it under `fence`: a holder that claimed
+    /// again (a refresh keeps its holder ID across attempts) is not freed by the late release
+    /// of its earlier lease.
+    async fn release(&self, key: &str, holder: &str, fence: i64) -> Result<(), sqlx::Error>;
 
     /// Stores `entry` with generation `fence` if `holder` holds a live lease granted with
     /// `fence` and the stored generation is older; ends the lease and the cool-down and
@@ -88,6 +117,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Extends the cool-down of `key` to at least `duration_us` from now.
     async fn set_cooldown(&self, key: &str, duration_us: i64) -> Result<(), sqlx::Error>;
+
+    /// Clears the token (entry, fingerprint, expiry) of at most `limit` rows whose token has
+    /// expired, keeping their generation and fence; how many it cleared.
+    async fn clear_expired(&self, limit: i64) -> Result<u64, sqlx::Error>;
 
     /// Change notices, if the database can push them.
     fn changes(&self) -> Option<ChangeFeed> {
@@ -109,6 +142,7 @@ pub(crate) struct Templates {
     pub(crate) commit: &'static str,
     pub(crate) invalidate: &'static str,
     pub(crate) set_cooldown: &'static str,
+    pub(crate) clear_expired: &'static str,
 }
 
 /// [`Templates`] rendered for one table: the statements a store sends, built once.
@@ -121,6 +155,7 @@ pub(crate) struct Statements {
     pub(crate) commit: Arc<str>,
     pub(crate) invalidate: Arc<str>,
     pub(crate) set_cooldown: Arc<str>,
+    pub(crate) clear_expired: Arc<str>,
 }
 
 impl Statements {
@@ -148,6 +183,7 @@ impl Statements {
             commit: render(templates.commit),
             invalidate: render(templates.invalidate),
             set_cooldown: render(templates.set_cooldown),
+            clear_expired: render(templates.clear_expired),
         }
     }
 }

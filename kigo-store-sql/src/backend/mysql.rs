@@ -16,11 +16,7 @@ use crate::error::{Class, mysql_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[Template {
-    version: 1,
-    description: "create token table",
-    sql: include_str!("../../migrations/mysql/0001_create_token_table.sql"),
-}];
+const MIGRATIONS: &[Template] = migrations!("mysql");
 
 const NOW: &str = "UTC_TIMESTAMP(6)";
 
@@ -34,21 +30,25 @@ const TEMPLATES: Templates = Templates {
              FROM {table} WHERE token_key = ?",
     // One statement for a new row, a free or lapsed lease, and a held one. The inserted row
     // sets LAST_INSERT_ID to 1 (its fence); on an existing row the update sets it again: to the
-    // new fence if the lease is free or lapsed, else to 0 (held). `lease_until` is assigned
-    // last, so every condition reads its old value, whether MariaDB assigns in order or
-    // simultaneously (SIMULTANEOUS_ASSIGNMENT). `{now}` is fixed within a statement.
+    // new fence if the lease is free or lapsed, else to 0 (held). An expired token is cleared
+    // (held lease or not). `expires_at` is assigned after the columns whose condition reads it
+    // and `lease_until` last, so every condition reads the old values, whether MariaDB assigns
+    // in order or simultaneously (SIMULTANEOUS_ASSIGNMENT). `{now}` is fixed within a statement.
     claim: "INSERT INTO {table} (token_key, format_version, fence, lease_holder, lease_until)
             VALUES (?, ?, LAST_INSERT_ID(1), ?, TIMESTAMPADD(MICROSECOND, ?, {now}))
             ON DUPLICATE KEY UPDATE
                fence = IF(lease_until IS NULL OR lease_until <= {now},
                           LAST_INSERT_ID(fence + 1), fence + LAST_INSERT_ID(0)),
                lease_holder = IF(lease_until IS NULL OR lease_until <= {now}, ?, lease_holder),
+               entry = IF(expires_at <= {now}, NULL, entry),
+               fingerprint = IF(expires_at <= {now}, NULL, fingerprint),
+               expires_at = IF(expires_at <= {now}, NULL, expires_at),
                lease_until = IF(lease_until IS NULL OR lease_until <= {now},
                                 TIMESTAMPADD(MICROSECOND, ?, {now}), lease_until)",
     lease_remaining: "SELECT TIMESTAMPDIFF(MICROSECOND, {now}, lease_until)
                         FROM {table} WHERE token_key = ? AND lease_until > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until = NULL
-               WHERE token_key = ? AND lease_holder = ?",
+               WHERE token_key = ? AND lease_holder = ? AND fence = ?",
     commit: "UPDATE {table}
                 SET format_version = ?, entry = ?, generation = fence, fingerprint = ?,
                     expires_at = TIMESTAMPADD(MICROSECOND, ?, TIMESTAMP'1970-01-01 00:00:00'),
@@ -62,6 +62,8 @@ const TEMPLATES: Templates = Templates {
                    ON DUPLICATE KEY UPDATE cooldown_until = GREATEST(
                        COALESCE(cooldown_until, TIMESTAMP'1970-01-01 00:00:00'),
                        TIMESTAMPADD(MICROSECOND, ?, {now}))",
+    clear_expired: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
+                     WHERE expires_at <= {now} ORDER BY expires_at LIMIT ?",
 };
 
 /// The store's operations on MySQL or MariaDB.

@@ -21,12 +21,12 @@ use crate::error::{Class, postgres_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[Template {
-    version: 1,
-    description: "create token table",
-    sql: include_str!("../../migrations/postgres/0001_create_token_table.sql"),
-}];
+const MIGRATIONS: &[Template] = migrations!("postgres");
 
+// Expiry is judged by `statement_timestamp()` where a token is cleared: one instant for the
+// whole statement (so that entry, fingerprint and expiry are cleared together), never later
+// than the `clock_timestamp()` a load judges by (so that no token a load would still serve is
+// cleared), and, unlike `clock_timestamp()`, usable in an index scan.
 const TEMPLATES: Templates = Templates {
     now: "clock_timestamp()",
     load: "SELECT CAST(t.format_version AS BIGINT),
@@ -42,13 +42,19 @@ const TEMPLATES: Templates = Templates {
             ON CONFLICT (token_key) DO UPDATE
                SET fence = t.fence + 1,
                    lease_holder = EXCLUDED.lease_holder,
-                   lease_until = EXCLUDED.lease_until
+                   lease_until = EXCLUDED.lease_until,
+                   entry = CASE WHEN t.expires_at <= statement_timestamp() THEN NULL
+                                ELSE t.entry END,
+                   fingerprint = CASE WHEN t.expires_at <= statement_timestamp() THEN NULL
+                                      ELSE t.fingerprint END,
+                   expires_at = CASE WHEN t.expires_at <= statement_timestamp() THEN NULL
+                                     ELSE t.expires_at END
              WHERE t.lease_until IS NULL OR t.lease_until <= {now}
             RETURNING t.fence",
     lease_remaining: "SELECT CAST(EXTRACT(EPOCH FROM lease_until - {now}) * 1000000 AS BIGINT)
                         FROM {table} WHERE token_key = $1 AND lease_until > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until = NULL
-               WHERE token_key = $1 AND lease_holder = $2",
+               WHERE token_key = $1 AND lease_holder = $2 AND fence = $3",
     commit: "WITH committed AS (
                  UPDATE {table}
                     SET format_version = $4, entry = $5, generation = $3, fingerprint = $6,
@@ -67,6 +73,11 @@ const TEMPLATES: Templates = Templates {
                    VALUES ($1, $2, {now} + $3::FLOAT8 * INTERVAL '1 microsecond')
                    ON CONFLICT (token_key) DO UPDATE
                       SET cooldown_until = GREATEST(t.cooldown_until, EXCLUDED.cooldown_until)",
+    // Rows a concurrent statement has locked are left for the next sweep.
+    clear_expired: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
+                     WHERE token_key IN (SELECT token_key FROM {table}
+                                          WHERE expires_at <= statement_timestamp()
+                                          LIMIT $1 FOR UPDATE SKIP LOCKED)",
 };
 
 /// The store's operations on PostgreSQL.

@@ -20,11 +20,7 @@ use crate::error::{Class, sqlite_class};
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
 
-const MIGRATIONS: &[Template] = &[Template {
-    version: 1,
-    description: "create token table",
-    sql: include_str!("../../migrations/sqlite/0001_create_token_table.sql"),
-}];
+const MIGRATIONS: &[Template] = migrations!("sqlite");
 
 /// The columns of the token table the statements use.
 const COLUMNS: [&str; 10] = [
@@ -60,13 +56,18 @@ const TEMPLATES: Templates = Templates {
             ON CONFLICT (token_key) DO UPDATE
                SET fence = t.fence + 1,
                    lease_holder = excluded.lease_holder,
-                   lease_until_us = excluded.lease_until_us
+                   lease_until_us = excluded.lease_until_us,
+                   entry = CASE WHEN t.expires_at_us <= {now} THEN NULL ELSE t.entry END,
+                   fingerprint = CASE WHEN t.expires_at_us <= {now} THEN NULL
+                                      ELSE t.fingerprint END,
+                   expires_at_us = CASE WHEN t.expires_at_us <= {now} THEN NULL
+                                        ELSE t.expires_at_us END
              WHERE t.lease_until_us IS NULL OR t.lease_until_us <= {now}
             RETURNING fence",
     lease_remaining: "SELECT lease_until_us - {now} FROM {table}
                        WHERE token_key = ?1 AND lease_until_us > {now}",
     release: "UPDATE {table} SET lease_holder = NULL, lease_until_us = NULL
-               WHERE token_key = ?1 AND lease_holder = ?2",
+               WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3",
     commit: "UPDATE {table}
                 SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = ?6,
                     expires_at_us = ?7,
@@ -80,6 +81,10 @@ const TEMPLATES: Templates = Templates {
                    ON CONFLICT (token_key) DO UPDATE
                       SET cooldown_until_us =
                           MAX(COALESCE(t.cooldown_until_us, 0), excluded.cooldown_until_us)",
+    // `UPDATE ... LIMIT` needs a compile-time option of SQLite: a subquery bounds it instead.
+    clear_expired: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
+                     WHERE token_key IN (SELECT token_key FROM {table}
+                                          WHERE expires_at_us <= {now} LIMIT ?1)",
 };
 
 /// The store's operations on an SQLite file.

@@ -33,11 +33,12 @@ pub(crate) enum FenceReport {
 /// The statements' values, unless a dialect orders them otherwise:
 /// - load `(key)`: format version, entry, generation, cool-down left;
 /// - claim `(key, format, holder, ttl)`: the new fence, if granted (see [`FenceReport`]);
-/// - lease remaining `(key)`; release `(key, holder)`;
+/// - lease remaining `(key)`; release `(key, holder, fence)`;
 /// - commit `(key, holder, fence, format, entry, fingerprint, expiry)`: one row changed if
 ///   committed;
 /// - invalidate `(key, fingerprint)`: one row changed if removed;
-/// - cool-down `(key, format, duration)`.
+/// - cool-down `(key, format, duration)`;
+/// - clear expired `(limit)`: the rows changed (matched, on MySQL) are the rows cleared.
 #[async_trait]
 pub(crate) trait Dialect: Send + Sync + fmt::Debug + 'static {
     type Db: Database;
@@ -148,8 +149,8 @@ where
             .await
     }
 
-    async fn release(&self, key: &str, holder: &str) -> Result<(), sqlx::Error> {
-        let values = [Text(key), Text(holder)];
+    async fn release(&self, key: &str, holder: &str, fence: i64) -> Result<(), sqlx::Error> {
+        let values = [Text(key), Text(holder), Int(fence)];
         self.runner
             .execute(&self.statements.release, &values)
             .await?;
@@ -188,6 +189,14 @@ where
             .execute(&self.statements.set_cooldown, &values)
             .await?;
         Ok(())
+    }
+
+    async fn clear_expired(&self, limit: i64) -> Result<u64, sqlx::Error> {
+        let done = self
+            .runner
+            .execute(&self.statements.clear_expired, &[Int(limit)])
+            .await?;
+        Ok(done.rows())
     }
 
     fn changes(&self) -> Option<ChangeFeed> {

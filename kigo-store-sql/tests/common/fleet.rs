@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use kigo_core::codec::{CorruptEntry, EncryptionKey, EntryCodec};
 use kigo_core::runtime::{AsyncSleep, RuntimeEnv, Sleep, TimeSource};
-use kigo_core::store::{CommitOutcome, Entry, HolderId, LeaseAttempt};
+use kigo_core::store::{CommitOutcome, Entry, HolderId, Lease, LeaseAttempt};
 use kigo_core::{
     CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
     StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
@@ -45,13 +45,6 @@ pub(crate) fn replica(source: Arc<dyn TokenSource>, store: Arc<dyn TokenStore>) 
 /// Stores a token that expired a minute ago (by the database clock too): every replica needs a
 /// new one.
 pub(crate) async fn store_expired_token(store: &dyn TokenStore, key: &TokenKey) {
-    let LeaseAttempt::Acquired(lease) = store
-        .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key's lease was held");
-    };
     let now = SystemTime::now();
     let expired = Token::new(
         TokenSecret::new("expired-token"),
@@ -59,10 +52,7 @@ pub(crate) async fn store_expired_token(store: &dyn TokenStore, key: &TokenKey) 
         now - Duration::from_secs(60),
     )
     .unwrap();
-    assert_eq!(
-        store.commit(&lease, &expired).await.unwrap(),
-        CommitOutcome::Committed
-    );
+    commit_token(store, key, &expired).await;
     let loaded = store.load(key).await.unwrap();
     assert!(matches!(loaded.entry, Entry::Absent), "{:?}", loaded.entry);
 }
@@ -465,15 +455,21 @@ pub(crate) async fn skewed_replicas_renew_once(harness: &SqlHarness) {
     }
 }
 
-/// Commits `token` for `key` through `store`.
-pub(crate) async fn commit_token(store: &dyn TokenStore, key: &TokenKey, token: &Token) {
-    let LeaseAttempt::Acquired(lease) = store
+/// Takes the lease of `key`, which must be free, for a new holder, for 10 s.
+pub(crate) async fn acquire(store: &dyn TokenStore, key: &TokenKey) -> Lease {
+    match store
         .acquire_lease(key, &HolderId::random(), Duration::from_secs(10))
         .await
         .unwrap()
-    else {
-        panic!("lease held");
-    };
+    {
+        LeaseAttempt::Acquired(lease) => lease,
+        LeaseAttempt::Held { .. } => panic!("lease held"),
+    }
+}
+
+/// Commits `token` for `key` through `store`.
+pub(crate) async fn commit_token(store: &dyn TokenStore, key: &TokenKey, token: &Token) {
+    let lease = acquire(store, key).await;
     assert_eq!(
         store.commit(&lease, token).await.unwrap(),
         CommitOutcome::Committed
@@ -647,9 +643,11 @@ pub(crate) async fn migration_history_is_checked(harness: &SqlHarness) {
         _ => "X'00'",
     };
     let tamperings = [
-        "UPDATE kigo_tokens_migrations SET success = FALSE".to_owned(),
-        "UPDATE kigo_tokens_migrations SET version = 99".to_owned(),
-        format!("UPDATE kigo_tokens_migrations SET checksum = {tampered_checksum}"),
+        "UPDATE kigo_tokens_migrations SET success = FALSE WHERE version = 2".to_owned(),
+        "UPDATE kigo_tokens_migrations SET version = 99 WHERE version = 1".to_owned(),
+        format!(
+            "UPDATE kigo_tokens_migrations SET checksum = {tampered_checksum} WHERE version = 1"
+        ),
     ];
     for tampering in tamperings {
         let saved = "CREATE TABLE kigo_history_saved AS SELECT * FROM kigo_tokens_migrations";
@@ -698,29 +696,35 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     );
 }
 
-/// One `#[tokio::test]` per fleet scenario, each on a fresh database of `$kind`.
+/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `contract`, `expired`), each on a
+/// fresh database of `$kind`.
 macro_rules! fleet_tests {
     ($kind:expr) => {
         $crate::common::fleet::fleet_tests!(@each $kind;
-            sixteen_replicas_create_once,
-            no_connection_is_held_while_creating,
-            holder_dies_after_claiming,
-            paused_holder_commit_is_rejected,
-            skewed_replicas_renew_once,
-            corrupt_rows_are_replaced,
-            missing_table_says_to_migrate,
-            outdated_table_says_to_migrate,
-            migrations_run_once_and_tables_are_separate,
-            migration_history_is_checked,
-            store_on_an_existing_pool,
+            fleet::sixteen_replicas_create_once,
+            fleet::no_connection_is_held_while_creating,
+            fleet::holder_dies_after_claiming,
+            fleet::paused_holder_commit_is_rejected,
+            fleet::skewed_replicas_renew_once,
+            fleet::corrupt_rows_are_replaced,
+            fleet::missing_table_says_to_migrate,
+            fleet::outdated_table_says_to_migrate,
+            fleet::migrations_run_once_and_tables_are_separate,
+            fleet::migration_history_is_checked,
+            fleet::store_on_an_existing_pool,
+            contract::late_release_of_an_earlier_lease_by_the_same_holder_keeps_the_newer_one,
+            expired::a_claim_clears_the_expired_token_of_its_row,
+            expired::a_commit_clears_a_bounded_batch_of_expired_tokens,
+            expired::purge_expired_clears_every_expired_token,
+            expired::invalidate_clears_the_entry_bytes,
         );
     };
-    (@each $kind:expr; $($name:ident,)*) => {
+    (@each $kind:expr; $($module:ident::$name:ident,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 let harness = $crate::common::harness::SqlHarness::new($kind).await;
-                $crate::common::fleet::$name(&harness).await;
+                $crate::common::$module::$name(&harness).await;
             }
         )*
     };

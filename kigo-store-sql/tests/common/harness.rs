@@ -140,6 +140,60 @@ impl SqlHarness {
         counted.unwrap_or_else(|error| panic!("open transactions: {error}"))
     }
 
+    /// What the row of `key` holds, read bypassing the store.
+    pub(crate) async fn raw_row(&self, key: &TokenKey) -> RawRow {
+        let id = key.storage_id();
+        let read = match self.admin.pool() {
+            SqlPool::Postgres(pool) => row_of(pool, ROW_POSTGRES, &id).await,
+            SqlPool::MySql(pool) => row_of(pool, ROW_OTHERS, &id).await,
+            SqlPool::Sqlite(pool) => row_of(pool, ROW_OTHERS, &id).await,
+            _ => unreachable!("every database feature is on in the tests"),
+        };
+        let (entry, fingerprint, generation, fence) =
+            read.unwrap_or_else(|error| panic!("raw read: {error}"));
+        RawRow {
+            entry,
+            fingerprint,
+            generation,
+            fence,
+        }
+    }
+
+    /// How many rows still hold token material (an entry or a fingerprint).
+    pub(crate) async fn rows_with_token_material(&self) -> i64 {
+        const COUNT: &str =
+            "SELECT COUNT(*) FROM kigo_tokens WHERE entry IS NOT NULL OR fingerprint IS NOT NULL";
+        let counted = match self.admin.pool() {
+            SqlPool::Postgres(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+            SqlPool::MySql(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+            SqlPool::Sqlite(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+            _ => unreachable!("every database feature is on in the tests"),
+        };
+        counted.unwrap_or_else(|error| panic!("count: {error}"))
+    }
+
+    /// Moves the expiry of the tokens of `keys` into the past (as if their lifetime had passed),
+    /// bypassing the store.
+    pub(crate) async fn expire(&self, keys: &[TokenKey]) {
+        let past = match self.admin.kind() {
+            BackendKind::Postgres => "expires_at = TIMESTAMPTZ '2000-01-01 00:00:00+00'",
+            BackendKind::MySql => "expires_at = TIMESTAMP'2000-01-01 00:00:00'",
+            _ => "expires_at_us = 946684800000000",
+        };
+        // Storage IDs are percent-encoded ASCII without quotes: safe in a literal.
+        let ids = keys
+            .iter()
+            .map(|key| format!("'{}'", key.storage_id()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let expired = self
+            .execute(&format!(
+                "UPDATE kigo_tokens SET {past} WHERE token_key IN ({ids})"
+            ))
+            .await;
+        assert_eq!(expired, keys.len() as u64, "rows expired");
+    }
+
     /// A store sealing entries with `codec`.
     pub(crate) async fn store_with_codec(&self, codec: EntryCodec) -> SqlStore {
         self.store_with(SqlStoreOptions::new().codec(codec)).await
@@ -165,6 +219,37 @@ impl StoreHarness for SqlHarness {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+}
+
+/// A row as [`SqlHarness::raw_row`] reads it (no `Debug`: the entry is the token).
+pub(crate) struct RawRow {
+    pub(crate) entry: Option<Vec<u8>>,
+    pub(crate) fingerprint: Option<Vec<u8>>,
+    pub(crate) generation: i64,
+    pub(crate) fence: i64,
+}
+
+const ROW_POSTGRES: &str =
+    "SELECT entry, fingerprint, generation, fence FROM kigo_tokens WHERE token_key = $1";
+const ROW_OTHERS: &str =
+    "SELECT entry, fingerprint, generation, fence FROM kigo_tokens WHERE token_key = ?";
+
+type RowValues = (Option<Vec<u8>>, Option<Vec<u8>>, i64, i64);
+
+/// Reads the row of `id` on `pool` with `statement`, one of the above.
+async fn row_of<DB>(
+    pool: &Pool<DB>,
+    statement: &'static str,
+    id: &str,
+) -> Result<RowValues, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'r> RowValues: sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(statement).bind(id).fetch_one(pool).await
 }
 
 const RAW_POSTGRES: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)

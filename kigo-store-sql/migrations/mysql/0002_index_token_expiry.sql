@@ -1,0 +1,3 @@
+-- Finds the rows whose token has expired, so that their token material is cleared a few rows
+-- at a time (with commits, and by SqlStore::purge_expired) without scanning the table.
+CREATE INDEX {index} ON {table} (expires_at);
