@@ -7,7 +7,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use examples::{real_api_requested, say, seconds_until};
 use kigo_core::{MemoryStore, TokenHandle, TokenManager, TokenStore, UserId};
@@ -25,15 +24,13 @@ struct Backend {
 impl Backend {
     fn new(api: KigoApi, store: Arc<dyn TokenStore>) -> Result<Self, Failure> {
         // The partner-level token never leaves the backend.
-        let partners = TokenManager::builder(Arc::new(api.partner_source()))
-            .store(Arc::clone(&store))
-            .build()?;
-        let partner = partners.handle(api.partner_key());
-        // User-level tokens, created with the partner token; at most 10 000 kept in memory. A
-        // creation may first create a partner token: two HTTP calls of up to 8 s each.
-        let users = TokenManager::builder(Arc::new(api.user_source(partner.clone())?))
+        let partners = api.partner_manager().store(Arc::clone(&store)).build()?;
+        let partner = partners.handle(api.partner_key())?;
+        // User-level tokens, created with the partner token; at most 10 000 kept in memory. Its
+        // scope is this partner's users: it can never hand out the partner-level token.
+        let users = api
+            .user_manager(&partners)?
             .store(store)
-            .create_timeout(Duration::from_secs(20))
             .user_key_capacity(10_000)
             .build()?;
         let kigo = api.client(partner.clone());

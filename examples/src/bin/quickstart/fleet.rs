@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use kigo_testkit::mock::MockKigo;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use kigo_core::codec::SEALING_KEYS_VAR;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 
 use crate::protocol::{Answer, Command, REPLICA_ARG, ReplicaReport};
@@ -64,8 +66,14 @@ pub(crate) struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
-    /// Starts replica `name` on the SQLite `file`, against `mock`.
-    fn spawn(name: String, file: &Path, mock: &MockKigo) -> Result<Self, FleetError> {
+    /// Starts replica `name` on the SQLite `file`, against `mock`, sealing with `keys` (the
+    /// value of `KIGO_SEALING_KEYS`, as a production replica gets it from its environment).
+    fn spawn(
+        name: String,
+        file: &Path,
+        mock: &MockKigo,
+        keys: &SecretString,
+    ) -> Result<Self, FleetError> {
         let spawned = std::env::current_exe().and_then(|program| {
             Process::new(program)
                 .arg(REPLICA_ARG)
@@ -74,6 +82,7 @@ impl ReplicaProcess {
                 .env(kigo_http::API_KEY_VAR, mock.api_key())
                 .env(kigo_http::PARTNER_ID_VAR, mock.partner_id().as_str())
                 .env(kigo_http::BASE_URL_VAR, mock.base_url())
+                .env(SEALING_KEYS_VAR, keys.expose_secret())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)
@@ -181,10 +190,19 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     /// Starts one replica per file (`replica-0`, `replica-1`, ...) and waits until all are ready.
-    pub(crate) async fn start(files: &[PathBuf], mock: &MockKigo) -> Result<Self, FleetError> {
+    pub(crate) async fn start(
+        files: &[PathBuf],
+        mock: &MockKigo,
+        keys: &SecretString,
+    ) -> Result<Self, FleetError> {
         let mut replicas = Vec::with_capacity(files.len());
         for (n, file) in files.iter().enumerate() {
-            replicas.push(ReplicaProcess::spawn(format!("replica-{n}"), file, mock)?);
+            replicas.push(ReplicaProcess::spawn(
+                format!("replica-{n}"),
+                file,
+                mock,
+                keys,
+            )?);
         }
         for replica in &mut replicas {
             match replica.receive(READY_WITHIN).await? {

@@ -18,10 +18,8 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use examples::{real_api_requested, say, seconds_until};
-use kigo_core::TokenManager;
 use kigo_http::KigoApi;
 
 mod fleet;
@@ -78,7 +76,8 @@ fn finish(outcome: Result<ExitCode, Failure>, write: impl Fn(String)) -> ExitCod
 /// Creates one real token with the credentials from the environment.
 async fn real_token() -> Result<ExitCode, Failure> {
     let api = KigoApi::from_env()?;
-    let manager = TokenManager::builder(Arc::new(api.partner_source())).build()?;
+    // One process making one token: a private store, chosen by name.
+    let manager = api.partner_manager().local_only().build()?;
     let token = manager.token(&api.partner_key()).await?;
     say(format_args!(
         "Created a partner-level session token for {} at {}",

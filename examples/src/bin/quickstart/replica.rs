@@ -30,6 +30,9 @@ const PAUSE: Duration = Duration::from_millis(10);
 const LEASE_TTL: Duration = Duration::from_secs(2);
 /// A creation on loopback takes milliseconds; one that takes a second has failed.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A store operation on a local SQLite file takes milliseconds; the lease must hold a creation
+/// plus a re-read and a commit.
+const STORE_TIMEOUT: Duration = Duration::from_millis(400);
 /// SQLite sends no change notices: replicas waiting for another's lease re-read the file this
 /// often (with jitter).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -43,14 +46,16 @@ struct UnexpectedCommand(String);
 pub(crate) async fn run(name: &str, file: &Path) -> Result<(), Failure> {
     let api = KigoApi::from_env()?;
     let store = SqlStore::sqlite(file).await?;
-    let manager = TokenManager::builder(Arc::new(api.partner_source()))
-        .store(Arc::new(store))
+    let manager = api
+        .partner_manager()
+        .store(store)
         .replica_name(name)
         .lease_ttl(LEASE_TTL)
         .create_timeout(CREATE_TIMEOUT)
+        .store_timeout(STORE_TIMEOUT)
         .poll_interval(POLL_INTERVAL)
         .build()?;
-    let client = api.client(manager.handle(api.partner_key()));
+    let client = api.client(manager.handle(api.partner_key())?);
     let mut commands = commands();
     answer(&Answer::Ready)?;
     let served = serve(&manager, &client, &mut commands).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use examples::say;
 use kigo_store_sql::SqlStore;
+use kigo_core::codec::SealingKey;
 use kigo_testkit::mock::MockKigo;
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -70,12 +71,15 @@ pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
         .prefix("kigo-quickstart-")
         .tempdir()?;
     let files = layout.files(dir.path());
+    // One sealing key for this run's fleet, handed to each replica in its environment, as a
+    // production replica gets the fleet's key from its deployment.
+    let keys = SealingKey::generate_base64();
     // Created and migrated once here, so that a file that cannot be made fails once, clearly.
     for file in files.iter().collect::<BTreeSet<_>>() {
         SqlStore::sqlite(file).await?;
     }
     let starting = Instant::now();
-    let mut fleet = Fleet::start(&files, &mock).await?;
+    let mut fleet = Fleet::start(&files, &mock, &keys).await?;
     let pids: Vec<String> = fleet.pids().iter().map(u32::to_string).collect();
     say(format_args!(
         "kigo-rs quickstart: a mock Kigo API at {} (in this process); tokens live {} s",
