@@ -61,15 +61,22 @@ impl KigoApi {
 
 #[cfg(test)]
 mod tests {
-    use kigo_core::{KeyScope, MemoryStore};
+    use kigo_core::{KeyScope, MemoryStore, PartnerId};
 
     use super::*;
-    use crate::Credentials;
+    use crate::{ApiKey, Credentials};
+
+    fn credentials(partner: &str) -> Credentials {
+        let key = ApiKey::new("key-0123456789").unwrap();
+        let partner = PartnerId::new(partner).unwrap();
+        Credentials::new(key, partner, "https://api.kigo.example").unwrap()
+    }
 
     fn api(timeout: Duration) -> KigoApi {
-        let credentials =
-            Credentials::new("key-0123456789", "acme", "https://api.kigo.example").unwrap();
-        KigoApi::builder(credentials).timeout(timeout).build().unwrap()
+        KigoApi::builder(credentials("acme"))
+            .timeout(timeout)
+            .build()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -78,7 +85,10 @@ mod tests {
             let api = api(Duration::from_secs(seconds));
             let partners = api.partner_manager().store(MemoryStore::new()).build();
             let partners = partners.unwrap_or_else(|error| panic!("{seconds} s: {error}"));
-            assert_eq!(partners.scope(), &KeyScope::Partner(api.partner_key().partner_id().clone()));
+            assert_eq!(
+                partners.scope(),
+                &KeyScope::Partner(api.partner_key().partner_id().clone())
+            );
             let users = api
                 .user_manager(&partners)
                 .unwrap()
@@ -95,12 +105,12 @@ mod tests {
     #[tokio::test]
     async fn a_user_manager_needs_this_partners_partner_manager() {
         let acme = api(Duration::from_secs(8));
-        let other = KigoApi::builder(
-            Credentials::new("key-0123456789", "globex", "https://api.kigo.example").unwrap(),
-        )
-        .build()
-        .unwrap();
-        let partners = other.partner_manager().store(MemoryStore::new()).build().unwrap();
+        let other = KigoApi::builder(credentials("globex")).build().unwrap();
+        let partners = other
+            .partner_manager()
+            .store(MemoryStore::new())
+            .build()
+            .unwrap();
         assert!(matches!(
             acme.user_manager(&partners),
             Err(ConfigError::Invalid { .. })

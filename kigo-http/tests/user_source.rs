@@ -3,15 +3,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kigo_core::runtime::ManualClock;
-use kigo_core::{CreateRequest, TokenManager, TokenSource, UserId};
+use kigo_core::{CreateRequest, KeyScope, TokenKey, TokenSource, UserId};
 use kigo_http::{ConfigError, CreateError, ErrorKind};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
-use common::{api, manager, manual_manager, mock_on};
+use common::{api, manager, manager_with_scope, manual_manager, mock_on};
 
 /// A partner token manager on real time, and a user-level source taking its tokens.
 fn partner_and_user_sources(
@@ -142,13 +141,13 @@ async fn user_keys_are_bounded_in_memory() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    let users = TokenManager::builder(Arc::new(
-        api.user_source(partners.handle(api.partner_key()).unwrap())
-            .unwrap(),
-    ))
-    .user_key_capacity(8)
-    .build()
-    .unwrap();
+    let users = api
+        .user_manager(&partners)
+        .unwrap()
+        .local_only()
+        .user_key_capacity(8)
+        .build()
+        .unwrap();
     for n in 0..40 {
         users
             .token(&api.user_key(user(&format!("u{n}"))))
@@ -265,19 +264,24 @@ async fn only_this_partners_partner_level_handle_makes_a_user_source() {
     let mock = MockKigo::start().await.unwrap();
     let api = api(&mock);
     let partners = manager(api.partner_source());
-    for key in [
-        api.user_key(user("grace")),
-        kigo_core::TokenKey::partner(common::partner("someone-else")),
-    ] {
+    // Managers of other keys (this API's partner manager refuses to hand out any).
+    let other = |scope| manager_with_scope(kigo_testkit::FakeSource::new(), scope);
+    let handles = [
+        other(KeyScope::AnyUser).handle(api.user_key(user("grace"))),
+        other(KeyScope::AnyPartner).handle(TokenKey::partner(common::partner("someone-else"))),
+    ];
+    for handle in handles {
+        let handle = handle.unwrap();
         assert!(
             matches!(
-                api.user_source(partners.handle(key.clone()).unwrap()),
+                api.user_source(handle.clone()),
                 Err(ConfigError::Invalid {
                     setting: "partner handle",
                     ..
                 })
             ),
-            "{key}"
+            "{}",
+            handle.key()
         );
     }
     api.user_source(partners.handle(api.partner_key()).unwrap())

@@ -283,9 +283,9 @@ impl ManagerBuilder<HasStore> {
         let holder_needs = config
             .create_timeout
             .saturating_add(config.store_timeout.saturating_mul(2));
-        config.lease_ttl = self.lease_ttl.unwrap_or_else(|| {
-            DEFAULT_LEASE_TTL.max(holder_needs.saturating_add(DERIVED_MARGIN))
-        });
+        config.lease_ttl = self
+            .lease_ttl
+            .unwrap_or_else(|| DEFAULT_LEASE_TTL.max(holder_needs.saturating_add(DERIVED_MARGIN)));
         config.max_wait = self.max_wait.unwrap_or_else(|| {
             config
                 .lease_ttl

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kigo_core::runtime::{ManualClock, RuntimeEnv};
-use kigo_core::{PartnerId, TokenManager, TokenSource};
+use kigo_core::{KeyScope, PartnerId, TokenManager, TokenSource};
 use kigo_http::reqwest::Certificate;
 use kigo_http::{ApiKey, Credentials, KigoApi, KigoApiBuilder};
 use kigo_testkit::mock::{MockKigo, MockKigoBuilder};
@@ -47,18 +47,33 @@ pub fn mock_on(clock: &ManualClock) -> MockKigoBuilder {
     MockKigo::builder().clock(Arc::new(clock.clone()))
 }
 
-/// A manager on real time for `source`, with short timeouts suited to tests.
+/// A manager on real time for `source`, on a store of its own.
+///
+/// These tests revoke tokens right after creating them, so a 401 drops a token of any age here;
+/// the minimum age has tests of its own on the manual clock.
 pub fn manager(source: impl TokenSource) -> TokenManager {
-    TokenManager::builder(Arc::new(source))
+    TokenManager::builder(source)
+        .local_only()
+        .min_token_age(Duration::ZERO)
         .seed(7)
         .build()
         .unwrap()
 }
 
-/// A manager on `clock` for `source`.
+/// A manager for `source` serving `scope`, on a store of its own.
+pub fn manager_with_scope(source: impl TokenSource, scope: KeyScope) -> TokenManager {
+    TokenManager::builder(source)
+        .local_only()
+        .scope(scope)
+        .build()
+        .unwrap()
+}
+
+/// A manager on `clock` for `source`, on a store of its own.
 pub fn manual_manager(source: impl TokenSource, clock: &ManualClock) -> TokenManager {
-    TokenManager::builder(Arc::new(source))
+    TokenManager::builder(source)
         .runtime(RuntimeEnv::manual(clock).unwrap())
+        .local_only()
         .seed(7)
         .build()
         .unwrap()

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use kigo_testkit::mock::MockKigo;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use kigo_core::codec::SEALING_KEYS_VAR;
+use kigo_testkit::mock::MockKigo;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 
 use crate::protocol::{Answer, Command, REPLICA_ARG, ReplicaReport};

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use examples::say;
-use kigo_store_sql::SqlStore;
 use kigo_core::codec::SealingKey;
+use kigo_store_sql::SqlStore;
 use kigo_testkit::mock::MockKigo;
 use tokio::time::{Instant, sleep, sleep_until};
 
