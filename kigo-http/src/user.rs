@@ -30,12 +30,10 @@ use crate::error::{CreateError, ErrorKind};
 ///
 /// # Timeouts
 ///
-/// One creation may make several HTTP calls in a row, each bounded by the HTTP timeout (default
-/// 8 s): a partner-token creation when none is cached, then the user call; after a `401`, a second
-/// partner-token creation and a second user call. With the defaults that is 16 s on the usual
-/// path and 32 s at worst, more than the manager's default 10 s creation timeout, which would
-/// then cut the creation short. Give the user-level manager a longer `create_timeout` (20 s
-/// covers the usual path), or lower the HTTP timeout with `KigoApiBuilder::timeout`.
+/// One creation may make several HTTP calls in a row, each bounded by the HTTP timeout: a
+/// partner-token creation when none is cached, then the user call; after a `401`, a second
+/// partner-token creation and a second user call. [`crate::KigoApi::user_manager`] gives the
+/// user-level manager a creation timeout that covers that path.
 #[derive(Debug, Clone)]
 pub struct UserTokenSource {
     api: Arc<ApiInner>,

@@ -287,3 +287,47 @@ async fn only_this_partners_partner_level_handle_makes_a_user_source() {
     api.user_source(partners.handle(api.partner_key()).unwrap())
         .expect("the partner-level handle");
 }
+
+#[tokio::test]
+async fn a_user_endpoint_rejecting_every_partner_token_renews_it_at_most_once_per_minimum_age() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock).start().await.unwrap();
+    let api = api(&mock);
+    let partners = manual_manager(api.partner_source(), &clock);
+    let users = manual_manager(
+        api.user_source(partners.handle(api.partner_key()).unwrap())
+            .unwrap(),
+        &clock,
+    );
+    partners.token(&api.partner_key()).await.unwrap();
+    mock.inject_always(Endpoint::UserSession, Some(Fault::Status(401)));
+
+    // A new user every second for a minute: every user call is rejected.
+    let minute = 60;
+    for second in 0..minute {
+        let key = api.user_key(user(&format!("user-{second}")));
+        let error = users.token(&key).await.unwrap_err();
+        assert!(!error.is_transient(), "{error}");
+        clock.advance(Duration::from_secs(1));
+    }
+    let renewed = mock.creations(&mock.partner_key()) - 1;
+    // Once per 5 s minimum age at most; each creation renews it at most once (60 without it).
+    assert!(
+        (1..=minute / 5).contains(&renewed),
+        "the partner token was renewed {renewed} times"
+    );
+
+    // Twenty users at once, the partner token old enough: one renewal for all of them.
+    clock.advance(Duration::from_secs(10));
+    let before = mock.creations(&mock.partner_key());
+    let callers: Vec<_> = (0..20)
+        .map(|n| {
+            let (users, key) = (users.clone(), api.user_key(user(&format!("burst-{n}"))));
+            tokio::spawn(async move { users.token(&key).await.map(|_| ()) })
+        })
+        .collect();
+    for caller in callers {
+        assert!(caller.await.unwrap().is_err());
+    }
+    assert_eq!(mock.creations(&mock.partner_key()), before + 1);
+}
