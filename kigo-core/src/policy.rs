@@ -111,11 +111,15 @@ impl ExpiryPolicy {
     }
 }
 
+/// The longest server-given delay honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// How long to wait between failed attempts: exponential with "equal jitter", so that a fleet's
 /// retries spread out instead of arriving together.
 ///
 /// The `n`-th consecutive failure waits a random time in `[d/2, d]` with
-/// `d = min(initial × 2^(n−1), max)`; a server-given delay (`Retry-After`) is a floor. Defaults:
+/// `d = min(initial × 2^(n−1), max)`; a server-given delay (`Retry-After`) is a floor, honoured up
+/// to an hour (a longer one, from a bug or a bad header, must not stop renewals for days). Defaults:
 /// 1 s initial (an endpoint blip passes quickly), 30 s max (about 15 attempts fit in the 7.5
 /// minutes of validity left at the refresh point).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,12 +157,12 @@ impl BackoffPolicy {
     }
 
     /// The delay after the `failures`-th consecutive failure (1-based), with `draw` in `[0, 1)`,
-    /// and no shorter than `floor`.
+    /// and no shorter than `floor` (at most an hour of it).
     pub fn delay(&self, failures: u32, draw: f64, floor: Option<Duration>) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
         let ceiling = self.initial.saturating_mul(1 << doublings).min(self.max);
         let delay = ceiling / 2 + time::share(ceiling / 2, draw);
-        delay.max(floor.unwrap_or_default())
+        delay.max(floor.unwrap_or_default().min(MAX_RETRY_AFTER))
     }
 }
 
@@ -254,6 +258,7 @@ mod tests {
         }
         let floor = Duration::from_secs(120);
         assert_eq!(backoff.delay(1, 0.5, Some(floor)), floor);
+        assert_eq!(backoff.delay(1, 0.5, Some(Duration::MAX)), MAX_RETRY_AFTER);
         assert!(BackoffPolicy::new(Duration::ZERO, Duration::from_secs(1)).is_err());
         assert!(BackoffPolicy::new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
     }

@@ -5,27 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, partner, warm, without_waiting};
+use common::{World, partner, reach_refresh_point, warm, without_waiting};
 use kigo_core::{BackoffPolicy, Error};
-use kigo_testkit::{FakeFailure, Scripted, settle};
+use kigo_testkit::{FakeFailure, Scripted};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// Moves the clock to just past the replica's refresh point of the current token.
-async fn reach_refresh_point(
-    world: &World,
-    manager: &kigo_core::TokenManager,
-    handle: &kigo_core::TokenHandle,
-) {
-    let token = handle.cached().expect("a cached token");
-    let due = manager
-        .refresh_at(&token)
-        .duration_since(world.now())
-        .unwrap();
-    drop(token);
-    world.clock.advance(due);
-    settle().await;
-}
 
 #[tokio::test(start_paused = true)]
 async fn transient_failures_keep_the_valid_token_and_back_off_with_jitter() {

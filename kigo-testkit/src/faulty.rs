@@ -31,6 +31,8 @@ struct Switches {
     mute_changes: AtomicBool,
     /// How many of the next commits fail.
     failing_commits: AtomicU64,
+    /// How many of the next operations panic.
+    panicking: AtomicU64,
     /// Bumped to end every change feed handed out so far.
     cuts: watch::Sender<u64>,
     subscriptions: AtomicU64,
@@ -115,6 +117,12 @@ impl FaultyStore {
         self.switches.failing_commits.store(count, Ordering::SeqCst);
     }
 
+    /// Makes the next `count` operations (subscriptions included) panic, as a store with a bug
+    /// would.
+    pub fn panic_next(&self, count: u64) {
+        self.switches.panicking.store(count, Ordering::SeqCst);
+    }
+
     /// Drops every change notice (or delivers them again), as a lost notification would.
     pub fn mute_changes(&self, mute: bool) {
         self.switches.mute_changes.store(mute, Ordering::SeqCst);
@@ -171,7 +179,18 @@ impl FaultyStore {
         if self.switches.failing.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable(InjectedFault));
         }
+        self.panic_if_told();
         Ok(())
+    }
+
+    fn panic_if_told(&self) {
+        let panicking = &self.switches.panicking;
+        let told = panicking.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(1)
+        });
+        if told.is_ok() {
+            panic!("an injected panic of the token store");
+        }
     }
 }
 
@@ -230,6 +249,7 @@ impl TokenStore for FaultyStore {
     }
 
     fn changes(&self) -> Option<ChangeFeed> {
+        self.panic_if_told();
         let switches = Arc::clone(&self.switches);
         let feed = self.store.changes()?;
         self.switches.subscriptions.fetch_add(1, Ordering::SeqCst);

@@ -25,6 +25,8 @@ pub enum Scripted {
     Permanent,
     /// Never answer: the caller's timeout has to end the call.
     Hang,
+    /// Panic, as a source with a bug would.
+    Panic,
 }
 
 /// A call the fake received.
@@ -65,6 +67,9 @@ struct Inner {
     calls: Mutex<Vec<SourceCall>>,
     created: AtomicU64,
     started: watch::Sender<usize>,
+    /// Calls in progress now, and the most there ever were at once.
+    running: AtomicU64,
+    peak: AtomicU64,
 }
 
 impl FakeSource {
@@ -92,6 +97,8 @@ impl FakeSource {
                 calls: Mutex::new(Vec::new()),
                 created: AtomicU64::new(0),
                 started: watch::Sender::new(0),
+                running: AtomicU64::new(0),
+                peak: AtomicU64::new(0),
             }),
         }
     }
@@ -109,6 +116,11 @@ impl FakeSource {
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<SourceCall> {
         lock(&self.inner.calls).clone()
+    }
+
+    /// The most calls that were in progress at once.
+    pub fn peak_concurrency(&self) -> u64 {
+        self.inner.peak.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `count` calls have started.
@@ -149,9 +161,11 @@ impl TokenSource for FakeSource {
             .as_ref()
             .map(|(latency, sleeper)| sleeper.sleep(*latency));
         self.inner.started.send_modify(|started| *started += 1);
+        let running = Running::start(&self.inner);
         if let Some(delay) = delay {
             delay.await;
         }
+        drop(running);
         let lifetime = match action {
             Scripted::Token => self.inner.lifetime,
             Scripted::TokenFor(lifetime) => lifetime,
@@ -164,6 +178,7 @@ impl TokenSource for FakeSource {
             }
             Scripted::Permanent => return Err(SourceError::permanent(FakeFailure::Permanent)),
             Scripted::Hang => std::future::pending().await,
+            Scripted::Panic => panic!("a scripted panic of the fake token source"),
         };
         let n = self.inner.created.fetch_add(1, Ordering::SeqCst) + 1;
         Token::new(
@@ -172,6 +187,23 @@ impl TokenSource for FakeSource {
             sent_at + lifetime,
         )
         .map_err(SourceError::permanent)
+    }
+}
+
+/// Counts one call in progress (its latency) while it lives.
+struct Running<'a>(&'a Inner);
+
+impl<'a> Running<'a> {
+    fn start(inner: &'a Inner) -> Self {
+        let now = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.peak.fetch_max(now, Ordering::SeqCst);
+        Self(inner)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -133,6 +133,18 @@ pub async fn serve_through(
     handed_out
 }
 
+/// Moves the clock to just past the replica's refresh point of the current token.
+pub async fn reach_refresh_point(world: &World, manager: &TokenManager, handle: &TokenHandle) {
+    let token = handle.cached().expect("a cached token");
+    let due = manager
+        .refresh_at(&token)
+        .duration_since(world.now())
+        .unwrap();
+    drop(token);
+    world.clock.advance(due);
+    settle().await;
+}
+
 /// The token of `handle` if it is handed out without waiting.
 pub fn without_waiting(handle: &TokenHandle) -> Option<Fingerprint> {
     handle
