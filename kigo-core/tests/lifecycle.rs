@@ -228,3 +228,40 @@ async fn settings_that_cannot_work_are_refused_when_building() {
         .build();
     assert!(matches!(unscoped, Err(BuildError::NoScope)), "{unscoped:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_whole_wait_is_bounded_by_max_wait_while_the_refresh_goes_on() {
+    // A store that never answers (each operation ends at the 5 s store timeout) and a slow
+    // endpoint: the refresh takes 5 s + 9 s, creating locally.
+    let world = World::with_latency(Duration::from_secs(9));
+    let store = kigo_testkit::FaultyStore::new(std::sync::Arc::new(world.store.clone()));
+    store.set_hanging(true);
+    let max_wait = Duration::from_secs(3);
+    let manager = world
+        .builder_on(78, std::sync::Arc::new(store))
+        .max_wait(max_wait)
+        .build()
+        .unwrap();
+    let handle = manager.handle(partner("acme")).unwrap();
+    let caller = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.token().await.map(|token| token.fingerprint()) }
+    });
+    settle().await;
+    world.run_for(max_wait, Duration::from_secs(1)).await;
+    assert!(
+        caller.is_finished(),
+        "the caller is answered at its deadline"
+    );
+    match caller.await.unwrap() {
+        Err(Error::WaitTimedOut { waited, .. }) => assert_eq!(waited, max_wait),
+        other => panic!("expected the deadline, got {other:?}"),
+    }
+    world
+        .run_for(Duration::from_secs(11), Duration::from_secs(1))
+        .await;
+    assert!(
+        handle.cached().is_some(),
+        "the refresh went on and installed a token"
+    );
+}

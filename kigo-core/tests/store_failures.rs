@@ -419,3 +419,52 @@ async fn shutdown_waits_for_the_release_of_a_lease_its_flight_held() {
     );
     assert!(matches!(caller.await.unwrap(), Err(Error::ShutDown)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn entries_this_replica_cannot_open_are_left_alone_and_reported() {
+    use kigo_core::codec::{EntryCodec, Keyring, SealingKey};
+
+    let world = World::new();
+    let sealed = |byte| EntryCodec::sealed(Keyring::new(SealingKey::from_bytes([byte; 32])));
+    let store = kigo_core::MemoryStore::with_codec(Arc::new(world.clock.clone()), sealed(1));
+    let key = partner("acme");
+    // The fleet's entry, sealed with a key this replica lacks.
+    let fleet_token = Token::new(
+        kigo_core::TokenSecret::new("the-fleets-token"),
+        world.now(),
+        world.now() + common::LIFETIME,
+    )
+    .unwrap();
+    let entry = sealed(2).encode(&key, 0, &fleet_token);
+    store.write_raw(&key, entry.as_bytes());
+
+    let manager = world
+        .builder_on(79, Arc::new(store.clone()))
+        .build()
+        .unwrap();
+    let error = manager.token(&key).await.unwrap_err();
+    assert!(
+        matches!(error, Error::StoreMisconfigured { .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_transient());
+    assert_eq!(
+        world.source.creations(),
+        0,
+        "nothing created without the store"
+    );
+    assert_eq!(
+        store.read_raw(&key).as_deref(),
+        Some(entry.as_bytes()),
+        "left as it was"
+    );
+    // Asked again later: still reported, still untouched.
+    world
+        .run_for(Duration::from_secs(60), Duration::from_secs(1))
+        .await;
+    assert!(matches!(
+        manager.token(&key).await,
+        Err(Error::StoreMisconfigured { .. })
+    ));
+    assert_eq!(store.read_raw(&key).as_deref(), Some(entry.as_bytes()));
+}

@@ -430,10 +430,11 @@ impl Flight<'_> {
                     source: error.clone(),
                 }
             };
-            let first = !failures
+            // The first failure of its kind since the last success is the one worth an error.
+            let first = failures
                 .endpoint_error
                 .as_ref()
-                .is_some_and(|previous| previous.is_transient() == transient);
+                .is_none_or(|previous| previous.is_transient() != transient);
             failures.endpoint_retry_at = Some(after(now, delay));
             failures.endpoint_error = Some(outcome.clone());
             (delay, outcome, first)
