@@ -133,8 +133,17 @@ fn token(harness: &dyn StoreHarness, name: &str) -> Token {
 }
 
 async fn acquire(store: &dyn TokenStore, key: &TokenKey, ttl: Duration) -> Lease {
+    acquire_as(store, key, &HolderId::random(), ttl).await
+}
+
+async fn acquire_as(
+    store: &dyn TokenStore,
+    key: &TokenKey,
+    holder: &HolderId,
+    ttl: Duration,
+) -> Lease {
     match store
-        .acquire_lease(key, &HolderId::random(), ttl)
+        .acquire_lease(key, holder, ttl)
         .await
         .unwrap_or_else(|error| panic!("acquire_lease failed: {error}"))
     {
@@ -283,44 +292,30 @@ pub async fn release_is_compare_and_delete(harness: &dyn StoreHarness) {
 
 /// A lapsed lease since granted to another holder is not released by the old holder.
 pub async fn late_release_leaves_the_new_holder_alone(harness: &dyn StoreHarness) {
-    let key = fresh_key();
-    let store = harness.handle().await;
-    let ttl = harness.short_ttl();
-    let old = acquire(store.as_ref(), &key, ttl).await;
-    harness.pass(ttl + ttl / 2).await;
-    let new = acquire(store.as_ref(), &key, LONG_TTL).await;
-    store.release_lease(&old).await.unwrap();
-    let attempt = store
-        .acquire_lease(&key, &HolderId::random(), LONG_TTL)
-        .await
-        .unwrap();
-    assert!(matches!(attempt, LeaseAttempt::Held { .. }), "{attempt:?}");
-    assert_eq!(
-        commit(store.as_ref(), &new, &token(harness, "new")).await,
-        CommitOutcome::Committed
-    );
+    release_of_a_lapsed_grant_spares_the_next(harness, HolderId::random(), HolderId::random())
+        .await;
 }
 
 /// A release names one grant: the same holder's release of a lapsed grant leaves the holder's
 /// newer grant alone.
 pub async fn release_of_an_older_grant_leaves_the_newer_one_alone(harness: &dyn StoreHarness) {
+    let holder = HolderId::random();
+    release_of_a_lapsed_grant_spares_the_next(harness, holder.clone(), holder).await;
+}
+
+/// Grants a lease to `old`, lets it lapse, grants the next to `new`, then releases the first:
+/// the second stays held and commits.
+async fn release_of_a_lapsed_grant_spares_the_next(
+    harness: &dyn StoreHarness,
+    old: HolderId,
+    new: HolderId,
+) {
     let key = fresh_key();
     let store = harness.handle().await;
     let ttl = harness.short_ttl();
-    let holder = HolderId::random();
-    let grant = |ttl| {
-        let store = Arc::clone(&store);
-        let (key, holder) = (key.clone(), holder.clone());
-        async move {
-            match store.acquire_lease(&key, &holder, ttl).await.unwrap() {
-                LeaseAttempt::Acquired(lease) => lease,
-                LeaseAttempt::Held { .. } => panic!("the lease was held"),
-            }
-        }
-    };
-    let old = grant(ttl).await;
+    let old = acquire_as(store.as_ref(), &key, &old, ttl).await;
     harness.pass(ttl + ttl / 2).await;
-    let new = grant(LONG_TTL).await;
+    let new = acquire_as(store.as_ref(), &key, &new, LONG_TTL).await;
     assert!(new.fence() > old.fence());
     store.release_lease(&old).await.unwrap();
     let attempt = store
