@@ -80,6 +80,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// The typed error behind this one, if one of the errors that caused it is a `T`: the token
+    /// source's own (`kigo_http::CreateError`, say), the store's, or one of their causes.
+    ///
+    /// ```
+    /// # fn demo(error: &kigo_core::Error) {
+    /// if let Some(timeout) = error.cause::<kigo_core::CreateTimedOut>() {
+    ///     eprintln!("the token endpoint took longer than {:?}", timeout.0);
+    /// }
+    /// # }
+    /// ```
+    pub fn cause<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let first: &(dyn std::error::Error + 'static) = match self {
+            Self::Permanent { source, .. }
+            | Self::Unavailable {
+                source: Some(source),
+                ..
+            } => source.cause(),
+            Self::StoreUnavailable { source, .. } | Self::StoreMisconfigured { source, .. } => {
+                source.cause()
+            }
+            _ => return None,
+        };
+        std::iter::successors(Some(first), |error| error.source())
+            .find_map(|error| error.downcast_ref::<T>())
+    }
+
     /// Whether asking again later may succeed.
     pub fn is_transient(&self) -> bool {
         !matches!(

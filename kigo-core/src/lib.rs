@@ -18,8 +18,11 @@ mod token;
 
 pub use error::Error;
 pub use key::{InvalidId, KeyScope, MAX_ID_LEN, PartnerId, TokenKey, UserId};
-pub use manager::{ManagerBuilder, TokenGuard, TokenHandle, TokenManager};
-pub use policy::{BackoffPolicy, ExpiryPolicy, StoreFailurePolicy};
-pub use source::{BoxError, CreateRequest, SourceError, TokenSource};
+pub use manager::{
+    BuildError, CreateTimedOut, ManagerBuilder, RefreshPanicked, StaleOnArrival, StoreTimedOut,
+    TokenGuard, TokenHandle, TokenManager,
+};
+pub use policy::{BackoffPolicy, ExpiryPolicy, InvalidPolicy, StoreFailurePolicy};
+pub use source::{CreateRequest, SharedError, SourceError, TokenSource};
 pub use store::{MemoryStore, StoreError, TokenStore};
 pub use token::{Fingerprint, InvalidToken, Token, TokenSecret};

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use crate::runtime::TimeSource;
 use crate::{KeyScope, Token, TokenKey};
 
-/// A shareable, typed cause: the backend's own error, boxed so that it can be downcast.
-pub type BoxError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+/// A backend's own error behind an `Arc`, so that one failure can be handed to every caller that
+/// waited for it, and downcast to the backend's type (see [`crate::Error::cause`]).
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a [`TokenSource`] is asked for.
 #[derive(Debug, Clone, Copy)]
@@ -71,14 +72,14 @@ pub enum SourceError {
         retry_after: Option<Duration>,
         /// The backend's error.
         #[source]
-        source: BoxError,
+        source: SharedError,
     },
     /// Retrying will not help: bad credentials, a bad request, an unusable response.
     #[error("token endpoint refused to create a token")]
     Permanent {
         /// The backend's error.
         #[source]
-        source: BoxError,
+        source: SharedError,
     },
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use kigo_core::{BoxError, SourceError};
+use kigo_core::{SharedError, SourceError};
 
 /// A configuration that cannot work. Names the setting or variable, never a secret's value.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,7 @@ pub struct CreateError {
     status: Option<StatusCode>,
     server_message: Option<String>,
     retry_after: Option<Duration>,
-    source: Option<BoxError>,
+    source: Option<SharedError>,
 }
 
 impl CreateError {

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use kigo_core::runtime::ManualClock;
+use kigo_http::{CreateError, ErrorKind};
 use kigo_testkit::mock::{Endpoint, Fault, RetryAfter};
 
 use common::{api, manual_manager, mock_on};
@@ -24,6 +25,10 @@ async fn retry_after_is_honoured_on_the_manual_clock() {
 
     let error = handle.token().await.unwrap_err();
     assert!(error.is_transient());
+    let cause = error
+        .cause::<CreateError>()
+        .expect("the HTTP source's own error");
+    assert_eq!(cause.kind(), ErrorKind::RateLimited);
     assert!(
         error.retry_after() >= Some(Duration::from_secs(120)),
         "{:?}",

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use crate::codec::CorruptEntry;
-use crate::source::BoxError;
+use crate::source::SharedError;
 use crate::{Fingerprint, Token, TokenKey};
 
 mod memory;
@@ -169,7 +169,7 @@ pub enum StoreError {
     Unavailable {
         /// The backend's error.
         #[source]
-        source: BoxError,
+        source: SharedError,
     },
     /// The store is not set up for this use (schema missing: run the migrations; permissions).
     #[error("token store misconfigured: {hint}")]
@@ -178,11 +178,18 @@ pub enum StoreError {
         hint: &'static str,
         /// The backend's error.
         #[source]
-        source: BoxError,
+        source: SharedError,
     },
 }
 
 impl StoreError {
+    /// The backend's error, to downcast to the backend's own type.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        match self {
+            Self::Unavailable { source } | Self::Misconfigured { source, .. } => source.as_ref(),
+        }
+    }
+
     /// An unreachable or failing store.
     pub fn unavailable(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Unavailable {
