@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use kigo_core::{TokenHandle, TokenKey, UserId};
 use reqwest::Url;
 
@@ -39,8 +40,10 @@ pub(crate) struct ApiInner {
     pub(crate) config: ApiConfig,
     pub(crate) http: reqwest::Client,
     pub(crate) max_body_bytes: usize,
-    /// How long one request may take (a custom client is assumed to keep the default).
+    /// How long one token request may take, set on each request (so a custom client keeps it).
     pub(crate) request_timeout: Duration,
+    /// Headers every token request carries besides its own.
+    pub(crate) token_headers: HeaderMap,
     pub(crate) partner_session_url: Url,
     pub(crate) user_session_url: Url,
     pub(crate) user_refresh_url: Url,
@@ -52,9 +55,10 @@ pub struct KigoApiBuilder {
     credentials: Credentials,
     config: ApiConfig,
     settings: HttpSettings,
-    /// Whether a timeout or certificate was set, which a custom client would ignore.
+    /// Whether a connect timeout or certificate was set, which a custom client would ignore.
     transport_set: bool,
     client: Option<reqwest::Client>,
+    token_headers: HeaderMap,
 }
 
 impl KigoApiBuilder {
@@ -64,11 +68,19 @@ impl KigoApiBuilder {
         self
     }
 
-    /// The longest a whole request may take, body included (default 8 s). The managers from
+    /// The longest a whole request may take, body included (default 8 s). It is set on each
+    /// token request, so it holds for a client of your own too. The managers from
     /// [`KigoApi::partner_manager`] and [`KigoApi::user_manager`] derive their timeouts from it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
-        self.transport_set = true;
+        self
+    }
+
+    /// Adds a header to every token request (an API gateway's key, a tracing header), without
+    /// bringing a client of your own. Its value is marked sensitive: it never shows in `Debug`.
+    pub fn token_request_header(mut self, name: HeaderName, mut value: HeaderValue) -> Self {
+        value.set_sensitive(true);
+        self.token_headers.append(name, value);
         self
     }
 
@@ -100,10 +112,11 @@ impl KigoApiBuilder {
         self
     }
 
-    /// Uses your own `reqwest::Client` instead of building one. Its timeouts and TLS are then
-    /// yours: combining it with [`Self::timeout`], [`Self::connect_timeout`] or
-    /// [`Self::add_root_certificate`] is refused at [`Self::build`]. The base URL check and the
-    /// body cap still apply.
+    /// Uses your own `reqwest::Client` instead of building one. Its connection settings and TLS
+    /// are then yours: combining it with [`Self::connect_timeout`] or
+    /// [`Self::add_root_certificate`] is refused at [`Self::build`]. The base URL check, the body
+    /// cap, [`Self::timeout`] and [`Self::token_request_header`] still apply to token requests.
+    /// For one extra header you need no client of your own.
     ///
     /// **Turn its redirects off** (`redirect(reqwest::redirect::Policy::none())`): on a `307` or
     /// `308` to another origin reqwest re-sends the request body (which holds the API key) and
@@ -132,7 +145,7 @@ impl KigoApiBuilder {
             Some(_) if self.transport_set => {
                 return Err(ConfigError::invalid(
                     "client",
-                    "a custom client keeps its own timeouts and certificates; set them on it",
+                    "a custom client keeps its own connect timeout and certificates; set them on it",
                 ));
             }
             Some(client) => client,
@@ -152,6 +165,7 @@ impl KigoApiBuilder {
                 http,
                 max_body_bytes: self.settings.max_body_bytes,
                 request_timeout: self.settings.timeout,
+                token_headers: self.token_headers,
             }),
         })
     }
@@ -166,6 +180,7 @@ impl KigoApi {
             settings: HttpSettings::default(),
             transport_set: false,
             client: None,
+            token_headers: HeaderMap::new(),
         }
     }
 

@@ -22,6 +22,12 @@ pub enum RetryOn401 {
     Never,
 }
 
+/// Which token a response's request carried: in every response of [`crate::KigoClient`] and
+/// [`crate::KigoAuth`], as `response.extensions().get::<SentWith>()`. Compare it with a later
+/// token, or report a rejection yourself with `TokenHandle::invalidate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentWith(pub Fingerprint);
+
 /// Counters of an authenticated client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -103,7 +109,10 @@ pub(crate) async fn send<S: Sender>(
     };
     let rejected = authorize(handle, &mut request).await?;
     bump(&counters.requests);
-    let response = sender.send(request).await.map_err(AuthError::Send)?;
+    let response = sent_with(
+        rejected,
+        sender.send(request).await.map_err(AuthError::Send)?,
+    );
     if response.status() != StatusCode::UNAUTHORIZED {
         return Ok(response);
     }
@@ -114,16 +123,23 @@ pub(crate) async fn send<S: Sender>(
         return Ok(response);
     };
     drop(response);
-    authorize(handle, &mut replay).await?;
+    let retried_with = authorize(handle, &mut replay).await?;
     bump(&counters.requests);
     bump(&counters.retried);
     let response = sender.send(replay).await.map_err(AuthError::Send)?;
+    let response = sent_with(retried_with, response);
     if response.status() == StatusCode::UNAUTHORIZED {
         bump(&counters.unauthorized);
     } else {
         bump(&counters.recovered);
     }
     Ok(response)
+}
+
+/// `response`, noting which token its request carried.
+fn sent_with(fingerprint: Fingerprint, mut response: Response) -> Response {
+    response.extensions_mut().insert(SentWith(fingerprint));
+    response
 }
 
 /// Puts the current token in `request`'s `Authorization` header (marked sensitive); returns its

@@ -20,6 +20,9 @@ impl ApiInner {
         clock: &dyn TimeSource,
         secrets: &[&str],
     ) -> Result<Token, CreateError> {
+        let request = request
+            .timeout(self.request_timeout)
+            .headers(self.token_headers.clone());
         let sent_at = clock.now();
         let response = request.send().await.map_err(transport)?;
         let status = response.status();

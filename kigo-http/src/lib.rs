@@ -20,7 +20,7 @@ mod partner;
 mod user;
 
 pub use api::{KigoApi, KigoApiBuilder};
-pub use auth::{ClientMetrics, RetryOn401};
+pub use auth::{ClientMetrics, RetryOn401, SentWith};
 pub use client::{ClientError, KigoClient};
 pub use config::{ApiConfig, CredentialPlacement, ResponseFields, USER_AGENT};
 pub use credentials::{API_KEY_VAR, ApiKey, BASE_URL_VAR, Credentials, PARTNER_ID_VAR};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kigo_core::runtime::ManualClock;
 use kigo_http::reqwest::{Body, StatusCode};
-use kigo_http::{ClientError, RetryOn401};
+use kigo_http::{ClientError, RetryOn401, SentWith};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
 use common::{api, manager, manual_manager, mock_on};
@@ -59,6 +59,11 @@ impl Setup {
     }
 }
 
+/// The token a response's request carried.
+fn sent_with(response: &kigo_http::reqwest::Response) -> kigo_core::Fingerprint {
+    response.extensions().get::<SentWith>().expect("noted").0
+}
+
 #[tokio::test]
 async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
     let Setup { mock, client, .. } = Setup::start().await;
@@ -69,6 +74,11 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 1);
+    let first = sent_with(&response);
+    assert_eq!(
+        Some(first),
+        client.handle().cached().map(|t| t.fingerprint())
+    );
 
     assert_eq!(mock.revoke_all(), 1);
     let response = client
@@ -76,6 +86,13 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // The response names the renewed token its (retried) request carried.
+    let second = sent_with(&response);
+    assert_ne!(second, first);
+    assert_eq!(
+        Some(second),
+        client.handle().cached().map(|t| t.fingerprint())
+    );
     assert_eq!(
         response.text().await.unwrap(),
         r#"{"key":"p/acme","received_bytes":10}"#
@@ -226,9 +243,12 @@ async fn the_middleware_authenticates_a_client_of_your_own() {
     let auth = api.middleware(tokens.handle(api.partner_key()).unwrap());
     let client = with_middleware(auth.clone());
     let url = format!("{}{PROTECTED_PATH}", mock.base_url());
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let handle = tokens.handle(api.partner_key()).unwrap();
     assert_eq!(
-        client.get(&url).send().await.unwrap().status(),
-        StatusCode::OK
+        Some(sent_with(&response)),
+        handle.cached().map(|token| token.fingerprint())
     );
 
     mock.revoke_all();

@@ -516,7 +516,6 @@ async fn settings_add_up_and_a_custom_client_refuses_transport_settings() {
     let custom =
         || KigoApi::builder(common::credentials(&mock)).client(kigo_http::reqwest::Client::new());
     for builder in [
-        custom().timeout(Duration::from_secs(1)),
         custom().connect_timeout(Duration::from_secs(1)),
         api_builder(&mock).client(kigo_http::reqwest::Client::new()),
     ] {
@@ -531,8 +530,40 @@ async fn settings_add_up_and_a_custom_client_refuses_transport_settings() {
     custom()
         .max_body_bytes(1024)
         .allow_insecure_http(true)
+        .timeout(Duration::from_secs(1))
         .build()
         .expect("settings that apply to any client");
+}
+
+#[tokio::test]
+async fn a_client_of_ones_own_keeps_the_timeout_and_the_extra_header_of_token_requests() {
+    let mock = MockKigo::start().await.unwrap();
+    let gateway_key = "gw-secret-5f3a9c";
+    let api = KigoApi::builder(common::credentials(&mock))
+        .client(kigo_http::reqwest::Client::new())
+        .timeout(Duration::from_millis(300))
+        .token_request_header(
+            http::HeaderName::from_static("x-gateway-key"),
+            http::HeaderValue::from_static(gateway_key),
+        )
+        .build()
+        .unwrap();
+    create(&api, &ManualClock::new()).await.unwrap();
+    let seen = mock.seen();
+    assert!(
+        seen.last()
+            .unwrap()
+            .header_names
+            .iter()
+            .any(|name| name == "x-gateway-key"),
+        "{seen:?}"
+    );
+    assert!(!format!("{api:?}").contains(gateway_key));
+
+    // The client has no timeout of its own; the token request's is kept.
+    mock.inject(Endpoint::PartnerSession, [Fault::Hang]);
+    let error = create(&api, &ManualClock::new()).await.unwrap_err();
+    assert_eq!(cause(&error).kind(), ErrorKind::Timeout);
 }
 
 #[tokio::test]

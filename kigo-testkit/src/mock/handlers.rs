@@ -63,6 +63,7 @@ async fn route(
         endpoint,
         user_agent: header_text(&parts.headers, USER_AGENT),
         authorization: parts.headers.contains_key(AUTHORIZATION),
+        header_names: parts.headers.keys().map(ToString::to_string).collect(),
     });
     let fault = shared.faults().next(endpoint);
     let mut expires_early = None;

@@ -55,6 +55,8 @@ pub struct SeenRequest {
     pub user_agent: Option<String>,
     /// Whether an `Authorization` header came with it.
     pub authorization: bool,
+    /// The names of the headers that came with it (their values may be secrets).
+    pub header_names: Vec<String>,
 }
 
 /// One issued session token.
