@@ -295,7 +295,9 @@ pub enum Sealing {
 }
 
 /// What an operator is told when a store cannot get its keyring.
-pub const KEYRING_HINT: &str = "set KIGO_SEALING_KEYS to the fleet's sealing key (standard base64     of 32 random bytes, e.g. `openssl rand -base64 32`; the same on every replica), pass a keyring     to the store's builder, or choose plaintext entries by name";
+pub const KEYRING_HINT: &str = "set KIGO_SEALING_KEYS to the fleet's sealing key (standard base64 \
+    of 32 random bytes, e.g. `openssl rand -base64 32`; the same on every replica), pass a keyring \
+    to the store's builder, or choose plaintext entries by name";
 
 impl Sealing {
     /// The codec for a store whose entries live in `namespace`; `store` names it in the warning a
@@ -308,7 +310,8 @@ impl Sealing {
                 tracing::warn!(
                     store,
                     namespace,
-                    "token store built with plaintext entries: anyone who can read it can read                      and forge tokens"
+                    "token store built with plaintext entries: anyone who can read it can read \
+                     and forge tokens"
                 );
                 EntryCodec::plaintext()
             }

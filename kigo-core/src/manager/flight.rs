@@ -5,7 +5,6 @@
 //! flight that panics ends like a failed one: its callers get a transient error and the next
 //! call starts a new flight.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
@@ -15,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use event_listener::EventListener;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
-use futures_util::future::{Either, select};
+use futures_util::future::select;
 
 use super::Inner;
-use super::slot::{Cached, Flight as SharedFlight, FlightOutcome, KeySlot, until};
+use super::slot::{Flight as SharedFlight, FlightOutcome, KeySlot, until};
 use crate::policy::StoreFailurePolicy;
 use crate::source::CreateRequest;
 use crate::store::{CommitOutcome, Entry, Lease, LeaseAttempt, Snapshot};
@@ -713,44 +712,5 @@ impl Drop for LeaseGuard<'_> {
                 let release = AssertUnwindSafe(store.release_lease(&lease)).catch_unwind();
                 select(pin!(release), give_up).await;
             });
-    }
-}
-
-impl Inner {
-    /// `future`'s output, or `None` once `limit` has passed on the manager's clock.
-    pub(super) async fn within<T>(
-        &self,
-        limit: Duration,
-        future: impl Future<Output = T>,
-    ) -> Option<T> {
-        match select(pin!(future), self.env.sleep(limit)).await {
-            Either::Left((output, _)) => Some(output),
-            Either::Right(((), _)) => None,
-        }
-    }
-
-    /// Runs a store operation, giving up after the store timeout: a store that never answers must
-    /// not hold a refresh, and the callers waiting for it, forever.
-    async fn bounded<T>(
-        &self,
-        operation: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        let limit = self.config.store_timeout;
-        self.within(limit, operation)
-            .await
-            .unwrap_or_else(|| Err(StoreError::unavailable(StoreTimedOut(limit))))
-    }
-
-    /// When this replica renews `token`.
-    pub(super) fn refresh_at(&self, token: &Token) -> SystemTime {
-        self.config.expiry.refresh_at(token, self.jitter)
-    }
-
-    /// The cache entry for `token`, with this replica's refresh and stale points.
-    pub(super) fn cache_entry(&self, token: Token) -> Cached {
-        let policy = &self.config.expiry;
-        let refresh_at = self.refresh_at(&token);
-        let usable_until = crate::time::before(policy.stale_at(&token), self.hot_lag);
-        Cached::new(token, refresh_at, usable_until)
     }
 }

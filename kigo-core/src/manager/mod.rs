@@ -2,9 +2,13 @@
 //! a [`TokenStore`].
 
 use std::fmt;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use futures_util::future::{Either, select};
 
 mod background;
 mod builder;
@@ -21,14 +25,15 @@ pub use metrics::MetricsSnapshot;
 pub use slot::TokenGuard;
 
 use builder::Config;
+use flight::StoreTimedOut as TimedOut;
 use lifecycle::Lifecycle;
 use metrics::{Metrics, bump};
 use partners::PartnerPauses;
 use registry::Registry;
-use slot::KeySlot;
+use slot::{Cached, KeySlot};
 
 use crate::runtime::RuntimeEnv;
-use crate::store::{HolderId, TokenStore};
+use crate::store::{HolderId, StoreError, TokenStore};
 use crate::{Error, Fingerprint, KeyScope, Token, TokenKey, TokenSource};
 
 /// Hands out tokens for the keys of one [`KeyScope`] and keeps them fresh.
@@ -318,6 +323,39 @@ impl Inner {
             key: slot.key.clone(),
             waited: self.now().duration_since(started).unwrap_or_default(),
         })
+    }
+
+    /// `future`'s output, or `None` once `limit` has passed on the manager's clock.
+    async fn within<T>(&self, limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+        match select(pin!(future), self.env.sleep(limit)).await {
+            Either::Left((output, _)) => Some(output),
+            Either::Right(((), _)) => None,
+        }
+    }
+
+    /// Runs a store operation, giving up after the store timeout: a store that never answers must
+    /// not hold a refresh, and the callers waiting for it, forever.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.config.store_timeout;
+        self.within(limit, operation)
+            .await
+            .unwrap_or_else(|| Err(StoreError::unavailable(TimedOut(limit))))
+    }
+
+    /// When this replica renews `token`.
+    fn refresh_at(&self, token: &Token) -> SystemTime {
+        self.config.expiry.refresh_at(token, self.jitter)
+    }
+
+    /// The cache entry for `token`, with this replica's refresh and stale points.
+    fn cache_entry(&self, token: Token) -> Cached {
+        let policy = &self.config.expiry;
+        let refresh_at = self.refresh_at(&token);
+        let usable_until = crate::time::before(policy.stale_at(&token), self.hot_lag);
+        Cached::new(token, refresh_at, usable_until)
     }
 
     fn next_holder(&self) -> HolderId {
