@@ -7,7 +7,6 @@ mod conformance_cluster;
 mod conformance_standalone;
 mod contract;
 mod corrupt;
-mod encryption;
 mod fleet;
 mod holder;
 mod notifications;

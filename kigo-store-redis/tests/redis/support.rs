@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use kigo_core::codec::Keyring;
 use kigo_core::runtime::TokioSleep;
 use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    ExpiryPolicy, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret, TokenSource,
-    TokenStore,
+    ExpiryPolicy, KeyScope, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret,
+    TokenSource, TokenStore,
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
-use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use kigo_testkit::services::LocalServer;
 use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared_redis};
 use kigo_testkit::services::redis_cluster::{
@@ -28,20 +29,27 @@ enum Server {
     Cluster(RedisClusterService),
 }
 
-/// Redis stores on one server (or cluster) and key prefix, and raw access behind them.
+/// Redis stores on one server (or cluster) and key prefix, sealing with one keyring of this
+/// test, and raw access behind them.
 pub(crate) struct RedisHarness {
     server: Server,
+    keyring: Keyring,
 }
 
 impl RedisHarness {
+    fn on(server: Server) -> Self {
+        Self {
+            server,
+            keyring: test_keyring(),
+        }
+    }
+
     /// On a Redis server shared with other tests (isolated by the key prefix).
     pub(crate) async fn standalone() -> Self {
         let service = shared_redis()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Standalone(service),
-        }
+        Self::on(Server::Standalone(service))
     }
 
     /// On a Redis server of this test only, which it may kill and restart.
@@ -49,9 +57,7 @@ impl RedisHarness {
         let service = private_redis()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Standalone(service),
-        }
+        Self::on(Server::Standalone(service))
     }
 
     /// On a local Redis Cluster.
@@ -59,9 +65,7 @@ impl RedisHarness {
         let service = redis_cluster()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Cluster(service),
-        }
+        Self::on(Server::Cluster(service))
     }
 
     /// On a Redis Cluster of one node of this test only, which it may reconfigure.
@@ -69,9 +73,7 @@ impl RedisHarness {
         let service = private_redis_cluster(1)
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Cluster(service),
-        }
+        Self::on(Server::Cluster(service))
     }
 
     /// The server of a [`RedisHarness::private`] harness.
@@ -107,6 +109,11 @@ impl RedisHarness {
         node.unwrap_or_else(|| panic!("the harness has no single server process of its own"))
     }
 
+    /// The keyring this harness's stores seal with.
+    pub(crate) fn keyring(&self) -> Keyring {
+        self.keyring.clone()
+    }
+
     pub(crate) fn builder_prefix(&self) -> &str {
         match &self.server {
             Server::Standalone(service) => service.prefix(),
@@ -114,7 +121,7 @@ impl RedisHarness {
         }
     }
 
-    /// A builder for a store on this harness's server and prefix.
+    /// A builder for a store on this harness's server and prefix, sealing with its keyring.
     pub(crate) fn builder(&self) -> RedisStoreBuilder {
         let builder = match &self.server {
             Server::Standalone(service) => RedisStoreBuilder::from_url(service.url()),
@@ -128,6 +135,7 @@ impl RedisHarness {
         builder
             .unwrap_or_else(|error| panic!("store settings: {error}"))
             .prefix(self.builder_prefix())
+            .keyring(self.keyring())
             .retention(Duration::from_secs(3600))
             .allow_insecure_transport()
     }
@@ -214,6 +222,11 @@ impl StoreHarness for RedisHarness {
         let () = self.raw(redis::cmd("SET").arg(token).arg(raw)).await;
     }
 
+    async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+        let token = self.store().key_names(key).token;
+        self.raw(redis::cmd("GET").arg(token)).await
+    }
+
     async fn pass(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
@@ -245,16 +258,18 @@ pub(crate) async fn kill_client_connections(
         .unwrap_or_else(|error| panic!("CLIENT KILL failed: {error}"))
 }
 
-/// A manager builder for one replica on real time, with settings short enough for tests.
+/// A manager builder for one replica on real time, with settings short enough for tests. It
+/// serves partner-level keys: a fake source names none, and the tests use a fresh partner each.
 pub(crate) fn replica(
     source: &FakeSource,
     store: Arc<dyn TokenStore>,
     name: &str,
 ) -> ManagerBuilder {
-    replica_of(Arc::new(source.clone()), store, name)
+    replica_of(Arc::new(source.clone()), store, name).scope(KeyScope::AnyPartner)
 }
 
-/// [`replica`] with any token source.
+/// [`replica`] with any token source. The lease covers a creation and two store operations
+/// (as the manager requires) and lapses soon after.
 pub(crate) fn replica_of(
     source: Arc<dyn TokenSource>,
     store: Arc<dyn TokenStore>,
@@ -263,8 +278,9 @@ pub(crate) fn replica_of(
     TokenManager::builder(source)
         .store(store)
         .replica_name(name)
-        .lease_ttl(Duration::from_secs(2))
+        .lease_ttl(Duration::from_secs(5))
         .create_timeout(Duration::from_secs(1))
+        .store_timeout(Duration::from_millis(1500))
         .poll_interval(Duration::from_millis(500))
 }
 

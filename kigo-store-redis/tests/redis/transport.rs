@@ -9,14 +9,21 @@ use kigo_store_redis::redis::Client;
 use kigo_store_redis::redis::cluster::ClusterClient;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 
+use kigo_testkit::conformance::test_keyring;
+
 use super::support::Capture;
 
+/// A builder with a keyring, so that only the transport can refuse it.
 fn from_url(url: &str) -> RedisStoreBuilder {
-    RedisStoreBuilder::from_url(url).unwrap()
+    RedisStoreBuilder::from_url(url)
+        .unwrap()
+        .keyring(test_keyring())
 }
 
 fn cluster(nodes: &[&str]) -> RedisStoreBuilder {
-    RedisStoreBuilder::cluster(nodes.iter().copied()).unwrap()
+    RedisStoreBuilder::cluster(nodes.iter().copied())
+        .unwrap()
+        .keyring(test_keyring())
 }
 
 /// The hint and the whole error chain of a refused build, which must name the way out.
@@ -52,7 +59,11 @@ fn a_remote_redis_without_tls_is_refused_at_build() {
         refusal(from_url(url).build());
     }
     refusal(RedisStore::open("redis://redis.internal"));
-    refusal(RedisStoreBuilder::from_client(Client::open("redis://10.0.0.1").unwrap()).build());
+    refusal(
+        RedisStoreBuilder::from_client(Client::open("redis://10.0.0.1").unwrap())
+            .keyring(test_keyring())
+            .build(),
+    );
 }
 
 #[test]
@@ -109,7 +120,11 @@ fn every_cluster_node_is_checked() {
         Client::open("redis://127.0.0.1:7000").unwrap(),
         Client::open("redis://10.0.0.2:7000").unwrap(),
     ];
-    refusal(RedisStoreBuilder::from_cluster_client(client, nodes).build());
+    refusal(
+        RedisStoreBuilder::from_cluster_client(client, nodes)
+            .keyring(test_keyring())
+            .build(),
+    );
 }
 
 #[test]
