@@ -12,6 +12,7 @@ mod holder;
 mod notifications;
 mod outage;
 mod proxy;
+mod sealing;
 mod settings;
 mod support;
 #[cfg(feature = "tls-rustls")]

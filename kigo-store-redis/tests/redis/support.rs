@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use kigo_core::codec::Keyring;
+use kigo_core::codec::{KeyId, Keyring};
 use kigo_core::runtime::TokioSleep;
 use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
@@ -142,9 +142,23 @@ impl RedisHarness {
 
     /// A new store handle with its own connection, as another replica would open it.
     pub(crate) fn store(&self) -> RedisStore {
+        self.store_with(self.keyring())
+    }
+
+    /// [`RedisHarness::store`] sealing with `keyring`, as a replica with other keys would.
+    pub(crate) fn store_with(&self, keyring: Keyring) -> RedisStore {
         self.builder()
+            .keyring(keyring)
             .build()
             .unwrap_or_else(|error| panic!("building the store: {error}"))
+    }
+
+    /// The ID of the key that sealed the stored entry of `key`, read behind the store's back;
+    /// `None` for no entry or one that names no key.
+    pub(crate) async fn sealed_with(&self, key: &TokenKey) -> Option<KeyId> {
+        let raw = self.read_raw(key).await?;
+        let entry: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        KeyId::from_hex(entry.get("kid")?.as_str()?)
     }
 
     /// Runs `command` on the server directly, bypassing the store (on a one-node cluster, on
@@ -336,6 +350,13 @@ impl Capture {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish()
+    }
+
+    /// What the crate logs on this thread while `run` runs.
+    pub(crate) fn while_running(run: impl FnOnce()) -> String {
+        let capture = Self::default();
+        tracing::subscriber::with_default(capture.subscriber(), run);
+        capture.text()
     }
 
     /// What was written so far.

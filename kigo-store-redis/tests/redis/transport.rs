@@ -41,13 +41,6 @@ fn refusal(built: Result<RedisStore, StoreError>) -> String {
         .collect()
 }
 
-/// What the crate logs while `build` runs.
-fn logged_while(build: impl FnOnce()) -> String {
-    let capture = Capture::default();
-    tracing::subscriber::with_default(capture.subscriber(), build);
-    capture.text()
-}
-
 #[test]
 fn a_remote_redis_without_tls_is_refused_at_build() {
     for url in [
@@ -129,7 +122,7 @@ fn every_cluster_node_is_checked() {
 
 #[test]
 fn the_opt_out_accepts_a_remote_redis_and_says_so_at_warn_level() {
-    let logged = logged_while(|| {
+    let logged = Capture::while_running(|| {
         from_url("redis://app:hunter2-secret@10.0.0.1:6379")
             .allow_insecure_transport()
             .build()
@@ -148,7 +141,7 @@ fn the_opt_out_accepts_a_remote_redis_and_says_so_at_warn_level() {
     assert!(!logged.contains("hunter2"), "{logged}");
 
     // On this host the opt-out changes nothing and warns of nothing.
-    let logged = logged_while(|| {
+    let logged = Capture::while_running(|| {
         from_url("redis://127.0.0.1:6379")
             .allow_insecure_transport()
             .build()
