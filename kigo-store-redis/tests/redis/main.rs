@@ -9,12 +9,15 @@ mod contract;
 mod corrupt;
 mod fleet;
 mod holder;
+mod misconfigured;
 mod notifications;
 mod outage;
 mod proxy;
+mod rotation;
 mod sealing;
 mod settings;
 mod support;
+mod tampering;
 #[cfg(feature = "tls-rustls")]
 mod tls;
 mod transport;
