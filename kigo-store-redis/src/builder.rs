@@ -23,7 +23,9 @@ const MIN_RETENTION: Duration = Duration::from_secs(3600);
 /// The longest retention: a year keeps every expiry far inside what Redis accepts.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Configures a [`RedisStore`]. Nothing connects until the store is first used.
+/// Configures a [`RedisStore`]. Nothing connects until the store is first used. Entries are
+/// sealed with the keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or [`Self::plaintext`]
+/// says otherwise.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
     target: Pending,
