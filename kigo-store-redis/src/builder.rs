@@ -1,10 +1,11 @@
-//! How a [`RedisStore`] is configured: where Redis is, the key prefix, the entry codec, timeouts.
+//! How a [`RedisStore`] is configured: where Redis is, the key prefix, how entries are sealed,
+//! timeouts.
 
 use std::fmt;
 use std::time::Duration;
 
 use kigo_core::StoreError;
-use kigo_core::codec::EntryCodec;
+use kigo_core::codec::{KEYRING_HINT, Keyring, Sealing};
 use redis::cluster::ClusterClient;
 use redis::{Client, ConnectionInfo, IntoConnectionInfo};
 
@@ -22,12 +23,14 @@ const MIN_RETENTION: Duration = Duration::from_secs(3600);
 /// The longest retention: a year keeps every expiry far inside what Redis accepts.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Configures a [`RedisStore`]. Nothing connects until the store is first used.
+/// Configures a [`RedisStore`]. Nothing connects until the store is first used. Entries are
+/// sealed with the keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or [`Self::plaintext`]
+/// says otherwise.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
     target: Pending,
     prefix: String,
-    codec: EntryCodec,
+    sealing: Sealing,
     timeouts: Timeouts,
     retention: Duration,
     allow_insecure_transport: bool,
@@ -49,7 +52,7 @@ impl fmt::Debug for RedisStoreBuilder {
         f.debug_struct("RedisStoreBuilder")
             .field("cluster", &cluster)
             .field("prefix", &self.prefix)
-            .field("codec", &self.codec)
+            .field("sealing", &self.sealing)
             .field("timeouts", &self.timeouts)
             .field("retention", &self.retention)
             .field("allow_insecure_transport", &self.allow_insecure_transport)
@@ -62,7 +65,7 @@ impl RedisStoreBuilder {
         Self {
             target,
             prefix: DEFAULT_PREFIX.to_owned(),
-            codec: EntryCodec::plaintext(),
+            sealing: Sealing::default(),
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(2),
@@ -129,10 +132,20 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How tokens are written (default plain JSON; `EntryCodec::encrypted` seals them). Every
-    /// replica sharing the prefix needs the same codec.
-    pub fn codec(mut self, codec: EntryCodec) -> Self {
-        self.codec = codec;
+    /// Seals entries with `keyring` instead of the one in `KIGO_SEALING_KEYS` (the default). Every
+    /// replica sharing the prefix needs the keys of the fleet's entries; see [`Keyring`] for a
+    /// rotation without a failed request.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.sealing = Sealing::Keyring(keyring);
+        self
+    }
+
+    /// Writes tokens as plaintext JSON: anyone who can read Redis, its backups, `MONITOR` or the
+    /// `SLOWLOG` can read the tokens, and anyone who can write it can plant or move one. Logged
+    /// at warn when the store is built. A replica with plaintext entries reports a fleet's
+    /// sealed entries as a misconfiguration and leaves them alone.
+    pub fn plaintext(mut self) -> Self {
+        self.sealing = Sealing::Plaintext;
         self
     }
 
@@ -215,11 +228,15 @@ impl RedisStoreBuilder {
             ));
         }
         check_transport(&target, self.allow_insecure_transport)?;
+        let codec = self
+            .sealing
+            .codec("redis", &format!("redis:{}", self.prefix))
+            .map_err(|error| StoreError::misconfigured(KEYRING_HINT, error))?;
         Ok(RedisStore::new(
             target,
             self.timeouts,
             self.prefix,
-            self.codec,
+            codec,
             self.retention,
         ))
     }
@@ -253,13 +270,20 @@ fn cluster_target(nodes: Vec<ConnectionInfo>, timeouts: Timeouts) -> Result<Targ
 mod tests {
     use std::error::Error as _;
 
+    use kigo_core::codec::SealingKey;
+
     use super::*;
+
+    fn keyring() -> Keyring {
+        Keyring::new(SealingKey::from_bytes([7; 32]))
+    }
 
     #[test]
     fn passwords_stay_out_of_debug_output_and_errors() {
         let builder = RedisStoreBuilder::from_url("redis://app:hunter2-secret@127.0.0.1:6379/0")
             .unwrap()
-            .prefix("app:");
+            .prefix("app:")
+            .keyring(keyring());
         assert!(!format!("{builder:?}").contains("hunter2"));
         let store = builder.build().unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
@@ -282,6 +306,7 @@ mod tests {
     fn building_a_tls_store_installs_no_process_wide_crypto_provider() {
         RedisStoreBuilder::from_url("rediss://redis.internal:6380")
             .unwrap()
+            .keyring(keyring())
             .build()
             .unwrap();
         assert!(rustls::crypto::CryptoProvider::get_default().is_none());
@@ -289,7 +314,11 @@ mod tests {
 
     #[test]
     fn unusable_settings_are_refused() {
-        let builder = || RedisStoreBuilder::from_url("redis://127.0.0.1:6379").unwrap();
+        let builder = || {
+            RedisStoreBuilder::from_url("redis://127.0.0.1:6379")
+                .unwrap()
+                .keyring(keyring())
+        };
         for prefix in ["a{b}:", "with space:", "glob*:"] {
             assert!(matches!(
                 builder().prefix(prefix).build(),
@@ -314,11 +343,14 @@ mod tests {
             ));
         }
         assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
-        let no_nodes = RedisStoreBuilder::cluster(Vec::<String>::new()).and_then(|b| b.build());
+        let no_nodes = RedisStoreBuilder::cluster(Vec::<String>::new())
+            .and_then(|builder| builder.keyring(keyring()).build());
         assert!(matches!(no_nodes, Err(StoreError::Misconfigured { .. })));
         let client = ClusterClient::new(["redis://127.0.0.1:7000"]).unwrap();
         assert!(matches!(
-            RedisStoreBuilder::from_cluster_client(client, Vec::new()).build(),
+            RedisStoreBuilder::from_cluster_client(client, Vec::new())
+                .keyring(keyring())
+                .build(),
             Err(StoreError::Misconfigured { .. })
         ));
     }

@@ -24,7 +24,7 @@ use crate::scripts;
 /// A [`TokenStore`] on Redis or Redis Cluster. See the [crate docs](crate).
 ///
 /// Clones are handles on the same connection. Replicas each build their own store with the
-/// same prefix (and codec) to share tokens.
+/// same prefix (and the fleet's sealing keys) to share tokens.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -39,7 +39,8 @@ struct Inner {
 }
 
 impl RedisStore {
-    /// A store on the Redis server at `url`, with the default settings.
+    /// A store on the Redis server at `url`, with the default settings: entries sealed under the
+    /// keyring in `KIGO_SEALING_KEYS`.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         RedisStoreBuilder::from_url(url)?.build()
     }
@@ -295,6 +296,8 @@ fn millis_since_epoch(time: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use kigo_core::codec::{Keyring, SealingKey};
+
     use super::*;
 
     /// Polled by an executor other than tokio, the store fails with an error saying so (the
@@ -304,7 +307,11 @@ mod tests {
         use std::future::Future;
         use std::task::{Context, Poll, Waker};
 
-        let store = RedisStore::open("redis://127.0.0.1:1").unwrap();
+        let store = RedisStoreBuilder::from_url("redis://127.0.0.1:1")
+            .unwrap()
+            .keyring(Keyring::new(SealingKey::from_bytes([7; 32])))
+            .build()
+            .unwrap();
         let key = TokenKey::partner(kigo_core::PartnerId::new("p").unwrap());
         let mut load = std::pin::pin!(store.load(&key));
         match load.as_mut().poll(&mut Context::from_waker(Waker::noop())) {

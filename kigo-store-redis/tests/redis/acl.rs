@@ -58,6 +58,7 @@ async fn store_as_user(harness: &RedisHarness, user: &str, without: Option<&str>
     RedisStoreBuilder::from_url(&format!("redis://{user}:test-password@127.0.0.1:{port}"))
         .unwrap()
         .prefix(prefix)
+        .keyring(harness.keyring())
         .heartbeat(Duration::from_millis(100))
         .build()
         .unwrap()

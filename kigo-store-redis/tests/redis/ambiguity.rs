@@ -40,6 +40,7 @@ async fn behind_proxy(harness: &RedisHarness) -> (CuttingProxy, RedisStore) {
     let store = builder
         .unwrap()
         .prefix(harness.builder_prefix())
+        .keyring(harness.keyring())
         .build()
         .unwrap();
     let warm_up = fresh_key();

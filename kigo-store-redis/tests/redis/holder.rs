@@ -2,17 +2,20 @@
 //!
 //! The holder runs on a tokio runtime of its own, as another process would: shutting that
 //! runtime down aborts every task of the replica (its refresh, its store connection) at once,
-//! with no chance to release the lease, as a crash would.
+//! with no chance to release the lease, as a crash would. Its timers stand still while it is
+//! paused, as a stopped process's do: otherwise its store timeout, which must fit in its lease,
+//! would end the commit before the lease lapsed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use kigo_core::runtime::{RuntimeEnv, SystemClock, TokioSleep, TokioSpawn};
+use kigo_core::runtime::{AsyncSleep, RuntimeEnv, Sleep, SystemClock, TokioSpawn};
 use kigo_core::{Fingerprint, Token, TokenKey, TokenManager, TokenStore};
 use kigo_testkit::conformance::fresh_key;
 use kigo_testkit::{FakeSource, FaultyStore, Gate, eventually};
 use tokio::runtime::Runtime;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::support::{RedisHarness, refresh_at_share, replica, within};
@@ -23,8 +26,35 @@ const LIFETIME: Duration = Duration::from_secs(60);
 /// (until about 8 s) still runs.
 const HOLDER_REFRESH_SHARE: f64 = 0.05;
 const OTHERS_REFRESH_SHARE: f64 = 0.1;
-/// Longer than any pause of the holder's commit in these tests.
-const HOLDER_PAUSE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The holder's timers: tokio's, except that none fires while the holder is paused.
+#[derive(Debug, Clone)]
+struct PausableSleep(watch::Sender<bool>);
+
+impl PausableSleep {
+    fn new() -> Self {
+        Self(watch::Sender::new(false))
+    }
+
+    fn pause(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn resume(&self) {
+        self.0.send_replace(false);
+    }
+}
+
+impl AsyncSleep for PausableSleep {
+    fn sleep(&self, duration: Duration) -> Sleep {
+        let elapsed = tokio::time::sleep(duration);
+        let mut paused = self.0.subscribe();
+        Box::pin(async move {
+            elapsed.await;
+            let _ = paused.wait_for(|paused| !paused).await;
+        })
+    }
+}
 
 /// Three replicas holding the fleet's token, and a fourth (the holder) that reaches its refresh
 /// point first, wins the lease, creates a token and is held before its commit.
@@ -33,6 +63,7 @@ struct Scenario {
     key: TokenKey,
     source: FakeSource,
     holder_store: FaultyStore,
+    holder_timers: PausableSleep,
     holder: TokenManager,
     /// Where the holder's tasks run; `None` once the holder died.
     holder_runtime: Option<Runtime>,
@@ -51,19 +82,16 @@ impl Scenario {
             .enable_all()
             .build()
             .unwrap();
+        let holder_timers = PausableSleep::new();
         let holder_env = RuntimeEnv::new(
             Arc::new(SystemClock::new()),
-            Arc::new(TokioSleep),
+            Arc::new(holder_timers.clone()),
             Arc::new(TokioSpawn::new(holder_runtime.handle().clone())),
         );
         let holder = replica(&source, Arc::new(holder_store.clone()), "holder")
             .runtime(holder_env)
             .expiry(refresh_at_share(HOLDER_REFRESH_SHARE))
             .lease_ttl(LEASE_TTL)
-            // The gate, not the store timeout, ends the pause: a commit cut off after 5 s would
-            // let the holder claim the lapsed lease again before the others, and the scenario
-            // would be about a timed-out commit instead.
-            .store_timeout(HOLDER_PAUSE_LIMIT)
             .build()
             .unwrap();
         let others: Vec<_> = (0..3)
@@ -96,6 +124,7 @@ impl Scenario {
             key,
             source,
             holder_store,
+            holder_timers,
             holder,
             holder_runtime: Some(holder_runtime),
             others,
@@ -203,6 +232,8 @@ async fn until_takeover(scenario: &mut Scenario, holder: Holder) -> Token {
             .await,
         "the holder claims the lease and creates a token"
     );
+    // Paused before its commit's store timeout could run out.
+    scenario.holder_timers.pause();
     if let Holder::Dies = holder
         && let Some(runtime) = scenario.holder_runtime.take()
     {
@@ -242,6 +273,13 @@ async fn a_holder_paused_past_its_lease_has_its_commit_rejected() {
     let taken_over = until_takeover(&mut scenario, Holder::Pauses).await;
 
     scenario.holder_store.open(Gate::BeforeCommit);
+    eventually(
+        "the late commit reaches Redis and is rejected",
+        Duration::from_secs(5),
+        || async { scenario.holder.metrics().rejected_commits == 1 },
+    )
+    .await;
+    scenario.holder_timers.resume();
     let holder = scenario.holder.handle(scenario.key.clone()).unwrap();
     eventually(
         "the paused holder adopts the stored token",

@@ -7,14 +7,17 @@ mod conformance_cluster;
 mod conformance_standalone;
 mod contract;
 mod corrupt;
-mod encryption;
 mod fleet;
 mod holder;
+mod misconfigured;
 mod notifications;
 mod outage;
 mod proxy;
+mod rotation;
+mod sealing;
 mod settings;
 mod support;
+mod tampering;
 #[cfg(feature = "tls-rustls")]
 mod tls;
 mod transport;

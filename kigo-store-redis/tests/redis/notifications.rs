@@ -151,6 +151,7 @@ async fn a_subscription_that_falls_silent_ends_the_feed() {
     let store = RedisStoreBuilder::from_url(&proxy.url())
         .unwrap()
         .prefix(harness.builder_prefix())
+        .keyring(harness.keyring())
         .heartbeat(Duration::from_millis(200))
         .response_timeout(Duration::from_millis(500))
         .build()

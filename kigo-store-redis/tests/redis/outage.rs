@@ -23,6 +23,8 @@ async fn the_fleet_rides_out_a_redis_restart() {
         replica(&source, Arc::new(harness.store()), name)
             .store_failure(policy)
             .backoff(backoff)
+            // The 401s below come seconds after their token's creation, on real time.
+            .min_token_age(Duration::ZERO)
             .build()
             .unwrap()
     };

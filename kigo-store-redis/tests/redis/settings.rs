@@ -11,8 +11,12 @@ use kigo_testkit::conformance::fresh_key;
 
 use super::support::RedisHarness;
 
-fn store_at(url: &str) -> RedisStore {
-    RedisStoreBuilder::from_url(url).unwrap().build().unwrap()
+fn store_at(harness: &RedisHarness, url: &str) -> RedisStore {
+    RedisStoreBuilder::from_url(url)
+        .unwrap()
+        .keyring(harness.keyring())
+        .build()
+        .unwrap()
 }
 
 async fn misconfiguration_hint(store: &RedisStore) -> &'static str {
@@ -35,14 +39,17 @@ async fn a_missing_or_wrong_password_is_a_misconfiguration() {
         .await;
     let port = harness.single_node().port();
 
-    let without = store_at(&format!("redis://127.0.0.1:{port}"));
+    let without = store_at(&harness, &format!("redis://127.0.0.1:{port}"));
     let hint = misconfiguration_hint(&without).await;
     assert!(hint.contains("password"), "{hint}");
-    let wrong = store_at(&format!("redis://:not-the-password@127.0.0.1:{port}"));
+    let wrong = store_at(
+        &harness,
+        &format!("redis://:not-the-password@127.0.0.1:{port}"),
+    );
     let hint = misconfiguration_hint(&wrong).await;
     assert!(hint.contains("password"), "{hint}");
 
-    let right = store_at(&format!("redis://:the-password@127.0.0.1:{port}"));
+    let right = store_at(&harness, &format!("redis://:the-password@127.0.0.1:{port}"));
     right.load(&fresh_key()).await.unwrap();
 }
 
@@ -54,6 +61,7 @@ async fn a_cluster_node_behind_a_server_url_is_a_misconfiguration() {
         .unwrap()
         .allow_insecure_transport() // as for the harness's own stores
         .prefix(harness.builder_prefix())
+        .keyring(harness.keyring())
         .build()
         .unwrap();
     // Keys are spread over the nodes: soon one lives on another node than this one (MOVED).

@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use kigo_core::codec::{KeyId, Keyring};
 use kigo_core::runtime::TokioSleep;
 use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    ExpiryPolicy, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret, TokenSource,
-    TokenStore,
+    ExpiryPolicy, KeyScope, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret,
+    TokenSource, TokenStore,
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
-use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use kigo_testkit::services::LocalServer;
 use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared_redis};
 use kigo_testkit::services::redis_cluster::{
@@ -28,20 +29,27 @@ enum Server {
     Cluster(RedisClusterService),
 }
 
-/// Redis stores on one server (or cluster) and key prefix, and raw access behind them.
+/// Redis stores on one server (or cluster) and key prefix, sealing with one keyring of this
+/// test, and raw access behind them.
 pub(crate) struct RedisHarness {
     server: Server,
+    keyring: Keyring,
 }
 
 impl RedisHarness {
+    fn on(server: Server) -> Self {
+        Self {
+            server,
+            keyring: test_keyring(),
+        }
+    }
+
     /// On a Redis server shared with other tests (isolated by the key prefix).
     pub(crate) async fn standalone() -> Self {
         let service = shared_redis()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Standalone(service),
-        }
+        Self::on(Server::Standalone(service))
     }
 
     /// On a Redis server of this test only, which it may kill and restart.
@@ -49,9 +57,7 @@ impl RedisHarness {
         let service = private_redis()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Standalone(service),
-        }
+        Self::on(Server::Standalone(service))
     }
 
     /// On a local Redis Cluster.
@@ -59,9 +65,7 @@ impl RedisHarness {
         let service = redis_cluster()
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Cluster(service),
-        }
+        Self::on(Server::Cluster(service))
     }
 
     /// On a Redis Cluster of one node of this test only, which it may reconfigure.
@@ -69,9 +73,7 @@ impl RedisHarness {
         let service = private_redis_cluster(1)
             .await
             .unwrap_or_else(|error| panic!("{error}"));
-        Self {
-            server: Server::Cluster(service),
-        }
+        Self::on(Server::Cluster(service))
     }
 
     /// The server of a [`RedisHarness::private`] harness.
@@ -107,6 +109,11 @@ impl RedisHarness {
         node.unwrap_or_else(|| panic!("the harness has no single server process of its own"))
     }
 
+    /// The keyring this harness's stores seal with.
+    pub(crate) fn keyring(&self) -> Keyring {
+        self.keyring.clone()
+    }
+
     pub(crate) fn builder_prefix(&self) -> &str {
         match &self.server {
             Server::Standalone(service) => service.prefix(),
@@ -114,7 +121,7 @@ impl RedisHarness {
         }
     }
 
-    /// A builder for a store on this harness's server and prefix.
+    /// A builder for a store on this harness's server and prefix, sealing with its keyring.
     pub(crate) fn builder(&self) -> RedisStoreBuilder {
         let builder = match &self.server {
             Server::Standalone(service) => RedisStoreBuilder::from_url(service.url()),
@@ -128,15 +135,30 @@ impl RedisHarness {
         builder
             .unwrap_or_else(|error| panic!("store settings: {error}"))
             .prefix(self.builder_prefix())
+            .keyring(self.keyring())
             .retention(Duration::from_secs(3600))
             .allow_insecure_transport()
     }
 
     /// A new store handle with its own connection, as another replica would open it.
     pub(crate) fn store(&self) -> RedisStore {
+        self.store_with(self.keyring())
+    }
+
+    /// [`RedisHarness::store`] sealing with `keyring`, as a replica with other keys would.
+    pub(crate) fn store_with(&self, keyring: Keyring) -> RedisStore {
         self.builder()
+            .keyring(keyring)
             .build()
             .unwrap_or_else(|error| panic!("building the store: {error}"))
+    }
+
+    /// The ID of the key that sealed the stored entry of `key`, read behind the store's back;
+    /// `None` for no entry or one that names no key.
+    pub(crate) async fn sealed_with(&self, key: &TokenKey) -> Option<KeyId> {
+        let raw = self.read_raw(key).await?;
+        let entry: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        KeyId::from_hex(entry.get("kid")?.as_str()?)
     }
 
     /// Runs `command` on the server directly, bypassing the store (on a one-node cluster, on
@@ -214,6 +236,11 @@ impl StoreHarness for RedisHarness {
         let () = self.raw(redis::cmd("SET").arg(token).arg(raw)).await;
     }
 
+    async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+        let token = self.store().key_names(key).token;
+        self.raw(redis::cmd("GET").arg(token)).await
+    }
+
     async fn pass(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
@@ -245,16 +272,18 @@ pub(crate) async fn kill_client_connections(
         .unwrap_or_else(|error| panic!("CLIENT KILL failed: {error}"))
 }
 
-/// A manager builder for one replica on real time, with settings short enough for tests.
+/// A manager builder for one replica on real time, with settings short enough for tests. It
+/// serves partner-level keys: a fake source names none, and the tests use a fresh partner each.
 pub(crate) fn replica(
     source: &FakeSource,
     store: Arc<dyn TokenStore>,
     name: &str,
 ) -> ManagerBuilder {
-    replica_of(Arc::new(source.clone()), store, name)
+    replica_of(Arc::new(source.clone()), store, name).scope(KeyScope::AnyPartner)
 }
 
-/// [`replica`] with any token source.
+/// [`replica`] with any token source. The lease covers a creation and two store operations
+/// (as the manager requires) and lapses soon after.
 pub(crate) fn replica_of(
     source: Arc<dyn TokenSource>,
     store: Arc<dyn TokenStore>,
@@ -263,8 +292,9 @@ pub(crate) fn replica_of(
     TokenManager::builder(source)
         .store(store)
         .replica_name(name)
-        .lease_ttl(Duration::from_secs(2))
+        .lease_ttl(Duration::from_secs(5))
         .create_timeout(Duration::from_secs(1))
+        .store_timeout(Duration::from_millis(1500))
         .poll_interval(Duration::from_millis(500))
 }
 
@@ -320,6 +350,13 @@ impl Capture {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish()
+    }
+
+    /// What the crate logs on this thread while `run` runs.
+    pub(crate) fn while_running(run: impl FnOnce()) -> String {
+        let capture = Self::default();
+        tracing::subscriber::with_default(capture.subscriber(), run);
+        capture.text()
     }
 
     /// What was written so far.

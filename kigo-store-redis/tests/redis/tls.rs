@@ -6,7 +6,7 @@ use kigo_core::TokenStore;
 use kigo_core::store::CommitOutcome;
 use kigo_store_redis::RedisStoreBuilder;
 use kigo_store_redis::redis::{Client, TlsCertificates};
-use kigo_testkit::conformance::fresh_key;
+use kigo_testkit::conformance::{fresh_key, test_keyring};
 use kigo_testkit::services::free_port;
 use kigo_testkit::services::redis::start_local_redis_with;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -59,7 +59,11 @@ async fn the_store_works_over_tls() {
         },
     )
     .unwrap();
-    let store = RedisStoreBuilder::from_client(client).build().unwrap();
+    let keyring = test_keyring();
+    let store = RedisStoreBuilder::from_client(client)
+        .keyring(keyring.clone())
+        .build()
+        .unwrap();
     let key = fresh_key();
     let lease = acquire(&store, &key, Duration::from_secs(30)).await;
     let token = token_valid_for("over-tls", Duration::from_secs(1800));
@@ -73,6 +77,7 @@ async fn the_store_works_over_tls() {
     // Without the CA the server is not trusted: the store reports it unavailable.
     let untrusted = RedisStoreBuilder::from_url(&format!("rediss://127.0.0.1:{tls_port}"))
         .unwrap()
+        .keyring(keyring)
         .build()
         .unwrap();
     assert!(untrusted.load(&key).await.is_err());

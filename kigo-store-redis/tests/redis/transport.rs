@@ -9,14 +9,21 @@ use kigo_store_redis::redis::Client;
 use kigo_store_redis::redis::cluster::ClusterClient;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 
+use kigo_testkit::conformance::test_keyring;
+
 use super::support::Capture;
 
+/// A builder with a keyring, so that only the transport can refuse it.
 fn from_url(url: &str) -> RedisStoreBuilder {
-    RedisStoreBuilder::from_url(url).unwrap()
+    RedisStoreBuilder::from_url(url)
+        .unwrap()
+        .keyring(test_keyring())
 }
 
 fn cluster(nodes: &[&str]) -> RedisStoreBuilder {
-    RedisStoreBuilder::cluster(nodes.iter().copied()).unwrap()
+    RedisStoreBuilder::cluster(nodes.iter().copied())
+        .unwrap()
+        .keyring(test_keyring())
 }
 
 /// The hint and the whole error chain of a refused build, which must name the way out.
@@ -34,13 +41,6 @@ fn refusal(built: Result<RedisStore, StoreError>) -> String {
         .collect()
 }
 
-/// What the crate logs while `build` runs.
-fn logged_while(build: impl FnOnce()) -> String {
-    let capture = Capture::default();
-    tracing::subscriber::with_default(capture.subscriber(), build);
-    capture.text()
-}
-
 #[test]
 fn a_remote_redis_without_tls_is_refused_at_build() {
     for url in [
@@ -52,7 +52,11 @@ fn a_remote_redis_without_tls_is_refused_at_build() {
         refusal(from_url(url).build());
     }
     refusal(RedisStore::open("redis://redis.internal"));
-    refusal(RedisStoreBuilder::from_client(Client::open("redis://10.0.0.1").unwrap()).build());
+    refusal(
+        RedisStoreBuilder::from_client(Client::open("redis://10.0.0.1").unwrap())
+            .keyring(test_keyring())
+            .build(),
+    );
 }
 
 #[test]
@@ -109,12 +113,16 @@ fn every_cluster_node_is_checked() {
         Client::open("redis://127.0.0.1:7000").unwrap(),
         Client::open("redis://10.0.0.2:7000").unwrap(),
     ];
-    refusal(RedisStoreBuilder::from_cluster_client(client, nodes).build());
+    refusal(
+        RedisStoreBuilder::from_cluster_client(client, nodes)
+            .keyring(test_keyring())
+            .build(),
+    );
 }
 
 #[test]
 fn the_opt_out_accepts_a_remote_redis_and_says_so_at_warn_level() {
-    let logged = logged_while(|| {
+    let logged = Capture::while_running(|| {
         from_url("redis://app:hunter2-secret@10.0.0.1:6379")
             .allow_insecure_transport()
             .build()
@@ -133,7 +141,7 @@ fn the_opt_out_accepts_a_remote_redis_and_says_so_at_warn_level() {
     assert!(!logged.contains("hunter2"), "{logged}");
 
     // On this host the opt-out changes nothing and warns of nothing.
-    let logged = logged_while(|| {
+    let logged = Capture::while_running(|| {
         from_url("redis://127.0.0.1:6379")
             .allow_insecure_transport()
             .build()
