@@ -695,39 +695,19 @@ pub async fn keys_are_isolated(harness: &dyn StoreHarness) {
     }
 }
 
-/// Runs every function of the suite in turn.
-pub async fn run_all(harness: &dyn StoreHarness) {
-    absent_key_loads_absent(harness).await;
-    commit_is_seen_by_every_handle(harness).await;
-    concurrent_claims_have_one_winner(harness).await;
-    lease_lapses_after_ttl(harness).await;
-    release_is_compare_and_delete(harness).await;
-    late_release_leaves_the_new_holder_alone(harness).await;
-    release_of_an_older_grant_leaves_the_newer_one_alone(harness).await;
-    fences_increase(harness).await;
-    stale_commit_is_rejected(harness).await;
-    commit_after_lapse_is_rejected(harness).await;
-    commit_after_release_is_rejected(harness).await;
-    commit_by_another_holder_is_rejected(harness).await;
-    commit_with_a_fence_never_granted_is_rejected(harness).await;
-    commit_releases_the_lease(harness).await;
-    invalidate_leaves_a_newer_token_alone(harness).await;
-    invalidate_keeps_generations_growing(harness).await;
-    cooldown_is_shared_and_never_shortened(harness).await;
-    commit_ends_the_cooldown(harness).await;
-    corrupt_entries_are_reported_and_replaced(harness).await;
-    moved_and_replayed_entries_are_never_tokens(harness).await;
-    expired_tokens_load_absent(harness).await;
-    changes_name_the_key(harness).await;
-    keys_are_isolated(harness).await;
-}
+crate::store_conformance_tests!(@list [run_all]);
 
 /// Makes one `#[tokio::test]` per conformance function, each on a harness from `$make` (an
 /// expression that evaluates to a future of a [`StoreHarness`]).
+///
+/// The list of functions is written once, here: [`run_all`] is made from it too.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
-        $crate::store_conformance_tests!(@each $make;
+        $crate::store_conformance_tests!(@list [tests ($make)]);
+    };
+    (@list [$($mode:tt)*]) => {
+        $crate::store_conformance_tests!(@$($mode)*;
             absent_key_loads_absent,
             commit_is_seen_by_every_handle,
             concurrent_claims_have_one_winner,
@@ -753,7 +733,7 @@ macro_rules! store_conformance_tests {
             keys_are_isolated,
         );
     };
-    (@each $make:expr; $($name:ident,)*) => {
+    (@tests ($make:expr); $($name:ident,)*) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -761,5 +741,11 @@ macro_rules! store_conformance_tests {
                 $crate::conformance::$name(&harness).await;
             }
         )*
+    };
+    (@run_all; $($name:ident,)*) => {
+        /// Runs every function of the suite in turn.
+        pub async fn run_all(harness: &dyn StoreHarness) {
+            $( $name(harness).await; )*
+        }
     };
 }

@@ -216,6 +216,15 @@ impl StoreError {
 /// skewed clocks agree. Implement it for a new backend and prove it with the conformance suite in
 /// `kigo-testkit` (`kigo_testkit::conformance`), which runs every "# Behavior" line below.
 ///
+/// # Encoding entries
+///
+/// A store that keeps tokens outside this process writes and reads them with
+/// [`crate::codec::EntryCodec`], built from a [`crate::codec::Sealing`] (sealed by default) and
+/// bound to the store's namespace: `encode(key, lease.fence(), token)` on commit,
+/// `decode(key, bytes, generation)` on load, reporting a decoding failure as
+/// [`Entry::Corrupt`]. The conformance suite checks the [`CorruptEntry`] kinds it yields, and the
+/// manager relies on them to tell an entry to replace from one this replica cannot open.
+///
 /// # Implementing a custom store
 ///
 /// A store that keeps one process's state behind a mutex (for brevity it ignores lease expiry and
