@@ -3,6 +3,8 @@
 
 pub mod conformance;
 mod faulty;
+#[cfg(feature = "mockall")]
+mod mock_source;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod services;
@@ -10,9 +12,9 @@ mod source;
 
 pub use faulty::{FaultyStore, Gate, InjectedFault};
 pub use kigo_core::runtime::ManualClock;
-pub use source::{
-    FakeFailure, FakeSource, MockRespond, MockTokenSource, Respond, Scripted, SourceCall,
-};
+#[cfg(feature = "mockall")]
+pub use mock_source::{MockRespond, MockTokenSource, Respond};
+pub use source::{FakeFailure, FakeSource, Scripted, SourceCall};
 
 use std::time::Duration;
 

@@ -112,13 +112,11 @@ async fn the_binary_serves_https_with_the_authority_it_writes_out() {
 
 #[tokio::test]
 async fn arguments_that_leave_it_unusable_are_refused() {
-    let cases: [(&[&str], &str); 5] = [
-        (&["--partner-id", "fleet"], "an API key is required"),
-        (&["--api-key", "k", "--https"], "--https and --ca-out"),
-        (
-            &["--api-key", "k", "--ca-out", "ca.pem"],
-            "--https and --ca-out",
-        ),
+    let cases: [(&[&str], &str); 6] = [
+        (&["--partner-id", "fleet"], "--api-key"),
+        (&["--api-key", " "], "the API key is empty"),
+        (&["--api-key", "k", "--https"], "--ca-out"),
+        (&["--api-key", "k", "--ca-out", "ca.pem"], "--https"),
         (
             &["--api-key", "k", "--lifetime-secs", "0"],
             "must be positive",
@@ -137,5 +135,27 @@ async fn arguments_that_leave_it_unusable_are_refused() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn help_shows_the_usage_and_every_option() {
+    let output = tokio::time::timeout(DEADLINE, mock_server().arg("--help").output())
+        .await
+        .expect("help is immediate")
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("Usage: kigo-mock-server"), "{help}");
+    for option in [
+        "--api-key",
+        "--partner-id",
+        "--port",
+        "--lifetime-secs",
+        "--https",
+        "--ca-out",
+        "KIGO_MOCK_API_KEY",
+    ] {
+        assert!(help.contains(option), "{option} in {help}");
     }
 }
