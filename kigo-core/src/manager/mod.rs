@@ -140,7 +140,8 @@ impl TokenManager {
     }
 
     /// A valid token for `key`, waiting for a refresh only if none is cached; the wait is bounded
-    /// by the manager's `max_wait`.
+    /// by the manager's `max_wait`. A key outside the scope gets [`Error::ForeignKey`]; otherwise
+    /// as [`TokenHandle::token`] says.
     pub async fn token(&self, key: &TokenKey) -> Result<TokenGuard, Error> {
         let slot = match self.inner.registry.get(key) {
             Some(slot) => slot,
@@ -213,6 +214,25 @@ impl TokenHandle {
 
     /// A valid token, waiting for a refresh only if none is cached; the wait is bounded by the
     /// manager's `max_wait`.
+    ///
+    /// # What a caller gets, and when
+    /// - A valid cached token: at once, without a lock, the store or the network.
+    /// - No valid token: the caller joins the key's refresh (or starts one) and gets the token it
+    ///   brings. If another replica holds the lease, the refresh waits for its commit (a change
+    ///   notice, or a poll).
+    /// - The token endpoint failed transiently (a timeout, a `5xx`, a `429`):
+    ///   [`Error::Unavailable`] at once, with `retry_after`. Until then (the backoff, the
+    ///   server's `Retry-After`, or a cool-down another replica shared) every call gets the same
+    ///   error at once, without calling the endpoint; the refresher retries in the background
+    ///   when it ends, so a later call finds a token without waiting.
+    /// - The endpoint refused for good (bad credentials): [`Error::Permanent`] at once, and again
+    ///   until the slower permanent backoff ends.
+    /// - The store is down: the store-failure policy decides ([`Error::StoreUnavailable`] or a
+    ///   token created without it); the store is misconfigured for this replica:
+    ///   [`Error::StoreMisconfigured`] at once.
+    /// - Any of this taking longer than `max_wait`: [`Error::WaitTimedOut`] at that deadline,
+    ///   while the refresh goes on for the next caller.
+    /// - After [`TokenManager::shutdown`]: [`Error::ShutDown`].
     #[inline]
     pub async fn token(&self) -> Result<TokenGuard, Error> {
         if let Some(token) = self.cached() {
