@@ -51,24 +51,23 @@ impl Default for ExpiryPolicy {
 }
 
 impl ExpiryPolicy {
-    /// Sets the latest refresh point as a share of the lifetime, in `(0, 0.8]`.
-    pub fn with_refresh_share(mut self, share: f64) -> Result<Self, InvalidPolicy> {
-        if !(share > 0.0 && share <= 1.0 - MAX_MARGIN_SHARE) {
+    /// Sets the refresh window, as shares of the lifetime: replicas renew between
+    /// `refresh_share − jitter_share` and `refresh_share`. `refresh_share` must be in
+    /// `(0, 0.8]` (the stale margin takes up to the last fifth), and `jitter_share` in
+    /// `[0, refresh_share)`. Both at once, so that no order of calls is refused.
+    pub fn with_shares(
+        mut self,
+        refresh_share: f64,
+        jitter_share: f64,
+    ) -> Result<Self, InvalidPolicy> {
+        if !(refresh_share > 0.0 && refresh_share <= 1.0 - MAX_MARGIN_SHARE) {
             return Err(InvalidPolicy("refresh share must be in (0, 0.8]"));
         }
-        if self.jitter_share >= share {
-            return Err(InvalidPolicy("refresh share must exceed the jitter share"));
-        }
-        self.refresh_share = share;
-        Ok(self)
-    }
-
-    /// Sets the width of the refresh window as a share of the lifetime, in `[0, refresh share)`.
-    pub fn with_jitter_share(mut self, share: f64) -> Result<Self, InvalidPolicy> {
-        if !(share >= 0.0 && share < self.refresh_share) {
+        if !(jitter_share >= 0.0 && jitter_share < refresh_share) {
             return Err(InvalidPolicy("jitter share must be in [0, refresh share)"));
         }
-        self.jitter_share = share;
+        self.refresh_share = refresh_share;
+        self.jitter_share = jitter_share;
         Ok(self)
     }
 
@@ -238,13 +237,23 @@ mod tests {
     #[test]
     fn out_of_range_shares_are_refused() {
         let policy = ExpiryPolicy::default();
-        assert!(policy.with_refresh_share(0.0).is_err());
-        assert!(policy.with_refresh_share(0.9).is_err());
-        assert!(policy.with_refresh_share(0.05).is_err());
-        assert!(policy.with_jitter_share(0.75).is_err());
-        assert!(policy.with_jitter_share(-0.1).is_err());
-        assert!(policy.with_jitter_share(f64::NAN).is_err());
-        assert_eq!(policy.with_jitter_share(0.0).unwrap().jitter_share(), 0.0);
+        for (refresh, jitter) in [
+            (0.0, 0.0),
+            (0.9, 0.1),
+            (0.05, 0.1),
+            (0.75, 0.75),
+            (0.75, -0.1),
+            (0.75, f64::NAN),
+            (f64::NAN, 0.1),
+        ] {
+            assert!(
+                policy.with_shares(refresh, jitter).is_err(),
+                "{refresh} {jitter}"
+            );
+        }
+        // A window below the default jitter share, whichever was set first before.
+        let narrow = policy.with_shares(0.05, 0.0).unwrap();
+        assert_eq!((narrow.refresh_share(), narrow.jitter_share()), (0.05, 0.0));
     }
 
     #[test]

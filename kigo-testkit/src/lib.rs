@@ -3,10 +3,10 @@
 
 pub mod conformance;
 mod faulty;
-#[cfg(feature = "mockall")]
-mod mock_source;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "mockall")]
+mod mock_source;
 pub mod services;
 mod source;
 

@@ -301,8 +301,7 @@ pub(crate) fn replica_of(
 /// Refresh at `share` of the lifetime exactly (no per-replica jitter).
 pub(crate) fn refresh_at_share(share: f64) -> ExpiryPolicy {
     ExpiryPolicy::default()
-        .with_jitter_share(0.0)
-        .and_then(|policy| policy.with_refresh_share(share))
+        .with_shares(share, 0.0)
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
