@@ -160,7 +160,7 @@ where
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        super::bump(&inner.metrics.panics);
+        inner.metrics.panicked();
         tracing::error!("a background task of the token manager panicked; starting it again");
         let pause = inner.env.sleep(inner.poll_delay());
         drop(inner);

@@ -17,7 +17,8 @@ use futures_util::FutureExt;
 use futures_util::future::select;
 
 use super::Inner;
-use super::slot::{Flight as SharedFlight, FlightOutcome, KeySlot, until};
+use super::metrics::{LeaseOutcome, RefreshReason, StoreOp};
+use super::slot::{Cached, Flight as SharedFlight, FlightOutcome, KeySlot, until};
 use crate::policy::StoreFailurePolicy;
 use crate::source::CreateRequest;
 use crate::store::{CommitOutcome, Entry, Lease, LeaseAttempt, Snapshot};
@@ -68,7 +69,13 @@ impl Inner {
     /// Joins the running flight of `slot`, or starts one for `reason`.
     pub(super) fn flight(self: &Arc<Self>, slot: &Arc<KeySlot>, reason: Reason) -> SharedFlight {
         slot.join_or_start(|| {
-            super::bump(&self.metrics.flights);
+            let why = match reason {
+                Reason::Ahead => RefreshReason::Ahead,
+                Reason::Notice => RefreshReason::StoreChange,
+                Reason::Needed if slot.take_rejection_drop() => RefreshReason::Rejected,
+                Reason::Needed => RefreshReason::Needed,
+            };
+            self.metrics.refresh_started(&slot.key, why);
             let (done, outcome) = oneshot::channel();
             let inner = Arc::clone(self);
             let task_slot = Arc::clone(slot);
@@ -90,7 +97,7 @@ impl Inner {
     /// What the callers of a flight that panicked get: a transient failure, worth asking again
     /// after a poll interval.
     fn panicked(&self, slot: &KeySlot) -> FlightOutcome {
-        super::bump(&self.metrics.panics);
+        self.metrics.panicked();
         tracing::error!(key = %slot.key, "a refresh panicked; the next one starts afresh");
         if self.lifecycle.is_stopped() {
             return Err(Error::ShutDown);
@@ -175,9 +182,10 @@ impl Flight<'_> {
             let holder = self.inner.next_holder();
             let ttl = self.inner.config.lease_ttl;
             let claim = self.inner.store.acquire_lease(self.key(), &holder, ttl);
-            match self.inner.bounded(claim).await {
+            match self.inner.bounded(StoreOp::Acquire, claim).await {
                 Err(error) => return self.store_failed(error).await,
                 Ok(LeaseAttempt::Acquired(lease)) => {
+                    self.inner.metrics.lease(self.key(), LeaseOutcome::Acquired);
                     let step = self.create_under(lease, spare.take()).await;
                     drop(turn);
                     match step {
@@ -186,6 +194,7 @@ impl Flight<'_> {
                     }
                 }
                 Ok(LeaseAttempt::Held { remaining }) => {
+                    self.inner.metrics.lease(self.key(), LeaseOutcome::Held);
                     if self.serving() {
                         self.retry_after_holder(remaining);
                         return Ok(());
@@ -206,7 +215,7 @@ impl Flight<'_> {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let snapshot = self
             .inner
-            .bounded(self.inner.store.load(self.key()))
+            .bounded(StoreOp::Load, self.inner.store.load(self.key()))
             .await?;
         match &snapshot.entry {
             Entry::Corrupt(corrupt) if corrupt.is_misconfiguration() => Err(
@@ -244,7 +253,15 @@ impl Flight<'_> {
     }
 
     fn install(&self, token: Token) {
-        self.slot.install(self.inner.cache_entry(token));
+        self.put(self.inner.cache_entry(token));
+    }
+
+    /// Makes `cached` the token this replica hands out.
+    fn put(&self, cached: Cached) {
+        self.inner
+            .metrics
+            .installed(self.key(), cached.token.expires_at());
+        self.slot.install(cached);
     }
 
     /// Takes the stored token if it is one this replica should use now; true if it did.
@@ -273,8 +290,8 @@ impl Flight<'_> {
             return false;
         }
         tracing::debug!(key = %self.key(), %fingerprint, generation = token.generation(), "adopted the stored token");
-        super::bump(&self.inner.metrics.adoptions);
-        self.slot.install(candidate);
+        self.inner.metrics.adopted(self.key());
+        self.put(candidate);
         true
     }
 
@@ -288,7 +305,7 @@ impl Flight<'_> {
             return Ok(());
         }
         let invalidate = self.inner.store.invalidate(self.key(), &fingerprint);
-        self.inner.bounded(invalidate).await?;
+        self.inner.bounded(StoreOp::Invalidate, invalidate).await?;
         Ok(())
     }
 
@@ -315,7 +332,7 @@ impl Flight<'_> {
         let fresh = |token: &Token| self.now() < self.inner.refresh_at(token);
         let token = match spare.filter(fresh) {
             Some(token) => token,
-            None => match self.create().await {
+            None => match self.create(false).await {
                 Ok(token) => token,
                 Err(error) => {
                     guard.release().await;
@@ -326,7 +343,10 @@ impl Flight<'_> {
         let token = token.with_generation(guard.lease.fence());
         match self
             .inner
-            .bounded(self.inner.store.commit(&guard.lease, &token))
+            .bounded(
+                StoreOp::Commit,
+                self.inner.store.commit(&guard.lease, &token),
+            )
             .await
         {
             Ok(CommitOutcome::Committed) => {
@@ -337,7 +357,7 @@ impl Flight<'_> {
             }
             Ok(CommitOutcome::Rejected) => {
                 guard.disarm();
-                super::bump(&self.inner.metrics.rejected_commits);
+                self.inner.metrics.lease(self.key(), LeaseOutcome::Lost);
                 if self.commit_failed_again() {
                     tracing::error!(key = %self.key(), "the store rejected every commit; serving the token without it");
                     self.install(token);
@@ -355,7 +375,8 @@ impl Flight<'_> {
 
     /// The commit failed in transit, so it may or may not have happened: read to find out.
     async fn commit_unknown(&self, token: Token, error: StoreError) -> Step {
-        match self.inner.bounded(self.inner.store.load(self.key())).await {
+        let load = self.inner.store.load(self.key());
+        match self.inner.bounded(StoreOp::Load, load).await {
             Ok(snapshot) => {
                 if snapshot.token().map(Token::fingerprint) == Some(token.fingerprint()) {
                     self.install(token);
@@ -385,7 +406,7 @@ impl Flight<'_> {
     }
 
     /// Calls the token source, bounded by the creation timeout.
-    async fn create(&self) -> Result<Token, SourceError> {
+    async fn create(&self, without_store: bool) -> Result<Token, SourceError> {
         let current = self.slot.current();
         let previous = current.present.then_some(&current.token);
         let request = CreateRequest::new(self.key(), previous, self.inner.env.time().as_ref());
@@ -395,7 +416,7 @@ impl Flight<'_> {
             .within(timeout, self.inner.source.create(request))
             .await
             .unwrap_or_else(|| Err(SourceError::transient(CreateTimedOut(timeout))))?;
-        super::bump(&self.inner.metrics.creations);
+        self.inner.metrics.created(self.key(), without_store);
         if !self.inner.cache_entry(token.clone()).usable_at(self.now()) {
             return Err(SourceError::transient(StaleOnArrival));
         }
@@ -404,7 +425,9 @@ impl Flight<'_> {
     }
 
     async fn endpoint_failed(&self, error: SourceError) -> FlightOutcome {
-        super::bump(&self.inner.metrics.creation_failures);
+        self.inner
+            .metrics
+            .creation_failed(self.key(), error.is_transient());
         let draw = self.inner.draw();
         let now = self.now();
         let transient = error.is_transient();
@@ -460,8 +483,9 @@ impl Flight<'_> {
     }
 
     async fn share_cooldown(&self, key: TokenKey, delay: Duration) {
+        self.inner.metrics.cooldown(&key, true);
         let cooldown = self.inner.store.set_cooldown(&key, delay);
-        if let Err(store_error) = self.inner.bounded(cooldown).await {
+        if let Err(store_error) = self.inner.bounded(StoreOp::Cooldown, cooldown).await {
             self.record_store_failure(store_error);
         }
     }
@@ -500,7 +524,7 @@ impl Flight<'_> {
             None => {
                 let partner_key = TokenKey::partner(partner.clone());
                 let read = self.inner.store.cooldown(&partner_key);
-                let left = self.inner.bounded(read).await?;
+                let left = self.inner.bounded(StoreOp::Load, read).await?;
                 let until_at = left.map(|left| after(now, left));
                 pauses.read(partner, until_at, now);
                 until_at
@@ -513,6 +537,7 @@ impl Flight<'_> {
 
     /// Another replica's failure started a shared cool-down: do not call the endpoint until it ends.
     fn cooling_down(&self, left: Duration) -> FlightOutcome {
+        self.inner.metrics.cooldown(self.key(), false);
         let retry_at = after(self.now(), left.saturating_add(self.inner.poll_delay()));
         let error = {
             let mut failures = self.slot.failures();
@@ -546,11 +571,11 @@ impl Flight<'_> {
     }
 
     fn record_store_failure(&self, error: StoreError) {
-        super::bump(&self.inner.metrics.store_errors);
         let draw = self.inner.draw();
         let now = self.now();
         let mut failures = self.slot.failures();
         failures.store += 1;
+        self.inner.metrics.degraded(true);
         let delay = self.inner.config.backoff.delay(failures.store, draw, None);
         failures.store_retry_at = Some(after(now, delay));
         if matches!(error, StoreError::Misconfigured { .. }) {
@@ -567,6 +592,7 @@ impl Flight<'_> {
         let mut failures = self.slot.failures();
         if failures.store > 0 {
             tracing::info!(key = %self.key(), "token store reachable again");
+            self.inner.metrics.degraded(false);
         }
         failures.store = 0;
         failures.store_retry_at = None;
@@ -619,11 +645,10 @@ impl Flight<'_> {
             failures.last_local_creation = Some(now);
         }
         let turn = self.inner.creations.acquire().await;
-        let created = self.create().await;
+        let created = self.create(true).await;
         drop(turn);
         match created {
             Ok(token) => {
-                super::bump(&self.inner.metrics.local_creations);
                 tracing::warn!(key = %self.key(), fingerprint = %token.fingerprint(), "created a token without the store");
                 self.install(token);
                 Ok(())
@@ -643,7 +668,7 @@ impl Flight<'_> {
 
     /// Waits for the lease holder's commit: a change notice, or the poll interval.
     async fn wait_for_holder(&self, changed: EventListener) -> Result<(), Error> {
-        super::bump(&self.inner.metrics.lease_waits);
+        self.inner.metrics.waiting_for_holder();
         let waited = self.now().duration_since(self.started).unwrap_or_default();
         let max_wait = self.inner.config.max_wait;
         if waited >= max_wait {
@@ -683,7 +708,10 @@ impl<'a> LeaseGuard<'a> {
     async fn release(mut self) {
         if let Err(error) = self
             .inner
-            .bounded(self.inner.store.release_lease(&self.lease))
+            .bounded(
+                StoreOp::Release,
+                self.inner.store.release_lease(&self.lease),
+            )
             .await
         {
             tracing::debug!(key = %self.lease.key(), %error, "lease release failed; it lapses by itself");

@@ -27,7 +27,7 @@ pub use slot::TokenGuard;
 use builder::Config;
 use flight::StoreTimedOut as TimedOut;
 use lifecycle::Lifecycle;
-use metrics::{Metrics, bump};
+use metrics::{Metrics, StoreOp};
 use partners::PartnerPauses;
 use registry::Registry;
 use slot::{Cached, KeySlot};
@@ -255,14 +255,14 @@ impl TokenHandle {
             && current.token.fingerprint() == *fingerprint
             && self.inner.too_young_to_drop(&current.token)
         {
-            bump(&self.inner.metrics.ignored_rejections);
+            self.inner.metrics.rejection(&self.slot.key, false);
             tracing::debug!(key = %self.slot.key, %fingerprint, "a token younger than the minimum age was rejected; kept");
             return false;
         }
         self.slot.failures().rejected.record(*fingerprint);
         let dropped = self.slot.drop_if_current(fingerprint);
         if dropped {
-            bump(&self.inner.metrics.invalidations);
+            self.inner.metrics.rejection(&self.slot.key, true);
             tracing::info!(key = %self.slot.key, %fingerprint, "token rejected by the API; renewing");
         }
         dropped
@@ -313,16 +313,18 @@ impl Inner {
 
     /// The slow path: join or start flights until a valid token is cached, within `max_wait`.
     async fn wait_for_token(self: &Arc<Self>, slot: &Arc<KeySlot>) -> Result<TokenGuard, Error> {
-        bump(&self.metrics.waits);
         let started = self.now();
         let limit = self.config.max_wait;
-        match self.within(limit, self.flights_until_served(slot)).await {
+        let outcome = match self.within(limit, self.flights_until_served(slot)).await {
             Some(outcome) => outcome,
             None => Err(Error::WaitTimedOut {
                 key: slot.key.clone(),
                 waited: self.now().duration_since(started).unwrap_or_default(),
             }),
-        }
+        };
+        let waited = self.now().duration_since(started).unwrap_or_default();
+        self.metrics.waited(&slot.key, waited, outcome.is_ok());
+        outcome
     }
 
     async fn flights_until_served(
@@ -357,12 +359,16 @@ impl Inner {
     /// not hold a refresh, and the callers waiting for it, forever.
     async fn bounded<T>(
         &self,
+        op: StoreOp,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let limit = self.config.store_timeout;
-        self.within(limit, operation)
+        let result = self
+            .within(limit, operation)
             .await
-            .unwrap_or_else(|| Err(StoreError::unavailable(TimedOut(limit))))
+            .unwrap_or_else(|| Err(StoreError::unavailable(TimedOut(limit))));
+        self.metrics.store_op(op, result.as_ref().map(|_| ()));
+        result
     }
 
     /// When this replica renews `token`.

@@ -146,6 +146,8 @@ pub(super) struct KeySlot {
     pub(super) changed: Event,
     flight: Mutex<Option<Flight>>,
     failures: Mutex<Failures>,
+    /// Set when a 401 drops the cached token, taken by the next flight (to say why it runs).
+    dropped_by_rejection: AtomicBool,
 }
 
 impl fmt::Debug for KeySlot {
@@ -164,6 +166,7 @@ impl KeySlot {
             changed: Event::new(),
             flight: Mutex::new(None),
             failures: Mutex::new(Failures::default()),
+            dropped_by_rejection: AtomicBool::new(false),
         }
     }
 
@@ -198,9 +201,15 @@ impl KeySlot {
             .compare_and_swap(&current, Arc::new(Cached::empty()));
         let dropped = Arc::ptr_eq(&previous, &current);
         if dropped {
+            self.dropped_by_rejection.store(true, Ordering::Relaxed);
             self.changed.notify(usize::MAX);
         }
         dropped
+    }
+
+    /// Whether a 401 dropped the cached token since the last call.
+    pub(super) fn take_rejection_drop(&self) -> bool {
+        self.dropped_by_rejection.swap(false, Ordering::Relaxed)
     }
 
     pub(super) fn failures(&self) -> MutexGuard<'_, Failures> {
