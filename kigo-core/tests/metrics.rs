@@ -12,6 +12,9 @@ use common::{MIN_TOKEN_AGE, World, partner, reach_refresh_point, warm};
 use kigo_testkit::FaultyStore;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
+/// One series as recorded: its name, its labels and its value.
+type Series = (String, Vec<(String, String)>, DebugValue);
+
 /// The series names in the README's "Metrics" table.
 fn documented() -> BTreeSet<String> {
     let readme = include_str!("../README.md");
@@ -54,7 +57,7 @@ async fn a_renewal_a_401_and_a_store_outage_report_the_documented_series() {
     assert!(handle.invalidate(&handle.cached().unwrap().fingerprint()));
     warm(&handle).await;
 
-    let series: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+    let series: Vec<Series> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
