@@ -20,6 +20,9 @@ use crate::error::{CreateError, ErrorKind};
 /// Creates user-level session tokens (what a front end may receive) for users of the partner of
 /// its [`crate::KigoApi`].
 ///
+/// Its logs never name the user (personal data): they happen inside the manager's refresh span,
+/// which names the user by a keyed hash (see `kigo_core::manager::UserIdLogging`).
+///
 /// - The partner-level token comes from a manager's [`TokenHandle`], so it is shared and renewed
 ///   like any other call's. If the API rejects it (`401`), it is invalidated by fingerprint and
 ///   the creation retried once with a fresh one.
@@ -57,7 +60,7 @@ impl UserTokenSource {
                 Ok(token) => return Ok(token),
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) => {
-                    tracing::debug!(%user, %error, "refresh token refused; creating a new user token");
+                    tracing::debug!(%error, "refresh token refused; creating a new user token");
                 }
             }
         }
@@ -107,12 +110,12 @@ impl UserTokenSource {
                 .await;
             match answer {
                 Err(error) if error.kind() == ErrorKind::Unauthorized && !rejected_once => {
-                    tracing::info!(%user, partner_token = %fingerprint, "partner token rejected while creating a user token; renewing it");
+                    tracing::info!(partner_token = %fingerprint, "partner token rejected while creating a user token; renewing it");
                     self.partner.invalidate(&fingerprint);
                     rejected_once = true;
                 }
                 Ok(token) => {
-                    tracing::debug!(%user, fingerprint = %token.fingerprint(), "created a user-level session token");
+                    tracing::debug!(fingerprint = %token.fingerprint(), "created a user-level session token");
                     return Ok(token);
                 }
                 Err(error) => return Err(error),

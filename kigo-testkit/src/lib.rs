@@ -3,6 +3,7 @@
 
 pub mod conformance;
 mod faulty;
+pub mod logs;
 #[cfg(feature = "mock")]
 pub mod mock;
 #[cfg(feature = "mockall")]

@@ -44,7 +44,11 @@ pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
         if let Some(flight) = flight
             && let Err(error) = flight.await
         {
-            tracing::debug!(%error, "refresh ahead did not renew");
+            // The flight logged why; the error's text would name the user.
+            tracing::debug!(
+                transient = error.is_transient(),
+                "refresh ahead did not renew"
+            );
         }
         // A refresh that neither renewed nor scheduled a retry must not make this loop spin.
         let pause = {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Inner, TokenManager};
+use super::{Inner, TokenManager, UserIdLogging};
 use crate::policy::{BackoffPolicy, ExpiryPolicy, StoreFailurePolicy};
 use crate::runtime::RuntimeEnv;
 use crate::store::{MemoryStore, TokenStore};
@@ -26,6 +26,7 @@ pub(super) struct Config {
     pub(super) min_token_age: Duration,
     pub(super) max_creations: usize,
     pub(super) user_keys: usize,
+    pub(super) user_ids: UserIdLogging,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             min_token_age: Duration::from_secs(5),
             max_creations: 16,
             user_keys: 10_000,
+            user_ids: UserIdLogging::default(),
         }
     }
 }
@@ -251,6 +253,12 @@ impl<S> ManagerBuilder<S> {
     /// How many user-level keys to keep (default 10 000); the least recently useful go first.
     pub fn user_key_capacity(mut self, capacity: usize) -> Self {
         self.config.user_keys = capacity;
+        self
+    }
+
+    /// How logs and traces name users (default: a short keyed hash, see [`UserIdLogging`]).
+    pub fn log_user_ids(mut self, logging: UserIdLogging) -> Self {
+        self.config.user_ids = logging;
         self
     }
 

@@ -15,6 +15,7 @@ use event_listener::EventListener;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::select;
+use tracing::Instrument;
 
 use super::Inner;
 use super::metrics::{LeaseOutcome, RefreshReason, StoreOp};
@@ -83,8 +84,14 @@ impl Inner {
                 // Ended however the task ends (done, panicked, or dropped at shutdown), so that
                 // the slot never keeps a finished flight.
                 let end = EndFlight(&task_slot);
+                let span = tracing::info_span!(
+                    "kigo.refresh",
+                    key = %inner.config.user_ids.show(&task_slot.key),
+                    reason = why.label(),
+                );
                 let result = AssertUnwindSafe(run(&inner, &task_slot, reason))
                     .catch_unwind()
+                    .instrument(span)
                     .await
                     .unwrap_or_else(|_| inner.panicked(&task_slot));
                 drop(end);
@@ -98,7 +105,8 @@ impl Inner {
     /// after a poll interval.
     fn panicked(&self, slot: &KeySlot) -> FlightOutcome {
         self.metrics.panicked();
-        tracing::error!(key = %slot.key, "a refresh panicked; the next one starts afresh");
+        let key = self.config.user_ids.show(&slot.key);
+        tracing::error!(%key, "a refresh panicked; the next one starts afresh");
         if self.lifecycle.is_stopped() {
             return Err(Error::ShutDown);
         }
@@ -182,7 +190,8 @@ impl Flight<'_> {
             let holder = self.inner.next_holder();
             let ttl = self.inner.config.lease_ttl;
             let claim = self.inner.store.acquire_lease(self.key(), &holder, ttl);
-            match self.inner.bounded(StoreOp::Acquire, claim).await {
+            let claim = self.inner.bounded(StoreOp::Acquire, claim);
+            match claim.instrument(tracing::debug_span!("kigo.lease")).await {
                 Err(error) => return self.store_failed(error).await,
                 Ok(LeaseAttempt::Acquired(lease)) => {
                     self.inner.metrics.lease(self.key(), LeaseOutcome::Acquired);
@@ -200,7 +209,9 @@ impl Flight<'_> {
                         return Ok(());
                     }
                     drop(turn);
-                    self.wait_for_holder(changed).await?;
+                    self.wait_for_holder(changed)
+                        .instrument(tracing::debug_span!("kigo.wait"))
+                        .await?;
                 }
             }
         }
@@ -208,6 +219,11 @@ impl Flight<'_> {
 
     fn key(&self) -> &TokenKey {
         &self.slot.key
+    }
+
+    /// The key as logs show it (users by a keyed hash, unless opted out).
+    fn logged(&self) -> impl std::fmt::Display + '_ {
+        self.inner.config.user_ids.show(self.key())
     }
 
     /// Reads the store; an entry this replica cannot open (it lacks the fleet's key) is a
@@ -270,7 +286,7 @@ impl Flight<'_> {
             Entry::Present(token) => token,
             Entry::Absent => return false,
             Entry::Corrupt(corrupt) => {
-                tracing::warn!(key = %self.key(), %corrupt, "stored entry is corrupt; replacing it");
+                tracing::warn!(key = %self.logged(), %corrupt, "stored entry is corrupt; replacing it");
                 return false;
             }
         };
@@ -289,7 +305,7 @@ impl Flight<'_> {
         if !candidate.usable_at(now) || (self.reason == Reason::Ahead && due && self.serving()) {
             return false;
         }
-        tracing::debug!(key = %self.key(), %fingerprint, generation = token.generation(), "adopted the stored token");
+        tracing::debug!(key = %self.logged(), %fingerprint, generation = token.generation(), "adopted the stored token");
         self.inner.metrics.adopted(self.key());
         self.put(candidate);
         true
@@ -305,7 +321,10 @@ impl Flight<'_> {
             return Ok(());
         }
         let invalidate = self.inner.store.invalidate(self.key(), &fingerprint);
-        self.inner.bounded(StoreOp::Invalidate, invalidate).await?;
+        self.inner
+            .bounded(StoreOp::Invalidate, invalidate)
+            .instrument(tracing::debug_span!("kigo.invalidate", %fingerprint))
+            .await?;
         Ok(())
     }
 
@@ -332,7 +351,11 @@ impl Flight<'_> {
         let fresh = |token: &Token| self.now() < self.inner.refresh_at(token);
         let token = match spare.filter(fresh) {
             Some(token) => token,
-            None => match self.create(false).await {
+            None => match self
+                .create(false)
+                .instrument(tracing::debug_span!("kigo.create"))
+                .await
+            {
                 Ok(token) => token,
                 Err(error) => {
                     guard.release().await;
@@ -341,17 +364,17 @@ impl Flight<'_> {
             },
         };
         let token = token.with_generation(guard.lease.fence());
+        let commit = self.inner.store.commit(&guard.lease, &token);
+        let span = tracing::debug_span!("kigo.commit", generation = guard.lease.fence());
         match self
             .inner
-            .bounded(
-                StoreOp::Commit,
-                self.inner.store.commit(&guard.lease, &token),
-            )
+            .bounded(StoreOp::Commit, commit)
+            .instrument(span)
             .await
         {
             Ok(CommitOutcome::Committed) => {
                 guard.disarm();
-                tracing::debug!(key = %self.key(), fingerprint = %token.fingerprint(), generation = token.generation(), "committed a new token");
+                tracing::debug!(key = %self.logged(), fingerprint = %token.fingerprint(), generation = token.generation(), "committed a new token");
                 self.install(token);
                 Step::Done(Ok(()))
             }
@@ -359,11 +382,11 @@ impl Flight<'_> {
                 guard.disarm();
                 self.inner.metrics.lease(self.key(), LeaseOutcome::Lost);
                 if self.commit_failed_again() {
-                    tracing::error!(key = %self.key(), "the store rejected every commit; serving the token without it");
+                    tracing::error!(key = %self.logged(), "the store rejected every commit; serving the token without it");
                     self.install(token);
                     return Step::Done(Ok(()));
                 }
-                tracing::warn!(key = %self.key(), "lease lost before commit; using the store's token instead");
+                tracing::warn!(key = %self.logged(), "lease lost before commit; using the store's token instead");
                 Step::Again(token)
             }
             Err(error) => {
@@ -384,7 +407,7 @@ impl Flight<'_> {
                 }
                 if self.commit_failed_again() {
                     // The store reads but does not take commits: stop trying it for a while.
-                    tracing::error!(key = %self.key(), %error, "the store failed every commit; serving the token without it");
+                    tracing::error!(key = %self.logged(), %error, "the store failed every commit; serving the token without it");
                     self.record_store_failure(error);
                     self.install(token);
                     return Step::Done(Ok(()));
@@ -463,11 +486,11 @@ impl Flight<'_> {
         };
         self.slot.changed.notify(usize::MAX);
         if transient {
-            tracing::warn!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
+            tracing::warn!(key = %self.logged(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
         } else if first {
-            tracing::error!(key = %self.key(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation refused; the fleet pauses this key");
+            tracing::error!(key = %self.logged(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation refused; the fleet pauses this key");
         } else {
-            tracing::debug!(key = %self.key(), error = %error, retry_in = ?delay, "token creation refused again");
+            tracing::debug!(key = %self.logged(), error = %error, retry_in = ?delay, "token creation refused again");
         }
         // Share the pause so that the whole fleet backs off, not only this replica; a transient
         // failure pauses the whole partner.
@@ -579,9 +602,9 @@ impl Flight<'_> {
         let delay = self.inner.config.backoff.delay(failures.store, draw, None);
         failures.store_retry_at = Some(after(now, delay));
         if matches!(error, StoreError::Misconfigured { .. }) {
-            tracing::error!(key = %self.key(), %error, retry_in = ?delay, "token store misconfigured for this replica; handing out no new token until it is fixed");
+            tracing::error!(key = %self.logged(), %error, retry_in = ?delay, "token store misconfigured for this replica; handing out no new token until it is fixed");
         } else {
-            tracing::warn!(key = %self.key(), %error, retry_in = ?delay, "token store failed");
+            tracing::warn!(key = %self.logged(), %error, retry_in = ?delay, "token store failed");
         }
         failures.store_error = Some(error);
         drop(failures);
@@ -591,7 +614,7 @@ impl Flight<'_> {
     fn store_ok(&self) {
         let mut failures = self.slot.failures();
         if failures.store > 0 {
-            tracing::info!(key = %self.key(), "token store reachable again");
+            tracing::info!(key = %self.logged(), "token store reachable again");
             self.inner.metrics.degraded(false);
         }
         failures.store = 0;
@@ -649,7 +672,7 @@ impl Flight<'_> {
         drop(turn);
         match created {
             Ok(token) => {
-                tracing::warn!(key = %self.key(), fingerprint = %token.fingerprint(), "created a token without the store");
+                tracing::warn!(key = %self.logged(), fingerprint = %token.fingerprint(), "created a token without the store");
                 self.install(token);
                 Ok(())
             }
@@ -714,7 +737,8 @@ impl<'a> LeaseGuard<'a> {
             )
             .await
         {
-            tracing::debug!(key = %self.lease.key(), %error, "lease release failed; it lapses by itself");
+            let key = self.inner.config.user_ids.show(self.lease.key());
+            tracing::debug!(%key, %error, "lease release failed; it lapses by itself");
         }
         self.armed = false;
     }

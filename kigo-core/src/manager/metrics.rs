@@ -74,6 +74,18 @@ pub(super) enum RefreshReason {
     StoreChange,
 }
 
+impl RefreshReason {
+    /// As the `reason` label and the refresh span say it.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Ahead => "ahead",
+            Self::Needed => "needed",
+            Self::Rejected => "rejected",
+            Self::StoreChange => "store_change",
+        }
+    }
+}
+
 /// What became of a claim of the refresh lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LeaseOutcome {

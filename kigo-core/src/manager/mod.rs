@@ -18,11 +18,13 @@ mod metrics;
 mod partners;
 mod registry;
 mod slot;
+mod user_ids;
 
 pub use builder::{BuildError, HasStore, ManagerBuilder, NeedsStore};
 pub use flight::{CreateTimedOut, RefreshPanicked, StaleOnArrival, StoreTimedOut};
 pub use metrics::MetricsSnapshot;
 pub use slot::TokenGuard;
+pub use user_ids::UserIdLogging;
 
 use builder::Config;
 use flight::StoreTimedOut as TimedOut;
@@ -256,14 +258,16 @@ impl TokenHandle {
             && self.inner.too_young_to_drop(&current.token)
         {
             self.inner.metrics.rejection(&self.slot.key, false);
-            tracing::debug!(key = %self.slot.key, %fingerprint, "a token younger than the minimum age was rejected; kept");
+            let key = self.inner.config.user_ids.show(&self.slot.key);
+            tracing::debug!(%key, %fingerprint, "a token younger than the minimum age was rejected; kept");
             return false;
         }
         self.slot.failures().rejected.record(*fingerprint);
         let dropped = self.slot.drop_if_current(fingerprint);
         if dropped {
             self.inner.metrics.rejection(&self.slot.key, true);
-            tracing::info!(key = %self.slot.key, %fingerprint, "token rejected by the API; renewing");
+            let key = self.inner.config.user_ids.show(&self.slot.key);
+            tracing::info!(%key, %fingerprint, "token rejected by the API; renewing");
         }
         dropped
     }
