@@ -16,5 +16,6 @@ mod transport;
 
 pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
 pub use keys::KeyNames;
+pub use kigo_core::codec::{Keyring, SealingKey};
 pub use redis;
 pub use store::RedisStore;
