@@ -1,5 +1,6 @@
 //! How a [`RedisStore`] is configured: where Redis is, the key prefix, how entries are sealed,
-//! timeouts; and the shortcut that takes every default ([`RedisStore::open`]).
+//! timeouts; and the shortcuts that take every default ([`RedisStore::open`],
+//! [`RedisStore::from_env`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -22,6 +23,14 @@ pub const DEFAULT_PREFIX: &str = "kigo:";
 const MIN_RETENTION: Duration = Duration::from_secs(3600);
 /// The longest retention: a year keeps every expiry far inside what Redis accepts.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The environment variable [`RedisStore::from_env`] reads the Redis URL from.
+pub const STORE_URL_VAR: &str = "KIGO_STORE_URL";
+
+/// What an operator is told when [`RedisStore::from_env`] finds no URL.
+const STORE_URL_HINT: &str = "set KIGO_STORE_URL to the Redis URL \
+    (rediss://[user:password@]host[:port][/db]), or configure the store in code with \
+    RedisStore::builder()";
 
 /// Configures a [`RedisStore`]; made by [`RedisStore::builder`]. Give it a Redis with one of
 /// [`Self::url`], [`Self::cluster_nodes`], [`Self::client`] or [`Self::cluster_client`] (each
@@ -118,6 +127,16 @@ impl RedisStore {
     /// keyring in `KIGO_SEALING_KEYS`. The same as `RedisStore::builder().url(url).build()`.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         Self::builder().url(url).build()
+    }
+
+    /// [`Self::open`] on the URL in [`STORE_URL_VAR`] (`KIGO_STORE_URL`). A missing or empty
+    /// variable is [`StoreError::Misconfigured`], with a hint that names it.
+    pub fn from_env() -> Result<Self, StoreError> {
+        let url = std::env::var(STORE_URL_VAR)
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| config_error(STORE_URL_HINT, RedisStoreError::NoUrlInEnv))?;
+        Self::open(url.trim())
     }
 }
 

@@ -16,6 +16,9 @@ pub(crate) enum RedisStoreError {
     /// The builder was given no Redis to connect to.
     #[error("no Redis server or Cluster was given")]
     NoTarget,
+    /// [`crate::RedisStore::from_env`] found no URL in its variable.
+    #[error("{} is not set", crate::STORE_URL_VAR)]
+    NoUrlInEnv,
     /// The connection settings (URL, TLS, credentials) are not usable.
     #[error("the Redis connection settings are invalid")]
     Config(#[source] RedisError),
