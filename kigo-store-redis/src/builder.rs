@@ -1,13 +1,14 @@
 //! How a [`RedisStore`] is configured: where Redis is, the key prefix, how entries are sealed,
-//! timeouts.
+//! timeouts; and the shortcuts that take every default ([`RedisStore::open`],
+//! [`RedisStore::from_env`]).
 
 use std::fmt;
 use std::time::Duration;
 
 use kigo_core::StoreError;
 use kigo_core::codec::{KEYRING_HINT, Keyring, Sealing};
+use redis::Client;
 use redis::cluster::ClusterClient;
-use redis::{Client, ConnectionInfo, IntoConnectionInfo};
 
 use crate::RedisStore;
 use crate::connection::{Target, Timeouts};
@@ -23,9 +24,19 @@ const MIN_RETENTION: Duration = Duration::from_secs(3600);
 /// The longest retention: a year keeps every expiry far inside what Redis accepts.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Configures a [`RedisStore`]. Nothing connects until the store is first used. Entries are
-/// sealed with the keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or [`Self::plaintext`]
-/// says otherwise.
+/// The environment variable [`RedisStore::from_env`] reads the Redis URL from.
+pub const STORE_URL_VAR: &str = "KIGO_STORE_URL";
+
+/// What an operator is told when [`RedisStore::from_env`] finds no URL.
+const STORE_URL_HINT: &str = "set KIGO_STORE_URL to the Redis URL \
+    (rediss://[user:password@]host[:port][/db]), or configure the store in code with \
+    RedisStore::builder()";
+
+/// Configures a [`RedisStore`]; made by [`RedisStore::builder`]. Give it a Redis with one of
+/// [`Self::url`], [`Self::cluster_nodes`], [`Self::client`] or [`Self::cluster_client`] (each
+/// replaces the one given before). Setters never fail: [`Self::build`] checks everything,
+/// URLs included. Nothing connects until the store is first used. Entries are sealed with the
+/// keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or [`Self::plaintext`] says otherwise.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
     target: Pending,
@@ -36,21 +47,56 @@ pub struct RedisStoreBuilder {
     allow_insecure_transport: bool,
 }
 
+/// The Redis a builder was given, as given: URLs are parsed by [`RedisStoreBuilder::build`].
 #[derive(Clone)]
 enum Pending {
+    Missing,
+    /// A server's URL; it may hold a password.
+    Url(String),
+    /// Cluster node URLs; they may hold a password.
+    ClusterNodes(Vec<String>),
     Ready(Target),
-    ClusterNodes(Vec<ConnectionInfo>),
+}
+
+impl Pending {
+    /// What the builder's Debug output shows of it: never a URL.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "none",
+            Self::Url(_) => "server",
+            Self::ClusterNodes(_) => "cluster",
+            Self::Ready(target) if target.is_cluster() => "cluster",
+            Self::Ready(_) => "server",
+        }
+    }
+
+    fn into_target(self, timeouts: Timeouts) -> Result<Target, StoreError> {
+        match self {
+            Self::Missing => Err(config_error(
+                "give the store a Redis: RedisStore::builder().url(...) for a server, \
+                 .cluster_nodes(...) for a Redis Cluster (or .client / .cluster_client)",
+                RedisStoreError::NoTarget,
+            )),
+            Self::Url(url) => {
+                let client = Client::open(url.as_str()).map_err(|error| {
+                    config_error(
+                        "the Redis URL is not valid (or needs a TLS feature)",
+                        RedisStoreError::Config(error),
+                    )
+                })?;
+                Ok(Target::Standalone(Box::new(client)))
+            }
+            Self::ClusterNodes(urls) => cluster_target(&urls, timeouts),
+            Self::Ready(target) => Ok(target),
+        }
+    }
 }
 
 impl fmt::Debug for RedisStoreBuilder {
     // Hand-written: connection settings may hold a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cluster = match &self.target {
-            Pending::Ready(target) => target.is_cluster(),
-            Pending::ClusterNodes(_) => true,
-        };
         f.debug_struct("RedisStoreBuilder")
-            .field("cluster", &cluster)
+            .field("target", &self.target.kind())
             .field("prefix", &self.prefix)
             .field("sealing", &self.sealing)
             .field("timeouts", &self.timeouts)
@@ -60,10 +106,11 @@ impl fmt::Debug for RedisStoreBuilder {
     }
 }
 
-impl RedisStoreBuilder {
-    fn new(target: Pending) -> Self {
-        Self {
-            target,
+impl RedisStore {
+    /// A builder with no Redis yet and every default; see [`RedisStoreBuilder`].
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            target: Pending::Missing,
             prefix: DEFAULT_PREFIX.to_owned(),
             sealing: Sealing::default(),
             timeouts: Timeouts {
@@ -76,39 +123,42 @@ impl RedisStoreBuilder {
         }
     }
 
+    /// A store on the Redis server at `url`, with the default settings: entries sealed under the
+    /// keyring in `KIGO_SEALING_KEYS`. The same as `RedisStore::builder().url(url).build()`.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::builder().url(url).build()
+    }
+
+    /// [`Self::open`] on the URL in [`STORE_URL_VAR`] (`KIGO_STORE_URL`). A missing or empty
+    /// variable is [`StoreError::Misconfigured`], with a hint that names it.
+    pub fn from_env() -> Result<Self, StoreError> {
+        let url = std::env::var(STORE_URL_VAR)
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| config_error(STORE_URL_HINT, RedisStoreError::NoUrlInEnv))?;
+        Self::open(url.trim())
+    }
+}
+
+impl RedisStoreBuilder {
     /// One Redis server at `url`: `rediss://[user:password@]host[:port][/db]` (TLS, with the
     /// default `tls-rustls` feature), or `redis://...` for a Redis on this host (see
     /// [`Self::allow_insecure_transport`] for a remote one).
-    pub fn from_url(url: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|error| {
-            config_error(
-                "the Redis URL is not valid (or needs a TLS feature)",
-                RedisStoreError::Config(error),
-            )
-        })?;
-        Ok(Self::from_client(client))
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.target = Pending::Url(url.into());
+        self
+    }
+
+    /// A Redis Cluster, found through any of `nodes` (URLs as for [`Self::url`]).
+    pub fn cluster_nodes(mut self, nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.target = Pending::ClusterNodes(nodes.into_iter().map(Into::into).collect());
+        self
     }
 
     /// One Redis server, through a client you built (TLS certificates, RESP3, ...).
-    pub fn from_client(client: Client) -> Self {
-        Self::new(Pending::Ready(Target::Standalone(Box::new(client))))
-    }
-
-    /// A Redis Cluster, found through any of `nodes` (URLs as for [`Self::from_url`]).
-    pub fn cluster<T: IntoConnectionInfo>(
-        nodes: impl IntoIterator<Item = T>,
-    ) -> Result<Self, StoreError> {
-        let nodes = nodes
-            .into_iter()
-            .map(IntoConnectionInfo::into_connection_info)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| {
-                config_error(
-                    "a Redis Cluster node URL is not valid",
-                    RedisStoreError::Config(error),
-                )
-            })?;
-        Ok(Self::new(Pending::ClusterNodes(nodes)))
+    pub fn client(mut self, client: Client) -> Self {
+        self.target = Pending::Ready(Target::Standalone(Box::new(client)));
+        self
     }
 
     /// A Redis Cluster through a client you built; change notices are subscribed to through
@@ -116,11 +166,12 @@ impl RedisStoreBuilder {
     ///
     /// [`Self::build`] checks the transport of `nodes` only: the redis crate does not show a
     /// `ClusterClient`'s nodes, so build `client` from the same `rediss://` URLs.
-    pub fn from_cluster_client(client: ClusterClient, nodes: Vec<Client>) -> Self {
-        Self::new(Pending::Ready(Target::Cluster {
+    pub fn cluster_client(mut self, client: ClusterClient, nodes: Vec<Client>) -> Self {
+        self.target = Pending::Ready(Target::Cluster {
             client: Box::new(client),
             nodes,
-        }))
+        });
+        self
     }
 
     /// The prefix of every key and of the change channel (default [`DEFAULT_PREFIX`]).
@@ -189,8 +240,10 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Checks the settings and builds the store. It connects on first use and reconnects by
-    /// itself; it must be used inside a tokio runtime.
+    /// Checks every setting, the Redis URLs included, and builds the store: what cannot work
+    /// (no Redis given, an invalid URL, a remote Redis without TLS, no sealing keys, ...) is
+    /// [`StoreError::Misconfigured`]. The store connects on first use and reconnects by itself;
+    /// it must be used inside a tokio runtime.
     pub fn build(self) -> Result<RedisStore, StoreError> {
         check_prefix(&self.prefix).map_err(|error| {
             config_error(
@@ -215,10 +268,7 @@ impl RedisStoreBuilder {
                 RedisStoreError::Retention,
             ));
         }
-        let target = match self.target {
-            Pending::Ready(target) => target,
-            Pending::ClusterNodes(nodes) => cluster_target(nodes, self.timeouts)?,
-        };
+        let target = self.target.into_target(self.timeouts)?;
         if let Target::Cluster { nodes, .. } = &target
             && nodes.is_empty()
         {
@@ -242,24 +292,30 @@ impl RedisStoreBuilder {
     }
 }
 
-fn cluster_target(nodes: Vec<ConnectionInfo>, timeouts: Timeouts) -> Result<Target, StoreError> {
-    let invalid = |error| {
-        config_error(
-            "the Redis Cluster settings are not valid",
-            RedisStoreError::Config(error),
-        )
-    };
-    let clients = nodes
+fn cluster_target(urls: &[String], timeouts: Timeouts) -> Result<Target, StoreError> {
+    let clients = urls
         .iter()
-        .cloned()
-        .map(Client::open)
+        .map(|url| Client::open(url.as_str()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+        .map_err(|error| {
+            config_error(
+                "a Redis Cluster node URL is not valid",
+                RedisStoreError::Config(error),
+            )
+        })?;
+    let nodes = clients
+        .iter()
+        .map(|client| client.get_connection_info().clone());
     let client = ClusterClient::builder(nodes)
         .connection_timeout(timeouts.connect)
         .response_timeout(timeouts.response)
         .build()
-        .map_err(invalid)?;
+        .map_err(|error| {
+            config_error(
+                "the Redis Cluster settings are not valid",
+                RedisStoreError::Config(error),
+            )
+        })?;
     Ok(Target::Cluster {
         client: Box::new(client),
         nodes: clients,
@@ -268,7 +324,7 @@ fn cluster_target(nodes: Vec<ConnectionInfo>, timeouts: Timeouts) -> Result<Targ
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error as _;
+    use std::error::Error;
 
     use kigo_core::codec::SealingKey;
 
@@ -278,25 +334,61 @@ mod tests {
         Keyring::new(SealingKey::from_bytes([7; 32]))
     }
 
+    fn misconfiguration(built: Result<RedisStore, StoreError>) -> (&'static str, String) {
+        let error = built.expect_err("the build is refused");
+        let StoreError::Misconfigured { hint, .. } = &error else {
+            panic!("expected a misconfiguration, got {error:?}");
+        };
+        let shown = std::iter::successors(Some(&error as &dyn Error), |&cause| cause.source())
+            .map(|cause| format!("{cause} {cause:?} "))
+            .collect();
+        (hint, shown)
+    }
+
     #[test]
     fn passwords_stay_out_of_debug_output_and_errors() {
-        let builder = RedisStoreBuilder::from_url("redis://app:hunter2-secret@127.0.0.1:6379/0")
-            .unwrap()
+        let builder = RedisStore::builder()
+            .url("redis://app:hunter2-secret@127.0.0.1:6379/0")
             .prefix("app:")
             .keyring(keyring());
         assert!(!format!("{builder:?}").contains("hunter2"));
         let store = builder.build().unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
+        let cluster = RedisStore::builder()
+            .cluster_nodes(["redis://app:hunter2-secret@127.0.0.1:7000"])
+            .keyring(keyring());
+        assert!(!format!("{cluster:?}").contains("hunter2"));
 
-        let error =
-            RedisStoreBuilder::from_url("redis://app:hunter2-secret@[::1:bad/0").unwrap_err();
-        let mut shown = format!("{error} {error:?}");
-        let mut source = error.source();
-        while let Some(cause) = source {
-            shown.push_str(&format!(" {cause} {cause:?}"));
-            source = cause.source();
+        for unusable in [
+            RedisStore::builder().url("redis://app:hunter2-secret@[::1:bad/0"),
+            RedisStore::builder().cluster_nodes(["redis://app:hunter2-secret@[::1:bad/0"]),
+        ] {
+            let (_, shown) = misconfiguration(unusable.keyring(keyring()).build());
+            assert!(!shown.contains("hunter2"), "{shown}");
         }
-        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_builder_given_no_redis_is_refused_at_build_with_a_hint_naming_the_choices() {
+        let builder = RedisStore::builder().keyring(keyring());
+        assert!(format!("{builder:?}").contains(r#"target: "none""#));
+        let (hint, _) = misconfiguration(builder.build());
+        assert!(
+            hint.contains(".url(") && hint.contains(".cluster_nodes("),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn the_last_redis_given_is_the_one_used() {
+        // The first, remote in plain text, would be refused.
+        RedisStore::builder()
+            .url("redis://10.0.0.1:6379")
+            .cluster_nodes(["redis://10.0.0.1:7000"])
+            .url("redis://127.0.0.1:6379")
+            .keyring(keyring())
+            .build()
+            .unwrap();
     }
 
     /// The redis crate builds its TLS settings from rustls's own choice (the one provider
@@ -304,8 +396,8 @@ mod tests {
     #[cfg(feature = "tls-rustls")]
     #[test]
     fn building_a_tls_store_installs_no_process_wide_crypto_provider() {
-        RedisStoreBuilder::from_url("rediss://redis.internal:6380")
-            .unwrap()
+        RedisStore::builder()
+            .url("rediss://redis.internal:6380")
             .keyring(keyring())
             .build()
             .unwrap();
@@ -313,10 +405,10 @@ mod tests {
     }
 
     #[test]
-    fn unusable_settings_are_refused() {
+    fn unusable_settings_are_refused_at_build() {
         let builder = || {
-            RedisStoreBuilder::from_url("redis://127.0.0.1:6379")
-                .unwrap()
+            RedisStore::builder()
+                .url("redis://127.0.0.1:6379")
                 .keyring(keyring())
         };
         for prefix in ["a{b}:", "with space:", "glob*:"] {
@@ -342,16 +434,12 @@ mod tests {
                 Err(StoreError::Misconfigured { .. })
             ));
         }
-        assert!(RedisStoreBuilder::cluster(["not a url"]).is_err());
-        let no_nodes = RedisStoreBuilder::cluster(Vec::<String>::new())
-            .and_then(|builder| builder.keyring(keyring()).build());
-        assert!(matches!(no_nodes, Err(StoreError::Misconfigured { .. })));
+        let (hint, _) = misconfiguration(builder().url("not a url").build());
+        assert!(hint.contains("URL"), "{hint}");
+        let (hint, _) = misconfiguration(builder().cluster_nodes(["not a url"]).build());
+        assert!(hint.contains("URL"), "{hint}");
+        misconfiguration(builder().cluster_nodes(Vec::<String>::new()).build());
         let client = ClusterClient::new(["redis://127.0.0.1:7000"]).unwrap();
-        assert!(matches!(
-            RedisStoreBuilder::from_cluster_client(client, Vec::new())
-                .keyring(keyring())
-                .build(),
-            Err(StoreError::Misconfigured { .. })
-        ));
+        misconfiguration(builder().cluster_client(client, Vec::new()).build());
     }
 }

@@ -13,6 +13,12 @@ pub(crate) enum RedisStoreError {
     /// A command or script failed, or the connection did.
     #[error("Redis command failed")]
     Command(#[source] RedisError),
+    /// The builder was given no Redis to connect to.
+    #[error("no Redis server or Cluster was given")]
+    NoTarget,
+    /// [`crate::RedisStore::from_env`] found no URL in its variable.
+    #[error("{} is not set", crate::STORE_URL_VAR)]
+    NoUrlInEnv,
     /// The connection settings (URL, TLS, credentials) are not usable.
     #[error("the Redis connection settings are invalid")]
     Config(#[source] RedisError),
@@ -68,9 +74,9 @@ fn misconfiguration(error: &RedisError) -> Option<&'static str> {
         ErrorKind::Server(ServerErrorKind::NoPerm) => Some(
             "the Redis user lacks a command or key the store needs (see the crate docs on ACLs)",
         ),
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
-            Some("the Redis URL names a node of a Redis Cluster: use RedisStoreBuilder::cluster")
-        }
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => Some(
+            "the Redis URL names a node of a Redis Cluster: use RedisStoreBuilder::cluster_nodes",
+        ),
         ErrorKind::InvalidClientConfig => Some("the Redis connection settings are invalid"),
         _ => None,
     }

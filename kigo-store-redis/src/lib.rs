@@ -14,7 +14,8 @@ mod store;
 mod subscription;
 mod transport;
 
-pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder};
+pub use builder::{DEFAULT_PREFIX, RedisStoreBuilder, STORE_URL_VAR};
 pub use keys::KeyNames;
+pub use kigo_core::codec::{Keyring, SealingKey};
 pub use redis;
 pub use store::RedisStore;

@@ -15,7 +15,6 @@ use kigo_core::store::{
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind};
 
-use crate::RedisStoreBuilder;
 use crate::connection::{Connection, Target, Timeouts};
 use crate::error::{is_ambiguous, require_tokio, store_error};
 use crate::keys::{KeyNames, channel};
@@ -39,12 +38,6 @@ struct Inner {
 }
 
 impl RedisStore {
-    /// A store on the Redis server at `url`, with the default settings: entries sealed under the
-    /// keyring in `KIGO_SEALING_KEYS`.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
-        RedisStoreBuilder::from_url(url)?.build()
-    }
-
     pub(crate) fn new(
         target: Target,
         timeouts: Timeouts,
@@ -307,8 +300,8 @@ mod tests {
         use std::future::Future;
         use std::task::{Context, Poll, Waker};
 
-        let store = RedisStoreBuilder::from_url("redis://127.0.0.1:1")
-            .unwrap()
+        let store = RedisStore::builder()
+            .url("redis://127.0.0.1:1")
             .keyring(Keyring::new(SealingKey::from_bytes([7; 32])))
             .build()
             .unwrap();

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kigo_core::store::{CommitOutcome, HolderId};
 use kigo_core::{StoreError, TokenStore};
+use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis;
-use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 use kigo_testkit::eventually;
 
@@ -55,8 +55,8 @@ async fn store_as_user(harness: &RedisHarness, user: &str, without: Option<&str>
     }
     let () = harness.raw(&setuser).await;
     let port = harness.single_node().port();
-    RedisStoreBuilder::from_url(&format!("redis://{user}:test-password@127.0.0.1:{port}"))
-        .unwrap()
+    RedisStore::builder()
+        .url(format!("redis://{user}:test-password@127.0.0.1:{port}"))
         .prefix(prefix)
         .keyring(harness.keyring())
         .heartbeat(Duration::from_millis(100))

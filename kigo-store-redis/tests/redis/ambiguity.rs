@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use kigo_core::store::{CommitOutcome, HolderId, LeaseAttempt};
 use kigo_core::{TokenKey, TokenStore};
+use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis;
-use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 
 use super::proxy::{Cut, CuttingProxy};
@@ -33,12 +33,11 @@ async fn behind_proxy(harness: &RedisHarness) -> (CuttingProxy, RedisStore) {
                     .arg(proxy.port()),
             )
             .await;
-        RedisStoreBuilder::cluster([proxy.url()])
+        RedisStore::builder().cluster_nodes([proxy.url()])
     } else {
-        RedisStoreBuilder::from_url(&proxy.url())
+        RedisStore::builder().url(proxy.url())
     };
     let store = builder
-        .unwrap()
         .prefix(harness.builder_prefix())
         .keyring(harness.keyring())
         .build()

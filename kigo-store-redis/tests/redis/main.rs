@@ -8,6 +8,7 @@ mod conformance_standalone;
 mod contract;
 mod corrupt;
 mod fleet;
+mod from_env;
 mod holder;
 mod misconfigured;
 mod notifications;

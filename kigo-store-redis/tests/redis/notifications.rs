@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use kigo_core::{TokenKey, TokenManager, TokenStore};
-use kigo_store_redis::{RedisStore, RedisStoreBuilder, redis};
+use kigo_store_redis::{RedisStore, redis};
 use kigo_testkit::conformance::fresh_key;
 use kigo_testkit::{FakeSource, FaultyStore};
 use tokio::task::JoinHandle;
@@ -148,8 +148,8 @@ async fn a_killed_subscription_ends_the_feed() {
 async fn a_subscription_that_falls_silent_ends_the_feed() {
     let harness = RedisHarness::private().await;
     let proxy = CuttingProxy::start(harness.single_node().port()).await;
-    let store = RedisStoreBuilder::from_url(&proxy.url())
-        .unwrap()
+    let store = RedisStore::builder()
+        .url(proxy.url())
         .prefix(harness.builder_prefix())
         .keyring(harness.keyring())
         .heartbeat(Duration::from_millis(200))

@@ -6,18 +6,18 @@
 //! [`child_builds_a_store_from_its_environment`]), never in the test process: changing the
 //! environment of a multi-threaded process is unsound.
 
-use std::error::Error;
-use std::process::Command;
 use std::time::Duration;
 
 use kigo_core::codec::{InvalidKeyring, KEYRING_HINT, SEALING_KEYS_VAR, SealingKey};
 use kigo_core::store::CommitOutcome;
 use kigo_core::{StoreError, TokenSecret, TokenStore};
-use kigo_store_redis::RedisStoreBuilder;
+use kigo_store_redis::RedisStore;
 use kigo_testkit::conformance::{StoreHarness, fresh_key};
 use secrecy::ExposeSecret;
 
-use super::support::{Capture, RedisHarness, acquire, token_valid_for};
+use super::support::{
+    self, Capture, RedisHarness, acquire, child_case, misconfiguration, token_valid_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_entries_hold_no_readable_token_and_name_their_key() {
@@ -52,8 +52,8 @@ async fn stored_entries_hold_no_readable_token_and_name_their_key() {
 #[test]
 fn a_plaintext_store_is_chosen_by_name_and_says_so_at_warn_level() {
     let logged = Capture::while_running(|| {
-        RedisStoreBuilder::from_url("redis://127.0.0.1:6379")
-            .unwrap()
+        RedisStore::builder()
+            .url("redis://127.0.0.1:6379")
             .prefix("plain:")
             .plaintext()
             .build()
@@ -95,27 +95,12 @@ fn a_store_seals_with_the_keys_of_kigo_sealing_keys_the_first_current() {
     );
 }
 
-/// Tells the child what to expect: `missing`, `invalid`, or `sealed <current ID> <older ID>`.
-const CASE_VAR: &str = "KIGO_TEST_SEALING_CASE";
 const CHILD_TEST: &str = "sealing::child_builds_a_store_from_its_environment";
 
-/// Runs the child test with `keys` (or nothing) in `KIGO_SEALING_KEYS`, expecting `case`.
+/// Runs the child test with `keys` (or nothing) in `KIGO_SEALING_KEYS`, expecting `case`:
+/// `missing`, `invalid`, or `sealed <current ID> <older ID>`.
 fn run_child(keys: Option<&str>, case: &str) {
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args(["--ignored", "--exact", CHILD_TEST, "--test-threads=1"])
-        .env_remove(SEALING_KEYS_VAR)
-        .env(CASE_VAR, case);
-    if let Some(keys) = keys {
-        child.env(SEALING_KEYS_VAR, keys);
-    }
-    let output = child.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the child for {case} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_child(CHILD_TEST, case, &[(SEALING_KEYS_VAR, keys)]);
 }
 
 /// Run by the tests above as a child process, with `KIGO_SEALING_KEYS` set (or not) for it;
@@ -124,12 +109,10 @@ fn run_child(keys: Option<&str>, case: &str) {
 #[ignore = "the child process of the sealing environment tests"]
 fn child_builds_a_store_from_its_environment() {
     // Run alone (`--include-ignored`), there is no case to run.
-    let Ok(case) = std::env::var(CASE_VAR) else {
+    let Some(case) = child_case() else {
         return;
     };
-    let built = RedisStoreBuilder::from_url("redis://127.0.0.1:6379")
-        .unwrap()
-        .build();
+    let built = RedisStore::builder().url("redis://127.0.0.1:6379").build();
     let words: Vec<&str> = case.split(' ').collect();
     match (words.as_slice(), built) {
         (["sealed", current, older], Ok(store)) => {
@@ -158,10 +141,7 @@ fn child_builds_a_store_from_its_environment() {
                 _ => panic!("unknown case {case}"),
             }
             let keys = std::env::var(SEALING_KEYS_VAR).unwrap_or_default();
-            let shown: String =
-                std::iter::successors(Some(&error as &dyn Error), |&cause| cause.source())
-                    .map(|cause| format!("{cause} {cause:?} "))
-                    .collect();
+            let (_, shown) = misconfiguration(&error);
             for key in keys.split(',').map(str::trim).filter(|key| !key.is_empty()) {
                 assert!(!shown.contains(key), "the error repeats a key");
             }

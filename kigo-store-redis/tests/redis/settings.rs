@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use kigo_core::store::{HolderId, LeaseAttempt};
 use kigo_core::{StoreError, TokenStore};
+use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis;
-use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 use kigo_testkit::conformance::fresh_key;
 
 use super::support::RedisHarness;
 
 fn store_at(harness: &RedisHarness, url: &str) -> RedisStore {
-    RedisStoreBuilder::from_url(url)
-        .unwrap()
+    RedisStore::builder()
+        .url(url)
         .keyring(harness.keyring())
         .build()
         .unwrap()
@@ -57,8 +57,8 @@ async fn a_missing_or_wrong_password_is_a_misconfiguration() {
 async fn a_cluster_node_behind_a_server_url_is_a_misconfiguration() {
     let harness = RedisHarness::cluster().await;
     let node = harness.cluster_urls()[0].clone();
-    let store = RedisStoreBuilder::from_url(&node)
-        .unwrap()
+    let store = RedisStore::builder()
+        .url(node)
         .allow_insecure_transport() // as for the harness's own stores
         .prefix(harness.builder_prefix())
         .keyring(harness.keyring())
@@ -69,7 +69,7 @@ async fn a_cluster_node_behind_a_server_url_is_a_misconfiguration() {
         match store.load(&fresh_key()).await {
             Ok(_) => continue,
             Err(StoreError::Misconfigured { hint, .. }) => {
-                assert!(hint.contains("RedisStoreBuilder::cluster"), "{hint}");
+                assert!(hint.contains("RedisStoreBuilder::cluster_nodes"), "{hint}");
                 return;
             }
             Err(error) => panic!("a key on another node gave {error:?}"),

@@ -1,7 +1,9 @@
 //! What the tests share: harnesses on a standalone server and on a cluster, replicas built on
 //! them, and waiting with deadlines.
 
+use std::error::Error;
 use std::io::Write;
+use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +12,7 @@ use kigo_core::codec::{KeyId, Keyring};
 use kigo_core::runtime::TokioSleep;
 use kigo_core::store::{HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    ExpiryPolicy, KeyScope, ManagerBuilder, Token, TokenKey, TokenManager, TokenSecret,
+    ExpiryPolicy, KeyScope, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenSecret,
     TokenSource, TokenStore,
 };
 use kigo_store_redis::redis;
@@ -123,17 +125,15 @@ impl RedisHarness {
 
     /// A builder for a store on this harness's server and prefix, sealing with its keyring.
     pub(crate) fn builder(&self) -> RedisStoreBuilder {
+        let builder = RedisStore::builder();
         let builder = match &self.server {
-            Server::Standalone(service) => RedisStoreBuilder::from_url(service.url()),
-            Server::Cluster(service) => {
-                RedisStoreBuilder::cluster(service.urls().iter().map(String::as_str))
-            }
+            Server::Standalone(service) => builder.url(service.url()),
+            Server::Cluster(service) => builder.cluster_nodes(service.urls().iter().cloned()),
         };
         // The shortest retention, so that keys left on a shared server go within an hour. A
         // test server named by the environment may be on another host (a CI service) and
         // speak plain text: the transport rule has tests of its own.
         builder
-            .unwrap_or_else(|error| panic!("store settings: {error}"))
             .prefix(self.builder_prefix())
             .keyring(self.keyring())
             .retention(Duration::from_secs(3600))
@@ -335,6 +335,51 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T 
     tokio::time::timeout(DEADLINE, future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
+}
+
+/// The hint of `error`, which must be a misconfiguration, and its whole error chain as shown
+/// (each cause's Display and Debug): what it names, and what it must not repeat.
+pub(crate) fn misconfiguration(error: &StoreError) -> (&'static str, String) {
+    let StoreError::Misconfigured { hint, .. } = error else {
+        panic!("expected a misconfiguration, got {error:?}");
+    };
+    let shown = std::iter::successors(Some(error as &dyn Error), |&cause| cause.source())
+        .map(|cause| format!("{cause} {cause:?} "))
+        .collect();
+    (hint, shown)
+}
+
+/// Tells a child process (see [`run_child`]) which case to check.
+const CHILD_CASE_VAR: &str = "KIGO_TEST_CHILD_CASE";
+
+/// Runs the ignored test `test` of this binary in a child process, with `case` for
+/// [`child_case`] and each of `vars` set (`Some`) or removed (`None`), and fails unless it
+/// passed. For tests of what the store reads from the environment: changing the environment of
+/// this multi-threaded test process would be unsound.
+pub(crate) fn run_child(test: &str, case: &str, vars: &[(&str, Option<&str>)]) {
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--ignored", "--exact", test, "--test-threads=1"])
+        .env(CHILD_CASE_VAR, case);
+    for (name, value) in vars {
+        match value {
+            Some(value) => child.env(name, value),
+            None => child.env_remove(name),
+        };
+    }
+    let output = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child for {case} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The case given to this child process by [`run_child`]; `None` in a test process run by
+/// hand (`--include-ignored`), which has no case to check.
+pub(crate) fn child_case() -> Option<String> {
+    std::env::var(CHILD_CASE_VAR).ok()
 }
 
 /// What the crate logs while [`Capture::subscriber`] is the subscriber.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kigo_core::TokenStore;
 use kigo_core::store::CommitOutcome;
-use kigo_store_redis::RedisStoreBuilder;
+use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis::{Client, TlsCertificates};
 use kigo_testkit::conformance::{fresh_key, test_keyring};
 use kigo_testkit::services::free_port;
@@ -60,7 +60,8 @@ async fn the_store_works_over_tls() {
     )
     .unwrap();
     let keyring = test_keyring();
-    let store = RedisStoreBuilder::from_client(client)
+    let store = RedisStore::builder()
+        .client(client)
         .keyring(keyring.clone())
         .build()
         .unwrap();
@@ -75,8 +76,8 @@ async fn the_store_works_over_tls() {
     assert_eq!(loaded.token().unwrap().fingerprint(), token.fingerprint());
 
     // Without the CA the server is not trusted: the store reports it unavailable.
-    let untrusted = RedisStoreBuilder::from_url(&format!("rediss://127.0.0.1:{tls_port}"))
-        .unwrap()
+    let untrusted = RedisStore::builder()
+        .url(format!("rediss://127.0.0.1:{tls_port}"))
         .keyring(keyring)
         .build()
         .unwrap();

@@ -2,8 +2,6 @@
 //! otherwise by name; checked at `build()`, before anything connects (the hosts below do not
 //! exist).
 
-use std::error::Error;
-
 use kigo_core::StoreError;
 use kigo_store_redis::redis::Client;
 use kigo_store_redis::redis::cluster::ClusterClient;
@@ -11,34 +9,27 @@ use kigo_store_redis::{RedisStore, RedisStoreBuilder};
 
 use kigo_testkit::conformance::test_keyring;
 
-use super::support::Capture;
+use super::support::{Capture, misconfiguration};
 
 /// A builder with a keyring, so that only the transport can refuse it.
-fn from_url(url: &str) -> RedisStoreBuilder {
-    RedisStoreBuilder::from_url(url)
-        .unwrap()
-        .keyring(test_keyring())
+fn server(url: &str) -> RedisStoreBuilder {
+    RedisStore::builder().url(url).keyring(test_keyring())
 }
 
 fn cluster(nodes: &[&str]) -> RedisStoreBuilder {
-    RedisStoreBuilder::cluster(nodes.iter().copied())
-        .unwrap()
+    RedisStore::builder()
+        .cluster_nodes(nodes.iter().copied())
         .keyring(test_keyring())
 }
 
-/// The hint and the whole error chain of a refused build, which must name the way out.
+/// The whole error chain of a refused build, whose hint must name the way out.
 fn refusal(built: Result<RedisStore, StoreError>) -> String {
-    let error = built.expect_err("the build is refused");
-    let StoreError::Misconfigured { hint, .. } = &error else {
-        panic!("expected a misconfiguration, got {error:?}");
-    };
+    let (hint, shown) = misconfiguration(&built.expect_err("the build is refused"));
     assert!(
         hint.contains("rediss://") && hint.contains("allow_insecure_transport"),
         "{hint}"
     );
-    std::iter::successors(Some(&error as &dyn Error), |&cause| cause.source())
-        .map(|cause| format!("{cause} {cause:?} "))
-        .collect()
+    shown
 }
 
 #[test]
@@ -49,11 +40,12 @@ fn a_remote_redis_without_tls_is_refused_at_build() {
         "redis://[2001:db8::1]:6379",
         "redis://localhost.example.com",
     ] {
-        refusal(from_url(url).build());
+        refusal(server(url).build());
     }
     refusal(RedisStore::open("redis://redis.internal"));
     refusal(
-        RedisStoreBuilder::from_client(Client::open("redis://10.0.0.1").unwrap())
+        RedisStore::builder()
+            .client(Client::open("redis://10.0.0.1").unwrap())
             .keyring(test_keyring())
             .build(),
     );
@@ -61,7 +53,7 @@ fn a_remote_redis_without_tls_is_refused_at_build() {
 
 #[test]
 fn a_refusal_names_the_address_but_not_the_password() {
-    let shown = refusal(from_url("redis://app:hunter2-secret@10.0.0.1:6379").build());
+    let shown = refusal(server("redis://app:hunter2-secret@10.0.0.1:6379").build());
     assert!(shown.contains("10.0.0.1:6379"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
@@ -75,7 +67,7 @@ fn a_redis_on_this_host_needs_no_tls() {
         "redis://localhost:6379",
         "redis+unix:///run/redis/redis.sock",
     ] {
-        from_url(url).build().unwrap();
+        server(url).build().unwrap();
     }
     cluster(&["redis://127.0.0.1:7000", "redis://localhost:7001"])
         .build()
@@ -85,7 +77,7 @@ fn a_redis_on_this_host_needs_no_tls() {
 #[cfg(feature = "tls-rustls")]
 #[test]
 fn a_remote_redis_over_tls_is_accepted() {
-    from_url("rediss://app:password@redis.internal:6380")
+    server("rediss://app:password@redis.internal:6380")
         .build()
         .unwrap();
     cluster(&["rediss://10.0.0.1:6380", "rediss://10.0.0.2:6380"])
@@ -96,10 +88,8 @@ fn a_remote_redis_over_tls_is_accepted() {
 #[cfg(feature = "tls-rustls")]
 #[test]
 fn tls_without_certificate_checks_counts_as_plain_text() {
-    refusal(from_url("rediss://redis.internal:6380/#insecure").build());
-    from_url("rediss://127.0.0.1:6380/#insecure")
-        .build()
-        .unwrap();
+    refusal(server("rediss://redis.internal:6380/#insecure").build());
+    server("rediss://127.0.0.1:6380/#insecure").build().unwrap();
 }
 
 #[test]
@@ -114,7 +104,8 @@ fn every_cluster_node_is_checked() {
         Client::open("redis://10.0.0.2:7000").unwrap(),
     ];
     refusal(
-        RedisStoreBuilder::from_cluster_client(client, nodes)
+        RedisStore::builder()
+            .cluster_client(client, nodes)
             .keyring(test_keyring())
             .build(),
     );
@@ -123,7 +114,7 @@ fn every_cluster_node_is_checked() {
 #[test]
 fn the_opt_out_accepts_a_remote_redis_and_says_so_at_warn_level() {
     let logged = Capture::while_running(|| {
-        from_url("redis://app:hunter2-secret@10.0.0.1:6379")
+        server("redis://app:hunter2-secret@10.0.0.1:6379")
             .allow_insecure_transport()
             .build()
             .unwrap();
@@ -142,7 +133,7 @@ fn the_opt_out_accepts_a_remote_redis_and_says_so_at_warn_level() {
 
     // On this host the opt-out changes nothing and warns of nothing.
     let logged = Capture::while_running(|| {
-        from_url("redis://127.0.0.1:6379")
+        server("redis://127.0.0.1:6379")
             .allow_insecure_transport()
             .build()
             .unwrap();
