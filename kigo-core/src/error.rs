@@ -106,6 +106,21 @@ impl Error {
             .find_map(|error| error.downcast_ref::<T>())
     }
 
+    /// A short, stable name of the kind of error, for status pages and metrics:
+    /// `endpoint_permanent`, `endpoint_unavailable`, `store_unavailable`, `store_misconfigured`,
+    /// `wait_timed_out`, `foreign_key` or `shut_down`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Permanent { .. } => "endpoint_permanent",
+            Self::Unavailable { .. } => "endpoint_unavailable",
+            Self::StoreUnavailable { .. } => "store_unavailable",
+            Self::StoreMisconfigured { .. } => "store_misconfigured",
+            Self::WaitTimedOut { .. } => "wait_timed_out",
+            Self::ForeignKey { .. } => "foreign_key",
+            Self::ShutDown => "shut_down",
+        }
+    }
+
     /// Whether asking again later may succeed.
     pub fn is_transient(&self) -> bool {
         !matches!(

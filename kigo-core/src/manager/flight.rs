@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::Inner;
 use super::metrics::{LeaseOutcome, RefreshReason, StoreOp};
 use super::slot::{Cached, Flight as SharedFlight, FlightOutcome, KeySlot, until};
+use super::status::TokenOrigin;
 use crate::policy::StoreFailurePolicy;
 use crate::source::CreateRequest;
 use crate::store::{CommitOutcome, Entry, Lease, LeaseAttempt, Snapshot};
@@ -94,6 +95,7 @@ impl Inner {
                     .instrument(span)
                     .await
                     .unwrap_or_else(|_| inner.panicked(&task_slot));
+                task_slot.failures().last_refresh = Some((inner.now(), result.clone().err()));
                 drop(end);
                 let _ = done.send(result);
             });
@@ -268,8 +270,8 @@ impl Flight<'_> {
         if self.serving() { Ok(()) } else { Err(error) }
     }
 
-    fn install(&self, token: Token) {
-        self.put(self.inner.cache_entry(token));
+    fn install(&self, token: Token, origin: TokenOrigin) {
+        self.put(self.inner.cache_entry(token, origin));
     }
 
     /// Makes `cached` the token this replica hands out.
@@ -299,7 +301,9 @@ impl Flight<'_> {
         {
             return false;
         }
-        let candidate = self.inner.cache_entry(token.clone());
+        let candidate = self
+            .inner
+            .cache_entry(token.clone(), TokenOrigin::ReadFromStore);
         let now = self.now();
         let due = now >= candidate.refresh_at;
         if !candidate.usable_at(now) || (self.reason == Reason::Ahead && due && self.serving()) {
@@ -375,7 +379,7 @@ impl Flight<'_> {
             Ok(CommitOutcome::Committed) => {
                 guard.disarm();
                 tracing::debug!(key = %self.logged(), fingerprint = %token.fingerprint(), generation = token.generation(), "committed a new token");
-                self.install(token);
+                self.install(token, TokenOrigin::CreatedHere);
                 Step::Done(Ok(()))
             }
             Ok(CommitOutcome::Rejected) => {
@@ -383,7 +387,7 @@ impl Flight<'_> {
                 self.inner.metrics.lease(self.key(), LeaseOutcome::Lost);
                 if self.commit_failed_again() {
                     tracing::error!(key = %self.logged(), "the store rejected every commit; serving the token without it");
-                    self.install(token);
+                    self.install(token, TokenOrigin::CreatedWithoutStore);
                     return Step::Done(Ok(()));
                 }
                 tracing::warn!(key = %self.logged(), "lease lost before commit; using the store's token instead");
@@ -402,14 +406,14 @@ impl Flight<'_> {
         match self.inner.bounded(StoreOp::Load, load).await {
             Ok(snapshot) => {
                 if snapshot.token().map(Token::fingerprint) == Some(token.fingerprint()) {
-                    self.install(token);
+                    self.install(token, TokenOrigin::CreatedHere);
                     return Step::Done(Ok(()));
                 }
                 if self.commit_failed_again() {
                     // The store reads but does not take commits: stop trying it for a while.
                     tracing::error!(key = %self.logged(), %error, "the store failed every commit; serving the token without it");
                     self.record_store_failure(error);
-                    self.install(token);
+                    self.install(token, TokenOrigin::CreatedWithoutStore);
                     return Step::Done(Ok(()));
                 }
                 Step::Again(token)
@@ -417,7 +421,7 @@ impl Flight<'_> {
             Err(_) => {
                 // The store is gone; the token is fresh and valid, so serve it rather than waste it.
                 self.record_store_failure(error);
-                self.install(token);
+                self.install(token, TokenOrigin::CreatedWithoutStore);
                 Step::Done(Ok(()))
             }
         }
@@ -440,7 +444,7 @@ impl Flight<'_> {
             .await
             .unwrap_or_else(|| Err(SourceError::transient(CreateTimedOut(timeout))))?;
         self.inner.metrics.created(self.key(), without_store);
-        if !self.inner.cache_entry(token.clone()).usable_at(self.now()) {
+        if self.now() >= self.inner.usable_until(&token) {
             return Err(SourceError::transient(StaleOnArrival));
         }
         self.endpoint_ok();
@@ -673,7 +677,7 @@ impl Flight<'_> {
         match created {
             Ok(token) => {
                 tracing::warn!(key = %self.logged(), fingerprint = %token.fingerprint(), "created a token without the store");
-                self.install(token);
+                self.install(token, TokenOrigin::CreatedWithoutStore);
                 Ok(())
             }
             Err(source_error) => self.endpoint_failed(source_error).await,

@@ -18,12 +18,14 @@ mod metrics;
 mod partners;
 mod registry;
 mod slot;
+mod status;
 mod user_ids;
 
 pub use builder::{BuildError, HasStore, ManagerBuilder, NeedsStore};
 pub use flight::{CreateTimedOut, RefreshPanicked, StaleOnArrival, StoreTimedOut};
 pub use metrics::MetricsSnapshot;
 pub use slot::TokenGuard;
+pub use status::{Health, KeyStatus, ManagerStatus, StoreKeyStatus, TokenOrigin, TokenStatus};
 pub use user_ids::UserIdLogging;
 
 use builder::Config;
@@ -381,11 +383,15 @@ impl Inner {
     }
 
     /// The cache entry for `token`, with this replica's refresh and stale points.
-    fn cache_entry(&self, token: Token) -> Cached {
-        let policy = &self.config.expiry;
+    fn cache_entry(&self, token: Token, origin: TokenOrigin) -> Cached {
         let refresh_at = self.refresh_at(&token);
-        let usable_until = crate::time::before(policy.stale_at(&token), self.hot_lag);
-        Cached::new(token, refresh_at, usable_until)
+        let usable_until = self.usable_until(&token);
+        Cached::new(token, refresh_at, usable_until, origin)
+    }
+
+    /// Until when this replica hands out `token`: its stale point, less the hot path clock's lag.
+    fn usable_until(&self, token: &Token) -> SystemTime {
+        crate::time::before(self.config.expiry.stale_at(token), self.hot_lag)
     }
 
     fn next_holder(&self) -> HolderId {

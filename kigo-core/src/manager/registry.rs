@@ -63,6 +63,12 @@ impl Registry {
         (slot, created)
     }
 
+    /// The partner-level keys' slots.
+    pub(super) fn partner_slots(&self) -> Vec<Arc<KeySlot>> {
+        let partners = self.partners.read().unwrap_or_else(PoisonError::into_inner);
+        partners.values().cloned().collect()
+    }
+
     /// How many user-level keys are cached.
     pub(super) fn user_keys(&self) -> usize {
         self.users.len()

@@ -12,6 +12,7 @@ use arc_swap::{ArcSwap, Guard};
 use event_listener::Event;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
+use super::status::TokenOrigin;
 use crate::{Error, Fingerprint, StoreError, Token, TokenKey};
 
 /// What callers of one flight share: its outcome.
@@ -31,6 +32,8 @@ pub(super) struct Cached {
     pub(super) usable_until: SystemTime,
     /// Whether a caller has taken this token; user-level tokens nobody uses are not renewed.
     used: AtomicBool,
+    /// Where the token came from.
+    pub(super) origin: TokenOrigin,
 }
 
 impl Cached {
@@ -41,16 +44,23 @@ impl Cached {
             refresh_at: SystemTime::UNIX_EPOCH,
             usable_until: SystemTime::UNIX_EPOCH,
             used: AtomicBool::new(false),
+            origin: TokenOrigin::CreatedHere,
         }
     }
 
-    pub(super) fn new(token: Token, refresh_at: SystemTime, usable_until: SystemTime) -> Self {
+    pub(super) fn new(
+        token: Token,
+        refresh_at: SystemTime,
+        usable_until: SystemTime,
+        origin: TokenOrigin,
+    ) -> Self {
         Self {
             token,
             present: true,
             refresh_at,
             usable_until,
             used: AtomicBool::new(false),
+            origin,
         }
     }
 
@@ -111,6 +121,8 @@ pub(super) struct Failures {
     pub(super) rejected: Rejections,
     /// The last creation without the store, for the local rate limit.
     pub(super) last_local_creation: Option<SystemTime>,
+    /// When the last refresh ended, and the error it ended with, if any.
+    pub(super) last_refresh: Option<(SystemTime, Option<Error>)>,
 }
 
 /// How many rejected tokens a key remembers: a late 401 for an older token must not make it

@@ -306,6 +306,19 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
+    async fn lease_holder(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<(HolderId, Option<Duration>)>, StoreError> {
+        let now = self.now();
+        let state = self.state();
+        let held = state
+            .records
+            .get(key)
+            .and_then(|record| record.lease_holder(now));
+        Ok(held.map(|(holder, until)| (holder.clone(), until.duration_since(now).ok())))
+    }
+
     fn changes(&self) -> Option<ChangeFeed> {
         let (sender, receiver) = mpsc::channel(FEED_CAPACITY);
         self.state().subscribers.push(sender);

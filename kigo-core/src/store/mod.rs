@@ -401,6 +401,19 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
         Ok(self.load(key).await?.cooldown)
     }
 
+    /// Who holds the refresh lease of `key` and the time left on it, for operators (status pages,
+    /// the `kigo` tool); the manager never relies on it.
+    ///
+    /// # Behavior
+    /// - `None` when no lease is held, or (the default) when the store cannot tell.
+    async fn lease_holder(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<(HolderId, Option<Duration>)>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Notices of changes to any key, if the store can push them.
     ///
     /// # Behavior
@@ -450,6 +463,13 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
 
     async fn cooldown(&self, key: &TokenKey) -> Result<Option<Duration>, StoreError> {
         (**self).cooldown(key).await
+    }
+
+    async fn lease_holder(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<(HolderId, Option<Duration>)>, StoreError> {
+        (**self).lease_holder(key).await
     }
 
     fn changes(&self) -> Option<ChangeFeed> {
