@@ -44,7 +44,7 @@
 //!   [`StoreError::Misconfigured`], with a hint for the operator. Nothing read from the
 //!   directory makes it panic.
 //! - **Secrets stay with their owner.** The directory is created with mode 0700 and the files
-//!   with 0600 on Unix. A token sealed or not, the files are the fleet's.
+//!   with 0600 on Unix: sealing keeps a reader from the tokens, not a writer from the leases.
 //! - **Blocking I/O stays off the executor.** Each operation runs on tokio's blocking threads
 //!   ([`tokio::task::spawn_blocking`]): a lock may wait for another process, and a disk may
 //!   stall. An operation the manager gives up on still finishes there, so its caller does not
@@ -56,13 +56,14 @@
 //!
 //! One machine: file locks on network file systems are not to be trusted. One record and one
 //! lock file per key, never deleted: fine for partner-level tokens and a modest number of users,
-//! not for a million (use Redis or SQL). Entries are bound to the directory's path, so every
-//! process must name it by the same path (a volume mounted elsewhere is another namespace, whose
-//! entries fail to open and are replaced). Whoever may write the directory can reset a key's
-//! fences by destroying its record; sealing still keeps them from planting a token.
+//! not for a million (use Redis or SQL). Entries are bound to the directory's canonical path
+//! (links resolved), so every process must reach it by that path: a volume mounted elsewhere is
+//! another namespace, and each side would take the other's entries for forged ones and replace
+//! them. Whoever may write the directory can reset a key's fences by destroying its record;
+//! sealing still keeps them from planting a token.
 
 use std::io::{self, ErrorKind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ use record::{Record, Stored, millis};
 /// What an operator is told when the directory cannot be used.
 const ACCESS_HINT: &str = "the file store's directory must be a directory this process's user \
     can read and write: create it (mode 700, owned by the service's user) or fix its owner and \
-    mode; every process sharing tokens must name the same path";
+    mode";
 
 /// What an operator is told when the file system cannot lock files.
 const LOCK_HINT: &str =
@@ -187,11 +188,6 @@ impl FileStore {
             sealing: Sealing::default(),
             clock: None,
         }
-    }
-
-    /// The directory, by its canonical path.
-    pub fn directory(&self) -> &Path {
-        self.shared.directory.path()
     }
 
     /// The file that holds the record of `key`, for an operator (and tests).
