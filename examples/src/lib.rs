@@ -6,6 +6,11 @@
 //!   token).
 //! - `partner_backend`: how a partner backend wires the partner- and user-level managers, the
 //!   authenticated client, and hands a user-level token to its front end.
+//!
+//! And a library module: [`file_store`], a custom `TokenStore` worked out (a directory shared by
+//! the processes of one machine), with the harness that runs the conformance suite on it.
+
+pub mod file_store;
 
 use std::io::Write;
 use std::time::SystemTime;

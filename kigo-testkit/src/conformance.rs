@@ -1,20 +1,30 @@
 //! The [`TokenStore`] conformance suite: one plain async function per "# Behavior" line of the
 //! trait, run against a [`StoreHarness`].
 //!
-//! Every backend in the workspace runs it, and so should a custom store:
+//! Every backend in the workspace runs it, and so should a custom store. A harness is a store on
+//! a namespace of its own (a fresh directory, prefix or schema) plus the means to reach behind
+//! it: planting and reading raw entries, letting the store's time pass. [`MemoryHarness`] is the
+//! memory store's; the `TokenStore` docs of `kigo-core` prove a custom store with one, and the
+//! repository's `examples` crate has one for a store on files (`examples/src/file_store`).
 //!
-//! ```ignore
-//! struct MyHarness { /* a store on an isolated namespace */ }
+//! In a test file, one line makes one `#[tokio::test]` per function of the suite, each on a
+//! harness of its own (with tokio's `macros` and `rt-multi-thread` features):
+//! `kigo_testkit::store_conformance_tests!(async { MemoryHarness::new() });` is the whole of
+//! `kigo-core`'s `tests/memory_store.rs` (see
+//! [`store_conformance_tests!`](crate::store_conformance_tests)). [`run_all`] runs every
+//! function in turn on one harness, wherever a future can run:
 //!
-//! #[async_trait::async_trait]
-//! impl kigo_testkit::conformance::StoreHarness for MyHarness { /* ... */ }
+//! ```
+//! use kigo_testkit::conformance::{MemoryHarness, run_all};
 //!
-//! kigo_testkit::store_conformance_tests!(async { MyHarness::start().await });
+//! let runtime = tokio::runtime::Builder::new_current_thread()
+//!     .enable_time()
+//!     .build()
+//!     .unwrap();
+//! runtime.block_on(run_all(&MemoryHarness::new()));
 //! ```
 //!
-//! The macro makes one `#[tokio::test]` per function (the calling crate needs tokio with the
-//! `macros` and `rt-multi-thread` features). Each function uses keys of its own, so the tests
-//! can share one store.
+//! Each function uses keys of its own, so the functions can share one store.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -227,77 +227,155 @@ impl StoreError {
 ///
 /// # Implementing a custom store
 ///
-/// A store that keeps one process's state behind a mutex (for brevity it ignores lease expiry and
-/// cool-downs, which a real store must not):
+/// A store keeps, per key, the last fence granted (it only grows), the lease granted with it and
+/// until when, the current token (encoded, with its generation, fingerprint and expiry) and the
+/// cool-down; each method reads and changes them as one step, by the store's clock. The store
+/// below does so for the managers of one process, and proves it with the conformance suite of
+/// `kigo-testkit` (dev-dependencies `kigo-testkit` and `tokio`). [`MemoryStore`] is the finished
+/// form of it; [`examples/src/file_store`] in the repository is a store across the processes of
+/// a machine, on files, with its harness and its run of the suite.
+///
+/// [`examples/src/file_store`]: https://github.com/kigo-rs/kigo-rs/tree/main/examples/src/file_store
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use std::sync::Mutex;
-/// use std::time::Duration;
+/// use std::fmt;
+/// use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+/// use std::time::{Duration, SystemTime};
 ///
 /// use async_trait::async_trait;
+/// use kigo_core::codec::EntryCodec;
+/// use kigo_core::runtime::TimeSource;
 /// use kigo_core::store::{
 ///     CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
 ///     StoreError, TokenStore,
 /// };
 /// use kigo_core::{Fingerprint, Token, TokenKey};
 ///
-/// #[derive(Debug, Default)]
-/// struct TinyStore(Mutex<HashMap<TokenKey, Slot>>);
+/// struct TinyStore {
+///     /// Times leases, cool-downs and expiry: the store's clock, not each caller's.
+///     clock: Arc<dyn TimeSource>,
+///     /// Writes and reads every entry (sealed, bound to the store's namespace).
+///     codec: EntryCodec,
+///     slots: Mutex<HashMap<TokenKey, Slot>>,
+/// }
 ///
-/// #[derive(Debug, Default)]
+/// #[derive(Default)]
 /// struct Slot {
-///     token: Option<Token>,
+///     /// The last fence granted; kept when the token goes, so generations only grow.
 ///     fence: u64,
-///     holder: Option<HolderId>,
+///     /// The holder of the lease granted with `fence`.
+///     lease: Option<(HolderId, Span)>,
+///     token: Option<Stored>,
+///     cooldown: Option<Span>,
+/// }
+///
+/// struct Stored {
+///     encoded: Vec<u8>,
+///     generation: u64,
+///     fingerprint: Fingerprint,
+///     expires_at: SystemTime,
+/// }
+///
+/// /// A while from a moment (a lease, a cool-down): no time arithmetic that could overflow.
+/// struct Span {
+///     from: SystemTime,
+///     length: Duration,
+/// }
+///
+/// impl Span {
+///     fn left(&self, now: SystemTime) -> Option<Duration> {
+///         let elapsed = now.duration_since(self.from).unwrap_or_default();
+///         self.length.checked_sub(elapsed).filter(|left| !left.is_zero())
+///     }
+/// }
+///
+/// impl Slot {
+///     /// Whether `lease` is the one last granted (holder and fence) and has not lapsed.
+///     fn holds(&self, lease: &Lease, now: SystemTime) -> bool {
+///         lease.fence() == self.fence
+///             && self.lease.as_ref().is_some_and(|(holder, span)| {
+///                 holder == lease.holder() && span.left(now).is_some()
+///             })
+///     }
+/// }
+///
+/// impl TinyStore {
+///     fn slots(&self) -> MutexGuard<'_, HashMap<TokenKey, Slot>> {
+///         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+///     }
+/// }
+///
+/// /// Never the entries: they may hold tokens.
+/// impl fmt::Debug for TinyStore {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.debug_struct("TinyStore").field("codec", &self.codec).finish_non_exhaustive()
+///     }
 /// }
 ///
 /// #[async_trait]
 /// impl TokenStore for TinyStore {
 ///     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
-///         let map = self.0.lock().unwrap();
-///         let entry = match map.get(key).and_then(|slot| slot.token.clone()) {
-///             Some(token) => Entry::Present(token),
+///         let now = self.clock.now();
+///         let slots = self.slots();
+///         let Some(slot) = slots.get(key) else { return Ok(Snapshot::absent()) };
+///         let entry = match slot.token.as_ref().filter(|stored| stored.expires_at > now) {
 ///             None => Entry::Absent,
+///             Some(stored) => match self.codec.decode(key, &stored.encoded, stored.generation) {
+///                 Ok(token) => Entry::Present(token),
+///                 Err(corrupt) => Entry::Corrupt(corrupt),
+///             },
 ///         };
-///         Ok(Snapshot { entry, cooldown: None })
+///         let cooldown = slot.cooldown.as_ref().and_then(|span| span.left(now));
+///         Ok(Snapshot { entry, cooldown })
 ///     }
 ///
 ///     async fn acquire_lease(
 ///         &self,
 ///         key: &TokenKey,
 ///         holder: &HolderId,
-///         _ttl: Duration,
+///         ttl: Duration,
 ///     ) -> Result<LeaseAttempt, StoreError> {
-///         let mut map = self.0.lock().unwrap();
-///         let slot = map.entry(key.clone()).or_default();
-///         if slot.holder.is_some() {
-///             return Ok(LeaseAttempt::Held { remaining: None });
+///         let now = self.clock.now();
+///         let mut slots = self.slots();
+///         let slot = slots.entry(key.clone()).or_default();
+///         if let Some(left) = slot.lease.as_ref().and_then(|(_, span)| span.left(now)) {
+///             return Ok(LeaseAttempt::Held { remaining: Some(left) });
 ///         }
 ///         slot.fence += 1;
-///         slot.holder = Some(holder.clone());
+///         slot.lease = Some((holder.clone(), Span { from: now, length: ttl }));
 ///         Ok(LeaseAttempt::Acquired(Lease::new(key.clone(), holder.clone(), slot.fence)))
 ///     }
 ///
 ///     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-///         let mut map = self.0.lock().unwrap();
-///         if let Some(slot) = map.get_mut(lease.key()) {
-///             if slot.holder.as_ref() == Some(lease.holder()) && slot.fence == lease.fence() {
-///                 slot.holder = None;
-///             }
+///         let now = self.clock.now();
+///         if let Some(slot) = self.slots().get_mut(lease.key())
+///             && slot.holds(lease, now)
+///         {
+///             slot.lease = None;
 ///         }
 ///         Ok(())
 ///     }
 ///
 ///     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
-///         let mut map = self.0.lock().unwrap();
-///         let Some(slot) = map.get_mut(lease.key()) else { return Ok(CommitOutcome::Rejected) };
-///         let stored = slot.token.as_ref().map_or(0, Token::generation);
-///         if slot.holder.as_ref() != Some(lease.holder()) || lease.fence() <= stored {
+///         let now = self.clock.now();
+///         let encoded = self.codec.encode(lease.key(), lease.fence(), token).into_bytes();
+///         let mut slots = self.slots();
+///         let Some(slot) = slots.get_mut(lease.key()) else {
+///             return Ok(CommitOutcome::Rejected);
+///         };
+///         let newer = slot.token.as_ref().is_none_or(|stored| lease.fence() > stored.generation);
+///         if !slot.holds(lease, now) || !newer {
 ///             return Ok(CommitOutcome::Rejected);
 ///         }
-///         slot.token = Some(token.clone().with_generation(lease.fence()));
-///         slot.holder = None;
+///         slot.token = Some(Stored {
+///             encoded,
+///             generation: lease.fence(),
+///             fingerprint: token.fingerprint(),
+///             expires_at: token.expires_at(),
+///         });
+///         slot.lease = None;
+///         slot.cooldown = None;
 ///         Ok(CommitOutcome::Committed)
 ///     }
 ///
@@ -306,19 +384,80 @@ impl StoreError {
 ///         key: &TokenKey,
 ///         fingerprint: &Fingerprint,
 ///     ) -> Result<InvalidateOutcome, StoreError> {
-///         let mut map = self.0.lock().unwrap();
-///         let slot = map.entry(key.clone()).or_default();
-///         if slot.token.as_ref().map(Token::fingerprint) == Some(*fingerprint) {
-///             slot.token = None;
-///             return Ok(InvalidateOutcome::Removed);
+///         let mut slots = self.slots();
+///         let Some(slot) = slots.get_mut(key) else { return Ok(InvalidateOutcome::NotCurrent) };
+///         if slot.token.as_ref().map(|stored| stored.fingerprint) != Some(*fingerprint) {
+///             return Ok(InvalidateOutcome::NotCurrent);
 ///         }
-///         Ok(InvalidateOutcome::NotCurrent)
+///         slot.token = None;
+///         Ok(InvalidateOutcome::Removed)
 ///     }
 ///
-///     async fn set_cooldown(&self, _key: &TokenKey, _for: Duration) -> Result<(), StoreError> {
+///     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
+///         let now = self.clock.now();
+///         let mut slots = self.slots();
+///         let slot = slots.entry(key.clone()).or_default();
+///         let running = slot.cooldown.as_ref().and_then(|span| span.left(now));
+///         if running.is_none_or(|left| left < duration) {
+///             slot.cooldown = Some(Span { from: now, length: duration });
+///         }
 ///         Ok(())
 ///     }
 /// }
+///
+/// // The proof: every function of the conformance suite, through a harness that reaches behind
+/// // the store (`kigo_testkit::conformance::StoreHarness`; hidden here, as in any test file).
+/// # use kigo_testkit::conformance::{StoreHarness, run_all, test_keyring};
+/// # use kigo_testkit::ManualClock;
+/// #
+/// # struct Harness {
+/// #     clock: ManualClock,
+/// #     store: Arc<TinyStore>,
+/// # }
+/// #
+/// # #[async_trait]
+/// # impl StoreHarness for Harness {
+/// #     async fn handle(&self) -> Arc<dyn TokenStore> {
+/// #         self.store.clone()
+/// #     }
+/// #
+/// #     async fn write_raw(&self, key: &TokenKey, raw: &[u8]) {
+/// #         let mut slots = self.store.slots();
+/// #         let slot = slots.entry(key.clone()).or_default();
+/// #         let generation = slot.token.as_ref().map_or(slot.fence, |stored| stored.generation);
+/// #         slot.token = Some(Stored {
+/// #             encoded: raw.to_vec(),
+/// #             generation,
+/// #             fingerprint: Fingerprint::of("planted"),
+/// #             expires_at: self.clock.now() + Duration::from_secs(3600),
+/// #         });
+/// #     }
+/// #
+/// #     async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+/// #         let slots = self.store.slots();
+/// #         slots.get(key)?.token.as_ref().map(|stored| stored.encoded.clone())
+/// #     }
+/// #
+/// #     async fn pass(&self, duration: Duration) {
+/// #         self.clock.advance(duration);
+/// #     }
+/// #
+/// #     fn now(&self) -> SystemTime {
+/// #         self.clock.now()
+/// #     }
+/// # }
+/// #
+/// # fn main() {
+/// let clock = ManualClock::new();
+/// let store = TinyStore {
+///     clock: Arc::new(clock.clone()),
+///     codec: EntryCodec::sealed(test_keyring()).in_namespace("tiny"),
+///     slots: Mutex::default(),
+/// };
+/// let harness = Harness { clock, store: Arc::new(store) };
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+/// runtime.block_on(run_all(&harness));
+/// # }
 /// ```
 #[async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
