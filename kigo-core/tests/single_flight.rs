@@ -145,3 +145,25 @@ async fn a_late_401_for_an_older_token_does_not_bring_back_a_newer_rejected_one(
     assert_ne!(third, first);
     assert_eq!(world.source.creations(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operators_renewal_replaces_the_fleets_token_with_one_creation() {
+    let world = World::new();
+    let managers: Vec<_> = (0..4).map(|seed| world.manager(180 + seed)).collect();
+    let handles: Vec<_> = managers
+        .iter()
+        .map(|manager| manager.handle(partner("acme")).unwrap())
+        .collect();
+    let old = warm_all(&world, &handles, Duration::ZERO).await;
+    assert_eq!(old.len(), 1);
+
+    // A tool's manager on the same store, which never used the token: no minimum age applies.
+    let tool = world.manager(190).handle(partner("acme")).unwrap();
+    let renewed = tool.renew().await.unwrap().fingerprint();
+    assert!(!old.contains(&renewed));
+    assert_eq!(world.source.creations(), 2, "one creation for the fleet");
+    kigo_testkit::settle().await; // the store's change notices reach the replicas
+    for handle in &handles {
+        assert_eq!(without_waiting(handle), Some(renewed));
+    }
+}

@@ -211,6 +211,33 @@ impl EntryCodec {
         Ok(token)
     }
 
+    /// `stored` sealed again under the current key, if it opens with an older key of the
+    /// keyring; `None` if it is already sealed with the current key (or this codec writes
+    /// plaintext). For rotating keys without a creation: a store writes the result back only if
+    /// the entry is still `stored` at `generation`.
+    pub fn reseal(
+        &self,
+        key: &TokenKey,
+        stored: &[u8],
+        generation: u64,
+    ) -> Result<Option<String>, CorruptEntry> {
+        let Some(keyring) = &self.keyring else {
+            return Ok(None);
+        };
+        let token = self.decode(key, stored, generation)?;
+        #[derive(Deserialize)]
+        struct Kid {
+            kid: String,
+        }
+        let current = keyring.current().id().to_string();
+        let sealed_with =
+            serde_json::from_slice::<Kid>(stored).map_err(|_| CorruptEntry::Malformed)?;
+        if sealed_with.kid == current {
+            return Ok(None);
+        }
+        Ok(Some(self.encode(key, generation, &token)))
+    }
+
     /// What the seal of an entry for `key` at `generation` under key `kid` is bound to.
     fn associated_data(&self, key: &TokenKey, generation: u64, kid: KeyId) -> Vec<u8> {
         format!(
@@ -495,6 +522,33 @@ mod tests {
             before.decode(&key("a"), sealed_after.as_bytes(), 2),
             Err(CorruptEntry::UnknownKey(id)) if id == new.id()
         ));
+    }
+
+    #[test]
+    fn an_entry_under_an_older_key_is_sealed_again_under_the_current_one() {
+        let old = SealingKey::from_bytes([1; 32]);
+        let new = SealingKey::from_bytes([2; 32]);
+        let before = EntryCodec::sealed(Keyring::new(old.clone()));
+        let after = EntryCodec::sealed(Keyring::new(new.clone()).with_older_key(old).unwrap());
+        let stored = before.encode(&key("a"), 3, &token());
+        let resealed = after
+            .reseal(&key("a"), stored.as_bytes(), 3)
+            .unwrap()
+            .expect("sealed with an older key");
+        assert!(resealed.contains(&new.id().to_string()));
+        assert_same(
+            &after.decode(&key("a"), resealed.as_bytes(), 3).unwrap(),
+            &token(),
+        );
+        assert_eq!(after.reseal(&key("a"), resealed.as_bytes(), 3), Ok(None));
+        assert_eq!(
+            after.reseal(&key("b"), stored.as_bytes(), 3),
+            Err(CorruptEntry::Unauthentic)
+        );
+        assert_eq!(
+            EntryCodec::plaintext().reseal(&key("a"), b"{}", 3),
+            Ok(None)
+        );
     }
 
     #[test]

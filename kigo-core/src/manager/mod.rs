@@ -275,6 +275,31 @@ impl TokenHandle {
     }
 }
 
+impl TokenHandle {
+    /// Renews this key now, for the whole fleet, as an operator asks (a suspected leak, the
+    /// `kigo renew` command): the fleet's current token, as the store holds it, is marked
+    /// rejected here and removed from the store if still current, and one creation under the
+    /// lease replaces it; other replicas take the new token from the store (at once where the
+    /// store sends change notices). No minimum age applies. Waits as [`TokenHandle::token`]
+    /// does.
+    pub async fn renew(&self) -> Result<TokenGuard, Error> {
+        let load = self.inner.store.load(&self.slot.key);
+        let stored = self
+            .inner
+            .bounded(StoreOp::Load, load)
+            .await
+            .ok()
+            .and_then(|snapshot| snapshot.token().map(Token::fingerprint));
+        let cached = self.slot.current();
+        let cached = cached.present.then(|| cached.token.fingerprint());
+        for fingerprint in stored.into_iter().chain(cached) {
+            self.slot.failures().rejected.record(fingerprint);
+            self.slot.drop_if_current(&fingerprint);
+        }
+        Box::pin(self.inner.wait_for_token(&self.slot)).await
+    }
+}
+
 impl fmt::Debug for TokenHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenHandle")
