@@ -76,21 +76,43 @@ pub struct MemoryHarness {
     pub clock: ManualClock,
     /// The store.
     pub store: MemoryStore,
+    /// The keys the store seals with.
+    pub keyring: Keyring,
 }
 
 impl MemoryHarness {
     /// A fresh memory store on a fresh manual clock.
     pub fn new() -> Self {
         let clock = ManualClock::new();
-        let codec = EntryCodec::sealed(test_keyring()).in_namespace("memory-harness");
-        let store = MemoryStore::with_codec(Arc::new(clock.clone()), codec);
-        Self { clock, store }
+        let keyring = test_keyring();
+        let store = MemoryStore::with_codec(Arc::new(clock.clone()), memory_codec(keyring.clone()));
+        Self {
+            clock,
+            store,
+            keyring,
+        }
     }
 }
 
 impl Default for MemoryHarness {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The codec of the memory harness's handles.
+fn memory_codec(keyring: Keyring) -> EntryCodec {
+    EntryCodec::sealed(keyring).in_namespace("memory-harness")
+}
+
+#[async_trait]
+impl crate::admin_conformance::AdminHarness for MemoryHarness {
+    async fn admin_with(&self, keyring: Keyring) -> Arc<dyn kigo_core::store::StoreAdmin> {
+        Arc::new(self.store.handle_with_codec(memory_codec(keyring)))
+    }
+
+    fn keyring(&self) -> Keyring {
+        self.keyring.clone()
     }
 }
 
@@ -177,10 +199,27 @@ async fn commit(store: &dyn TokenStore, lease: &Lease, token: &Token) -> CommitO
         .unwrap_or_else(|error| panic!("commit failed: {error}"))
 }
 
-async fn commit_new(harness: &dyn StoreHarness, key: &TokenKey, name: &str) -> Token {
+/// Commits a new 30-minute token named after `name` for `key`, through a lease of its own.
+pub async fn commit_token(harness: &dyn StoreHarness, key: &TokenKey, name: &str) -> Token {
+    commit_token_for(harness, key, name, Duration::from_secs(1800)).await
+}
+
+/// Commits a new token living `lifetime` for `key`, through a lease of its own.
+pub async fn commit_token_for(
+    harness: &dyn StoreHarness,
+    key: &TokenKey,
+    name: &str,
+    lifetime: Duration,
+) -> Token {
     let store = harness.handle().await;
     let lease = acquire(store.as_ref(), key, LONG_TTL).await;
-    let token = token(harness, name);
+    let now = harness.now();
+    let token = Token::new(
+        TokenSecret::new(format!("{name}-{:08x}", fastrand::u32(..))),
+        now,
+        now + lifetime,
+    )
+    .unwrap_or_else(|error| panic!("test token: {error}"));
     assert_eq!(
         commit(store.as_ref(), &lease, &token).await,
         CommitOutcome::Committed
@@ -487,8 +526,8 @@ pub async fn commit_releases_the_lease(harness: &dyn StoreHarness) {
 pub async fn invalidate_leaves_a_newer_token_alone(harness: &dyn StoreHarness) {
     let key = fresh_key();
     let store = harness.handle().await;
-    let old = commit_new(harness, &key, "old").await;
-    let new = commit_new(harness, &key, "new").await;
+    let old = commit_token(harness, &key, "old").await;
+    let new = commit_token(harness, &key, "new").await;
     let outcome = store.invalidate(&key, &old.fingerprint()).await.unwrap();
     assert_eq!(outcome, InvalidateOutcome::NotCurrent);
     assert_eq!(
@@ -511,7 +550,7 @@ pub async fn invalidate_leaves_a_newer_token_alone(harness: &dyn StoreHarness) {
 pub async fn invalidate_keeps_generations_growing(harness: &dyn StoreHarness) {
     let key = fresh_key();
     let store = harness.handle().await;
-    let removed = commit_new(harness, &key, "removed").await;
+    let removed = commit_token(harness, &key, "removed").await;
     let generation = stored(store.as_ref(), &key).await.unwrap().generation();
     store
         .invalidate(&key, &removed.fingerprint())
@@ -549,7 +588,7 @@ pub async fn commit_ends_the_cooldown(harness: &dyn StoreHarness) {
     let key = fresh_key();
     let store = harness.handle().await;
     store.set_cooldown(&key, LONG_TTL).await.unwrap();
-    commit_new(harness, &key, "recovered").await;
+    commit_token(harness, &key, "recovered").await;
     assert_eq!(store.load(&key).await.unwrap().cooldown, None);
 }
 
@@ -580,7 +619,7 @@ pub async fn corrupt_entries_are_reported_and_replaced(harness: &dyn StoreHarnes
             Entry::Corrupt(found) => assert_eq!(found, &expected),
             other => panic!("{raw:?} loaded as {other:?}"),
         }
-        let replacement = commit_new(harness, &key, "replacement").await;
+        let replacement = commit_token(harness, &key, "replacement").await;
         let loaded = stored(store.as_ref(), &key).await.expect("replaced");
         assert_eq!(loaded.fingerprint(), replacement.fingerprint());
     }
@@ -595,10 +634,10 @@ pub async fn moved_and_replayed_entries_are_never_tokens(harness: &dyn StoreHarn
         partner_key.partner_id().clone(),
         UserId::new("mallory").unwrap_or_else(|_| unreachable!()),
     );
-    let older = commit_new(harness, &partner_key, "older").await;
+    let older = commit_token(harness, &partner_key, "older").await;
     let older_raw = harness.read_raw(&partner_key).await.expect("an entry");
-    commit_new(harness, &user_key, "mallory").await;
-    let newer = commit_new(harness, &partner_key, "newer").await;
+    commit_token(harness, &user_key, "mallory").await;
+    let newer = commit_token(harness, &partner_key, "newer").await;
 
     // The partner's entry copied into the user's place; an older entry replayed.
     harness.write_raw(&user_key, &older_raw).await;
@@ -647,7 +686,7 @@ pub async fn changes_name_the_key(harness: &dyn StoreHarness) {
     // A subscription may take a moment to be in place; commit until a notice comes.
     let committed = async {
         loop {
-            let token = commit_new(harness, &key, "noticed").await;
+            let token = commit_token(harness, &key, "noticed").await;
             tokio::select! {
                 Some(notice) = feed.next() => return (notice, token),
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -694,7 +733,7 @@ pub async fn keys_are_isolated(harness: &dyn StoreHarness) {
     ];
     let mut tokens = Vec::new();
     for key in &keys {
-        tokens.push(commit_new(harness, key, "isolated").await);
+        tokens.push(commit_token(harness, key, "isolated").await);
     }
     let store = harness.handle().await;
     for (key, token) in keys.iter().zip(&tokens) {

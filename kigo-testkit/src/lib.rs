@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod admin_conformance;
 pub mod conformance;
 mod faulty;
 pub mod logs;

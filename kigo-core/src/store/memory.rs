@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use futures_channel::mpsc;
 
 use super::{
-    ChangeFeed, ChangeNotice, CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease,
-    LeaseAttempt, Snapshot, StoreError, TokenStore,
+    ChangeFeed, ChangeNotice, CommitOutcome, Entry, HolderId, InvalidateOutcome, KeyPage, Lease,
+    LeaseAttempt, Resealed, Snapshot, StoreAdmin, StoreCheck, StoreError, TokenStore,
 };
 use crate::codec::EntryCodec;
 use crate::runtime::{SystemClock, TimeSource};
@@ -30,13 +30,15 @@ const FEED_CAPACITY: usize = 64;
 #[derive(Clone)]
 pub struct MemoryStore {
     shared: Arc<Shared>,
+    /// Per handle: another replica's handle on the same records may seal with other keys.
+    codec: EntryCodec,
 }
 
 impl fmt::Debug for MemoryStore {
     /// How many keys it holds, never what: the encoded entries hold the tokens.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("codec", &self.shared.codec)
+            .field("codec", &self.codec)
             .field("keys", &self.state().records.len())
             .finish_non_exhaustive()
     }
@@ -44,7 +46,6 @@ impl fmt::Debug for MemoryStore {
 
 struct Shared {
     clock: Arc<dyn TimeSource>,
-    codec: EntryCodec,
     state: Mutex<State>,
 }
 
@@ -87,9 +88,18 @@ impl MemoryStore {
         Self {
             shared: Arc::new(Shared {
                 clock,
-                codec,
                 state: Mutex::new(State::default()),
             }),
+            codec,
+        }
+    }
+
+    /// A handle on the same records that encodes entries with `codec`: another replica's view,
+    /// with its own keys (for tests of key rotation and of misconfigured replicas).
+    pub fn handle_with_codec(&self, codec: EntryCodec) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            codec,
         }
     }
 
@@ -192,11 +202,7 @@ impl TokenStore for MemoryStore {
         record.drop_expired(now);
         let entry = match record.live_value(now) {
             None => Entry::Absent,
-            Some(stored) => match self
-                .shared
-                .codec
-                .decode(key, &stored.encoded, stored.generation)
-            {
+            Some(stored) => match self.codec.decode(key, &stored.encoded, stored.generation) {
                 Ok(token) => Entry::Present(token),
                 Err(corrupt) => Entry::Corrupt(corrupt),
             },
@@ -245,7 +251,6 @@ impl TokenStore for MemoryStore {
     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
         let now = self.now();
         let encoded = self
-            .shared
             .codec
             .encode(lease.key(), lease.fence(), token)
             .into_bytes();
@@ -323,5 +328,82 @@ impl TokenStore for MemoryStore {
         let (sender, receiver) = mpsc::channel(FEED_CAPACITY);
         self.state().subscribers.push(sender);
         Some(Box::pin(receiver))
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for MemoryStore {
+    async fn keys(&self, after: Option<&TokenKey>, limit: usize) -> Result<KeyPage, StoreError> {
+        let state = self.state();
+        let mut keys: Vec<_> = state.records.keys().cloned().collect();
+        keys.sort_by_cached_key(TokenKey::storage_id);
+        let after = after.map(TokenKey::storage_id);
+        Ok(keys
+            .into_iter()
+            .filter(|key| after.as_ref().is_none_or(|after| key.storage_id() > *after))
+            .take(limit)
+            .collect())
+    }
+
+    async fn reseal(&self, key: &TokenKey) -> Result<Resealed, StoreError> {
+        let now = self.now();
+        let mut state = self.state();
+        let Some(stored) = state
+            .records
+            .get_mut(key)
+            .and_then(|record| record.live_value(now).is_some().then_some(record))
+            .and_then(|record| record.value.as_mut())
+        else {
+            return Ok(Resealed::Absent);
+        };
+        match self.codec.reseal(key, &stored.encoded, stored.generation) {
+            Ok(Some(resealed)) => {
+                stored.encoded = resealed.into_bytes();
+                Ok(Resealed::Done)
+            }
+            Ok(None) => Ok(Resealed::Current),
+            Err(corrupt) => Ok(Resealed::Unreadable(corrupt)),
+        }
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = self.now();
+        let mut state = self.state();
+        let mut cleared = 0;
+        for record in state.records.values_mut() {
+            let holds_bytes = record
+                .value
+                .as_ref()
+                .is_some_and(|stored| !stored.encoded.is_empty());
+            if holds_bytes && record.live_value(now).is_none() {
+                record.drop_expired(now);
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
+    }
+
+    async fn check(&self) -> Result<StoreCheck, StoreError> {
+        let now = self.now();
+        let state = self.state();
+        let mut check = StoreCheck {
+            store: "memory (this process)".to_owned(),
+            transport: "local".to_owned(),
+            clock_offset_ms: Some(0),
+            permissions_ok: true,
+            ..StoreCheck::default()
+        };
+        for (key, record) in &state.records {
+            let Some(stored) = record.live_value(now) else {
+                continue;
+            };
+            check.entries_read += 1;
+            match self.codec.reseal(key, &stored.encoded, stored.generation) {
+                Ok(Some(_)) => check.entries_under_older_keys += 1,
+                Ok(None) => {}
+                Err(_) => check.entries_unreadable += 1,
+            }
+        }
+        Ok(check)
     }
 }

@@ -11,7 +11,9 @@ use crate::codec::CorruptEntry;
 use crate::source::SharedError;
 use crate::{Fingerprint, Token, TokenKey};
 
+mod admin;
 mod memory;
+pub use admin::{KeyPage, Resealed, StoreAdmin, StoreCheck};
 pub use memory::MemoryStore;
 
 /// Who holds a refresh lease: unique per attempt, so a late release or commit by a previous
