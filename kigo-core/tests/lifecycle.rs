@@ -265,3 +265,30 @@ async fn a_callers_whole_wait_is_bounded_by_max_wait_while_the_refresh_goes_on()
         "the refresh went on and installed a token"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_cached_user_keys_cost_no_task_of_their_own() {
+    let world = World::new();
+    let manager = world.builder(79).scope(KeyScope::AnyUser).build().unwrap();
+    manager.token(&user("acme", "first")).await.unwrap();
+    settle().await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let tasks_with_one_key = runtime.num_alive_tasks();
+    for n in 0..1000 {
+        manager
+            .token(&user("acme", &format!("user-{n}")))
+            .await
+            .unwrap();
+    }
+    settle().await;
+    assert_eq!(
+        runtime.num_alive_tasks(),
+        tasks_with_one_key,
+        "one scheduler for all keys"
+    );
+    // And each is still renewed ahead, by that scheduler.
+    world
+        .run_for(Duration::from_secs(30 * 60), Duration::from_secs(60))
+        .await;
+    assert!(world.source.creations() > 1001);
+}

@@ -1,95 +1,16 @@
-//! The background work of a manager: renewing each key ahead of expiry, and following the
-//! store's change notices.
+//! The background work of a manager: the scheduler that renews keys ahead of expiry, and
+//! following the store's change notices; both started again if they panic.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use futures_util::future::{Either, select};
 use futures_util::{FutureExt, StreamExt};
 
 use super::Inner;
 use super::flight::Reason;
 use super::slot::KeySlot;
-use crate::{Error, TokenKey};
-
-/// Renews `slot`'s token at this replica's refresh point, and retries after failures, for as long
-/// as the slot and the manager live. Holds only weak references while it sleeps.
-pub(super) async fn refresh_ahead(inner: Weak<Inner>, slot: Weak<KeySlot>) {
-    loop {
-        let (changed, sleep) = {
-            let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
-                return;
-            };
-            let changed = slot.changed.listen();
-            let sleep = next_refresh(&slot, inner.now()).map(|at| inner.env.sleep_until(at));
-            (changed, sleep)
-        };
-        let Some(sleep) = sleep else {
-            changed.await;
-            continue;
-        };
-        if let Either::Left(_) = select(changed, sleep).await {
-            continue;
-        }
-        let flight = {
-            let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
-                return;
-            };
-            let now = inner.now();
-            let due = next_refresh(&slot, now).is_some_and(|at| at <= now);
-            due.then(|| inner.flight(&slot, Reason::Ahead))
-        };
-        if let Some(flight) = flight
-            && let Err(error) = flight.await
-        {
-            // The flight logged why; the error's text would name the user.
-            tracing::debug!(
-                transient = error.is_transient(),
-                "refresh ahead did not renew"
-            );
-        }
-        // A refresh that neither renewed nor scheduled a retry must not make this loop spin.
-        let pause = {
-            let (Some(inner), Some(slot)) = (inner.upgrade(), slot.upgrade()) else {
-                return;
-            };
-            let now = inner.now();
-            let still_due = next_refresh(&slot, now).is_some_and(|at| at <= now);
-            still_due.then(|| inner.env.sleep(inner.poll_delay()))
-        };
-        if let Some(pause) = pause {
-            pause.await;
-        }
-    }
-}
-
-/// When the refresher should next act on `slot`, if at all.
-fn next_refresh(slot: &KeySlot, now: SystemTime) -> Option<SystemTime> {
-    let current = slot.current();
-    let failures = slot.failures();
-    let paused = failures.endpoint_retry_at.max(failures.store_retry_at);
-    if current.present {
-        let paused = paused.max(failures.lease_retry_at);
-        let is_user = matches!(slot.key, TokenKey::User { .. });
-        if is_user && !current.was_used() {
-            // Nobody has taken this user's token yet: look again at the refresh point (a first
-            // use does not wake the refresher, to keep the hot path free of it); if still nobody
-            // has, let it lapse, and the next request creates one.
-            return (now < current.refresh_at).then_some(current.refresh_at);
-        }
-        return Some(paused.map_or(current.refresh_at, |at| at.max(current.refresh_at)));
-    }
-    // No token: keep trying in the background after transient failures, so that callers find
-    // one when the endpoint or the store recovers.
-    let transient = failures
-        .endpoint_error
-        .as_ref()
-        .is_some_and(Error::is_transient)
-        || failures.store_error.is_some();
-    if transient { paused } else { None }
-}
 
 /// The first pause before subscribing again after a feed ended. It doubles while feeds keep
 /// ending without delivering a notice (a store refusing subscriptions), up to the poll interval,
@@ -131,26 +52,36 @@ pub(super) async fn follow_changes(inner: Weak<Inner>) {
 }
 
 impl Inner {
-    /// Starts the refresher of a new slot, and the change follower with the first slot.
+    /// Starts the scheduler and the change follower with the first slot, and schedules `slot`.
     pub(super) fn start_background(self: &Arc<Self>, slot: &Arc<KeySlot>) {
-        let weak = Arc::downgrade(self);
         if !self
-            .following_changes
+            .background_started
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            let inner = weak.clone();
-            self.lifecycle.spawn(
-                &self.env,
-                supervised(weak.clone(), move || follow_changes(inner.clone())),
-            );
+            for task in [Task::Scheduler, Task::ChangeFollower] {
+                let weak = Arc::downgrade(self);
+                let start = move || {
+                    let weak = weak.clone();
+                    async move {
+                        match task {
+                            Task::Scheduler => super::scheduler::run(weak).await,
+                            Task::ChangeFollower => follow_changes(weak).await,
+                        }
+                    }
+                };
+                self.lifecycle
+                    .spawn(&self.env, supervised(Arc::downgrade(self), start));
+            }
         }
-        let slot = Arc::downgrade(slot);
-        let inner = weak.clone();
-        self.lifecycle.spawn(
-            &self.env,
-            supervised(weak, move || refresh_ahead(inner.clone(), slot.clone())),
-        );
+        self.schedule(slot);
     }
+}
+
+/// A background task of a manager.
+#[derive(Debug, Clone, Copy)]
+enum Task {
+    Scheduler,
+    ChangeFollower,
 }
 
 /// Runs the task `start` makes, and a new one after a poll interval whenever it panics (a bug in

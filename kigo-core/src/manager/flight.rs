@@ -97,6 +97,7 @@ impl Inner {
                     .unwrap_or_else(|_| inner.panicked(&task_slot));
                 task_slot.failures().last_refresh = Some((inner.now(), result.clone().err()));
                 drop(end);
+                inner.schedule(&task_slot);
                 let _ = done.send(result);
             });
             async move { outcome.await.unwrap_or(Err(Error::ShutDown)) }.boxed()

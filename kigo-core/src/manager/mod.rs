@@ -17,6 +17,7 @@ mod lifecycle;
 mod metrics;
 mod partners;
 mod registry;
+mod scheduler;
 mod slot;
 mod status;
 mod user_ids;
@@ -92,7 +93,10 @@ pub(crate) struct Inner {
     partner_pauses: PartnerPauses,
     metrics: Metrics,
     lifecycle: Arc<Lifecycle>,
-    following_changes: AtomicBool,
+    /// When each key is next renewed.
+    scheduler: scheduler::Scheduler,
+    /// Whether the scheduler and the change follower run.
+    background_started: AtomicBool,
 }
 
 impl Inner {
@@ -121,7 +125,8 @@ impl Inner {
             next_holder: AtomicU64::new(0),
             metrics: Metrics::default(),
             lifecycle: Arc::default(),
-            following_changes: AtomicBool::new(false),
+            scheduler: scheduler::Scheduler::default(),
+            background_started: AtomicBool::new(false),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -160,6 +160,8 @@ pub(super) struct KeySlot {
     failures: Mutex<Failures>,
     /// Set when a 401 drops the cached token, taken by the next flight (to say why it runs).
     dropped_by_rejection: AtomicBool,
+    /// The number of this key's current entry in the manager's scheduler (0: none).
+    pub(super) scheduled: AtomicU64,
 }
 
 impl fmt::Debug for KeySlot {
@@ -179,6 +181,7 @@ impl KeySlot {
             flight: Mutex::new(None),
             failures: Mutex::new(Failures::default()),
             dropped_by_rejection: AtomicBool::new(false),
+            scheduled: AtomicU64::new(0),
         }
     }
 
@@ -246,13 +249,6 @@ impl KeySlot {
     /// Called by the flight itself once it is done, before it publishes its outcome.
     pub(super) fn end_flight(&self) {
         *self.flight.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-}
-
-impl Drop for KeySlot {
-    fn drop(&mut self) {
-        // Wakes the refresher so that it sees the slot is gone and ends.
-        self.changed.notify(usize::MAX);
     }
 }
 
