@@ -95,7 +95,8 @@ impl Inner {
                     .instrument(span)
                     .await
                     .unwrap_or_else(|_| inner.panicked(&task_slot));
-                task_slot.failures().last_refresh = Some((inner.now(), result.clone().err()));
+                let outcome = super::status::outcome_index(result.as_ref().err());
+                task_slot.record_refresh(super::status::unix_ms(inner.now()), outcome);
                 drop(end);
                 inner.schedule(&task_slot);
                 let _ = done.send(result);
@@ -519,10 +520,11 @@ impl Flight<'_> {
     }
 
     fn endpoint_ok(&self) {
-        let mut failures = self.slot.failures();
-        failures.endpoint = 0;
-        failures.endpoint_retry_at = None;
-        failures.endpoint_error = None;
+        if let Some(failures) = self.slot.failures().kept() {
+            failures.endpoint = 0;
+            failures.endpoint_retry_at = None;
+            failures.endpoint_error = None;
+        }
     }
 
     /// The error to give while the endpoint is paused (backoff, Retry-After, cool-down).
@@ -617,7 +619,8 @@ impl Flight<'_> {
     }
 
     fn store_ok(&self) {
-        let mut failures = self.slot.failures();
+        let mut guard = self.slot.failures();
+        let Some(failures) = guard.kept() else { return };
         if failures.store > 0 {
             tracing::info!(key = %self.logged(), "token store reachable again");
             self.inner.metrics.degraded(false);

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -121,8 +121,50 @@ pub(super) struct Failures {
     pub(super) rejected: Rejections,
     /// The last creation without the store, for the local rate limit.
     pub(super) last_local_creation: Option<SystemTime>,
-    /// When the last refresh ended, and the error it ended with, if any.
-    pub(super) last_refresh: Option<(SystemTime, Option<Error>)>,
+}
+
+impl Failures {
+    /// No failure: what a key reads until it has one (most keys never do, and keep no
+    /// bookkeeping of their own).
+    const NONE: Self = Self {
+        endpoint: 0,
+        endpoint_retry_at: None,
+        endpoint_error: None,
+        store: 0,
+        store_retry_at: None,
+        store_error: None,
+        lease_retry_at: None,
+        rejected: Rejections(VecDeque::new()),
+        last_local_creation: None,
+    };
+}
+
+static NO_FAILURES: Failures = Failures::NONE;
+
+/// A key's failure bookkeeping, locked: reading it allocates nothing; the first write gives the
+/// key bookkeeping of its own.
+pub(super) struct FailuresGuard<'a>(MutexGuard<'a, Option<Box<Failures>>>);
+
+impl FailuresGuard<'_> {
+    /// The key's own bookkeeping, if it has any: for clearing failures without giving a key
+    /// that never failed bookkeeping of its own.
+    pub(super) fn kept(&mut self) -> Option<&mut Failures> {
+        self.0.as_deref_mut()
+    }
+}
+
+impl Deref for FailuresGuard<'_> {
+    type Target = Failures;
+
+    fn deref(&self) -> &Failures {
+        self.0.as_deref().unwrap_or(&NO_FAILURES)
+    }
+}
+
+impl DerefMut for FailuresGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Failures {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 /// How many rejected tokens a key remembers: a late 401 for an older token must not make it
@@ -157,11 +199,14 @@ pub(super) struct KeySlot {
     /// failure schedules a retry: whoever waits on it re-evaluates.
     pub(super) changed: Event,
     flight: Mutex<Option<Flight>>,
-    failures: Mutex<Failures>,
+    failures: Mutex<Option<Box<Failures>>>,
     /// Set when a 401 drops the cached token, taken by the next flight (to say why it runs).
     dropped_by_rejection: AtomicBool,
     /// The number of this key's current entry in the manager's scheduler (0: none).
     pub(super) scheduled: AtomicU64,
+    /// When the last refresh ended, in ms since the epoch (0: none yet), and how.
+    last_refresh_ms: AtomicU64,
+    last_outcome: AtomicU8,
 }
 
 impl fmt::Debug for KeySlot {
@@ -179,9 +224,11 @@ impl KeySlot {
             current: ArcSwap::from_pointee(Cached::empty()),
             changed: Event::new(),
             flight: Mutex::new(None),
-            failures: Mutex::new(Failures::default()),
+            failures: Mutex::new(None),
             dropped_by_rejection: AtomicBool::new(false),
             scheduled: AtomicU64::new(0),
+            last_refresh_ms: AtomicU64::new(0),
+            last_outcome: AtomicU8::new(0),
         }
     }
 
@@ -227,8 +274,21 @@ impl KeySlot {
         self.dropped_by_rejection.swap(false, Ordering::Relaxed)
     }
 
-    pub(super) fn failures(&self) -> MutexGuard<'_, Failures> {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn failures(&self) -> FailuresGuard<'_> {
+        FailuresGuard(self.failures.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Notes when a refresh of this key ended, and how (`outcome`: an index into
+    /// [`super::status::OUTCOMES`]).
+    pub(super) fn record_refresh(&self, at_ms: u64, outcome: u8) {
+        self.last_refresh_ms.store(at_ms, Ordering::Relaxed);
+        self.last_outcome.store(outcome, Ordering::Relaxed);
+    }
+
+    /// When the last refresh ended (ms since the epoch) and how, if one did.
+    pub(super) fn last_refresh(&self) -> Option<(u64, u8)> {
+        let at = self.last_refresh_ms.load(Ordering::Relaxed);
+        (at != 0).then(|| (at, self.last_outcome.load(Ordering::Relaxed)))
     }
 
     /// Joins the running flight, or starts one with `start` (which must spawn the work and return

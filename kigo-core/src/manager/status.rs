@@ -236,11 +236,10 @@ impl Inner {
                 TokenKey::User { .. } => "user",
             },
             token,
-            last_refresh_ms: failures.last_refresh.as_ref().map(|(at, _)| unix_ms(*at)),
-            last_refresh_outcome: failures
-                .last_refresh
-                .as_ref()
-                .map(|(_, error)| error.as_ref().map_or("ok", Error::class)),
+            last_refresh_ms: slot.last_refresh().map(|(at, _)| at),
+            last_refresh_outcome: slot
+                .last_refresh()
+                .and_then(|(_, outcome)| OUTCOMES.get(usize::from(outcome)).copied()),
             consecutive_failures: failures.endpoint,
             paused_until_ms: paused_until.map(unix_ms),
             store_reachable: failures.store == 0,
@@ -250,7 +249,26 @@ impl Inner {
     }
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
+/// How a refresh can end, as status pages say it: `ok`, or an error's class.
+pub(super) const OUTCOMES: [&str; 8] = [
+    "ok",
+    "endpoint_permanent",
+    "endpoint_unavailable",
+    "store_unavailable",
+    "store_misconfigured",
+    "wait_timed_out",
+    "foreign_key",
+    "shut_down",
+];
+
+/// The index in [`OUTCOMES`] of a refresh that ended with `error` (or none).
+pub(super) fn outcome_index(error: Option<&Error>) -> u8 {
+    let class = error.map_or("ok", Error::class);
+    let index = OUTCOMES.iter().position(|outcome| *outcome == class);
+    index.and_then(|index| u8::try_from(index).ok()).unwrap_or(0)
+}
+
+pub(super) fn unix_ms(time: SystemTime) -> u64 {
     millis_of(
         time.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default(),
