@@ -85,6 +85,9 @@ pub(crate) enum SqlError {
         /// Which connections: the store's, or the one listening for notices.
         what: &'static str,
     },
+    /// No keyring to seal entries with (`KIGO_SEALING_KEYS` missing or invalid).
+    #[error("the store has no usable keyring to seal its entries")]
+    Keyring(#[source] kigo_core::codec::InvalidKeyring),
     /// A statement timeout of zero: every operation would time out at once.
     #[error("the statement timeout must be positive")]
     ZeroTimeout,

@@ -86,6 +86,14 @@ impl TableRef {
             None => self.table.clone(),
         }
     }
+
+    /// What sealed entries of this table on `kind` are bound to: `<database>:<schema.table>`,
+    /// the table named as configured (an unqualified table as given, whatever schema the
+    /// connection resolves it in), so that an entry copied to another table or database does
+    /// not open.
+    pub(crate) fn namespace(&self, kind: BackendKind) -> String {
+        format!("{}:{}", kind.name(), self.name())
+    }
 }
 
 /// `name` quoted as an identifier of `kind`.
@@ -143,6 +151,11 @@ mod tests {
         let plain = TableRef::new(None, DEFAULT_TABLE).unwrap();
         assert_eq!(plain.quoted(BackendKind::Sqlite), "\"kigo_tokens\"");
         assert_eq!(plain.name(), "kigo_tokens");
+        assert_eq!(plain.namespace(BackendKind::Sqlite), "sqlite:kigo_tokens");
+        assert_eq!(
+            table.namespace(BackendKind::Postgres),
+            "postgres:auth.Kigo_Tokens2"
+        );
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! How a store is built: from a URL or an existing pool, for which table, with which codec, and
-//! whether it applies its migrations at once.
+//! How a store is built: from a URL or an existing pool, for which table, sealing its entries
+//! under which keyring, and whether it applies its migrations at once.
 
 use std::fmt;
 use std::time::Duration;
 
 use kigo_core::StoreError;
-use kigo_core::codec::EntryCodec;
+use kigo_core::codec::{EntryCodec, KEYRING_HINT, Keyring, Sealing};
 
 use crate::backend::Backend;
 use crate::error::{CONFIG_HINT, Class, SqlError};
@@ -76,6 +76,7 @@ impl From<sqlx::SqlitePool> for SqlPool {
 /// # async fn demo() -> Result<(), kigo_core::StoreError> {
 /// use kigo_store_sql::SqlStoreOptions;
 ///
+/// // Entries sealed under the keyring in KIGO_SEALING_KEYS (the default).
 /// let store = SqlStoreOptions::new()
 ///     .schema("auth")
 ///     .table("kigo_tokens")
@@ -88,7 +89,7 @@ impl From<sqlx::SqlitePool> for SqlPool {
 pub struct SqlStoreOptions {
     table: String,
     schema: Option<String>,
-    codec: EntryCodec,
+    sealing: Sealing,
     migrate: bool,
     max_connections: u32,
     acquire_timeout: Duration,
@@ -103,7 +104,7 @@ impl fmt::Debug for SqlStoreOptions {
         f.debug_struct("SqlStoreOptions")
             .field("table", &self.table)
             .field("schema", &self.schema)
-            .field("codec", &self.codec)
+            .field("sealing", &self.sealing)
             .field("migrate", &self.migrate)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
@@ -123,7 +124,7 @@ impl Default for SqlStoreOptions {
         Self {
             table: DEFAULT_TABLE.to_owned(),
             schema: None,
-            codec: EntryCodec::plaintext(),
+            sealing: Sealing::default(),
             migrate: false,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
@@ -136,8 +137,9 @@ impl Default for SqlStoreOptions {
 }
 
 impl SqlStoreOptions {
-    /// The defaults: table `kigo_tokens` in the connection's default schema, plain entries, no
-    /// migrations at construction, up to 10 connections.
+    /// The defaults: table `kigo_tokens` in the connection's default schema, entries sealed under
+    /// the keyring in `KIGO_SEALING_KEYS` (see [`Keyring::from_env`]), no migrations at
+    /// construction, up to 10 connections.
     pub fn new() -> Self {
         Self::default()
     }
@@ -158,11 +160,24 @@ impl SqlStoreOptions {
         self
     }
 
-    /// How tokens are written (default: plain JSON). Use `EntryCodec::encrypted` (feature
-    /// `encryption`) to seal them at rest; every replica needs the same key.
+    /// Seals entries under `keyring` instead of the one in `KIGO_SEALING_KEYS`: its current key
+    /// seals, all of its keys open. Every replica sharing the table needs the keys that sealed
+    /// its entries (see [`Keyring`] for rotating them).
     #[must_use]
-    pub fn codec(mut self, codec: EntryCodec) -> Self {
-        self.codec = codec;
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.sealing = Sealing::Keyring(keyring);
+        self
+    }
+
+    /// Writes entries as plaintext JSON instead of sealing them: anyone who can read the table,
+    /// its backups or the database's statement log can read the tokens (the partner-level token
+    /// and users' refresh tokens) and plant tokens the fleet adopts. Logged at warn when the
+    /// store is built. Every replica sharing the table must choose so too: a sealing replica
+    /// takes plaintext entries for planted ones and replaces them, and a plaintext replica
+    /// cannot open sealed entries and hands out no token.
+    #[must_use]
+    pub fn plaintext(mut self) -> Self {
+        self.sealing = Sealing::Plaintext;
         self
     }
 
@@ -244,49 +259,69 @@ impl SqlStoreOptions {
     ///
     /// Connections are opened on first use, so a database that is down at start-up shows as
     /// [`StoreError::Unavailable`] on the operations, not here (unless migrations run here).
-    /// The URL never appears in errors: it may hold a password.
+    /// The URL never appears in errors: it may hold a password. Settings that cannot work (a
+    /// missing or invalid keyring among them) are refused before anything is opened.
     pub async fn connect(self, url: &str) -> Result<SqlStore, StoreError> {
-        let pool = self.pool_for(url).await?;
-        self.with_pool(pool).await
+        let kind = kind_of(url)?;
+        let settings = self.settings(kind)?;
+        let pool = self.pool_for(url, kind).await?;
+        self.build(pool, settings).await
     }
 
     /// Builds a store on an existing pool (its settings are left as they are). Its connect
     /// options must require TLS to a database on another host (see
     /// [`SqlStoreOptions::allow_insecure_transport`]).
     pub async fn with_pool(self, pool: impl Into<SqlPool>) -> Result<SqlStore, StoreError> {
+        let pool = pool.into();
+        let settings = self.settings(pool.kind())?;
+        self.build(pool, settings).await
+    }
+
+    /// A store on the SQLite file at `path` (see [`SqlStore::sqlite`]).
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
+        let settings = self.settings(BackendKind::Sqlite)?;
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let pool = self.sqlite_pool(options, false).await?;
+        self.build(pool, settings).await
+    }
+
+    /// Checks the settings that do not depend on the pool, for a store on `kind`, and makes the
+    /// codec: entries are bound to the database kind and the table, as named in the settings.
+    fn settings(&self, kind: BackendKind) -> Result<Settings, StoreError> {
         if self.statement_timeout.is_zero() {
             return Err(StoreError::misconfigured(
                 CONFIG_HINT,
                 SqlError::ZeroTimeout,
             ));
         }
-        let pool = pool.into();
         let table = TableRef::new(self.schema.as_deref(), &self.table)
             .map_err(|error| StoreError::misconfigured(CONFIG_HINT, SqlError::from(error)))?;
+        let codec = self
+            .sealing
+            .clone()
+            .codec("kigo-store-sql", &table.namespace(kind))
+            .map_err(|error| StoreError::misconfigured(KEYRING_HINT, SqlError::Keyring(error)))?;
+        Ok(Settings { table, codec })
+    }
+
+    /// The store on `pool`, migrated if asked.
+    async fn build(self, pool: SqlPool, settings: Settings) -> Result<SqlStore, StoreError> {
+        let Settings { table, codec } = settings;
         let backend = self.backend(pool.clone(), table.clone())?;
-        let store = SqlStore::new(backend, pool, self.codec, table, self.statement_timeout);
+        let store = SqlStore::new(backend, pool, codec, table, self.statement_timeout);
         if self.migrate {
             store.migrate().await?;
         }
         Ok(store)
     }
 
-    /// A store on the SQLite file at `path` (see [`SqlStore::sqlite`]).
-    #[cfg(feature = "sqlite")]
-    pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-        let pool = self.sqlite_pool(options, false).await?;
-        self.with_pool(pool).await
-    }
-
-    async fn pool_for(&self, url: &str) -> Result<SqlPool, StoreError> {
-        let Some(scheme) = scheme(url) else {
-            return Err(StoreError::misconfigured(CONFIG_HINT, SqlError::NotAUrl));
-        };
+    /// A pool for `url`, a URL of `kind` (see [`kind_of`]).
+    async fn pool_for(&self, url: &str, kind: BackendKind) -> Result<SqlPool, StoreError> {
         let invalid = |error: sqlx::Error| Class::Config.into_store_error(error);
-        match scheme.as_str() {
+        match kind {
             #[cfg(feature = "postgres")]
-            "postgres" | "postgresql" => {
+            BackendKind::Postgres => {
                 let timeout = self.statement_timeout.as_millis().max(1).to_string();
                 let options = url
                     .parse::<sqlx::postgres::PgConnectOptions>()
@@ -300,7 +335,7 @@ impl SqlStoreOptions {
                 ))
             }
             #[cfg(feature = "mysql")]
-            "mysql" | "mariadb" => {
+            BackendKind::MySql => {
                 let options = url
                     .parse::<sqlx::mysql::MySqlConnectOptions>()
                     .map_err(invalid)?;
@@ -325,17 +360,16 @@ impl SqlStoreOptions {
                 ))
             }
             #[cfg(feature = "sqlite")]
-            "sqlite" => {
+            BackendKind::Sqlite => {
                 let options = url
                     .parse::<sqlx::sqlite::SqliteConnectOptions>()
                     .map_err(invalid)?;
                 let in_memory = crate::owner_only::asks_for_memory(url);
                 self.sqlite_pool(options, in_memory).await
             }
-            _ => Err(StoreError::misconfigured(
-                CONFIG_HINT,
-                SqlError::UnsupportedScheme { scheme },
-            )),
+            // Only with some database features off: `kind_of` returns enabled kinds only.
+            #[allow(unreachable_patterns)]
+            _ => Err(unsupported_scheme(kind.name())),
         }
     }
 
@@ -423,6 +457,37 @@ impl SqlStoreOptions {
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 const STORE_CONNECTIONS: &str = "the store's connections";
 
+/// What a store checked and made before it has a pool.
+struct Settings {
+    table: TableRef,
+    codec: EntryCodec,
+}
+
+/// The database a URL names by its scheme, if its feature is enabled.
+fn kind_of(url: &str) -> Result<BackendKind, StoreError> {
+    let Some(scheme) = scheme(url) else {
+        return Err(StoreError::misconfigured(CONFIG_HINT, SqlError::NotAUrl));
+    };
+    match scheme.as_str() {
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(BackendKind::Postgres),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(BackendKind::MySql),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(BackendKind::Sqlite),
+        _ => Err(unsupported_scheme(&scheme)),
+    }
+}
+
+fn unsupported_scheme(scheme: &str) -> StoreError {
+    StoreError::misconfigured(
+        CONFIG_HINT,
+        SqlError::UnsupportedScheme {
+            scheme: scheme.to_owned(),
+        },
+    )
+}
+
 /// The scheme of `url`, lower-cased, if it has one (RFC 3986: a letter, then letters, digits,
 /// `+`, `-` or `.`, before the first `:`). Anything else is not shown: a connection string
 /// such as `password=... host=...` would put a secret where the scheme should be.
@@ -440,4 +505,28 @@ fn scheme(url: &str) -> Option<String> {
 #[cfg(any(feature = "mysql", feature = "sqlite"))]
 fn unsupported(what: &'static str) -> StoreError {
     StoreError::misconfigured(CONFIG_HINT, SqlError::Unsupported(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use kigo_core::codec::{Keyring, SealingKey};
+
+    use super::SqlStoreOptions;
+
+    #[test]
+    fn debug_names_the_sealing_key_and_shows_no_secret() {
+        let key = SealingKey::from_bytes([0x5a; 32]);
+        let id = key.id().to_string();
+        let options = SqlStoreOptions::new()
+            .keyring(Keyring::new(key))
+            .listen_url("postgres://kigo:pa55-secret@db.internal/app");
+        let shown = format!("{options:?}");
+        assert!(shown.contains(&id), "{shown}");
+        // The key as bytes (0x5a is 90) or as base64, and the password.
+        for secret in ["90, 90", "WlpaWlpa", "pa55-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let plaintext = format!("{:?}", SqlStoreOptions::new().plaintext());
+        assert!(plaintext.contains("Plaintext"), "{plaintext}");
+    }
 }

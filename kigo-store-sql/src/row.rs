@@ -130,6 +130,7 @@ pub(crate) fn duration(micros: i64) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use kigo_core::codec::{Keyring, SealingKey};
     use kigo_core::{PartnerId, TokenSecret};
 
     use super::*;
@@ -147,13 +148,18 @@ mod tests {
         }
     }
 
+    fn codec() -> EntryCodec {
+        EntryCodec::sealed(Keyring::new(SealingKey::from_bytes([7; 32])))
+            .in_namespace("sqlite:kigo_tokens")
+    }
+
     #[test]
     fn rows_become_snapshots() {
-        let codec = EntryCodec::plain();
+        let codec = codec();
         let now = SystemTime::now();
         let token =
             Token::new(TokenSecret::new("t0k"), now, now + Duration::from_secs(60)).unwrap();
-        let written = NewEntry::new(&codec, &key(), &token);
+        let written = NewEntry::new(&codec, &key(), 7, &token);
         let format = written.format;
 
         let loaded = row(format, Some(&written.entry), 7).into_snapshot(&key(), &codec);
@@ -170,6 +176,11 @@ mod tests {
             future.entry,
             Entry::Corrupt(CorruptEntry::UnknownVersion(9))
         ));
+        let moved = row(format, Some(&written.entry), 8).into_snapshot(&key(), &codec);
+        assert!(matches!(
+            moved.entry,
+            Entry::Corrupt(CorruptEntry::Unauthentic)
+        ));
         let negative = row(format, Some(&written.entry), -1).into_snapshot(&key(), &codec);
         assert!(matches!(
             negative.entry,
@@ -184,7 +195,7 @@ mod tests {
 
     #[test]
     fn cooldowns_and_times_convert() {
-        let codec = EntryCodec::plain();
+        let codec = codec();
         let mut cooling = row(1, None, 0);
         cooling.cooldown_us = Some(1_500_000);
         assert_eq!(

@@ -75,20 +75,24 @@ impl SqlStore {
         }
     }
 
-    /// A store on a new pool for `url`, with the default [`SqlStoreOptions`] (no migrations at
-    /// construction: call [`SqlStore::migrate`]).
+    /// A store on a new pool for `url`, with the default [`SqlStoreOptions`]: entries sealed
+    /// under the keyring in `KIGO_SEALING_KEYS`, no migrations at construction (call
+    /// [`SqlStore::migrate`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         SqlStoreOptions::new().connect(url).await
     }
 
-    /// A store on an existing sqlx pool, with the default [`SqlStoreOptions`].
+    /// A store on an existing sqlx pool, with the default [`SqlStoreOptions`] (entries sealed
+    /// under the keyring in `KIGO_SEALING_KEYS`).
     pub async fn with_pool(pool: impl Into<SqlPool>) -> Result<Self, StoreError> {
         SqlStoreOptions::new().with_pool(pool).await
     }
 
     /// The embedded default in one line: the SQLite file at `path`, created if missing, in WAL
-    /// mode with a busy timeout, with the migrations applied. Every process on this machine
-    /// that opens the same file shares one token.
+    /// mode with a busy timeout, with the migrations applied, its entries sealed under the
+    /// keyring in `KIGO_SEALING_KEYS` (without one it is refused with
+    /// [`StoreError::Misconfigured`] before the file is touched). Every process on this machine
+    /// that opens the same file with the same keys shares one token.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), kigo_core::StoreError> {
@@ -331,6 +335,7 @@ mod tests {
     use std::error::Error as _;
 
     use kigo_core::{PartnerId, TokenKey, TokenStore};
+    use kigo_testkit::conformance::test_keyring;
 
     use crate::SqlStoreOptions;
 
@@ -348,6 +353,7 @@ mod tests {
     #[tokio::test]
     async fn debug_shows_the_database_and_table_only() {
         let store = SqlStoreOptions::new()
+            .keyring(test_keyring())
             .schema("auth")
             .table("tokens")
             .connect("postgres://kigo:pa55-secret@127.0.0.1:9/app")
@@ -364,6 +370,7 @@ mod tests {
     async fn passwords_in_urls_are_never_shown() {
         let unreachable = "postgres://kigo:pa55-secret@127.0.0.1:9/tokens";
         let store = SqlStoreOptions::new()
+            .keyring(test_keyring())
             .acquire_timeout(std::time::Duration::from_millis(200))
             .connect(unreachable)
             .await

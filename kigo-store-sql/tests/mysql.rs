@@ -15,7 +15,7 @@ use common::harness::SqlHarness;
 use kigo_core::store::{HolderId, LeaseAttempt};
 use kigo_core::{StoreError, Token, TokenStore};
 use kigo_store_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool};
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
@@ -53,7 +53,7 @@ async fn a_claim_is_one_statement() {
         .connect(harness.url())
         .await
         .unwrap();
-    let store = SqlStore::with_pool(pool.clone()).await.unwrap();
+    let store = harness.options().with_pool(pool.clone()).await.unwrap();
     let key = fresh_key();
     let claim = async || {
         let holder = HolderId::random();
@@ -113,7 +113,7 @@ async fn questions(pool: &MySqlPool) -> u64 {
 async fn schema_of_its_own() {
     let harness = SqlHarness::new(BackendKind::MySql).await;
     let schema = format!("kigo_schema_{:08x}", fastrand::u32(..));
-    let options = || SqlStoreOptions::new().schema(&schema);
+    let options = || harness.options().schema(&schema);
     let store = harness.store_with(options().migrate_on_connect(true)).await;
     let key = fresh_key();
     let token = common::fleet::token("schema");
@@ -162,7 +162,7 @@ async fn statements_stuck_behind_a_lock_time_out() {
     let harness = SqlHarness::new(BackendKind::MySql).await;
     let admin = admin_pool(&harness);
     let store = harness
-        .store_with(SqlStoreOptions::new().statement_timeout(TIMEOUT))
+        .store_with(harness.options().statement_timeout(TIMEOUT))
         .await;
     let mut locker = admin.acquire().await.unwrap();
     sqlx::query("LOCK TABLES kigo_tokens WRITE")

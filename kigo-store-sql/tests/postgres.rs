@@ -11,9 +11,9 @@ mod servers;
 mod transport;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use common::fleet::{commit_token, fresh_key, holds_no_connection, replica, token};
+use common::fleet::{commit_token, fresh_key, holds_no_connection, replica, stopped, token};
 use common::harness::SqlHarness;
 use common::tripwire::{Op, Tripwire};
 use futures_util::StreamExt;
@@ -26,9 +26,9 @@ use kigo_store_sql::sqlx::postgres::{PgConnectOptions, PgExecutor};
 use kigo_store_sql::sqlx::{
     AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Transaction,
 };
-use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
-use kigo_testkit::FakeSource;
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore};
 use kigo_testkit::services::postgres;
+use kigo_testkit::{FakeSource, ManualClock};
 use tokio::task::JoinHandle;
 
 mod conformance {
@@ -174,7 +174,7 @@ impl Stopped {
         (op, nth): (Op, u64),
         tune: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
     ) -> Self {
-        let options = SqlStoreOptions::new().max_connections(1);
+        let options = harness.options().max_connections(1);
         let store = harness.store_with(options).await;
         let wire = Tripwire::new(Arc::new(store.clone()), op, nth);
         let manager = tune(replica(Arc::new(source.clone()), Arc::new(wire.clone())))
@@ -292,7 +292,7 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     // One connection each, open before the database shuts its door, and kept.
     let mut admin = pg(&harness).acquire().await.unwrap();
-    let one_connection = || harness.store_with(SqlStoreOptions::new().max_connections(1));
+    let one_connection = || harness.store_with(harness.options().max_connections(1));
     let key = fresh_key();
     let source = FakeSource::new();
     let holder_store = Tripwire::new(Arc::new(one_connection().await), Op::Commit, 1);
@@ -359,7 +359,7 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
     let reads_after = loads.iter().filter(|sent| **sent > committed_at).count();
     assert!(reads_after <= 1, "{reads_after} reads after the commit");
     // ... and polled at the interval (a margin for a busy machine; without polling it would
-    // wait for the lease of 10 s or longer).
+    // wait for the lease, 30 s by default, or longer).
     let late = finished.saturating_duration_since(committed_at);
     assert!(
         late <= POLL + Duration::from_secs(2),
@@ -411,13 +411,11 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             None => FakeSource::new().with_latency(Duration::from_secs(3600), Arc::new(TokioSleep)),
             Some(_) => FakeSource::new(),
         };
-        let lease = |builder: ManagerBuilder| {
-            builder
-                .lease_ttl(LEASE)
-                .create_timeout(Duration::from_secs(1))
-        };
+        // Cancellation, not a timeout of its own, ends the stopped refresh.
+        let clock = ManualClock::starting_at(SystemTime::now());
+        let frozen = |builder| stopped(builder, &clock, LEASE);
         let at = stop_at.unwrap_or((Op::Load, u64::MAX));
-        let stopped = Stopped::start(&harness, &key, source, at, lease).await;
+        let stopped = Stopped::start(&harness, &key, source, at, frozen).await;
         if stop_at.is_some() {
             let cancel = async |_| stopped.manager.shutdown().await;
             stopped.stuck_in_server(&admin, cancel).await;
@@ -445,9 +443,7 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
         assert_eq!(advisory_locks(&admin).await, 0, "{point}: advisory lock");
 
         let next = FakeSource::new();
-        let successor = replica(Arc::new(next.clone()), Arc::new(harness.store().await))
-            .lease_ttl(LEASE)
-            .create_timeout(Duration::from_secs(1))
+        let successor = replica(next.clone(), harness.store().await)
             .build()
             .unwrap();
         let token = successor
@@ -472,7 +468,7 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_of_its_own_with_its_own_notifications() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
-    let options = || SqlStoreOptions::new().schema("kigo_auth").table("tokens");
+    let options = || harness.options().schema("kigo_auth").table("tokens");
     let store = harness.store_with(options().migrate_on_connect(true)).await;
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('kigo_auth.tokens') IS NOT NULL")
         .fetch_one(&pg(&harness))
@@ -507,7 +503,8 @@ async fn search_path_schemas_keep_their_notifications_apart() {
     let on = async |schema: &str| {
         harness.execute(&format!("CREATE SCHEMA {schema}")).await;
         let url = format!("{}?options[search_path]={schema}", harness.url());
-        let store = SqlStoreOptions::new()
+        let store = harness
+            .options()
             .migrate_on_connect(true)
             .connect(&url)
             .await
@@ -566,7 +563,8 @@ async fn hears_before_the_next_commit(
 async fn notices_come_through_the_listen_url() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     let port = kigo_testkit::services::free_port().unwrap();
-    let store = SqlStoreOptions::new()
+    let store = harness
+        .options()
         .listen_url(harness.url())
         .connect(&format!("postgres://postgres@127.0.0.1:{port}/pooler"))
         .await
@@ -586,7 +584,8 @@ async fn a_failed_listener_is_logged_without_its_password() {
     let port = kigo_testkit::services::free_port().unwrap();
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
-    let store = SqlStoreOptions::new()
+    let store = harness
+        .options()
         .acquire_timeout(Duration::from_millis(500))
         .listen_url(format!("postgres://kigo:pa55-secret@127.0.0.1:{port}/kigo"))
         .connect(harness.url())
@@ -638,7 +637,7 @@ async fn statements_stuck_behind_a_lock_time_out() {
     const TIMEOUT: Duration = Duration::from_millis(500);
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     let admin = pg(&harness);
-    let options = || SqlStoreOptions::new().statement_timeout(TIMEOUT);
+    let options = || harness.options().statement_timeout(TIMEOUT);
     let from_url = harness.store_with(options()).await;
     let own_pool = PgPool::connect(harness.url()).await.unwrap();
     let on_own_pool = options().with_pool(own_pool).await.unwrap();
@@ -754,7 +753,7 @@ async fn remote_postgres_requires_tls() {
     })
     .await;
 
-    let listening_in_the_clear = SqlStoreOptions::new()
+    let listening_in_the_clear = transport::options()
         .listen_url("postgres://kigo:pa55-secret@db.internal/app")
         .connect("postgres://kigo:pa55-secret@127.0.0.1/app")
         .await;

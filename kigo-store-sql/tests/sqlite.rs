@@ -6,7 +6,7 @@ mod capture;
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{fresh_key, replica};
 use common::harness::SqlHarness;
+use kigo_core::codec::{KEYRING_HINT, Keyring, SEALING_KEYS_VAR, SealingKey};
 use kigo_core::{
     CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenHandle, TokenKey,
     TokenSecret, TokenSource, TokenStore,
@@ -22,6 +23,8 @@ use kigo_store_sql::sqlx::SqlitePool;
 use kigo_store_sql::sqlx::sqlite::SqliteConnectOptions;
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
 use kigo_testkit::FakeSource;
+use kigo_testkit::conformance::test_keyring;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinSet;
@@ -68,8 +71,10 @@ async fn replica_processes_create_once_per_renewal() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.db");
+    // One key per run, handed to the replicas as production would.
+    let keys = SealingKey::generate_base64();
     let mut replicas: Vec<ReplicaProcess> = (0..PROCESSES)
-        .map(|_| ReplicaProcess::spawn(&file))
+        .map(|_| ReplicaProcess::spawn(&file, &keys))
         .collect();
     let mut previous = None;
     for (round, command) in (1..).zip(ROUNDS) {
@@ -99,6 +104,43 @@ async fn replica_processes_create_once_per_renewal() {
     for replica in replicas {
         replica.finish().await;
     }
+    let key = TokenKey::partner(PartnerId::new("processes").unwrap());
+    let keyring = Keyring::parse(keys.expose_secret()).unwrap();
+    sealed_in_the_file(&file, &key, keyring, previous.unwrap()).await;
+}
+
+/// Asserts that the entry of `key` in the SQLite `file` holds the token `expected`, sealed with
+/// the current key of `keyring`: its row shows neither token nor the key.
+async fn sealed_in_the_file(file: &Path, key: &TokenKey, keyring: Keyring, expected: Fingerprint) {
+    let sealing = keyring.current().id();
+    let store = embedded(keyring).sqlite(file).await.unwrap();
+    let loaded = store.load(key).await.unwrap();
+    assert_eq!(loaded.token().map(Token::fingerprint), Some(expected));
+    let SqlPool::Sqlite(pool) = store.pool() else {
+        unreachable!("an SQLite store");
+    };
+    let raw: Vec<u8> = sqlx::query_scalar("SELECT entry FROM kigo_tokens WHERE token_key = ?1")
+        .bind(key.storage_id())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(common::sealing::sealed_with(&raw), Some(sealing));
+    let text = String::from_utf8_lossy(&raw);
+    assert!(!text.contains("fake-token"), "the token in the row");
+}
+
+/// The options of the one-line constructor (migrations at construction), sealing with `keyring`
+/// rather than the keys in the environment.
+fn embedded(keyring: Keyring) -> SqlStoreOptions {
+    SqlStoreOptions::new()
+        .keyring(keyring)
+        .migrate_on_connect(true)
+}
+
+/// The arguments that run only the test `name` of this binary, printing what it prints: for a
+/// test that runs itself again in a child process.
+fn only(name: &str) -> [&str; 5] {
+    ["--exact", name, "--nocapture", "--test-threads", "1"]
 }
 
 /// A replica process, driven over its stdin and reporting on its stdout.
@@ -109,10 +151,11 @@ struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
-    fn spawn(file: &Path) -> Self {
+    fn spawn(file: &Path, keys: &SecretString) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
+            .args(only(THIS_TEST))
             .env(REPLICA_FILE, file)
+            .env(SEALING_KEYS_VAR, keys.expose_secret())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -181,7 +224,11 @@ async fn replica_process(file: &Path) {
         short: Arc::new(AtomicBool::new(false)),
     };
     let short = Arc::clone(&this.short);
-    let manager = replica(Arc::new(this), Arc::new(store)).build().unwrap();
+    let manager = replica(this, store)
+        // The `revoked` rounds report a 401 for a token created a moment before.
+        .min_token_age(Duration::ZERO)
+        .build()
+        .unwrap();
     let handle = manager
         .handle(TokenKey::partner(PartnerId::new("processes").unwrap()))
         .unwrap();
@@ -255,24 +302,83 @@ impl TokenSource for ThisProcess {
     }
 }
 
-/// The one-line constructor creates the file and its table; a second store on the same file
-/// (another process would do the same) sees what the first wrote.
+/// Set in the environment of the child processes of
+/// [`the_one_line_store_seals_with_the_keys_in_the_environment`]: the directory of their file.
+const ENV_CHILD_DIR: &str = "KIGO_TEST_SQLITE_ENV_DIR";
+const ENV_TEST: &str = "the_one_line_store_seals_with_the_keys_in_the_environment";
+/// What starts a child's report line.
+const ENV_REPORT: &str = "kigo-env-report: ";
+
+/// The one-line constructor, in a child process each time (the environment is the process's):
+/// with `KIGO_SEALING_KEYS` set, it creates the file and its table and seals entries with that
+/// key, and a second store on the file reads them; without it, or with a value that is not a
+/// key, it is refused as misconfigured with the hint that says how to set it, before the file is
+/// created, and without repeating the value.
 #[tokio::test]
-async fn one_line_store_on_a_new_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let file: PathBuf = dir.path().join("kigo-tokens.db");
-    let first = SqlStore::sqlite(&file).await.unwrap();
-    assert_eq!(first.kind(), BackendKind::Sqlite);
-    assert!(file.exists());
-    let key = fresh_key();
-    let token = common::fleet::token("one-line");
-    common::fleet::commit_token(&first, &key, &token).await;
-    let second = SqlStore::sqlite(&file).await.unwrap();
-    let loaded = second.load(&key).await.unwrap();
-    assert_eq!(
-        loaded.token().map(Token::fingerprint),
-        Some(token.fingerprint())
-    );
+async fn the_one_line_store_seals_with_the_keys_in_the_environment() {
+    if let Some(dir) = std::env::var_os(ENV_CHILD_DIR) {
+        return one_line_child(Path::new(&dir)).await;
+    }
+    let keys = SealingKey::generate_base64();
+    let not_a_key = "s3cret-but-not-base64!";
+    for value in [Some(keys.expose_secret()), None, Some(not_a_key)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child.args(only(ENV_TEST)).env(ENV_CHILD_DIR, dir.path());
+        match value {
+            Some(value) => child.env(SEALING_KEYS_VAR, value),
+            None => child.env_remove(SEALING_KEYS_VAR),
+        };
+        let output = child.output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        let report = stdout
+            .lines()
+            .find_map(|line| line.split_once(ENV_REPORT).map(|(_, report)| report))
+            .unwrap_or_else(|| panic!("no report: {stdout}"));
+        let file = dir.path().join("kigo-tokens.db");
+        if value == Some(keys.expose_secret()) {
+            let token = Fingerprint::from_hex(report).unwrap();
+            let keyring = Keyring::parse(keys.expose_secret()).unwrap();
+            sealed_in_the_file(&file, &one_line_key(), keyring, token).await;
+        } else {
+            assert_eq!(report, format!("refused: {KEYRING_HINT}"));
+            assert!(!file.exists(), "the file was created");
+            assert!(!stdout.contains(not_a_key), "{stdout}");
+        }
+    }
+}
+
+fn one_line_key() -> TokenKey {
+    TokenKey::partner(PartnerId::new("one-line").unwrap())
+}
+
+/// The child side: a store with the one-line constructor, a commit, a second store reading it;
+/// reports the token's fingerprint, or the hint of the refusal (and the whole error, which the
+/// parent checks for the value of the variable).
+async fn one_line_child(dir: &Path) {
+    let file = dir.join("kigo-tokens.db");
+    let report = match SqlStore::sqlite(&file).await {
+        Ok(first) => {
+            assert_eq!(first.kind(), BackendKind::Sqlite);
+            let token = common::fleet::token("one-line");
+            common::fleet::commit_token(&first, &one_line_key(), &token).await;
+            let second = SqlStore::sqlite(&file).await.unwrap();
+            let loaded = second.load(&one_line_key()).await.unwrap();
+            assert_eq!(
+                loaded.token().map(Token::fingerprint),
+                Some(token.fingerprint())
+            );
+            format!("{ENV_REPORT}{}\n", token.fingerprint())
+        }
+        Err(StoreError::Misconfigured { hint, source }) => {
+            format!("the refusal: {hint} / {source} / {source:?}\n{ENV_REPORT}refused: {hint}\n")
+        }
+        Err(other) => panic!("{other:?}"),
+    };
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(report.as_bytes()).await.unwrap();
+    stdout.flush().await.unwrap();
 }
 
 /// A write that waits longer than the busy timeout for another connection's write lock is
@@ -282,7 +388,7 @@ async fn one_line_store_on_a_new_file() {
 async fn busy_database_is_unavailable() {
     let harness = SqlHarness::new(BackendKind::Sqlite).await;
     let store = harness
-        .store_with(SqlStoreOptions::new().busy_timeout(Duration::from_millis(100)))
+        .store_with(harness.options().busy_timeout(Duration::from_millis(100)))
         .await;
     let SqlPool::Sqlite(pool) = harness.admin().pool() else {
         panic!("not SQLite");
@@ -311,7 +417,8 @@ async fn the_statement_timeout_bounds_the_busy_timeout() {
     let harness = SqlHarness::new(BackendKind::Sqlite).await;
     let store = harness
         .store_with(
-            SqlStoreOptions::new()
+            harness
+                .options()
                 .busy_timeout(Duration::from_secs(30))
                 .statement_timeout(TIMEOUT),
         )
@@ -337,13 +444,15 @@ async fn the_statement_timeout_bounds_the_busy_timeout() {
 /// write-ahead logging, which SQLite does not wait for, is retried until one of them has made it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_stores_open_a_new_file_at_once() {
+    let keyring = test_keyring();
     for _ in 0..10 {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("new.db");
         let mut opening = JoinSet::new();
         for _ in 0..16 {
             let file = file.clone();
-            opening.spawn(async move { SqlStore::sqlite(&file).await.map(drop) });
+            let options = embedded(keyring.clone());
+            opening.spawn(async move { options.sqlite(&file).await.map(drop) });
         }
         while let Some(opened) = opening.join_next().await {
             opened
@@ -359,17 +468,15 @@ async fn many_stores_open_a_new_file_at_once() {
 async fn options_that_cannot_apply_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.db");
+    let sealed = || SqlStoreOptions::new().keyring(test_keyring());
     for (options, refusal) in [
+        (sealed().schema("auth"), "SQLite has no schemas"),
         (
-            SqlStoreOptions::new().schema("auth"),
-            "SQLite has no schemas",
-        ),
-        (
-            SqlStoreOptions::new().listen_url("postgres://kigo@db/app"),
+            sealed().listen_url("postgres://kigo@db/app"),
             "only PostgreSQL sends change notices",
         ),
         (
-            SqlStoreOptions::new().statement_timeout(Duration::ZERO),
+            sealed().statement_timeout(Duration::ZERO),
             "must be positive",
         ),
     ] {
@@ -397,7 +504,9 @@ async fn a_file_without_write_ahead_logging_is_reported() {
         .filename(&file)
         .create_if_missing(true);
     let pool = SqlitePool::connect_with(options).await.unwrap();
+    let keyring = test_keyring();
     let store = SqlStoreOptions::new()
+        .keyring(keyring.clone())
         .migrate_on_connect(true)
         .with_pool(pool.clone())
         .await
@@ -410,7 +519,11 @@ async fn a_file_without_write_ahead_logging_is_reported() {
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let url = format!("sqlite://{}?immutable=1", file.display());
-    let store = SqlStoreOptions::new().connect(&url).await.unwrap();
+    let store = SqlStoreOptions::new()
+        .keyring(keyring)
+        .connect(&url)
+        .await
+        .unwrap();
     let loaded = store.load(&key).await.unwrap();
     assert_eq!(
         loaded.token().map(Token::fingerprint),

@@ -67,6 +67,17 @@ pub enum BackendKind {
     Sqlite,
 }
 
+impl BackendKind {
+    /// The database's name in URLs and in the namespace that sealed entries are bound to.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// The operations of a store on one database. Every method runs one statement (an upsert, an
 /// update or a select), so no connection is held between them.
 #[async_trait]

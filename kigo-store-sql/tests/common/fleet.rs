@@ -9,15 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use kigo_core::codec::{CorruptEntry, EncryptionKey, EntryCodec};
+use kigo_core::codec::CorruptEntry;
 use kigo_core::runtime::{AsyncSleep, RuntimeEnv, Sleep, TimeSource};
 use kigo_core::store::{CommitOutcome, Entry, HolderId, Lease, LeaseAttempt};
 use kigo_core::{
-    CreateRequest, ExpiryPolicy, Fingerprint, ManagerBuilder, PartnerId, SourceError, StoreError,
-    StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource, TokenStore,
+    CreateRequest, ExpiryPolicy, Fingerprint, KeyScope, ManagerBuilder, PartnerId, SourceError,
+    StoreError, StoreFailurePolicy, Token, TokenKey, TokenManager, TokenSecret, TokenSource,
+    TokenStore,
 };
 use kigo_http::{ApiKey, Credentials, KigoApi};
-use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore};
+use kigo_testkit::conformance::StoreHarness;
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo};
 use kigo_testkit::{FakeSource, ManualClock};
 use tokio::task::JoinSet;
@@ -30,15 +32,23 @@ pub(crate) fn fresh_key() -> TokenKey {
     TokenKey::partner(PartnerId::new(format!("fleet-{:016x}", fastrand::u64(..))).unwrap())
 }
 
-/// A replica's manager on `store`, with the real clock. Store failures fail requests
-/// (`FailClosed`), so that a store error can never hide behind a local creation.
-pub(crate) fn replica(source: Arc<dyn TokenSource>, store: Arc<dyn TokenStore>) -> ManagerBuilder {
-    TokenManager::builder(source)
-        .store(store)
+/// A replica's manager of partner-level tokens from a test source (which serves any partner) on
+/// `store`; see [`fleet_member`].
+pub(crate) fn replica(source: impl TokenSource, store: impl TokenStore) -> ManagerBuilder {
+    fleet_member(
+        TokenManager::builder(source)
+            .scope(KeyScope::AnyPartner)
+            .store(store),
+    )
+}
+
+/// `builder` as the replicas of these tests run: the real clock; store failures fail requests
+/// (`FailClosed`), so that a store error can never hide behind a local creation; a short poll
+/// interval.
+pub(crate) fn fleet_member(builder: ManagerBuilder) -> ManagerBuilder {
+    builder
         .runtime(RuntimeEnv::tokio().expect("inside a tokio runtime"))
         .store_failure(StoreFailurePolicy::FailClosed)
-        .lease_ttl(Duration::from_secs(10))
-        .create_timeout(Duration::from_secs(5))
         .poll_interval(Duration::from_millis(100))
 }
 
@@ -69,8 +79,8 @@ pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
     store_expired_token(harness.admin(), &key).await;
     let mut managers = Vec::new();
     for index in 0..16 {
-        let store = Arc::new(harness.store().await);
-        let manager = replica(Arc::new(kigo_api(&mock).partner_source()), store)
+        let store = harness.store().await;
+        let manager = fleet_member(kigo_api(&mock).partner_manager().store(store))
             .replica_name(format!("replica-{index}"))
             .build()
             .unwrap();
@@ -118,7 +128,7 @@ pub(crate) async fn sixteen_replicas_create_once(harness: &SqlHarness) {
 }
 
 /// A kigo-http API client for `mock`, as a replica would build it.
-fn kigo_api(mock: &MockKigo) -> KigoApi {
+pub(crate) fn kigo_api(mock: &MockKigo) -> KigoApi {
     let key = ApiKey::new(mock.api_key()).unwrap();
     let credentials = Credentials::new(key, mock.partner_id().clone(), mock.base_url()).unwrap();
     KigoApi::builder(credentials).build().unwrap()
@@ -132,7 +142,7 @@ pub(crate) async fn no_connection_is_held_while_creating(harness: &SqlHarness) {
     let gate = Gate::default();
     let source = FakeSource::new().with_latency(Duration::from_secs(1), Arc::new(gate.clone()));
     let store = harness
-        .store_with(SqlStoreOptions::new().max_connections(1))
+        .store_with(harness.options().max_connections(1))
         .await;
     let manager = replica(Arc::new(source.clone()), Arc::new(store.clone()))
         .build()
@@ -193,11 +203,27 @@ impl AsyncSleep for Gate {
 }
 
 /// A refresh policy without jitter that renews at `share` of the lifetime.
-fn renew_at(share: f64) -> ExpiryPolicy {
+pub(crate) fn renew_at(share: f64) -> ExpiryPolicy {
     ExpiryPolicy::default()
         .with_jitter_share(0.0)
         .and_then(|policy| policy.with_refresh_share(share))
         .unwrap()
+}
+
+/// `builder` for a replica the test stops in its tracks (a process that dies, is paused or is
+/// cancelled there): its clock never moves unless the test moves it, so no timeout of its own
+/// ends what it is doing first, as none fires in a process that is not running. Its timeouts
+/// only need to fit in `lease`.
+pub(crate) fn stopped(
+    builder: ManagerBuilder,
+    clock: &ManualClock,
+    lease: Duration,
+) -> ManagerBuilder {
+    builder
+        .runtime(RuntimeEnv::manual(clock).expect("inside a tokio runtime"))
+        .lease_ttl(lease)
+        .create_timeout(lease / 4)
+        .store_timeout(lease / 4)
 }
 
 /// The holder dies after claiming (its commit never comes): the other replica keeps serving the
@@ -208,26 +234,19 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
     const LEASE: Duration = Duration::from_secs(4);
     let key = fresh_key();
     let source = FakeSource::with_lifetime(LIFETIME);
-    // A renews at 2.4 s and dies at its commit (the second: the first stores the first token);
-    // B renews at 4.8 s, while A's lease (until about 6.4 s) still runs.
+    // A dies at its second commit (the first stores the first token), when the test moves its
+    // clock to its refresh point; B renews at 2.4 s, while A's lease (until about 4 s) runs.
+    let a_clock = ManualClock::starting_at(SystemTime::now());
     let dying = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 2);
     let watched = Tripwire::new(Arc::new(harness.store().await), Op::Commit, u64::MAX);
-    let tune = |builder: ManagerBuilder, share| {
-        builder
-            .lease_ttl(LEASE)
-            .create_timeout(Duration::from_secs(2))
-            .expiry(renew_at(share))
-            .build()
-            .unwrap()
-    };
-    let a = tune(
-        replica(Arc::new(source.clone()), Arc::new(dying.clone())),
-        0.2,
-    );
-    let b = tune(
-        replica(Arc::new(source.clone()), Arc::new(watched.clone())),
-        0.4,
-    );
+    let a = stopped(replica(source.clone(), dying.clone()), &a_clock, LEASE)
+        .expiry(renew_at(0.2))
+        .build()
+        .unwrap();
+    let b = replica(source.clone(), watched.clone())
+        .expiry(renew_at(0.2))
+        .build()
+        .unwrap();
     let first = a
         .handle(key.clone())
         .unwrap()
@@ -237,6 +256,8 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
         .fingerprint();
     let b_handle = b.handle(key.clone()).unwrap();
     assert_eq!(b_handle.token().await.unwrap().fingerprint(), first);
+    a_clock.advance(LIFETIME / 5);
+    dying.reached(Duration::from_secs(10)).await;
 
     // Traffic on B until it serves a new token.
     let deadline = Instant::now() + LIFETIME;
@@ -252,7 +273,6 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
         assert!(Instant::now() < deadline, "B never took over");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    dying.reached(Duration::ZERO).await;
     assert_eq!(
         source.creations(),
         3,
@@ -287,15 +307,13 @@ pub(crate) async fn paused_holder_commit_is_rejected(harness: &SqlHarness) {
     let key = fresh_key();
     let source = FakeSource::new();
     let paused = Tripwire::new(Arc::new(harness.store().await), Op::Commit, 1);
-    let build = |store: Arc<dyn TokenStore>| {
-        replica(Arc::new(source.clone()), store)
-            .lease_ttl(LEASE)
-            .create_timeout(Duration::from_millis(500))
-            .build()
-            .unwrap()
-    };
-    let a = build(Arc::new(paused.clone()));
-    let b = build(Arc::new(harness.store().await));
+    let a_clock = ManualClock::starting_at(SystemTime::now());
+    let a = stopped(replica(source.clone(), paused.clone()), &a_clock, LEASE)
+        .build()
+        .unwrap();
+    let b = replica(source.clone(), harness.store().await)
+        .build()
+        .unwrap();
     let a_handle = a.handle(key.clone()).unwrap();
     let late = tokio::spawn(async move { a_handle.token().await.map(|token| token.fingerprint()) });
     paused.reached(Duration::from_secs(10)).await;
@@ -487,62 +505,56 @@ pub(crate) fn token(name: &str) -> Token {
     .unwrap()
 }
 
-/// Rows the store cannot read (a row format from the future, garbage, a token sealed with
-/// another key, a sealed token read by a plain store) load as corrupt, never as a token, and a
-/// manager replaces them with one creation.
+/// Rows no replica of the fleet wrote (a row format from the future, garbage, plaintext
+/// planted in a sealing table, an entry moved from another key's row) load as corrupt, never as
+/// a token, and a manager replaces each with one creation. (Entries this replica merely cannot
+/// open are left alone: see `sealing::a_replica_that_cannot_open_the_entries_leaves_them_alone`.)
 pub(crate) async fn corrupt_rows_are_replaced(harness: &SqlHarness) {
-    let plain = harness.store().await;
+    let store = harness.store().await;
     let future = fresh_key();
     let readable = br#"{"v":1,"token":"t","issued_at_ms":1,"expires_at_ms":4102444800000}"#;
     harness.write_raw_format(&future, readable, 7).await;
-    let loaded = plain.load(&future).await.unwrap().entry;
-    assert!(
-        matches!(loaded, Entry::Corrupt(CorruptEntry::UnknownVersion(7))),
-        "{loaded:?}"
-    );
-
-    let sealed = |byte| EntryCodec::encrypted(&EncryptionKey::from_bytes([byte; 32]));
-    let ours = harness.store_with_codec(sealed(1)).await;
-    let theirs = harness.store_with_codec(sealed(2)).await;
-    let key = fresh_key();
-    commit_token(&theirs, &key, &token("theirs")).await;
-    let loaded = ours.load(&key).await.unwrap().entry;
-    assert!(
-        matches!(loaded, Entry::Corrupt(CorruptEntry::Unauthentic)),
-        "{loaded:?}"
-    );
-    let loaded = plain.load(&key).await.unwrap().entry;
-    assert!(
-        matches!(
-            loaded,
-            Entry::Corrupt(CorruptEntry::EncryptionMismatch { .. })
-        ),
-        "{loaded:?}"
-    );
-
     let garbage = fresh_key();
     harness
         .write_raw_format(&garbage, b"\x00\xffgarbage", 1)
         .await;
+    let planted = fresh_key();
+    harness.write_raw(&planted, readable).await;
+    let moved = fresh_key();
+    let elsewhere = fresh_key();
+    commit_token(&store, &elsewhere, &token("elsewhere")).await;
+    let sealed_elsewhere = harness.read_raw(&elsewhere).await.expect("an entry");
+    harness.write_raw(&moved, &sealed_elsewhere).await;
+
+    let rows = [
+        (&future, CorruptEntry::UnknownVersion(7)),
+        (&garbage, CorruptEntry::Malformed),
+        (&planted, CorruptEntry::Plaintext),
+        (&moved, CorruptEntry::Unauthentic),
+    ];
+    for (key, expected) in &rows {
+        match store.load(key).await.unwrap().entry {
+            Entry::Corrupt(found) => assert_eq!(&found, expected),
+            other => panic!("{expected:?} loaded as {other:?}"),
+        }
+    }
     let source = FakeSource::new();
-    let manager = replica(Arc::new(source.clone()), Arc::new(ours.clone()))
-        .build()
-        .unwrap();
-    for (corrupt, expected) in [(&key, 1), (&garbage, 2), (&future, 3)] {
+    let manager = replica(source.clone(), store.clone()).build().unwrap();
+    for (created, (key, _)) in (1..).zip(&rows) {
         let token = manager
-            .handle(corrupt.clone())
+            .handle((*key).clone())
             .unwrap()
             .token()
             .await
             .unwrap();
-        assert_eq!(token.secret().expose(), format!("fake-token-{expected}"));
-        let stored = ours.load(corrupt).await.unwrap();
+        assert_eq!(token.secret().expose(), format!("fake-token-{created}"));
+        let stored = store.load(key).await.unwrap();
         assert_eq!(
             stored.token().map(Token::fingerprint),
             Some(token.fingerprint())
         );
     }
-    assert_eq!(source.creations(), 3);
+    assert_eq!(source.creations(), 4);
     manager.shutdown().await;
 }
 
@@ -561,9 +573,7 @@ pub(crate) async fn outdated_table_says_to_migrate(harness: &SqlHarness) {
 
 /// A load, a claim and a cool-down of a store on `table` fail with the hint to migrate.
 async fn says_to_migrate(harness: &SqlHarness, table: &str) {
-    let store = harness
-        .store_with(SqlStoreOptions::new().table(table))
-        .await;
+    let store = harness.store_with(harness.options().table(table)).await;
     let key = fresh_key();
     let errors = [
         store.load(&key).await.map(drop).unwrap_err(),
@@ -591,11 +601,7 @@ async fn says_to_migrate(harness: &SqlHarness, table: &str) {
 pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHarness) {
     let mut team_a = Vec::new();
     for _ in 0..8 {
-        team_a.push(
-            harness
-                .store_with(SqlStoreOptions::new().table("team_a"))
-                .await,
-        );
+        team_a.push(harness.store_with(harness.options().table("team_a")).await);
     }
     let mut migrations = JoinSet::new();
     for store in &team_a {
@@ -609,11 +615,7 @@ pub(crate) async fn migrations_run_once_and_tables_are_separate(harness: &SqlHar
     }
     team_a[0].migrate().await.unwrap();
     let team_b = harness
-        .store_with(
-            SqlStoreOptions::new()
-                .table("team_b")
-                .migrate_on_connect(true),
-        )
+        .store_with(harness.options().table("team_b").migrate_on_connect(true))
         .await;
     let key = fresh_key();
     let a_token = token("a");
@@ -677,7 +679,8 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
         _ => sqlx::SqlitePool::connect(url).await.unwrap().into(),
     };
     assert_eq!(pool.kind(), harness.admin().kind());
-    let store = SqlStoreOptions::new()
+    let store = harness
+        .options()
         .table("from_pool")
         .migrate_on_connect(true)
         .with_pool(pool)
@@ -687,7 +690,7 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     let token = token("pooled");
     commit_token(&store, &key, &token).await;
     let other = harness
-        .store_with(SqlStoreOptions::new().table("from_pool"))
+        .store_with(harness.options().table("from_pool"))
         .await;
     let loaded = other.load(&key).await.unwrap();
     assert_eq!(
@@ -696,11 +699,11 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     );
 }
 
-/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `contract`, `expired`), each on a
-/// fresh database of `$kind`.
+/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `expired`, `sealing`), each
+/// on a fresh database of `$kind`; those that read the managers' logs on one thread.
 macro_rules! fleet_tests {
     ($kind:expr) => {
-        $crate::common::fleet::fleet_tests!(@each $kind;
+        $crate::common::fleet::fleet_tests!(@each $kind, (flavor = "multi_thread", worker_threads = 4);
             fleet::sixteen_replicas_create_once,
             fleet::no_connection_is_held_while_creating,
             fleet::holder_dies_after_claiming,
@@ -712,16 +715,21 @@ macro_rules! fleet_tests {
             fleet::migrations_run_once_and_tables_are_separate,
             fleet::migration_history_is_checked,
             fleet::store_on_an_existing_pool,
-            contract::late_release_of_an_earlier_lease_by_the_same_holder_keeps_the_newer_one,
             expired::a_claim_clears_the_expired_token_of_its_row,
             expired::a_commit_clears_a_bounded_batch_of_expired_tokens,
             expired::purge_expired_clears_every_expired_token,
             expired::invalidate_clears_the_entry_bytes,
+            sealing::rotating_keys_across_a_running_fleet_costs_no_creation_and_no_request,
+            sealing::moved_and_replayed_entries_never_reach_a_caller,
+            sealing::an_entry_copied_to_another_table_does_not_open,
+        );
+        $crate::common::fleet::fleet_tests!(@each $kind, (flavor = "current_thread");
+            sealing::a_replica_that_cannot_open_the_entries_leaves_them_alone,
         );
     };
-    (@each $kind:expr; $($module:ident::$name:ident,)*) => {
+    (@each $kind:expr, $flavor:tt; $($module:ident::$name:ident,)*) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[tokio::test $flavor]
             async fn $name() {
                 let harness = $crate::common::harness::SqlHarness::new($kind).await;
                 $crate::common::$module::$name(&harness).await;

@@ -1,14 +1,15 @@
 //! A [`StoreHarness`] for each database: a fresh database (or SQLite file) per test, migrated,
-//! with every handle a store of its own (its own pool), as a replica would open it.
+//! with every handle a store of its own (its own pool), as a replica would open it, and every
+//! store sealing under the test's one keyring.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use kigo_core::codec::{EntryCodec, FORMAT_VERSION};
+use kigo_core::codec::{FORMAT_VERSION, Keyring};
 use kigo_core::{TokenKey, TokenStore};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
-use kigo_testkit::conformance::StoreHarness;
+use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use kigo_testkit::services::{self, TestDatabase};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -21,6 +22,7 @@ enum Place {
 /// A store under test on a database of its own.
 pub(crate) struct SqlHarness {
     url: String,
+    keyring: Keyring,
     admin: SqlStore,
     _place: Place,
 }
@@ -43,22 +45,34 @@ impl SqlHarness {
     }
 
     async fn on(url: String, place: Place) -> Self {
+        let keyring = test_keyring();
         let admin = SqlStoreOptions::new()
+            .keyring(keyring.clone())
             .migrate_on_connect(true)
             .connect(&url)
             .await
             .unwrap_or_else(|error| panic!("migrating the test database failed: {error:?}"));
         Self {
             url,
+            keyring,
             admin,
             _place: place,
         }
     }
 
+    /// The keyring the test's stores seal with.
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Default options, sealing under the test's keyring.
+    pub(crate) fn options(&self) -> SqlStoreOptions {
+        SqlStoreOptions::new().keyring(self.keyring.clone())
+    }
+
     /// A new store on the database (a replica's own pool, of up to 4 connections).
     pub(crate) async fn store(&self) -> SqlStore {
-        self.store_with(SqlStoreOptions::new().max_connections(4))
-            .await
+        self.store_with(self.options().max_connections(4)).await
     }
 
     /// A new store on the database with `options`.
@@ -142,6 +156,11 @@ impl SqlHarness {
 
     /// What the row of `key` holds, read bypassing the store.
     pub(crate) async fn raw_row(&self, key: &TokenKey) -> RawRow {
+        self.row(key).await.expect("a row for the key")
+    }
+
+    /// What the row of `key` holds, if there is one, read bypassing the store.
+    async fn row(&self, key: &TokenKey) -> Option<RawRow> {
         let id = key.storage_id();
         let read = match self.admin.pool() {
             SqlPool::Postgres(pool) => row_of(pool, ROW_POSTGRES, &id).await,
@@ -149,14 +168,13 @@ impl SqlHarness {
             SqlPool::Sqlite(pool) => row_of(pool, ROW_OTHERS, &id).await,
             _ => unreachable!("every database feature is on in the tests"),
         };
-        let (entry, fingerprint, generation, fence) =
-            read.unwrap_or_else(|error| panic!("raw read: {error}"));
-        RawRow {
+        let row = read.unwrap_or_else(|error| panic!("raw read: {error}"));
+        row.map(|(entry, fingerprint, generation, fence)| RawRow {
             entry,
             fingerprint,
             generation,
             fence,
-        }
+        })
     }
 
     /// How many rows still hold token material (an entry or a fingerprint).
@@ -193,11 +211,6 @@ impl SqlHarness {
             .await;
         assert_eq!(expired, keys.len() as u64, "rows expired");
     }
-
-    /// A store sealing entries with `codec`.
-    pub(crate) async fn store_with_codec(&self, codec: EntryCodec) -> SqlStore {
-        self.store_with(SqlStoreOptions::new().codec(codec)).await
-    }
 }
 
 #[async_trait]
@@ -211,6 +224,10 @@ impl StoreHarness for SqlHarness {
         self.write_raw_format(key, raw, format).await;
     }
 
+    async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
+        self.row(key).await.and_then(|row| row.entry)
+    }
+
     /// The database's clock is the machine's: real time passes.
     async fn pass(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
@@ -218,6 +235,12 @@ impl StoreHarness for SqlHarness {
 
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    /// Longer than the suite's default: every handle opens a pool of its own, whose first
+    /// connection can take a few hundred milliseconds on a busy machine.
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(1)
     }
 }
 
@@ -241,7 +264,7 @@ async fn row_of<DB>(
     pool: &Pool<DB>,
     statement: &'static str,
     id: &str,
-) -> Result<RowValues, sqlx::Error>
+) -> Result<Option<RowValues>, sqlx::Error>
 where
     DB: Database,
     DB::Arguments: IntoArguments<DB>,
@@ -249,7 +272,10 @@ where
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     for<'r> RowValues: sqlx::FromRow<'r, DB::Row>,
 {
-    sqlx::query_as(statement).bind(id).fetch_one(pool).await
+    sqlx::query_as(statement)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 const RAW_POSTGRES: &str = "INSERT INTO kigo_tokens (token_key, format_version, entry)

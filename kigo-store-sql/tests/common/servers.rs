@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kigo_core::{ExpiryPolicy, StoreError, Token, TokenManager, TokenStore};
 use kigo_store_sql::SqlStoreOptions;
 use kigo_testkit::FakeSource;
+use kigo_testkit::conformance::test_keyring;
 use kigo_testkit::services::PrivateServer;
 
 use crate::common::fleet::{fresh_key, replica};
@@ -36,6 +37,7 @@ pub(crate) async fn eventually(
 pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
     let port = kigo_testkit::services::free_port().unwrap();
     let store = SqlStoreOptions::new()
+        .keyring(test_keyring())
         .acquire_timeout(Duration::from_millis(500))
         .connect(&format!("{base}:{port}/kigo"))
         .await
@@ -61,8 +63,10 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
         .database()
         .await
         .unwrap_or_else(|error| panic!("{error}"));
+    let keyring = test_keyring();
     let connect = |options: SqlStoreOptions| async {
         options
+            .keyring(keyring.clone())
             .acquire_timeout(Duration::from_millis(500))
             .connect(db.url())
             .await

@@ -4,8 +4,14 @@
 
 use kigo_core::StoreError;
 use kigo_store_sql::{SqlPool, SqlStoreOptions};
+use kigo_testkit::conformance::test_keyring;
 
 use crate::capture;
+
+/// Options that pass every check but the transport rule's: sealed under a keyring.
+pub(crate) fn options() -> SqlStoreOptions {
+    SqlStoreOptions::new().keyring(test_keyring())
+}
 
 /// The password every URL here carries, which must never be shown.
 pub(crate) const PASSWORD: &str = "pa55-secret";
@@ -51,20 +57,18 @@ pub(crate) struct Urls<'a> {
 /// machine, or with the opt-out they are accepted, the opt-out with a warning that names the
 /// host and not the password.
 pub(crate) async fn remote_hosts_require_tls(urls: Urls<'_>) {
-    refused_as_insecure(SqlStoreOptions::new().connect(urls.plain).await, urls.host);
+    refused_as_insecure(options().connect(urls.plain).await, urls.host);
     refused_as_insecure(
-        SqlStoreOptions::new()
-            .with_pool((urls.pool)(urls.plain))
-            .await,
+        options().with_pool((urls.pool)(urls.plain)).await,
         urls.host,
     );
     for url in urls.encrypted.iter().chain(urls.local) {
         let shown_url = url.replace(PASSWORD, "***");
-        SqlStoreOptions::new()
+        options()
             .connect(url)
             .await
             .unwrap_or_else(|error| panic!("{shown_url}: {}", shown(&error)));
-        SqlStoreOptions::new()
+        options()
             .with_pool((urls.pool)(url))
             .await
             .unwrap_or_else(|error| panic!("pool of {shown_url}: {}", shown(&error)));
@@ -72,7 +76,7 @@ pub(crate) async fn remote_hosts_require_tls(urls: Urls<'_>) {
 
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
-    SqlStoreOptions::new()
+    options()
         .allow_insecure_transport(true)
         .connect(urls.plain)
         .await

@@ -5,7 +5,10 @@ use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use kigo_core::codec::{SEALING_KEYS_VAR, SealingKey};
 use kigo_store_sql::SqlStore;
+use kigo_testkit::conformance::test_keyring;
+use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -31,14 +34,16 @@ async fn a_new_file_and_its_wal_and_shm_are_owner_only_under_any_umask() {
     if let Some(dir) = std::env::var_os(CHILD_DIR) {
         return child(Path::new(&dir)).await;
     }
+    let keys = SealingKey::generate_base64();
     for umask in [0o022, 0o000] {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new("sh")
             .arg("-c")
             .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", THIS_TEST, "--nocapture", "--test-threads", "1"])
+            .args(crate::only(THIS_TEST))
             .env(CHILD_DIR, dir.path())
+            .env(SEALING_KEYS_VAR, keys.expose_secret())
             .output()
             .await
             .unwrap();
@@ -84,7 +89,11 @@ async fn an_existing_file_open_to_others_is_left_as_it_is_with_a_warning() {
 
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
-    let store = SqlStore::sqlite(&file).await.unwrap();
+    let keyring = test_keyring();
+    let store = crate::embedded(keyring.clone())
+        .sqlite(&file)
+        .await
+        .unwrap();
     commit_token(&store, &fresh_key(), &token("shared")).await;
     assert_eq!(mode(&file), 0o644);
     let text = log.text();
@@ -98,6 +107,6 @@ async fn an_existing_file_open_to_others_is_left_as_it_is_with_a_warning() {
     std::fs::set_permissions(&file, Permissions::from_mode(0o600)).unwrap();
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
-    SqlStore::sqlite(&file).await.unwrap();
+    crate::embedded(keyring).sqlite(&file).await.unwrap();
     assert!(!log.text().contains("WARN"), "{}", log.text());
 }
