@@ -265,7 +265,9 @@ pub(super) const OUTCOMES: [&str; 8] = [
 pub(super) fn outcome_index(error: Option<&Error>) -> u8 {
     let class = error.map_or("ok", Error::class);
     let index = OUTCOMES.iter().position(|outcome| *outcome == class);
-    index.and_then(|index| u8::try_from(index).ok()).unwrap_or(0)
+    index
+        .and_then(|index| u8::try_from(index).ok())
+        .unwrap_or(0)
 }
 
 pub(super) fn unix_ms(time: SystemTime) -> u64 {

@@ -204,10 +204,7 @@ impl AsyncSleep for Gate {
 
 /// A refresh policy without jitter that renews at `share` of the lifetime.
 pub(crate) fn renew_at(share: f64) -> ExpiryPolicy {
-    ExpiryPolicy::default()
-        .with_jitter_share(0.0)
-        .and_then(|policy| policy.with_refresh_share(share))
-        .unwrap()
+    ExpiryPolicy::default().with_shares(share, 0.0).unwrap()
 }
 
 /// `builder` for a replica the test stops in its tracks (a process that dies, is paused or is

@@ -75,10 +75,7 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     let admin = connect(SqlStoreOptions::new().migrate_on_connect(true)).await;
     let source = FakeSource::with_lifetime(LIFETIME);
     // Renew after 15 to 18 s; the token is handed out until 12 s before it expires (48 s).
-    let expiry = ExpiryPolicy::default()
-        .with_refresh_share(0.3)
-        .and_then(|policy| policy.with_jitter_share(0.05))
-        .unwrap();
+    let expiry = ExpiryPolicy::default().with_shares(0.3, 0.05).unwrap();
     let key = fresh_key();
     let mut managers = Vec::new();
     for _ in 0..3 {
