@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use examples::say;
-use kigo_core::codec::SealingKey;
-use kigo_store_sql::SqlStore;
+use kigo_core::codec::{Keyring, SealingKey};
+use kigo_store_sql::SqlStoreOptions;
 use kigo_testkit::mock::MockKigo;
+use secrecy::ExposeSecret;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::Failure;
@@ -74,9 +75,11 @@ pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
     // One sealing key for this run's fleet, handed to each replica in its environment, as a
     // production replica gets the fleet's key from its deployment.
     let keys = SealingKey::generate_base64();
+    let keyring = Keyring::parse(keys.expose_secret())?;
     // Created and migrated once here, so that a file that cannot be made fails once, clearly.
     for file in files.iter().collect::<BTreeSet<_>>() {
-        SqlStore::sqlite(file).await?;
+        let options = SqlStoreOptions::new().keyring(keyring.clone());
+        options.migrate_on_connect(true).sqlite(file).await?;
     }
     let starting = Instant::now();
     let mut fleet = Fleet::start(&files, &mock, &keys).await?;
