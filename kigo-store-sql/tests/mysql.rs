@@ -37,7 +37,7 @@ async fn unreachable_server_is_unavailable() {
 /// [`servers::killed_and_restarted_during_traffic`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_killed_and_restarted_during_traffic() {
-    let server = kigo_testkit::services::mysql::private_server()
+    let server = kigo_test_services::mysql::private_server()
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     servers::killed_and_restarted_during_traffic(server).await;

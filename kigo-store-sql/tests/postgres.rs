@@ -27,7 +27,7 @@ use kigo_store_sql::sqlx::{
     AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Transaction,
 };
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore};
-use kigo_testkit::services::postgres;
+use kigo_test_services::postgres;
 use kigo_testkit::{FakeSource, ManualClock};
 use tokio::task::JoinHandle;
 
@@ -562,7 +562,7 @@ async fn hears_before_the_next_commit(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_come_through_the_listen_url() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
-    let port = kigo_testkit::services::free_port().unwrap();
+    let port = kigo_test_services::free_port().unwrap();
     let store = harness
         .options()
         .listen_url(harness.url())
@@ -581,7 +581,7 @@ async fn notices_come_through_the_listen_url() {
 #[tokio::test]
 async fn a_failed_listener_is_logged_without_its_password() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
-    let port = kigo_testkit::services::free_port().unwrap();
+    let port = kigo_test_services::free_port().unwrap();
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let store = harness

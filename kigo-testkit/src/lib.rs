@@ -9,7 +9,6 @@ pub mod logs;
 pub mod mock;
 #[cfg(feature = "mockall")]
 mod mock_source;
-pub mod services;
 mod source;
 
 pub use faulty::{FaultyStore, Gate, InjectedFault};

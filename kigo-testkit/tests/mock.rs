@@ -145,7 +145,11 @@ async fn user_tokens_come_with_refresh_tokens_unless_turned_off() {
 
 #[tokio::test]
 async fn it_listens_on_the_port_asked_for() {
-    let port = kigo_testkit::services::free_port().unwrap();
+    // A port free a moment ago (the mock takes it at once).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
     let mock = MockKigo::builder().port(port).start().await.unwrap();
     assert_eq!(mock.base_url(), format!("http://127.0.0.1:{port}"));
     create_partner_token(&mock).await;

@@ -17,12 +17,12 @@ use kigo_core::{
 };
 use kigo_store_redis::redis;
 use kigo_store_redis::{RedisStore, RedisStoreBuilder};
-use kigo_testkit::conformance::{StoreHarness, test_keyring};
-use kigo_testkit::services::LocalServer;
-use kigo_testkit::services::redis::{RedisService, private_redis, redis as shared_redis};
-use kigo_testkit::services::redis_cluster::{
+use kigo_test_services::LocalServer;
+use kigo_test_services::redis::{RedisService, private_redis, redis as shared_redis};
+use kigo_test_services::redis_cluster::{
     RedisClusterService, private_redis_cluster, redis_cluster,
 };
+use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use kigo_testkit::{FakeSource, eventually};
 
 /// Where a harness's stores connect.

@@ -6,9 +6,9 @@ use kigo_core::TokenStore;
 use kigo_core::store::CommitOutcome;
 use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis::{Client, TlsCertificates};
+use kigo_test_services::free_port;
+use kigo_test_services::redis::start_local_redis_with;
 use kigo_testkit::conformance::{fresh_key, test_keyring};
-use kigo_testkit::services::free_port;
-use kigo_testkit::services::redis::start_local_redis_with;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use super::support::{acquire, token_valid_for};

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use kigo_core::codec::{FORMAT_VERSION, Keyring};
 use kigo_core::{TokenKey, TokenStore};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_test_services::{self as services, TestDatabase};
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
-use kigo_testkit::services::{self, TestDatabase};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Type};
 
 /// Where a harness's database lives; kept alive as long as the harness.

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use kigo_core::{ExpiryPolicy, StoreError, Token, TokenManager, TokenStore};
 use kigo_store_sql::SqlStoreOptions;
+use kigo_test_services::PrivateServer;
 use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::test_keyring;
-use kigo_testkit::services::PrivateServer;
 
 use crate::common::fleet::{fresh_key, replica};
 
@@ -35,7 +35,7 @@ pub(crate) async fn eventually(
 /// A store on a server that is not there (`base` is the URL up to the host, a free port
 /// follows) reports itself unavailable, within its acquire timeout.
 pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
-    let port = kigo_testkit::services::free_port().unwrap();
+    let port = kigo_test_services::free_port().unwrap();
     let store = SqlStoreOptions::new()
         .keyring(test_keyring())
         .acquire_timeout(Duration::from_millis(500))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kigo_testkit::services::redis::start_local_redis;
+use kigo_test_services::redis::start_local_redis;
 
 /// Where the child test reports its server: `<pid>\n<temp dir>\n`.
 const REPORT_VAR: &str = "KIGO_TEST_REAPER_REPORT";

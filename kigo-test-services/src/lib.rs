@@ -9,6 +9,10 @@
 //!
 //! Every fixture isolates its test (random key prefix, schema or database), so tests can share
 //! a server.
+//!
+//! This crate is the workspace's own: the published `kigo-testkit` holds what a user's tests
+//! need (the conformance suites, fakes, the mock Kigo API).
+#![deny(missing_docs)]
 
 mod process;
 #[cfg(feature = "redis")]

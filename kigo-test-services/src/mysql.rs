@@ -4,8 +4,8 @@
 //! `mysql` user when running as root), else in a container (feature `testcontainers`).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), kigo_testkit::services::ServiceError> {
-//! let db = kigo_testkit::services::mysql::database().await?;
+//! # async fn demo() -> Result<(), kigo_test_services::ServiceError> {
+//! let db = kigo_test_services::mysql::database().await?;
 //! let url = db.url(); // mysql://root@.../kigo_test_...
 //! # Ok(()) }
 //! ```

@@ -4,8 +4,8 @@
 //! PostgreSQL refuses root), else in a container (feature `testcontainers`).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), kigo_testkit::services::ServiceError> {
-//! let db = kigo_testkit::services::postgres::database().await?;
+//! # async fn demo() -> Result<(), kigo_test_services::ServiceError> {
+//! let db = kigo_test_services::postgres::database().await?;
 //! let url = db.url(); // postgres://.../kigo_test_...
 //! # Ok(()) }
 //! ```
