@@ -12,7 +12,6 @@ use crate::client::KigoClient;
 use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
 use crate::credentials::Credentials;
 use crate::error::ConfigError;
-use crate::middleware::KigoAuth;
 use crate::origin::{check_scheme, is_loopback, join_path};
 use crate::partner::PartnerTokenSource;
 use crate::user::UserTokenSource;
@@ -222,9 +221,11 @@ impl KigoApi {
         KigoClient::new(self.inner.http.clone(), self.base_url().clone(), handle)
     }
 
-    /// The same as a `reqwest-middleware` middleware, for a client of your own.
-    pub fn middleware(&self, handle: TokenHandle) -> KigoAuth {
-        KigoAuth::new(handle, self.base_url())
+    /// The same as a `reqwest-middleware` middleware, for a client of your own (feature
+    /// `reqwest-middleware`).
+    #[cfg(feature = "reqwest-middleware")]
+    pub fn middleware(&self, handle: TokenHandle) -> crate::KigoAuth {
+        crate::KigoAuth::new(handle, self.base_url())
     }
 
     /// The base URL.

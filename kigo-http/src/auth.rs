@@ -1,17 +1,18 @@
-//! Sending one request with the current bearer token, shared by [`crate::KigoClient`] and the
-//! middleware: on a `401`, invalidate exactly that token and, if the body can be replayed and the
-//! caller allows it, send once more with the next token. Never more than twice.
+//! Sending one request with the current bearer token, shared by [`crate::KigoClient`], the
+//! `reqwest-middleware` middleware and the tower layer: on a `401`, invalidate exactly that token
+//! and, if the body can be replayed and the caller allows it, send once more with the next token.
+//! Never more than twice.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::HeaderValue;
 use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use kigo_core::{Fingerprint, Token, TokenHandle};
-use reqwest::{Request, Response, StatusCode};
 
-/// Whether a request rejected with `401` is sent again with a renewed token.
+/// Whether a request rejected with `401` is sent again with a renewed token. The default for
+/// every request; [`crate::KigoClient::send_with`] takes it, and [`crate::KigoLayer`] and
+/// `KigoAuth` read it from the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RetryOn401 {
@@ -22,9 +23,10 @@ pub enum RetryOn401 {
     Never,
 }
 
-/// Which token a response's request carried: in every response of [`crate::KigoClient`] and
-/// [`crate::KigoAuth`], as `response.extensions().get::<SentWith>()`. Compare it with a later
-/// token, or report a rejection yourself with `TokenHandle::invalidate`.
+/// Which token a response's request carried: in every response of [`crate::KigoClient`],
+/// [`crate::KigoLayer`] and `KigoAuth` (feature `reqwest-middleware`), as
+/// `response.extensions().get::<SentWith>()`. Compare it with a later token, or report a
+/// rejection yourself with `TokenHandle::invalidate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SentWith(pub Fingerprint);
 
@@ -85,26 +87,76 @@ pub(crate) enum AuthError<E> {
 #[error("the session token cannot be sent in a header")]
 pub(crate) struct UnusableToken;
 
-/// Sends a request down the rest of a stack.
-pub(crate) trait Sender {
+/// A request whose headers can carry the bearer token: reqwest's and `http`'s.
+pub(crate) trait Outgoing: Send {
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+}
+
+impl Outgoing for reqwest::Request {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        reqwest::Request::headers_mut(self)
+    }
+}
+
+impl<B: Send> Outgoing for http::Request<B> {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        http::Request::headers_mut(self)
+    }
+}
+
+/// A response whose status tells a `401` and whose extensions take [`SentWith`].
+pub(crate) trait Answer: Send {
+    fn status(&self) -> StatusCode;
+    fn extensions_mut(&mut self) -> &mut Extensions;
+}
+
+impl Answer for reqwest::Response {
+    fn status(&self) -> StatusCode {
+        reqwest::Response::status(self)
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        reqwest::Response::extensions_mut(self)
+    }
+}
+
+impl<B: Send> Answer for http::Response<B> {
+    fn status(&self) -> StatusCode {
+        http::Response::status(self)
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        http::Response::extensions_mut(self)
+    }
+}
+
+/// Sends a request down the rest of a stack: a `reqwest::Client`, the rest of a
+/// `reqwest-middleware` stack, or a tower service.
+pub(crate) trait Sender<R> {
+    type Response: Answer;
     type Error;
 
     fn send(
         &mut self,
-        request: Request,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send + '_>>;
+        request: R,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
 }
 
-/// Sends `request` with the token of `handle`, renewing and retrying once on `401`.
-pub(crate) async fn send<S: Sender>(
+/// Sends `request` with the token of `handle`, renewing and retrying once on `401`: the one
+/// place that decides, for `KigoClient`, `KigoAuth` and `KigoLayer`.
+///
+/// `copy` makes the request to send again, before the first is sent; `None` (a body that cannot
+/// be replayed) means no retry, and so does [`RetryOn401::Never`].
+pub(crate) async fn send<R: Outgoing, S: Sender<R>>(
     handle: &TokenHandle,
     counters: &Counters,
-    mut request: Request,
+    mut request: R,
     retry: RetryOn401,
+    copy: impl FnOnce(&R) -> Option<R>,
     sender: &mut S,
-) -> Result<Response, AuthError<S::Error>> {
+) -> Result<S::Response, AuthError<S::Error>> {
     let replay = match retry {
-        RetryOn401::Once => request.try_clone(),
+        RetryOn401::Once => copy(&request),
         RetryOn401::Never => None,
     };
     let rejected = authorize(handle, &mut request).await?;
@@ -137,7 +189,7 @@ pub(crate) async fn send<S: Sender>(
 }
 
 /// `response`, noting which token its request carried.
-fn sent_with(fingerprint: Fingerprint, mut response: Response) -> Response {
+fn sent_with<A: Answer>(fingerprint: Fingerprint, mut response: A) -> A {
     response.extensions_mut().insert(SentWith(fingerprint));
     response
 }
@@ -146,7 +198,7 @@ fn sent_with(fingerprint: Fingerprint, mut response: Response) -> Response {
 /// fingerprint. Waits only if no valid token is cached.
 async fn authorize<E>(
     handle: &TokenHandle,
-    request: &mut Request,
+    request: &mut impl Outgoing,
 ) -> Result<Fingerprint, AuthError<E>> {
     let token = handle.token().await.map_err(AuthError::Token)?;
     let header = bearer_header(&token).ok_or(AuthError::Header(UnusableToken))?;

@@ -102,13 +102,21 @@ impl KigoClient {
             return Err(ClientError::ForeignOrigin);
         }
         let mut sender = Direct(&self.http);
-        auth::send(&self.handle, &self.counters, request, retry, &mut sender)
-            .await
-            .map_err(|error| match error {
-                AuthError::Token(error) => ClientError::Token(error),
-                AuthError::Header(_) => ClientError::UnusableToken,
-                AuthError::Send(error) => request_failed(error),
-            })
+        let copy = Request::try_clone;
+        auth::send(
+            &self.handle,
+            &self.counters,
+            request,
+            retry,
+            copy,
+            &mut sender,
+        )
+        .await
+        .map_err(|error| match error {
+            AuthError::Token(error) => ClientError::Token(error),
+            AuthError::Header(_) => ClientError::UnusableToken,
+            AuthError::Send(error) => request_failed(error),
+        })
     }
 
     /// The handle whose token this client sends.
@@ -129,13 +137,14 @@ fn request_failed(error: reqwest::Error) -> ClientError {
 /// Sends straight through a `reqwest::Client`.
 struct Direct<'a>(&'a reqwest::Client);
 
-impl Sender for Direct<'_> {
+impl Sender<Request> for Direct<'_> {
+    type Response = Response;
     type Error = reqwest::Error;
 
     fn send(
         &mut self,
         request: Request,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, reqwest::Error>> + Send + '_>> {
-        Box::pin(self.0.execute(request))
+    ) -> impl Future<Output = Result<Response, reqwest::Error>> + Send {
+        self.0.execute(request)
     }
 }

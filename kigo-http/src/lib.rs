@@ -13,6 +13,7 @@ mod credentials;
 mod error;
 mod exchange;
 mod managers;
+#[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod origin;
 mod parse;
@@ -25,9 +26,11 @@ pub use client::{ClientError, KigoClient};
 pub use config::{ApiConfig, CredentialPlacement, ResponseFields, USER_AGENT};
 pub use credentials::{API_KEY_VAR, ApiKey, BASE_URL_VAR, Credentials, PARTNER_ID_VAR};
 pub use error::{ConfigError, CreateError, ErrorKind};
+#[cfg(feature = "reqwest-middleware")]
 pub use middleware::KigoAuth;
 pub use partner::PartnerTokenSource;
 pub use user::UserTokenSource;
 
 pub use reqwest;
+#[cfg(feature = "reqwest-middleware")]
 pub use reqwest_middleware;

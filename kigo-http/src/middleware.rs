@@ -54,13 +54,14 @@ struct Rest<'a, 'e> {
     extensions: &'e mut Extensions,
 }
 
-impl Sender for Rest<'_, '_> {
+impl Sender<Request> for Rest<'_, '_> {
+    type Response = Response;
     type Error = reqwest_middleware::Error;
 
     fn send(
         &mut self,
         request: Request,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send + '_>> {
+    ) -> impl Future<Output = Result<Response, Self::Error>> + Send {
         self.next.clone().run(request, self.extensions)
     }
 }
@@ -78,12 +79,20 @@ impl Middleware for KigoAuth {
         }
         let retry = extensions.get::<RetryOn401>().copied().unwrap_or_default();
         let mut rest = Rest { next, extensions };
-        auth::send(&self.handle, &self.counters, request, retry, &mut rest)
-            .await
-            .map_err(|error| match error {
-                AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
-                AuthError::Header(error) => reqwest_middleware::Error::middleware(error),
-                AuthError::Send(error) => error,
-            })
+        let copy = Request::try_clone;
+        auth::send(
+            &self.handle,
+            &self.counters,
+            request,
+            retry,
+            copy,
+            &mut rest,
+        )
+        .await
+        .map_err(|error| match error {
+            AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
+            AuthError::Header(error) => reqwest_middleware::Error::middleware(error),
+            AuthError::Send(error) => error,
+        })
     }
 }

@@ -79,6 +79,11 @@ pub fn manual_manager(source: impl TokenSource, clock: &ManualClock) -> TokenMan
         .unwrap()
 }
 
+/// The token a response's request carried, from its extensions.
+pub fn sent_with(extensions: &http::Extensions) -> kigo_core::Fingerprint {
+    extensions.get::<kigo_http::SentWith>().expect("noted").0
+}
+
 /// How long a test waits (real time) for background work to show.
 pub const WAIT: Duration = Duration::from_secs(10);
 
