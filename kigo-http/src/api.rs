@@ -12,6 +12,7 @@ use crate::client::KigoClient;
 use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
 use crate::credentials::Credentials;
 use crate::error::ConfigError;
+use crate::layer::{KigoLayer, Replay};
 use crate::origin::{check_scheme, is_loopback, join_path};
 use crate::partner::PartnerTokenSource;
 use crate::user::UserTokenSource;
@@ -219,6 +220,20 @@ impl KigoApi {
     /// A client that sends requests to this API with the token of `handle`, renewing on 401.
     pub fn client(&self, handle: TokenHandle) -> KigoClient {
         KigoClient::new(self.inner.http.clone(), self.base_url().clone(), handle)
+    }
+
+    /// The same as a tower layer, for a tower HTTP client of your own (hyper-util's, tonic's)
+    /// whose request bodies can be cloned (`Full<Bytes>`, `String`, ...); the one retry after a
+    /// `401` sends a clone. Name the body type where the compiler cannot infer it:
+    /// `api.layer::<Full<Bytes>>(handle)`.
+    pub fn layer<B: Clone>(&self, handle: TokenHandle) -> KigoLayer<B> {
+        self.layer_with(handle, Replay::by_clone())
+    }
+
+    /// The same as [`KigoApi::layer`] for any body type, replayed as `replay` says (e.g.
+    /// [`Replay::never`] for tonic's bodies and other streams).
+    pub fn layer_with<B>(&self, handle: TokenHandle, replay: Replay<B>) -> KigoLayer<B> {
+        KigoLayer::new(handle, self.base_url(), replay)
     }
 
     /// The same as a `reqwest-middleware` middleware, for a client of your own (feature
