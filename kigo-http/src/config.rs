@@ -49,7 +49,7 @@ pub struct ResponseFields {
     pub expires_in: Vec<String>,
     /// The absolute expiry: an RFC 3339 time, or seconds since the epoch.
     pub expires_at: Vec<String>,
-    /// The refresh token that may come with a user-level token.
+    /// The refresh token that comes with a user-level token.
     pub refresh_token: Vec<String>,
 }
 
@@ -86,9 +86,10 @@ impl ResponseFields {
     }
 }
 
-/// The Kigo API as this crate assumes it. The defaults follow Kigo's public guides where they are
-/// explicit (Bearer header, 30-minute tokens, user tokens with refresh tokens); the paths and
-/// field names are assumptions, listed in the crate's README.
+/// The Kigo API as this crate assumes it. The defaults follow Kigo's public guides and API
+/// reference where they are explicit (Bearer header, 30-minute partner tokens, 1-hour user tokens
+/// with 1-year refresh tokens); the paths and field names are assumptions, listed in the crate's
+/// README.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ApiConfig {
@@ -106,8 +107,14 @@ pub struct ApiConfig {
     pub refresh_token_field: String,
     /// Where the answers keep their fields.
     pub response: ResponseFields,
-    /// The lifetime assumed when an answer gives none: Kigo's documented 30 minutes.
+    /// The lifetime of a partner-level token whose answer gives none: Kigo's documented 30
+    /// minutes.
     pub default_lifetime: Duration,
+    /// The lifetime of a user-level token whose answer gives none: Kigo's documented 1 hour.
+    pub user_default_lifetime: Duration,
+    /// How long a refresh token is valid after the token it came with was issued: Kigo's
+    /// documented 1 year. An older one is not tried; a new token is created instead.
+    pub refresh_token_lifetime: Duration,
     /// Longer lifetimes are refused as absurd (default 24 hours).
     pub max_lifetime: Duration,
     /// Shorter lifetimes are refused (default 1 s): a token that expires almost at once would
@@ -129,6 +136,8 @@ impl Default for ApiConfig {
             refresh_token_field: "refresh_token".to_owned(),
             response: ResponseFields::default(),
             default_lifetime: Duration::from_secs(30 * 60),
+            user_default_lifetime: Duration::from_secs(60 * 60),
+            refresh_token_lifetime: Duration::from_secs(365 * 24 * 60 * 60),
             max_lifetime: Duration::from_secs(24 * 60 * 60),
             min_lifetime: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(60 * 60),

@@ -19,6 +19,7 @@ mod middleware;
 mod origin;
 mod parse;
 mod partner;
+mod partner_bearer;
 mod user;
 
 pub use api::{KigoApi, KigoApiBuilder};

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use kigo_core::runtime::ManualClock;
 use kigo_core::{PartnerId, TokenKey};
-use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PARTNER_SESSION_PATH, USER_SESSION_PATH};
+use kigo_testkit::mock::{
+    Endpoint, Fault, MockKigo, PARTNER_SESSION_PATH, USER_REFRESH_PATH, USER_SESSION_PATH,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -62,18 +64,8 @@ async fn debug_output_shows_no_key_and_no_token() {
     let builder_shown = format!("{builder:?}");
     let mock = builder.start().await.unwrap();
     let partner_token = create_partner_token(&mock).await;
-    let bearer = format!(
-        "Bearer {}",
-        partner_token["session_token"].as_str().unwrap()
-    );
-    let response = client()
-        .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
-        .header("authorization", bearer)
-        .body(json!({"external_user_id": "u1"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let (status, _) = create_user_token(&mock, &partner_token, "u1").await;
+    assert_eq!(status, StatusCode::OK);
     let shown = format!("{builder_shown} {mock:?}");
     assert!(shown.contains(mock.base_url()) && shown.contains("acme"));
     for (name, secret) in [
@@ -130,17 +122,55 @@ async fn user_tokens_come_with_refresh_tokens_unless_turned_off() {
             .await
             .unwrap();
         let partner = create_partner_token(&mock).await;
-        let response = client()
-            .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
-            .bearer_auth(partner["session_token"].as_str().unwrap())
-            .body(json!({"external_user_id": "u1"}).to_string())
-            .send()
-            .await
-            .unwrap();
-        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        let (_, answer) = create_user_token(&mock, &partner, "u1").await;
         assert!(answer["session_token"].is_string());
         assert_eq!(answer["refresh_token"].is_string(), enabled, "{enabled}");
     }
+}
+
+/// Creates a user-level token for `user` with `partner`'s token; the status and answer.
+async fn create_user_token(mock: &MockKigo, partner: &Value, user: &str) -> (StatusCode, Value) {
+    let response = client()
+        .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
+        .bearer_auth(partner["session_token"].as_str().unwrap())
+        .body(json!({ "external_user_id": user }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn tokens_live_as_kigo_documents_and_refresh_tokens_expire_after_a_year() {
+    let clock = ManualClock::new();
+    let mock = MockKigo::builder()
+        .clock(Arc::new(clock.clone()))
+        .start()
+        .await
+        .unwrap();
+    let partner = create_partner_token(&mock).await;
+    assert_eq!(partner["expires_in"], 30 * 60);
+    let (_, user) = create_user_token(&mock, &partner, "u1").await;
+    assert_eq!(user["expires_in"], 60 * 60);
+
+    let refresh = |user: &Value| json!({ "refresh_token": user["refresh_token"] });
+    clock.advance(Duration::from_secs(364 * 24 * 60 * 60));
+    let (status, renewed) = post(&mock, USER_REFRESH_PATH, refresh(&user)).await;
+    assert_eq!(status, StatusCode::OK, "valid for a year");
+    let (status, _) = post(&mock, USER_REFRESH_PATH, refresh(&user)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "used up: refresh tokens rotate"
+    );
+
+    clock.advance(Duration::from_secs(366 * 24 * 60 * 60));
+    let (status, _) = post(&mock, USER_REFRESH_PATH, refresh(&renewed)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "expired");
 }
 
 #[tokio::test]

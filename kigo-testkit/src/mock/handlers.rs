@@ -162,7 +162,7 @@ fn user_refresh(shared: &Shared, body: &Bytes, expires_early: Option<Duration>) 
     let Some(refresh) = refresh else {
         return error(StatusCode::BAD_REQUEST, "refresh_token is required");
     };
-    let key = shared.ledger().redeem_refresh(&refresh);
+    let key = shared.ledger().redeem_refresh(&refresh, shared.clock.now());
     match key {
         Some(key) => issue(shared, key, expires_early, true),
         None => unauthorized(shared, "invalid refresh token"),
@@ -204,10 +204,9 @@ fn issue(
     with_refresh: bool,
 ) -> Response<Body> {
     let now = shared.clock.now();
-    let lifetime = shared.lifetime;
-    let prefix = match key {
-        TokenKey::Partner(_) => "kigo_partner",
-        TokenKey::User { .. } => "kigo_user",
+    let (prefix, lifetime) = match key {
+        TokenKey::Partner(_) => ("kigo_partner", shared.lifetimes.partner),
+        TokenKey::User { .. } => ("kigo_user", shared.lifetimes.user),
     };
     let secret = shared.minter.mint(prefix);
     let mut answer = json!({ "session_token": secret });
@@ -221,7 +220,7 @@ fn issue(
     if with_refresh {
         let refresh = shared.minter.mint("kigo_refresh");
         answer["refresh_token"] = json!(refresh);
-        ledger.issue_refresh(refresh, key.clone());
+        ledger.issue_refresh(refresh, key.clone(), now + shared.lifetimes.refresh);
     }
     ledger.issue(secret, key, now, now + expires_early.unwrap_or(lifetime));
     json_response(StatusCode::OK, &answer)

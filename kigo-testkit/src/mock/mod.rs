@@ -62,8 +62,12 @@ pub const USER_REFRESH_PATH: &str = "/api/v1/auth/account-space/session/refresh"
 /// A sample endpoint that needs a valid session token.
 pub const PROTECTED_PATH: &str = "/api/v1/protected";
 
-/// The lifetime of tokens unless configured: Kigo's documented 30 minutes.
+/// The lifetime of partner-level tokens unless configured: Kigo's documented 30 minutes.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// The lifetime of user-level tokens unless configured: Kigo's documented 1 hour.
+pub const DEFAULT_USER_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// The lifetime of refresh tokens unless configured: Kigo's documented 1 year.
+pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How a token's expiry appears in the mock's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,7 +103,7 @@ pub enum MockError {
 struct Shared {
     /// API key per partner.
     partners: HashMap<PartnerId, String>,
-    lifetime: Duration,
+    lifetimes: Lifetimes,
     refresh_tokens: bool,
     shape: Mutex<ExpiryShape>,
     clock: Arc<dyn TimeSource>,
@@ -129,11 +133,19 @@ impl fmt::Debug for Shared {
         let partners: Vec<&str> = self.partners.keys().map(PartnerId::as_str).collect();
         f.debug_struct("Shared")
             .field("partners", &partners)
-            .field("lifetime", &self.lifetime)
+            .field("lifetimes", &self.lifetimes)
             .field("refresh_tokens", &self.refresh_tokens)
             .field("ledger", &*self.ledger())
             .finish_non_exhaustive()
     }
+}
+
+/// How long what the mock issues lives.
+#[derive(Debug, Clone, Copy)]
+struct Lifetimes {
+    partner: Duration,
+    user: Duration,
+    refresh: Duration,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,7 +155,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Configures a [`MockKigo`].
 pub struct MockKigoBuilder {
     partners: Vec<(String, String)>,
-    lifetime: Duration,
+    lifetime: Option<Duration>,
+    user_lifetime: Option<Duration>,
+    refresh_lifetime: Duration,
     clock: Option<Arc<dyn TimeSource>>,
     https: bool,
     refresh_tokens: bool,
@@ -157,6 +171,8 @@ impl fmt::Debug for MockKigoBuilder {
         f.debug_struct("MockKigoBuilder")
             .field("partners", &partners)
             .field("lifetime", &self.lifetime)
+            .field("user_lifetime", &self.user_lifetime)
+            .field("refresh_lifetime", &self.refresh_lifetime)
             .field("https", &self.https)
             .field("port", &self.port)
             .finish_non_exhaustive()
@@ -171,9 +187,24 @@ impl MockKigoBuilder {
         self
     }
 
-    /// How long tokens live (default [`DEFAULT_LIFETIME`]).
+    /// How long session tokens live: partner-level ones (default [`DEFAULT_LIFETIME`]), and the
+    /// other kinds unless set on their own.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime;
+        self.lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long user-level tokens live (default: [`Self::lifetime`] if set, else
+    /// [`DEFAULT_USER_LIFETIME`]).
+    pub fn user_lifetime(mut self, lifetime: Duration) -> Self {
+        self.user_lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long refresh tokens stay valid (default [`DEFAULT_REFRESH_LIFETIME`]); an expired one
+    /// is refused with `401`.
+    pub fn refresh_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_lifetime = lifetime;
         self
     }
 
@@ -228,9 +259,17 @@ impl MockKigoBuilder {
         } else {
             None
         };
+        let lifetimes = Lifetimes {
+            partner: self.lifetime.unwrap_or(DEFAULT_LIFETIME),
+            user: self
+                .user_lifetime
+                .or(self.lifetime)
+                .unwrap_or(DEFAULT_USER_LIFETIME),
+            refresh: self.refresh_lifetime,
+        };
         let shared = Arc::new(Shared {
             partners,
-            lifetime: self.lifetime,
+            lifetimes,
             refresh_tokens: self.refresh_tokens,
             shape: Mutex::new(self.shape),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
@@ -280,7 +319,9 @@ impl MockKigo {
     pub fn builder() -> MockKigoBuilder {
         MockKigoBuilder {
             partners: Vec::new(),
-            lifetime: DEFAULT_LIFETIME,
+            lifetime: None,
+            user_lifetime: None,
+            refresh_lifetime: DEFAULT_REFRESH_LIFETIME,
             clock: None,
             https: false,
             refresh_tokens: true,
@@ -289,7 +330,8 @@ impl MockKigo {
         }
     }
 
-    /// Starts a mock with the defaults: one partner, 30-minute tokens, plain HTTP.
+    /// Starts a mock with the defaults: one partner, 30-minute partner tokens, 1-hour user tokens
+    /// with 1-year refresh tokens, plain HTTP.
     pub async fn start() -> Result<Self, MockError> {
         Self::builder().start().await
     }

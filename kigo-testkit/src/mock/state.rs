@@ -70,7 +70,8 @@ pub(super) struct Issued {
 #[derive(Default)]
 pub(super) struct Ledger {
     tokens: HashMap<String, Issued>,
-    refresh_tokens: HashMap<String, TokenKey>,
+    /// The key each refresh token belongs to, and when it expires.
+    refresh_tokens: HashMap<String, (TokenKey, SystemTime)>,
     counters: Counters,
     seen: Vec<SeenRequest>,
 }
@@ -129,13 +130,15 @@ impl Ledger {
         self.tokens.insert(secret, Issued { key, expires_at });
     }
 
-    pub(super) fn issue_refresh(&mut self, secret: String, key: TokenKey) {
-        self.refresh_tokens.insert(secret, key);
+    pub(super) fn issue_refresh(&mut self, secret: String, key: TokenKey, expires_at: SystemTime) {
+        self.refresh_tokens.insert(secret, (key, expires_at));
     }
 
-    /// The key a refresh token belongs to; it is used up (refresh tokens rotate).
-    pub(super) fn redeem_refresh(&mut self, secret: &str) -> Option<TokenKey> {
-        self.refresh_tokens.remove(secret)
+    /// The key a refresh token belongs to, if it is valid at `now`; it is used up (refresh
+    /// tokens rotate).
+    pub(super) fn redeem_refresh(&mut self, secret: &str, now: SystemTime) -> Option<TokenKey> {
+        let (key, expires_at) = self.refresh_tokens.remove(secret)?;
+        (now < expires_at).then_some(key)
     }
 
     /// The key of a session token that is valid at `now`.
