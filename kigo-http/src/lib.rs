@@ -12,6 +12,7 @@ mod config;
 mod credentials;
 mod error;
 mod exchange;
+mod front_end;
 mod layer;
 mod managers;
 #[cfg(feature = "reqwest-middleware")]
@@ -28,6 +29,7 @@ pub use client::{ClientError, KigoClient};
 pub use config::{ApiConfig, CredentialPlacement, ResponseFields, USER_AGENT};
 pub use credentials::{API_KEY_VAR, ApiKey, BASE_URL_VAR, Credentials, PARTNER_ID_VAR};
 pub use error::{ConfigError, CreateError, ErrorKind};
+pub use front_end::{FrontEndSession, UserHandle, UserToken, UserTokens};
 pub use layer::{KigoLayer, KigoService, KigoServiceError, Replay};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::KigoAuth;

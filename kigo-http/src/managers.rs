@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use kigo_core::manager::NeedsStore;
+use kigo_core::manager::{HasStore, NeedsStore};
 use kigo_core::{ManagerBuilder, TokenManager};
 
 use crate::api::KigoApi;
 use crate::error::ConfigError;
+use crate::front_end::UserTokens;
 
 /// What a creation's timeout adds to the HTTP calls it makes: the manager's own work around them.
 const CREATION_MARGIN: Duration = Duration::from_secs(2);
@@ -51,6 +52,31 @@ impl KigoApi {
             .saturating_mul(2)
             .saturating_add(CREATION_MARGIN);
         Ok(TokenManager::builder(source).create_timeout(creation))
+    }
+
+    /// The user-level tokens of this partner's users, ready for front ends
+    /// ([`crate::FrontEndSession`]): the manager of [`KigoApi::user_manager`] for `partners`,
+    /// configured by `configure` (choose its store there, and any other setting), built, and
+    /// wrapped so that what it hands out is known, by its type, to be user-level.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: impl kigo_core::TokenStore + Clone) -> Result<(), Box<dyn std::error::Error>> {
+    /// let api = kigo_http::KigoApi::from_env()?;
+    /// let partners = api.partner_manager().store(store.clone()).build()?;
+    /// let users = api.user_tokens(&partners, |manager| manager.store(store))?;
+    /// let session = users.session(kigo_core::UserId::new("user-42")?).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn user_tokens(
+        &self,
+        partners: &TokenManager,
+        configure: impl FnOnce(ManagerBuilder<NeedsStore>) -> ManagerBuilder<HasStore>,
+    ) -> Result<UserTokens, ConfigError> {
+        let manager = configure(self.user_manager(partners)?)
+            .build()
+            .map_err(ConfigError::Manager)?;
+        let partner = self.partner_key().partner_id().clone();
+        Ok(UserTokens::new(manager, partner))
     }
 
     /// How long one partner-level creation may take.
