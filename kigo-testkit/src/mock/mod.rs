@@ -1,5 +1,6 @@
-//! A mock Kigo API over real HTTP (feature `mock`): partner- and user-level session tokens, a
-//! protected endpoint, counters and fault injection.
+//! A mock Kigo API over real HTTP (feature `mock`): partner- and user-level session tokens, SSO
+//! sessions and a hosted page that opens them, a protected endpoint, counters and fault
+//! injection.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kigo_testkit::mock::MockError> {
@@ -21,13 +22,18 @@
 //! | `POST` [`PARTNER_SESSION_PATH`], JSON `{"api_key", "partner_id"}` or headers `X-Api-Key` / `X-Partner-Id` | `200 {"session_token", "expires_in"}`; `401` for wrong credentials, `400` when missing |
 //! | `POST` [`USER_SESSION_PATH`], `Authorization: Bearer <partner token>`, JSON `{"external_user_id"}` | `200 {"session_token", "expires_in", "refresh_token"}`; `401` for a bad bearer |
 //! | `POST` [`USER_REFRESH_PATH`], JSON `{"refresh_token"}` | a new user token and refresh token (refresh tokens rotate); `401` for an unknown one |
+//! | `POST` [`SSO_SESSION_PATH`], `Authorization: Bearer <partner token>`, JSON `{"external_user_id", "external_program_id"?, "single_use"?, "attributes"?, "email"?}` | `200 {"session_id", "expires_in"}`; `401` for a bad bearer, `403` for a user-level one, `400` for a missing user or a field of the wrong type |
+//! | `GET` [`SSO_PAGE_PATH`]`?session-id=<id>` (the hosted page) | `200 {"partner", "program", "user"}`; `401` for an unknown, expired or used single-use session |
 //! | any method on [`PROTECTED_PATH`], `Authorization: Bearer <any session token>` | `200 {"key", "received_bytes"}`; `401` for unknown, expired or revoked tokens |
 //! | `GET /_mock/counters` | the [`Counters`] as JSON |
 //! | `POST /_mock/revoke` | revokes every session token |
 //! | `POST /_mock/faults` with a [`FaultScript`], `DELETE /_mock/faults` | scripts or clears faults |
 //!
-//! The expiry field follows [`ExpiryShape`]. Every answer carries a `Date` header from the mock's
-//! clock, which may be a manual clock.
+//! Lifetimes follow Kigo's reference unless configured: partner-level tokens 30 minutes,
+//! user-level tokens 1 hour, their refresh tokens 1 year, SSO sessions 30 minutes. The expiry
+//! field follows [`ExpiryShape`]. Every answer carries a `Date` header from the mock's clock,
+//! which may be a manual clock. SSO sessions are counted per (partner, program, user)
+//! ([`MockKigo::sso_creations`]) and noted with their fields ([`MockKigo::sso_sessions`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use kigo_core::runtime::{SystemClock, TimeSource};
-use kigo_core::{InvalidId, PartnerId, TokenKey};
+use kigo_core::{InvalidId, PartnerId, TokenKey, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,10 +50,12 @@ use tokio::sync::watch;
 mod fault;
 mod handlers;
 mod server;
+mod sso;
 mod state;
 mod tls;
 
 pub use fault::{Endpoint, Fault, FaultScript, RetryAfter};
+pub use sso::SsoSessionSeen;
 pub use state::{Counters, SeenRequest};
 
 use fault::FaultPlan;
@@ -59,6 +67,10 @@ pub const PARTNER_SESSION_PATH: &str = "/api/v1/auth/session";
 pub const USER_SESSION_PATH: &str = "/api/v1/auth/account-space/session";
 /// Where user-level session tokens are renewed with a refresh token.
 pub const USER_REFRESH_PATH: &str = "/api/v1/auth/account-space/session/refresh";
+/// Where SSO sessions for Kigo-hosted pages are created.
+pub const SSO_SESSION_PATH: &str = "/api/v1/auth/sso/session";
+/// The mock's stand-in for a Kigo-hosted page, opened with `?session-id=<SSO session ID>`.
+pub const SSO_PAGE_PATH: &str = "/sso/page";
 /// A sample endpoint that needs a valid session token.
 pub const PROTECTED_PATH: &str = "/api/v1/protected";
 
@@ -66,6 +78,8 @@ pub const PROTECTED_PATH: &str = "/api/v1/protected";
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// The lifetime of user-level tokens unless configured: Kigo's documented 1 hour.
 pub const DEFAULT_USER_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// The lifetime of SSO sessions unless configured: Kigo's documented 30 minutes.
+pub const DEFAULT_SSO_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// The lifetime of refresh tokens unless configured: Kigo's documented 1 year.
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -145,6 +159,7 @@ impl fmt::Debug for Shared {
 struct Lifetimes {
     partner: Duration,
     user: Duration,
+    sso: Duration,
     refresh: Duration,
 }
 
@@ -157,6 +172,7 @@ pub struct MockKigoBuilder {
     partners: Vec<(String, String)>,
     lifetime: Option<Duration>,
     user_lifetime: Option<Duration>,
+    sso_lifetime: Option<Duration>,
     refresh_lifetime: Duration,
     clock: Option<Arc<dyn TimeSource>>,
     https: bool,
@@ -172,6 +188,7 @@ impl fmt::Debug for MockKigoBuilder {
             .field("partners", &partners)
             .field("lifetime", &self.lifetime)
             .field("user_lifetime", &self.user_lifetime)
+            .field("sso_lifetime", &self.sso_lifetime)
             .field("refresh_lifetime", &self.refresh_lifetime)
             .field("https", &self.https)
             .field("port", &self.port)
@@ -198,6 +215,13 @@ impl MockKigoBuilder {
     /// [`DEFAULT_USER_LIFETIME`]).
     pub fn user_lifetime(mut self, lifetime: Duration) -> Self {
         self.user_lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long SSO sessions live (default: [`Self::lifetime`] if set, else
+    /// [`DEFAULT_SSO_LIFETIME`]).
+    pub fn sso_lifetime(mut self, lifetime: Duration) -> Self {
+        self.sso_lifetime = Some(lifetime);
         self
     }
 
@@ -265,6 +289,10 @@ impl MockKigoBuilder {
                 .user_lifetime
                 .or(self.lifetime)
                 .unwrap_or(DEFAULT_USER_LIFETIME),
+            sso: self
+                .sso_lifetime
+                .or(self.lifetime)
+                .unwrap_or(DEFAULT_SSO_LIFETIME),
             refresh: self.refresh_lifetime,
         };
         let shared = Arc::new(Shared {
@@ -321,6 +349,7 @@ impl MockKigo {
             partners: Vec::new(),
             lifetime: None,
             user_lifetime: None,
+            sso_lifetime: None,
             refresh_lifetime: DEFAULT_REFRESH_LIFETIME,
             clock: None,
             https: false,
@@ -375,6 +404,23 @@ impl MockKigo {
     /// Tokens created for `key` so far.
     pub fn creations(&self, key: &TokenKey) -> u64 {
         self.counters().creations_for(key)
+    }
+
+    /// SSO sessions created so far for `user` in `program` (of the first configured partner),
+    /// single-use ones included.
+    pub fn sso_creations(&self, program: Option<&str>, user: &UserId) -> u64 {
+        self.counters()
+            .sso_creations_for(&self.partner_id, program, user)
+    }
+
+    /// Every SSO session created so far, in order.
+    pub fn sso_sessions(&self) -> Vec<SsoSessionSeen> {
+        self.shared.ledger().sso_seen()
+    }
+
+    /// The URL of the mock's stand-in for a Kigo-hosted page ([`SSO_PAGE_PATH`]).
+    pub fn sso_page_url(&self) -> String {
+        format!("{}{SSO_PAGE_PATH}", self.base_url)
     }
 
     /// Makes the next requests to `endpoint` misbehave, one fault per request, in order.
