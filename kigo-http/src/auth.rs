@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use kigo_core::{Fingerprint, Token, TokenHandle};
+use reqwest::Url;
 
 /// Whether a request rejected with `401` is sent again with a renewed token. The default for
 /// every request; [`crate::KigoClient::send_with`] takes it, and [`crate::KigoLayer`] and
@@ -45,7 +46,7 @@ pub struct ClientMetrics {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+struct Counters {
     requests: AtomicU64,
     unauthorized: AtomicU64,
     retried: AtomicU64,
@@ -53,7 +54,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> ClientMetrics {
+    fn snapshot(&self) -> ClientMetrics {
         ClientMetrics {
             requests: self.requests.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
@@ -142,50 +143,83 @@ pub(crate) trait Sender<R> {
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
 }
 
-/// Sends `request` with the token of `handle`, renewing and retrying once on `401`: the one
-/// place that decides, for `KigoClient`, `KigoAuth` and `KigoLayer`.
-///
-/// `copy` makes the request to send again, before the first is sent; `None` (a body that cannot
-/// be replayed) means no retry, and so does [`RetryOn401::Never`].
-pub(crate) async fn send<R: Outgoing, S: Sender<R>>(
-    handle: &TokenHandle,
-    counters: &Counters,
-    mut request: R,
-    retry: RetryOn401,
-    copy: impl FnOnce(&R) -> Option<R>,
-    sender: &mut S,
-) -> Result<S::Response, AuthError<S::Error>> {
-    let replay = match retry {
-        RetryOn401::Once => copy(&request),
-        RetryOn401::Never => None,
-    };
-    let rejected = authorize(handle, &mut request).await?;
-    bump(&counters.requests);
-    let response = sent_with(
-        rejected,
-        sender.send(request).await.map_err(AuthError::Send)?,
-    );
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return Ok(response);
+/// What an authenticated client keeps: whose token it sends, to which origin, and its counters.
+/// [`Authenticator::send`] is the one place that decides, for `KigoClient`, `KigoAuth` and
+/// `KigoLayer`, which only adapt their request and response types to it.
+#[derive(Debug)]
+pub(crate) struct Authenticator {
+    handle: TokenHandle,
+    base: Url,
+    counters: Counters,
+}
+
+impl Authenticator {
+    /// Sends with the token of `handle`, to the origin of `base` only.
+    pub(crate) fn new(handle: TokenHandle, base: Url) -> Self {
+        Self {
+            handle,
+            base,
+            counters: Counters::default(),
+        }
     }
-    bump(&counters.unauthorized);
-    let dropped = handle.invalidate(&rejected);
-    tracing::debug!(key = %handle.key(), fingerprint = %rejected, dropped, "request rejected with 401");
-    let Some(mut replay) = replay else {
-        return Ok(response);
-    };
-    drop(response);
-    let retried_with = authorize(handle, &mut replay).await?;
-    bump(&counters.requests);
-    bump(&counters.retried);
-    let response = sender.send(replay).await.map_err(AuthError::Send)?;
-    let response = sent_with(retried_with, response);
-    if response.status() == StatusCode::UNAUTHORIZED {
+
+    pub(crate) fn handle(&self) -> &TokenHandle {
+        &self.handle
+    }
+
+    /// The API's base URL: the one origin its token goes to.
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    pub(crate) fn metrics(&self) -> ClientMetrics {
+        self.counters.snapshot()
+    }
+
+    /// Sends `request` with the current token, renewing and retrying once on `401`.
+    ///
+    /// `copy` makes the request to send again, before the first is sent; `None` (a body that
+    /// cannot be replayed) means no retry, and so does [`RetryOn401::Never`].
+    pub(crate) async fn send<R: Outgoing, S: Sender<R>>(
+        &self,
+        mut request: R,
+        retry: RetryOn401,
+        copy: impl FnOnce(&R) -> Option<R>,
+        sender: &mut S,
+    ) -> Result<S::Response, AuthError<S::Error>> {
+        let (handle, counters) = (&self.handle, &self.counters);
+        let replay = match retry {
+            RetryOn401::Once => copy(&request),
+            RetryOn401::Never => None,
+        };
+        let rejected = authorize(handle, &mut request).await?;
+        bump(&counters.requests);
+        let response = sent_with(
+            rejected,
+            sender.send(request).await.map_err(AuthError::Send)?,
+        );
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
         bump(&counters.unauthorized);
-    } else {
-        bump(&counters.recovered);
+        let dropped = handle.invalidate(&rejected);
+        tracing::debug!(key = %handle.key(), fingerprint = %rejected, dropped, "request rejected with 401");
+        let Some(mut replay) = replay else {
+            return Ok(response);
+        };
+        drop(response);
+        let retried_with = authorize(handle, &mut replay).await?;
+        bump(&counters.requests);
+        bump(&counters.retried);
+        let response = sender.send(replay).await.map_err(AuthError::Send)?;
+        let response = sent_with(retried_with, response);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            bump(&counters.unauthorized);
+        } else {
+            bump(&counters.recovered);
+        }
+        Ok(response)
     }
-    Ok(response)
 }
 
 /// `response`, noting which token its request carried.

@@ -13,7 +13,7 @@ use reqwest::Url;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
+use crate::auth::{AuthError, Authenticator, ClientMetrics, RetryOn401, Sender};
 use crate::origin::same_origin_uri;
 
 /// How [`KigoLayer`] copies a request body for the one retry after a `401`: the copy is made
@@ -75,14 +75,6 @@ impl<B> fmt::Debug for Replay<B> {
     }
 }
 
-/// What the layer and all the services it makes share.
-#[derive(Debug)]
-struct Auth {
-    handle: TokenHandle,
-    base: Url,
-    counters: Counters,
-}
-
 /// A tower [`Layer`] that adds the current bearer token to each request for the Kigo API and
 /// renews on `401`, like [`crate::KigoClient`], around any tower HTTP client taking
 /// `http::Request<B>`:
@@ -127,7 +119,7 @@ struct Auth {
 /// # }
 /// ```
 pub struct KigoLayer<B> {
-    auth: Arc<Auth>,
+    auth: Arc<Authenticator>,
     replay: Replay<B>,
 }
 
@@ -136,18 +128,14 @@ impl<B> KigoLayer<B> {
     /// one, after checking the base URL's scheme.
     pub(crate) fn new(handle: TokenHandle, base: &Url, replay: Replay<B>) -> Self {
         Self {
-            auth: Arc::new(Auth {
-                handle,
-                base: base.clone(),
-                counters: Counters::default(),
-            }),
+            auth: Arc::new(Authenticator::new(handle, base.clone())),
             replay,
         }
     }
 
     /// The counters of this layer and every service it made.
     pub fn metrics(&self) -> ClientMetrics {
-        self.auth.counters.snapshot()
+        self.auth.metrics()
     }
 }
 
@@ -163,8 +151,8 @@ impl<B> Clone for KigoLayer<B> {
 impl<B> fmt::Debug for KigoLayer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KigoLayer")
-            .field("key", self.auth.handle.key())
-            .field("base", &self.auth.base.as_str())
+            .field("key", self.auth.handle().key())
+            .field("base", &self.auth.base().as_str())
             .field("replay", &self.replay)
             .finish()
     }
@@ -185,7 +173,7 @@ impl<S, B> Layer<S> for KigoLayer<B> {
 /// The service [`KigoLayer`] wraps around a client: see there.
 pub struct KigoService<S, B> {
     inner: S,
-    auth: Arc<Auth>,
+    auth: Arc<Authenticator>,
     replay: Replay<B>,
 }
 
@@ -203,7 +191,7 @@ impl<S: fmt::Debug, B> fmt::Debug for KigoService<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KigoService")
             .field("inner", &self.inner)
-            .field("key", self.auth.handle.key())
+            .field("key", self.auth.handle().key())
             .field("replay", &self.replay)
             .finish()
     }
@@ -260,7 +248,7 @@ where
         let auth = Arc::clone(&self.auth);
         let replay = self.replay;
         Box::pin(async move {
-            if !same_origin_uri(request.uri(), &auth.base) {
+            if !same_origin_uri(request.uri(), auth.base()) {
                 return Err(KigoServiceError::ForeignOrigin);
             }
             let retry = request
@@ -270,16 +258,8 @@ where
                 .unwrap_or_default();
             let copy = |request: &Request<B>| replay.copy(request);
             let mut below = Below(ready);
-            auth::send(
-                &auth.handle,
-                &auth.counters,
-                request,
-                retry,
-                copy,
-                &mut below,
-            )
-            .await
-            .map_err(KigoServiceError::from)
+            let sent = auth.send(request, retry, copy, &mut below);
+            sent.await.map_err(KigoServiceError::from)
         })
     }
 }

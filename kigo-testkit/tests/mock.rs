@@ -12,6 +12,11 @@ use kigo_testkit::mock::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// A mock whose tokens are issued and judged on `clock`.
+fn on(clock: &ManualClock) -> kigo_testkit::mock::MockKigoBuilder {
+    MockKigo::builder().clock(Arc::new(clock.clone()))
+}
+
 /// A plain client with a deadline on every request.
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -20,16 +25,28 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn post(mock: &MockKigo, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(format!("{}{path}", mock.base_url()))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+/// The status and JSON answer (`null` if none) of `request`.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn post(mock: &MockKigo, path: &str, body: Value) -> (StatusCode, Value) {
+    answer(post_request(mock, path, body)).await
+}
+
+/// `post` with `token`'s `session_token` as bearer.
+async fn post_as(mock: &MockKigo, token: &Value, path: &str, body: Value) -> (StatusCode, Value) {
+    let bearer = token["session_token"].as_str().unwrap();
+    answer(post_request(mock, path, body).bearer_auth(bearer)).await
+}
+
+fn post_request(mock: &MockKigo, path: &str, body: Value) -> reqwest::RequestBuilder {
+    client()
+        .post(format!("{}{path}", mock.base_url()))
+        .body(body.to_string())
 }
 
 /// Creates a partner-level token with the mock's own credentials; its answer.
@@ -43,8 +60,7 @@ async fn create_partner_token(mock: &MockKigo) -> Value {
 #[tokio::test]
 async fn revoking_counts_only_tokens_still_valid() {
     let clock = ManualClock::new();
-    let mock = MockKigo::builder()
-        .clock(Arc::new(clock.clone()))
+    let mock = on(&clock)
         .lifetime(Duration::from_secs(10))
         .start()
         .await
@@ -135,28 +151,14 @@ async fn user_tokens_come_with_refresh_tokens_unless_turned_off() {
 
 /// Creates a user-level token for `user` with `partner`'s token; the status and answer.
 async fn create_user_token(mock: &MockKigo, partner: &Value, user: &str) -> (StatusCode, Value) {
-    let response = client()
-        .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
-        .bearer_auth(partner["session_token"].as_str().unwrap())
-        .body(json!({ "external_user_id": user }).to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (
-        status,
-        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
-    )
+    let fields = json!({ "external_user_id": user });
+    post_as(mock, partner, USER_SESSION_PATH, fields).await
 }
 
 #[tokio::test]
 async fn tokens_live_as_kigo_documents_and_refresh_tokens_expire_after_a_year() {
     let clock = ManualClock::new();
-    let mock = MockKigo::builder()
-        .clock(Arc::new(clock.clone()))
-        .start()
-        .await
-        .unwrap();
+    let mock = on(&clock).start().await.unwrap();
     let partner = create_partner_token(&mock).await;
     assert_eq!(partner["expires_in"], 30 * 60);
     let (_, user) = create_user_token(&mock, &partner, "u1").await;
@@ -180,43 +182,19 @@ async fn tokens_live_as_kigo_documents_and_refresh_tokens_expire_after_a_year() 
 
 /// Creates an SSO session with `bearer` and `fields`; the status and answer.
 async fn create_sso_session(mock: &MockKigo, bearer: &Value, fields: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(format!("{}{SSO_SESSION_PATH}", mock.base_url()))
-        .bearer_auth(bearer["session_token"].as_str().unwrap())
-        .body(fields.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (
-        status,
-        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
-    )
+    post_as(mock, bearer, SSO_SESSION_PATH, fields).await
 }
 
 /// Opens the hosted page with `session`; the status and answer.
 async fn open_page(mock: &MockKigo, session: &Value) -> (StatusCode, Value) {
     let id = session["session_id"].as_str().unwrap();
-    let response = client()
-        .get(format!("{}?session-id={id}", mock.sso_page_url()))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (
-        status,
-        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
-    )
+    answer(client().get(format!("{}?session-id={id}", mock.sso_page_url()))).await
 }
 
 #[tokio::test]
 async fn sso_sessions_open_the_hosted_page_until_they_expire_or_once_if_single_use() {
     let clock = ManualClock::new();
-    let mock = MockKigo::builder()
-        .clock(Arc::new(clock.clone()))
-        .start()
-        .await
-        .unwrap();
+    let mock = on(&clock).start().await.unwrap();
     let partner = create_partner_token(&mock).await;
     let fields = json!({
         "external_user_id": "u1",

@@ -133,15 +133,13 @@ fn user_session(
     body: &Bytes,
     expires_early: Option<Duration>,
 ) -> Response<Body> {
-    let partner = match bearer_key(shared, headers) {
-        Ok(TokenKey::Partner(partner)) => partner,
-        Ok(TokenKey::User { .. }) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "a user-level token cannot create user tokens",
-            );
-        }
-        Err(message) => return unauthorized(shared, message),
+    let partner = match partner_bearer(
+        shared,
+        headers,
+        "a user-level token cannot create user tokens",
+    ) {
+        Ok(partner) => partner,
+        Err(refusal) => return *refusal,
     };
     let user = serde_json::from_slice::<Value>(body)
         .ok()
@@ -184,6 +182,20 @@ fn protected(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Response<Bod
             )
         }
         Err(message) => unauthorized(shared, message),
+    }
+}
+
+/// The partner whose valid partner-level token is the bearer; else the answer: `401` for no
+/// valid token, `403` with `refusal` for a user-level one.
+pub(super) fn partner_bearer(
+    shared: &Shared,
+    headers: &HeaderMap,
+    refusal: &str,
+) -> Result<PartnerId, Box<Response<Body>>> {
+    match bearer_key(shared, headers) {
+        Ok(TokenKey::Partner(partner)) => Ok(partner),
+        Ok(TokenKey::User { .. }) => Err(Box::new(error(StatusCode::FORBIDDEN, refusal))),
+        Err(message) => Err(Box::new(unauthorized(shared, message))),
     }
 }
 

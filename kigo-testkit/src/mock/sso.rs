@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
-use kigo_core::{PartnerId, TokenKey, UserId};
+use kigo_core::{PartnerId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::Shared;
-use super::handlers::{Body, bearer_key, error, json_response, unauthorized, with_expiry};
+use super::handlers::{Body, error, json_response, partner_bearer, unauthorized, with_expiry};
 
 /// What the mock noted about one SSO session it created (test data: it holds the email).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,15 +105,10 @@ pub(super) fn create(
     body: &Bytes,
     expires_early: Option<Duration>,
 ) -> Response<Body> {
-    let partner = match bearer_key(shared, headers) {
-        Ok(TokenKey::Partner(partner)) => partner,
-        Ok(TokenKey::User { .. }) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "a user-level token cannot create SSO sessions",
-            );
-        }
-        Err(message) => return unauthorized(shared, message),
+    let refusal = "a user-level token cannot create SSO sessions";
+    let partner = match partner_bearer(shared, headers, refusal) {
+        Ok(partner) => partner,
+        Err(refusal) => return *refusal,
     };
     let Some(seen) = read_request(partner, body) else {
         return error(
