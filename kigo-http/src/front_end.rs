@@ -4,12 +4,15 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use kigo_core::runtime::{SystemClock, TimeSource};
-use kigo_core::{Error, PartnerId, Token, TokenGuard, TokenHandle, TokenKey, TokenManager, UserId};
-use serde::ser::{Error as _, SerializeStruct};
+use kigo_core::{
+    Error, PartnerId, Token, TokenGuard, TokenHandle, TokenKey, TokenManager, TokenSecret, UserId,
+};
 use serde::{Serialize, Serializer};
+
+use crate::expiring::Expiring;
 
 /// The user-level tokens of one partner's users: a user-level manager that kigo-http built, so
 /// that everything it hands out is a user-level token. Made by [`crate::KigoApi::user_tokens`].
@@ -156,65 +159,38 @@ impl fmt::Debug for UserToken {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct FrontEndSession {
-    token: kigo_core::TokenSecret,
-    expires_at: SystemTime,
-    expires_in: Duration,
-}
+pub struct FrontEndSession(Expiring);
 
 impl FrontEndSession {
     /// The session of `token`, as seen at `now`.
     pub fn new(token: &UserToken, now: SystemTime) -> Self {
-        let expires_at = token.expires_at();
-        Self {
-            token: token.secret().clone(),
-            expires_at,
-            expires_in: expires_at.duration_since(now).unwrap_or_default(),
-        }
+        Self(Expiring::of(token, now))
     }
 
     /// The user-level token.
-    pub fn token(&self) -> &kigo_core::TokenSecret {
-        &self.token
+    pub fn token(&self) -> &TokenSecret {
+        &self.0.secret
     }
 
     /// When the token expires.
     pub fn expires_at(&self) -> SystemTime {
-        self.expires_at
+        self.0.expires_at
     }
 
     /// Whole seconds left when the session was made.
     pub fn expires_in_seconds(&self) -> u64 {
-        self.expires_in.as_secs()
+        self.0.expires_in_seconds()
     }
 }
 
 impl fmt::Debug for FrontEndSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrontEndSession")
-            .field("token", &self.token)
-            .field("expires_at", &self.expires_at)
-            .field("expires_in_seconds", &self.expires_in_seconds())
-            .finish()
+        self.0.debug("FrontEndSession", "token", f)
     }
 }
 
 impl Serialize for FrontEndSession {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut session = serializer.serialize_struct("FrontEndSession", 3)?;
-        session.serialize_field("token", self.token.expose())?;
-        let expires_at = rfc3339(self.expires_at)
-            .ok_or_else(|| S::Error::custom("the expiry cannot be written as RFC 3339"))?;
-        session.serialize_field("expires_at", &expires_at)?;
-        session.serialize_field("expires_in_seconds", &self.expires_in_seconds())?;
-        session.end()
+        self.0.serialize("FrontEndSession", "token", serializer)
     }
-}
-
-/// `at` as RFC 3339 in UTC, whole seconds; `None` before 1970 or past year 9999.
-pub(crate) fn rfc3339(at: SystemTime) -> Option<String> {
-    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
-    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).ok()?).ok()?;
-    at.format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }

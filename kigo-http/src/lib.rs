@@ -12,6 +12,7 @@ mod config;
 mod credentials;
 mod error;
 mod exchange;
+mod expiring;
 mod front_end;
 mod layer;
 mod managers;
@@ -21,6 +22,7 @@ mod origin;
 mod parse;
 mod partner;
 mod partner_bearer;
+mod sso;
 mod user;
 
 pub use api::{KigoApi, KigoApiBuilder};
@@ -34,6 +36,7 @@ pub use layer::{KigoLayer, KigoService, KigoServiceError, Replay};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::KigoAuth;
 pub use partner::PartnerTokenSource;
+pub use sso::{ProgramId, SESSION_ID_PARAMETER, SsoError, SsoRequest, SsoSession, SsoSessions};
 pub use user::UserTokenSource;
 
 pub use reqwest;

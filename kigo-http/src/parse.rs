@@ -16,17 +16,23 @@ pub(crate) enum Issued {
     PartnerToken,
     /// A user-level token, with the refresh token that may come with it.
     UserToken,
+    /// An SSO session: its `session_id` is the secret.
+    SsoSession,
 }
 
 impl Issued {
     fn secret_fields(self, config: &ApiConfig) -> &[String] {
-        &config.response.token
+        match self {
+            Self::PartnerToken | Self::UserToken => &config.response.token,
+            Self::SsoSession => &config.response.session_id,
+        }
     }
 
     fn default_lifetime(self, config: &ApiConfig) -> Duration {
         match self {
             Self::PartnerToken => config.default_lifetime,
             Self::UserToken => config.user_default_lifetime,
+            Self::SsoSession => config.sso_default_lifetime,
         }
     }
 }
@@ -242,6 +248,7 @@ mod tests {
         for (issued, body, minutes) in [
             (Issued::PartnerToken, r#"{"session_token":"t"}"#, 30),
             (Issued::UserToken, r#"{"session_token":"t"}"#, 60),
+            (Issued::SsoSession, r#"{"session_id":"s"}"#, 30),
         ] {
             let token = parse_as(issued, body).unwrap();
             assert_eq!(
@@ -250,6 +257,21 @@ mod tests {
                 "{issued:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_sso_session_is_read_from_its_own_field_only() {
+        let session = parse_as(
+            Issued::SsoSession,
+            r#"{"session_id":"s1","expires_in":1800}"#,
+        );
+        assert_eq!(session.unwrap().secret().expose(), "s1");
+        assert_eq!(
+            parse_as(Issued::SsoSession, r#"{"session_token":"t"}"#)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::MissingToken
+        );
     }
 
     #[test]
