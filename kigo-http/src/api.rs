@@ -12,9 +12,10 @@ use crate::client::KigoClient;
 use crate::config::{ApiConfig, HttpSettings, USER_AGENT};
 use crate::credentials::Credentials;
 use crate::error::ConfigError;
-use crate::middleware::KigoAuth;
+use crate::layer::{KigoLayer, Replay};
 use crate::origin::{check_scheme, is_loopback, join_path};
 use crate::partner::PartnerTokenSource;
+use crate::sso::{SsoKeys, SsoSessionSource};
 use crate::user::UserTokenSource;
 
 /// The Kigo API as one partner sees it. Cheap to clone.
@@ -47,6 +48,7 @@ pub(crate) struct ApiInner {
     pub(crate) partner_session_url: Url,
     pub(crate) user_session_url: Url,
     pub(crate) user_refresh_url: Url,
+    pub(crate) sso_session_url: Url,
 }
 
 /// Configures a [`KigoApi`].
@@ -160,6 +162,7 @@ impl KigoApiBuilder {
                 )?,
                 user_session_url: endpoint(&self.config.user_session_path, "user_session_path")?,
                 user_refresh_url: endpoint(&self.config.user_refresh_path, "user_refresh_path")?,
+                sso_session_url: endpoint(&self.config.sso_session_path, "sso_session_path")?,
                 credentials: self.credentials,
                 config: self.config,
                 http,
@@ -208,13 +211,36 @@ impl KigoApi {
     /// handle for [`KigoApi::partner_key`], else an error (a user-level handle would make user
     /// tokens with user tokens).
     pub fn user_source(&self, partner: TokenHandle) -> Result<UserTokenSource, ConfigError> {
+        self.check_partner_handle(&partner)?;
+        Ok(UserTokenSource::new(Arc::clone(&self.inner), partner))
+    }
+
+    /// The source of SSO sessions, with the partner token of `partner` (checked as for
+    /// [`KigoApi::user_source`]).
+    pub(crate) fn sso_source(&self, partner: TokenHandle) -> Result<SsoSessionSource, ConfigError> {
+        self.check_partner_handle(&partner)?;
+        let keys = SsoKeys::of(self.partner_key().partner_id()).map_err(|_| {
+            ConfigError::invalid(
+                "partner ID",
+                "too long to name SSO sessions (at most 252 bytes)",
+            )
+        })?;
+        Ok(SsoSessionSource::new(
+            Arc::clone(&self.inner),
+            partner,
+            keys,
+        ))
+    }
+
+    /// `partner` is the handle of this partner's partner-level token.
+    fn check_partner_handle(&self, partner: &TokenHandle) -> Result<(), ConfigError> {
         if partner.key() != &self.partner_key() {
             return Err(ConfigError::invalid(
                 "partner handle",
                 "not the handle of this partner's partner-level token",
             ));
         }
-        Ok(UserTokenSource::new(Arc::clone(&self.inner), partner))
+        Ok(())
     }
 
     /// A client that sends requests to this API with the token of `handle`, renewing on 401.
@@ -222,9 +248,25 @@ impl KigoApi {
         KigoClient::new(self.inner.http.clone(), self.base_url().clone(), handle)
     }
 
-    /// The same as a `reqwest-middleware` middleware, for a client of your own.
-    pub fn middleware(&self, handle: TokenHandle) -> KigoAuth {
-        KigoAuth::new(handle, self.base_url())
+    /// The same as a tower layer, for a tower HTTP client of your own (hyper-util's, tonic's)
+    /// whose request bodies can be cloned (`Full<Bytes>`, `String`, ...); the one retry after a
+    /// `401` sends a clone. Name the body type where the compiler cannot infer it:
+    /// `api.layer::<Full<Bytes>>(handle)`.
+    pub fn layer<B: Clone>(&self, handle: TokenHandle) -> KigoLayer<B> {
+        self.layer_with(handle, Replay::by_clone())
+    }
+
+    /// The same as [`KigoApi::layer`] for any body type, replayed as `replay` says (e.g.
+    /// [`Replay::never`] for tonic's bodies and other streams).
+    pub fn layer_with<B>(&self, handle: TokenHandle, replay: Replay<B>) -> KigoLayer<B> {
+        KigoLayer::new(handle, self.base_url(), replay)
+    }
+
+    /// The same as a `reqwest-middleware` middleware, for a client of your own (feature
+    /// `reqwest-middleware`).
+    #[cfg(feature = "reqwest-middleware")]
+    pub fn middleware(&self, handle: TokenHandle) -> crate::KigoAuth {
+        crate::KigoAuth::new(handle, self.base_url())
     }
 
     /// The base URL.

@@ -1,17 +1,19 @@
-//! Sending one request with the current bearer token, shared by [`crate::KigoClient`] and the
-//! middleware: on a `401`, invalidate exactly that token and, if the body can be replayed and the
-//! caller allows it, send once more with the next token. Never more than twice.
+//! Sending one request with the current bearer token, shared by [`crate::KigoClient`], the
+//! `reqwest-middleware` middleware and the tower layer: on a `401`, invalidate exactly that token
+//! and, if the body can be replayed and the caller allows it, send once more with the next token.
+//! Never more than twice.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::HeaderValue;
 use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use kigo_core::{Fingerprint, Token, TokenHandle};
-use reqwest::{Request, Response, StatusCode};
+use reqwest::Url;
 
-/// Whether a request rejected with `401` is sent again with a renewed token.
+/// Whether a request rejected with `401` is sent again with a renewed token. The default for
+/// every request; [`crate::KigoClient::send_with`] takes it, and [`crate::KigoLayer`] and
+/// `KigoAuth` read it from the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RetryOn401 {
@@ -22,9 +24,10 @@ pub enum RetryOn401 {
     Never,
 }
 
-/// Which token a response's request carried: in every response of [`crate::KigoClient`] and
-/// [`crate::KigoAuth`], as `response.extensions().get::<SentWith>()`. Compare it with a later
-/// token, or report a rejection yourself with `TokenHandle::invalidate`.
+/// Which token a response's request carried: in every response of [`crate::KigoClient`],
+/// [`crate::KigoLayer`] and `KigoAuth` (feature `reqwest-middleware`), as
+/// `response.extensions().get::<SentWith>()`. Compare it with a later token, or report a
+/// rejection yourself with `TokenHandle::invalidate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SentWith(pub Fingerprint);
 
@@ -43,7 +46,7 @@ pub struct ClientMetrics {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+struct Counters {
     requests: AtomicU64,
     unauthorized: AtomicU64,
     retried: AtomicU64,
@@ -51,7 +54,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> ClientMetrics {
+    fn snapshot(&self) -> ClientMetrics {
         ClientMetrics {
             requests: self.requests.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
@@ -85,59 +88,142 @@ pub(crate) enum AuthError<E> {
 #[error("the session token cannot be sent in a header")]
 pub(crate) struct UnusableToken;
 
-/// Sends a request down the rest of a stack.
-pub(crate) trait Sender {
+/// A request whose headers can carry the bearer token: reqwest's and `http`'s.
+pub(crate) trait Outgoing: Send {
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+}
+
+impl Outgoing for reqwest::Request {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        reqwest::Request::headers_mut(self)
+    }
+}
+
+impl<B: Send> Outgoing for http::Request<B> {
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        http::Request::headers_mut(self)
+    }
+}
+
+/// A response whose status tells a `401` and whose extensions take [`SentWith`].
+pub(crate) trait Answer: Send {
+    fn status(&self) -> StatusCode;
+    fn extensions_mut(&mut self) -> &mut Extensions;
+}
+
+impl Answer for reqwest::Response {
+    fn status(&self) -> StatusCode {
+        reqwest::Response::status(self)
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        reqwest::Response::extensions_mut(self)
+    }
+}
+
+impl<B: Send> Answer for http::Response<B> {
+    fn status(&self) -> StatusCode {
+        http::Response::status(self)
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        http::Response::extensions_mut(self)
+    }
+}
+
+/// Sends a request down the rest of a stack: a `reqwest::Client`, the rest of a
+/// `reqwest-middleware` stack, or a tower service.
+pub(crate) trait Sender<R> {
+    type Response: Answer;
     type Error;
 
     fn send(
         &mut self,
-        request: Request,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send + '_>>;
+        request: R,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
 }
 
-/// Sends `request` with the token of `handle`, renewing and retrying once on `401`.
-pub(crate) async fn send<S: Sender>(
-    handle: &TokenHandle,
-    counters: &Counters,
-    mut request: Request,
-    retry: RetryOn401,
-    sender: &mut S,
-) -> Result<Response, AuthError<S::Error>> {
-    let replay = match retry {
-        RetryOn401::Once => request.try_clone(),
-        RetryOn401::Never => None,
-    };
-    let rejected = authorize(handle, &mut request).await?;
-    bump(&counters.requests);
-    let response = sent_with(
-        rejected,
-        sender.send(request).await.map_err(AuthError::Send)?,
-    );
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return Ok(response);
+/// What an authenticated client keeps: whose token it sends, to which origin, and its counters.
+/// [`Authenticator::send`] is the one place that decides, for `KigoClient`, `KigoAuth` and
+/// `KigoLayer`, which only adapt their request and response types to it.
+#[derive(Debug)]
+pub(crate) struct Authenticator {
+    handle: TokenHandle,
+    base: Url,
+    counters: Counters,
+}
+
+impl Authenticator {
+    /// Sends with the token of `handle`, to the origin of `base` only.
+    pub(crate) fn new(handle: TokenHandle, base: Url) -> Self {
+        Self {
+            handle,
+            base,
+            counters: Counters::default(),
+        }
     }
-    bump(&counters.unauthorized);
-    let dropped = handle.invalidate(&rejected);
-    tracing::debug!(key = %handle.key(), fingerprint = %rejected, dropped, "request rejected with 401");
-    let Some(mut replay) = replay else {
-        return Ok(response);
-    };
-    drop(response);
-    let retried_with = authorize(handle, &mut replay).await?;
-    bump(&counters.requests);
-    bump(&counters.retried);
-    let response = sender.send(replay).await.map_err(AuthError::Send)?;
-    let response = sent_with(retried_with, response);
-    if response.status() == StatusCode::UNAUTHORIZED {
+
+    pub(crate) fn handle(&self) -> &TokenHandle {
+        &self.handle
+    }
+
+    /// The API's base URL: the one origin its token goes to.
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    pub(crate) fn metrics(&self) -> ClientMetrics {
+        self.counters.snapshot()
+    }
+
+    /// Sends `request` with the current token, renewing and retrying once on `401`.
+    ///
+    /// `copy` makes the request to send again, before the first is sent; `None` (a body that
+    /// cannot be replayed) means no retry, and so does [`RetryOn401::Never`].
+    pub(crate) async fn send<R: Outgoing, S: Sender<R>>(
+        &self,
+        mut request: R,
+        retry: RetryOn401,
+        copy: impl FnOnce(&R) -> Option<R>,
+        sender: &mut S,
+    ) -> Result<S::Response, AuthError<S::Error>> {
+        let (handle, counters) = (&self.handle, &self.counters);
+        let replay = match retry {
+            RetryOn401::Once => copy(&request),
+            RetryOn401::Never => None,
+        };
+        let rejected = authorize(handle, &mut request).await?;
+        bump(&counters.requests);
+        let response = sent_with(
+            rejected,
+            sender.send(request).await.map_err(AuthError::Send)?,
+        );
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
         bump(&counters.unauthorized);
-    } else {
-        bump(&counters.recovered);
+        let dropped = handle.invalidate(&rejected);
+        tracing::debug!(key = %handle.key(), fingerprint = %rejected, dropped, "request rejected with 401");
+        let Some(mut replay) = replay else {
+            return Ok(response);
+        };
+        drop(response);
+        let retried_with = authorize(handle, &mut replay).await?;
+        bump(&counters.requests);
+        bump(&counters.retried);
+        let response = sender.send(replay).await.map_err(AuthError::Send)?;
+        let response = sent_with(retried_with, response);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            bump(&counters.unauthorized);
+        } else {
+            bump(&counters.recovered);
+        }
+        Ok(response)
     }
-    Ok(response)
 }
 
 /// `response`, noting which token its request carried.
-fn sent_with(fingerprint: Fingerprint, mut response: Response) -> Response {
+fn sent_with<A: Answer>(fingerprint: Fingerprint, mut response: A) -> A {
     response.extensions_mut().insert(SentWith(fingerprint));
     response
 }
@@ -146,7 +232,7 @@ fn sent_with(fingerprint: Fingerprint, mut response: Response) -> Response {
 /// fingerprint. Waits only if no valid token is cached.
 async fn authorize<E>(
     handle: &TokenHandle,
-    request: &mut Request,
+    request: &mut impl Outgoing,
 ) -> Result<Fingerprint, AuthError<E>> {
     let token = handle.token().await.map_err(AuthError::Token)?;
     let header = bearer_header(&token).ok_or(AuthError::Header(UnusableToken))?;

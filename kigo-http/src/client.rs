@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kigo_core::TokenHandle;
 use reqwest::{Method, Request, RequestBuilder, Response, Url};
 
-use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
+use crate::auth::{AuthError, Authenticator, ClientMetrics, RetryOn401, Sender};
 use crate::error::ConfigError;
 use crate::origin::{join_path, same_origin};
 
@@ -29,9 +29,7 @@ use crate::origin::{join_path, same_origin};
 #[derive(Debug, Clone)]
 pub struct KigoClient {
     http: reqwest::Client,
-    base: Url,
-    handle: TokenHandle,
-    counters: Arc<Counters>,
+    auth: Arc<Authenticator>,
 }
 
 /// Why an authenticated request failed.
@@ -62,9 +60,7 @@ impl KigoClient {
     pub(crate) fn new(http: reqwest::Client, base: Url, handle: TokenHandle) -> Self {
         Self {
             http,
-            base,
-            handle,
-            counters: Arc::default(),
+            auth: Arc::new(Authenticator::new(handle, base)),
         }
     }
 
@@ -72,7 +68,7 @@ impl KigoClient {
     /// `/api/v1/...`) and may carry a query; a path that does not, or that would lead to another
     /// origin, is refused.
     pub fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
-        let url = join_path(&self.base, path, "path").map_err(ClientError::InvalidPath)?;
+        let url = join_path(self.auth.base(), path, "path").map_err(ClientError::InvalidPath)?;
         Ok(self.http.request(method, url))
     }
 
@@ -98,27 +94,28 @@ impl KigoClient {
         retry: RetryOn401,
     ) -> Result<Response, ClientError> {
         let request = request.build().map_err(request_failed)?;
-        if !same_origin(request.url(), &self.base) {
+        if !same_origin(request.url(), self.auth.base()) {
             return Err(ClientError::ForeignOrigin);
         }
         let mut sender = Direct(&self.http);
-        auth::send(&self.handle, &self.counters, request, retry, &mut sender)
-            .await
-            .map_err(|error| match error {
-                AuthError::Token(error) => ClientError::Token(error),
-                AuthError::Header(_) => ClientError::UnusableToken,
-                AuthError::Send(error) => request_failed(error),
-            })
+        let sent = self
+            .auth
+            .send(request, retry, Request::try_clone, &mut sender);
+        sent.await.map_err(|error| match error {
+            AuthError::Token(error) => ClientError::Token(error),
+            AuthError::Header(_) => ClientError::UnusableToken,
+            AuthError::Send(error) => request_failed(error),
+        })
     }
 
     /// The handle whose token this client sends.
     pub fn handle(&self) -> &TokenHandle {
-        &self.handle
+        self.auth.handle()
     }
 
     /// This client's counters (shared by its clones).
     pub fn metrics(&self) -> ClientMetrics {
-        self.counters.snapshot()
+        self.auth.metrics()
     }
 }
 
@@ -129,13 +126,14 @@ fn request_failed(error: reqwest::Error) -> ClientError {
 /// Sends straight through a `reqwest::Client`.
 struct Direct<'a>(&'a reqwest::Client);
 
-impl Sender for Direct<'_> {
+impl Sender<Request> for Direct<'_> {
+    type Response = Response;
     type Error = reqwest::Error;
 
     fn send(
         &mut self,
         request: Request,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, reqwest::Error>> + Send + '_>> {
-        Box::pin(self.0.execute(request))
+    ) -> impl Future<Output = Result<Response, reqwest::Error>> + Send {
+        self.0.execute(request)
     }
 }

@@ -49,8 +49,10 @@ pub struct ResponseFields {
     pub expires_in: Vec<String>,
     /// The absolute expiry: an RFC 3339 time, or seconds since the epoch.
     pub expires_at: Vec<String>,
-    /// The refresh token that may come with a user-level token.
+    /// The refresh token that comes with a user-level token.
     pub refresh_token: Vec<String>,
+    /// The session ID of an SSO session.
+    pub session_id: Vec<String>,
 }
 
 impl Default for ResponseFields {
@@ -61,6 +63,7 @@ impl Default for ResponseFields {
             expires_in: pointers(&["expires_in"]),
             expires_at: pointers(&["expires_at"]),
             refresh_token: pointers(&["refresh_token"]),
+            session_id: pointers(&["session_id"]),
         }
     }
 }
@@ -73,6 +76,7 @@ impl ResponseFields {
             (&self.expires_in, "response.expires_in"),
             (&self.expires_at, "response.expires_at"),
             (&self.refresh_token, "response.refresh_token"),
+            (&self.session_id, "response.session_id"),
         ];
         for (pointers, setting) in fields {
             if pointers.iter().any(|pointer| !pointer.starts_with('/')) {
@@ -86,9 +90,10 @@ impl ResponseFields {
     }
 }
 
-/// The Kigo API as this crate assumes it. The defaults follow Kigo's public guides where they are
-/// explicit (Bearer header, 30-minute tokens, user tokens with refresh tokens); the paths and
-/// field names are assumptions, listed in the crate's README.
+/// The Kigo API as this crate assumes it. The defaults follow Kigo's public guides and API
+/// reference where they are explicit (Bearer header, 30-minute partner tokens, 1-hour user tokens
+/// with 1-year refresh tokens, 30-minute SSO sessions, the SSO request's fields); the paths and
+/// the other field names are assumptions, listed in the crate's README.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ApiConfig {
@@ -98,6 +103,8 @@ pub struct ApiConfig {
     pub user_session_path: String,
     /// `POST` here renews a user-level token with its refresh token.
     pub user_refresh_path: String,
+    /// `POST` here (with a partner bearer) creates an SSO session for a Kigo-hosted page.
+    pub sso_session_path: String,
     /// Where the API key and partner ID go.
     pub credentials: CredentialPlacement,
     /// The JSON field naming the user in a user-token request.
@@ -106,8 +113,16 @@ pub struct ApiConfig {
     pub refresh_token_field: String,
     /// Where the answers keep their fields.
     pub response: ResponseFields,
-    /// The lifetime assumed when an answer gives none: Kigo's documented 30 minutes.
+    /// The lifetime of a partner-level token whose answer gives none: Kigo's documented 30
+    /// minutes.
     pub default_lifetime: Duration,
+    /// The lifetime of a user-level token whose answer gives none: Kigo's documented 1 hour.
+    pub user_default_lifetime: Duration,
+    /// The lifetime of an SSO session whose answer gives none: Kigo's documented 30 minutes.
+    pub sso_default_lifetime: Duration,
+    /// How long a refresh token is valid after the token it came with was issued: Kigo's
+    /// documented 1 year. An older one is not tried; a new token is created instead.
+    pub refresh_token_lifetime: Duration,
     /// Longer lifetimes are refused as absurd (default 24 hours).
     pub max_lifetime: Duration,
     /// Shorter lifetimes are refused (default 1 s): a token that expires almost at once would
@@ -124,11 +139,15 @@ impl Default for ApiConfig {
             partner_session_path: "/api/v1/auth/session".to_owned(),
             user_session_path: "/api/v1/auth/account-space/session".to_owned(),
             user_refresh_path: "/api/v1/auth/account-space/session/refresh".to_owned(),
+            sso_session_path: "/api/v1/auth/sso/session".to_owned(),
             credentials: CredentialPlacement::default(),
             user_id_field: "external_user_id".to_owned(),
             refresh_token_field: "refresh_token".to_owned(),
             response: ResponseFields::default(),
             default_lifetime: Duration::from_secs(30 * 60),
+            user_default_lifetime: Duration::from_secs(60 * 60),
+            sso_default_lifetime: Duration::from_secs(30 * 60),
+            refresh_token_lifetime: Duration::from_secs(365 * 24 * 60 * 60),
             max_lifetime: Duration::from_secs(24 * 60 * 60),
             min_lifetime: Duration::from_secs(1),
             max_retry_after: Duration::from_secs(60 * 60),

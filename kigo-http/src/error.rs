@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// The HTTP client could not be built.
     #[error("the HTTP client could not be built")]
     HttpClient(#[source] reqwest::Error),
+    /// A token manager's settings cannot work.
+    #[error("the token manager could not be built")]
+    Manager(#[source] kigo_core::BuildError),
 }
 
 impl ConfigError {

@@ -8,15 +8,17 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::api::ApiInner;
 use crate::error::{CreateError, ErrorKind};
-use crate::parse::{self, Timing};
+use crate::parse::{self, Issued, Timing};
 
 impl ApiInner {
-    /// Sends a token request and reads its answer into a token valid from the send time.
+    /// Sends a token request and reads its answer (an `issued` kind) into a token valid from the
+    /// send time.
     ///
     /// `secrets` are scrubbed from any server message kept in an error.
     pub(crate) async fn exchange(
         &self,
         request: RequestBuilder,
+        issued: Issued,
         clock: &dyn TimeSource,
         secrets: &[&str],
     ) -> Result<Token, CreateError> {
@@ -39,7 +41,7 @@ impl ApiInner {
                 sent_at,
                 server_date,
             };
-            return parse::token(&body?, &self.config, timing);
+            return parse::token(&body?, &self.config, issued, timing);
         }
         let kind = classify(status);
         let mut error = CreateError::new(kind).with_status(status);

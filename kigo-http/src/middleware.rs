@@ -8,7 +8,7 @@ use kigo_core::TokenHandle;
 use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::auth::{self, AuthError, ClientMetrics, Counters, RetryOn401, Sender};
+use crate::auth::{AuthError, Authenticator, ClientMetrics, RetryOn401, Sender};
 use crate::origin::same_origin;
 
 /// Adds the current bearer token to requests for the Kigo API's origin and renews on `401`,
@@ -26,9 +26,7 @@ use crate::origin::same_origin;
 /// ```
 #[derive(Debug, Clone)]
 pub struct KigoAuth {
-    handle: TokenHandle,
-    base: Url,
-    counters: Arc<Counters>,
+    auth: Arc<Authenticator>,
 }
 
 impl KigoAuth {
@@ -36,15 +34,13 @@ impl KigoAuth {
     /// [`crate::KigoApi::middleware`] makes one, after checking the base URL's scheme.
     pub(crate) fn new(handle: TokenHandle, base: &Url) -> Self {
         Self {
-            handle,
-            base: base.clone(),
-            counters: Arc::default(),
+            auth: Arc::new(Authenticator::new(handle, base.clone())),
         }
     }
 
     /// This middleware's counters.
     pub fn metrics(&self) -> ClientMetrics {
-        self.counters.snapshot()
+        self.auth.metrics()
     }
 }
 
@@ -54,13 +50,14 @@ struct Rest<'a, 'e> {
     extensions: &'e mut Extensions,
 }
 
-impl Sender for Rest<'_, '_> {
+impl Sender<Request> for Rest<'_, '_> {
+    type Response = Response;
     type Error = reqwest_middleware::Error;
 
     fn send(
         &mut self,
         request: Request,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send + '_>> {
+    ) -> impl Future<Output = Result<Response, Self::Error>> + Send {
         self.next.clone().run(request, self.extensions)
     }
 }
@@ -73,17 +70,18 @@ impl Middleware for KigoAuth {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        if !same_origin(request.url(), &self.base) {
+        if !same_origin(request.url(), self.auth.base()) {
             return next.run(request, extensions).await;
         }
         let retry = extensions.get::<RetryOn401>().copied().unwrap_or_default();
         let mut rest = Rest { next, extensions };
-        auth::send(&self.handle, &self.counters, request, retry, &mut rest)
-            .await
-            .map_err(|error| match error {
-                AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
-                AuthError::Header(error) => reqwest_middleware::Error::middleware(error),
-                AuthError::Send(error) => error,
-            })
+        let sent = self
+            .auth
+            .send(request, retry, Request::try_clone, &mut rest);
+        sent.await.map_err(|error| match error {
+            AuthError::Token(error) => reqwest_middleware::Error::middleware(error),
+            AuthError::Header(error) => reqwest_middleware::Error::middleware(error),
+            AuthError::Send(error) => error,
+        })
     }
 }

@@ -60,6 +60,26 @@ pub(crate) fn same_origin(url: &Url, base: &Url) -> bool {
         && url.port_or_known_default() == base.port_or_known_default()
 }
 
+/// Whether `uri` is absolute and on `base`'s origin: same scheme, host and port. A relative URI
+/// (a path only) is not: where it goes depends on the client below, which this crate cannot see.
+/// Hosts are compared as written (ASCII case aside), so an unusual spelling of the same host is
+/// refused rather than trusted.
+pub(crate) fn same_origin_uri(uri: &http::Uri, base: &Url) -> bool {
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return false;
+    };
+    let port = authority.port_u16().or(match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    });
+    scheme.eq_ignore_ascii_case(base.scheme())
+        && base
+            .host_str()
+            .is_some_and(|host| authority.host().eq_ignore_ascii_case(host))
+        && port == base.port_or_known_default()
+}
+
 /// `path` (which must start with `/`, and may carry a query) under the path of `base`, on
 /// `base`'s origin; anything else is refused as `setting`.
 ///
@@ -178,6 +198,39 @@ mod tests {
             join("http://127.0.0.1:8080/kigo", "/@evil.example/collect").host_str(),
             Some("127.0.0.1")
         );
+    }
+
+    #[test]
+    fn only_absolute_uris_on_the_base_origin_are_the_same_origin() {
+        let base = url("https://api.kigo.io/kigo");
+        for same in [
+            "https://api.kigo.io/x",
+            "https://API.Kigo.io:443/x?y=1",
+            "HTTPS://api.kigo.io/",
+            "https://someone@api.kigo.io/x",
+        ] {
+            assert!(same_origin_uri(&same.parse().unwrap(), &base), "{same}");
+        }
+        for other in [
+            "http://api.kigo.io/x",
+            "https://api.kigo.io:8443/x",
+            "https://api.kigo.io.evil.example/x",
+            "https://api.kigo.io@evil.example/x",
+            "https://evil.example/api.kigo.io",
+            "/api/v1/x",
+            "api.kigo.io",
+        ] {
+            assert!(!same_origin_uri(&other.parse().unwrap(), &base), "{other}");
+        }
+        let loopback = url("http://[::1]:8080");
+        assert!(same_origin_uri(
+            &"http://[::1]:8080/x".parse().unwrap(),
+            &loopback
+        ));
+        assert!(!same_origin_uri(
+            &"http://[::1]/x".parse().unwrap(),
+            &loopback
+        ));
     }
 
     #[test]

@@ -10,6 +10,33 @@ use serde_json::Value;
 use crate::config::ApiConfig;
 use crate::error::{CreateError, ErrorKind};
 
+/// What an answer carries: each kind has its own fields and default lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Issued {
+    PartnerToken,
+    /// A user-level token, with the refresh token that may come with it.
+    UserToken,
+    /// An SSO session: its `session_id` is the secret.
+    SsoSession,
+}
+
+impl Issued {
+    fn secret_fields(self, config: &ApiConfig) -> &[String] {
+        match self {
+            Self::PartnerToken | Self::UserToken => &config.response.token,
+            Self::SsoSession => &config.response.session_id,
+        }
+    }
+
+    fn default_lifetime(self, config: &ApiConfig) -> Duration {
+        match self {
+            Self::PartnerToken => config.default_lifetime,
+            Self::UserToken => config.user_default_lifetime,
+            Self::SsoSession => config.sso_default_lifetime,
+        }
+    }
+}
+
 /// When the answer was produced, as far as the client can tell.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -20,12 +47,16 @@ pub(crate) struct Timing {
     pub(crate) server_date: Option<SystemTime>,
 }
 
-/// Builds the token described by `body`, valid from `timing.sent_at`.
-pub(crate) fn token(body: &[u8], config: &ApiConfig, timing: Timing) -> Result<Token, CreateError> {
+/// Builds the token (or SSO session) described by `body`, valid from `timing.sent_at`.
+pub(crate) fn token(
+    body: &[u8],
+    config: &ApiConfig,
+    issued: Issued,
+    timing: Timing,
+) -> Result<Token, CreateError> {
     let answer: Value = serde_json::from_slice(body)
         .map_err(|error| CreateError::new(ErrorKind::NotJson).with_source(error))?;
-    let fields = &config.response;
-    let secret = match first(&answer, &fields.token) {
+    let secret = match first(&answer, issued.secret_fields(config)) {
         None => return Err(CreateError::new(ErrorKind::MissingToken)),
         Some(Value::String(secret)) if secret.is_empty() => {
             return Err(CreateError::new(ErrorKind::EmptyToken));
@@ -33,7 +64,7 @@ pub(crate) fn token(body: &[u8], config: &ApiConfig, timing: Timing) -> Result<T
         Some(Value::String(secret)) => secret.clone(),
         Some(_) => return Err(CreateError::new(ErrorKind::InvalidToken)),
     };
-    let lifetime = lifetime(&answer, config, timing)?;
+    let lifetime = lifetime(&answer, config, issued.default_lifetime(config), timing)?;
     let expires_at = timing
         .sent_at
         .checked_add(lifetime)
@@ -48,7 +79,10 @@ pub(crate) fn token(body: &[u8], config: &ApiConfig, timing: Timing) -> Result<T
                 _ => CreateError::new(ErrorKind::InvalidToken),
             }
         })?;
-    match first(&answer, &fields.refresh_token) {
+    if issued != Issued::UserToken {
+        return Ok(token);
+    }
+    match first(&answer, &config.response.refresh_token) {
         Some(Value::String(refresh)) if !refresh.is_empty() => {
             Ok(token.with_refresh_token(TokenSecret::new(refresh.clone())))
         }
@@ -63,7 +97,12 @@ fn first<'a>(answer: &'a Value, pointers: &[String]) -> Option<&'a Value> {
         .filter(|value| !value.is_null())
 }
 
-fn lifetime(answer: &Value, config: &ApiConfig, timing: Timing) -> Result<Duration, CreateError> {
+fn lifetime(
+    answer: &Value,
+    config: &ApiConfig,
+    default: Duration,
+    timing: Timing,
+) -> Result<Duration, CreateError> {
     let fields = &config.response;
     let lifetime = if let Some(value) = first(answer, &fields.expires_in) {
         seconds(value).and_then(positive_duration)?
@@ -76,7 +115,7 @@ fn lifetime(answer: &Value, config: &ApiConfig, timing: Timing) -> Result<Durati
             .filter(|lifetime| !lifetime.is_zero())
             .ok_or_else(|| CreateError::new(ErrorKind::NonPositiveLifetime))?
     } else {
-        config.default_lifetime
+        default
     };
     if lifetime > config.max_lifetime {
         return Err(CreateError::new(ErrorKind::AbsurdLifetime));
@@ -172,12 +211,16 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
     }
 
-    fn parse(body: &str) -> Result<Token, CreateError> {
+    fn parse_as(issued: Issued, body: &str) -> Result<Token, CreateError> {
         let timing = Timing {
             sent_at: at(1_800_000_000),
             server_date: None,
         };
-        token(body.as_bytes(), &ApiConfig::default(), timing)
+        token(body.as_bytes(), &ApiConfig::default(), issued, timing)
+    }
+
+    fn parse(body: &str) -> Result<Token, CreateError> {
+        parse_as(Issued::UserToken, body)
     }
 
     fn kind(body: &str) -> ErrorKind {
@@ -198,8 +241,37 @@ mod tests {
             assert_eq!(token.issued_at(), sent, "{body}");
             assert_eq!(token.lifetime(), Duration::from_secs(600), "{body}");
         }
-        let fallback = parse(r#"{"session_token":"t"}"#).unwrap();
-        assert_eq!(fallback.lifetime(), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn each_kind_of_answer_without_an_expiry_lives_as_kigo_documents() {
+        for (issued, body, minutes) in [
+            (Issued::PartnerToken, r#"{"session_token":"t"}"#, 30),
+            (Issued::UserToken, r#"{"session_token":"t"}"#, 60),
+            (Issued::SsoSession, r#"{"session_id":"s"}"#, 30),
+        ] {
+            let token = parse_as(issued, body).unwrap();
+            assert_eq!(
+                token.lifetime(),
+                Duration::from_secs(minutes * 60),
+                "{issued:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_sso_session_is_read_from_its_own_field_only() {
+        let session = parse_as(
+            Issued::SsoSession,
+            r#"{"session_id":"s1","expires_in":1800}"#,
+        );
+        assert_eq!(session.unwrap().secret().expose(), "s1");
+        assert_eq!(
+            parse_as(Issued::SsoSession, r#"{"session_token":"t"}"#)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::MissingToken
+        );
     }
 
     #[test]
@@ -209,7 +281,7 @@ mod tests {
             server_date: Some(at(5_000)),
         };
         let body = br#"{"session_token":"t","expires_at":5060}"#;
-        let token = token(body, &ApiConfig::default(), timing).unwrap();
+        let token = token(body, &ApiConfig::default(), Issued::PartnerToken, timing).unwrap();
         assert_eq!(token.expires_at(), at(1_060));
     }
 
@@ -265,9 +337,12 @@ mod tests {
     }
 
     #[test]
-    fn refresh_tokens_are_kept() {
-        let token = parse(r#"{"session_token":"t","refresh_token":"r"}"#).unwrap();
+    fn refresh_tokens_are_kept_with_user_tokens_only() {
+        let body = r#"{"session_token":"t","refresh_token":"r"}"#;
+        let token = parse(body).unwrap();
         assert_eq!(token.refresh_token().map(TokenSecret::expose), Some("r"));
+        let partner = parse_as(Issued::PartnerToken, body).unwrap();
+        assert!(partner.refresh_token().is_none());
     }
 
     #[test]

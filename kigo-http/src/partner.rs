@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::api::ApiInner;
 use crate::config::CredentialPlacement;
 use crate::error::{CreateError, ErrorKind};
+use crate::parse::Issued;
 
 /// Creates partner-level session tokens for the partner of its [`crate::KigoApi`].
 ///
@@ -52,7 +53,7 @@ impl PartnerTokenSource {
         tracing::debug!(partner = %partner_id, "creating a partner-level session token");
         let token = self
             .api
-            .exchange(builder, request.clock, &[api_key])
+            .exchange(builder, Issued::PartnerToken, request.clock, &[api_key])
             .await?;
         tracing::debug!(
             partner = %partner_id,

@@ -5,17 +5,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::HeaderValue;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use kigo_core::runtime::TimeSource;
 use kigo_core::{
     CreateRequest, KeyScope, SourceError, Token, TokenHandle, TokenKey, TokenSecret, TokenSource,
-    UserId,
 };
 use serde_json::json;
 
 use crate::api::ApiInner;
-use crate::auth::bearer_header;
 use crate::error::{CreateError, ErrorKind};
+use crate::parse::Issued;
 
 /// Creates user-level session tokens (what a front end may receive) for users of the partner of
 /// its [`crate::KigoApi`].
@@ -26,8 +25,11 @@ use crate::error::{CreateError, ErrorKind};
 /// - The partner-level token comes from a manager's [`TokenHandle`], so it is shared and renewed
 ///   like any other call's. If the API rejects it (`401`), it is invalidated by fingerprint and
 ///   the creation retried once with a fresh one.
-/// - When the token being replaced came with a refresh token, renewing with it is tried first;
-///   if the API refuses it, a new token is created.
+/// - When the token being replaced came with a refresh token that is still valid (Kigo's
+///   refresh tokens live a year, [`crate::ApiConfig::refresh_token_lifetime`]), renewing with it
+///   is tried first, even long after the access token (1 hour) expired; if the API refuses it, a
+///   new token is created. Refresh tokens travel inside the token, so shared stores seal them
+///   with it.
 ///
 /// Keys are `TokenKey::User { partner, user }`; the manager keeps a bounded number of them.
 ///
@@ -55,7 +57,10 @@ impl UserTokenSource {
             }
             _ => return Err(CreateError::new(ErrorKind::WrongKey)),
         };
-        if let Some(refresh) = request.previous.and_then(Token::refresh_token) {
+        let refresh = request
+            .previous
+            .and_then(|previous| self.valid_refresh_token(previous, request.clock));
+        if let Some(refresh) = refresh {
             match self.refresh(refresh, request.clock).await {
                 Ok(token) => return Ok(token),
                 Err(error) if error.is_transient() => return Err(error),
@@ -64,9 +69,41 @@ impl UserTokenSource {
                 }
             }
         }
-        self.create_with_partner_token(user, request.clock).await
+        let body = json!({ &self.api.config.user_id_field: user.as_str() }).to_string();
+        let token = self
+            .api
+            .post_with_partner_token(
+                &self.partner,
+                &self.api.user_session_url,
+                &body,
+                Issued::UserToken,
+                request.clock,
+            )
+            .await?;
+        tracing::debug!(fingerprint = %token.fingerprint(), "created a user-level session token");
+        Ok(token)
     }
 
+    /// The refresh token of `previous`, while it is valid: for
+    /// [`crate::ApiConfig::refresh_token_lifetime`] after `previous` was issued.
+    fn valid_refresh_token<'t>(
+        &self,
+        previous: &'t Token,
+        clock: &dyn TimeSource,
+    ) -> Option<&'t TokenSecret> {
+        let refresh = previous.refresh_token()?;
+        let valid_until = previous
+            .issued_at()
+            .checked_add(self.api.config.refresh_token_lifetime)?;
+        if clock.now() >= valid_until {
+            tracing::debug!("the refresh token has expired; creating a new user token");
+            return None;
+        }
+        Some(refresh)
+    }
+
+    /// A new token from `refresh`. An answer without a refresh token keeps `refresh`: an API
+    /// that does not rotate them leaves it valid.
     async fn refresh(
         &self,
         refresh: &TokenSecret,
@@ -79,61 +116,15 @@ impl UserTokenSource {
             .post(self.api.user_refresh_url.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body.to_string());
-        self.api.exchange(builder, clock, &[refresh.expose()]).await
+        let token = self
+            .api
+            .exchange(builder, Issued::UserToken, clock, &[refresh.expose()])
+            .await?;
+        Ok(match token.refresh_token() {
+            Some(_) => token,
+            None => token.with_refresh_token(refresh.clone()),
+        })
     }
-
-    /// Creates the token with the partner token as bearer; on a `401`, invalidates that exact
-    /// partner token and tries once more with the next one.
-    async fn create_with_partner_token(
-        &self,
-        user: &UserId,
-        clock: &dyn TimeSource,
-    ) -> Result<Token, CreateError> {
-        let body = json!({ &self.api.config.user_id_field: user.as_str() }).to_string();
-        let mut rejected_once = false;
-        loop {
-            // An owned copy: the manager's guard is not held across the request.
-            let partner = Token::clone(&*self.partner.token().await.map_err(partner_unavailable)?);
-            let fingerprint = partner.fingerprint();
-            let bearer = bearer_header(&partner)
-                .ok_or_else(|| CreateError::new(ErrorKind::PartnerTokenRefused))?;
-            let builder = self
-                .api
-                .http
-                .post(self.api.user_session_url.clone())
-                .header(AUTHORIZATION, bearer)
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body.clone());
-            let answer = self
-                .api
-                .exchange(builder, clock, &[partner.secret().expose()])
-                .await;
-            match answer {
-                Err(error) if error.kind() == ErrorKind::Unauthorized && !rejected_once => {
-                    tracing::info!(partner_token = %fingerprint, "partner token rejected while creating a user token; renewing it");
-                    self.partner.invalidate(&fingerprint);
-                    rejected_once = true;
-                }
-                Ok(token) => {
-                    tracing::debug!(fingerprint = %token.fingerprint(), "created a user-level session token");
-                    return Ok(token);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-}
-
-/// The partner manager could not hand out a token.
-fn partner_unavailable(error: kigo_core::Error) -> CreateError {
-    let kind = if error.is_transient() {
-        ErrorKind::PartnerTokenUnavailable
-    } else {
-        ErrorKind::PartnerTokenRefused
-    };
-    CreateError::new(kind)
-        .with_retry_after(error.retry_after())
-        .with_source(error)
 }
 
 #[async_trait]

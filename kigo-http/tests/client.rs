@@ -1,5 +1,5 @@
-//! The authenticated client and the middleware against the mock Kigo server: bearer tokens,
-//! renewal on 401, replayable bodies, opt-out, and one creation for a storm of 401s.
+//! The authenticated client against the mock Kigo server: bearer tokens, renewal on 401,
+//! replayable bodies, opt-out, and one creation for a storm of 401s.
 
 mod common;
 
@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use kigo_core::runtime::ManualClock;
 use kigo_http::reqwest::{Body, StatusCode};
-use kigo_http::{ClientError, RetryOn401, SentWith};
+use kigo_http::{ClientError, RetryOn401};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
-use common::{api, manager, manual_manager, mock_on};
+use common::{api, manager, manual_manager, mock_on, sent_with};
 
 /// A mock, an API for it, a partner token manager on real time, and a client using it.
 struct Setup {
@@ -59,11 +59,6 @@ impl Setup {
     }
 }
 
-/// The token a response's request carried.
-fn sent_with(response: &kigo_http::reqwest::Response) -> kigo_core::Fingerprint {
-    response.extensions().get::<SentWith>().expect("noted").0
-}
-
 #[tokio::test]
 async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
     let Setup { mock, client, .. } = Setup::start().await;
@@ -74,7 +69,7 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.creations(&mock.partner_key()), 1);
-    let first = sent_with(&response);
+    let first = sent_with(response.extensions());
     assert_eq!(
         Some(first),
         client.handle().cached().map(|t| t.fingerprint())
@@ -87,7 +82,7 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // The response names the renewed token its (retried) request carried.
-    let second = sent_with(&response);
+    let second = sent_with(response.extensions());
     assert_ne!(second, first);
     assert_eq!(
         Some(second),
@@ -98,16 +93,7 @@ async fn requests_carry_the_token_and_a_revoked_one_is_renewed_once() {
         r#"{"key":"p/acme","received_bytes":10}"#
     );
     assert_eq!(mock.creations(&mock.partner_key()), 2);
-    let metrics = client.metrics();
-    assert_eq!(
-        (
-            metrics.requests,
-            metrics.unauthorized,
-            metrics.retried,
-            metrics.recovered
-        ),
-        (3, 1, 1, 1)
-    );
+    assert_eq!(common::counts(client.metrics()), (3, 1, 1, 1));
 }
 
 #[tokio::test]
@@ -226,49 +212,6 @@ async fn requests_for_other_origins_get_no_token() {
     assert_eq!(mock.creations(&mock.partner_key()), 0);
 }
 
-/// A plain reqwest client of one's own, with `auth` as its middleware.
-fn with_middleware(
-    auth: kigo_http::KigoAuth,
-) -> kigo_http::reqwest_middleware::ClientWithMiddleware {
-    kigo_http::reqwest_middleware::ClientBuilder::new(kigo_http::reqwest::Client::new())
-        .with(auth)
-        .build()
-}
-
-#[tokio::test]
-async fn the_middleware_authenticates_a_client_of_your_own() {
-    let mock = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let auth = api.middleware(tokens.handle(api.partner_key()).unwrap());
-    let client = with_middleware(auth.clone());
-    let url = format!("{}{PROTECTED_PATH}", mock.base_url());
-    let response = client.get(&url).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let handle = tokens.handle(api.partner_key()).unwrap();
-    assert_eq!(
-        Some(sent_with(&response)),
-        handle.cached().map(|token| token.fingerprint())
-    );
-
-    mock.revoke_all();
-    assert_eq!(
-        client.get(&url).send().await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(auth.metrics().recovered, 1);
-
-    mock.revoke_all();
-    let opted_out = client
-        .get(&url)
-        .with_extension(RetryOn401::Never)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(opted_out.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(mock.creations(&mock.partner_key()), 2);
-}
-
 #[tokio::test]
 async fn a_path_cannot_lead_the_token_to_another_host() {
     let Setup { mock, client, .. } = Setup::start().await;
@@ -288,25 +231,6 @@ async fn a_path_cannot_lead_the_token_to_another_host() {
         .build()
         .unwrap();
     assert_eq!(odd.url().host_str(), Some("127.0.0.1"));
-    assert_eq!(mock.creations(&mock.partner_key()), 0);
-}
-
-#[tokio::test]
-async fn the_middleware_leaves_other_origins_untouched() {
-    let mock = MockKigo::start().await.unwrap();
-    let foreign = MockKigo::start().await.unwrap();
-    let api = api(&mock);
-    let tokens = manager(api.partner_source());
-    let client = with_middleware(api.middleware(tokens.handle(api.partner_key()).unwrap()));
-    let url = format!("{}{PROTECTED_PATH}", foreign.base_url());
-    let response = client.get(&url).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let seen = foreign.seen();
-    assert_eq!(seen.len(), 1);
-    assert!(
-        !seen[0].authorization,
-        "no bearer token reaches another origin"
-    );
     assert_eq!(mock.creations(&mock.partner_key()), 0);
 }
 

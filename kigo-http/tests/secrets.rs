@@ -1,10 +1,10 @@
 //! Neither the API key nor any token appears in logs (captured at TRACE), errors or Debug output,
-//! across creations, renewals on 401, user tokens with refresh tokens, and failures.
+//! across creations, renewals on 401, user tokens with refresh tokens, SSO sessions, and failures.
 
 mod common;
 
 use kigo_core::{CreateRequest, TokenSource, UserId};
-use kigo_http::{ApiKey, Credentials, KigoApi};
+use kigo_http::{ApiKey, Credentials, KigoApi, SsoRequest};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
 use common::Capture;
@@ -39,6 +39,17 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         .unwrap();
     shown.push(format!("{alice:?} {:?}", partner.cached()));
     drop(alice);
+    // SSO sessions, reusable and single-use with an email (personal data stays out too).
+    let sso = api
+        .sso_sessions(&partners, |manager| manager.local_only())
+        .unwrap();
+    let reusable = sso
+        .session(UserId::new("alice").unwrap(), None)
+        .await
+        .unwrap();
+    let request = SsoRequest::new(UserId::new("alice").unwrap()).email("alice@example.com");
+    let single = sso.single_use(request.clone()).await.unwrap();
+    shown.push(format!("{reusable:?} {single:?} {sso:?} {request:?}"));
     // Failures: a 400 echoing the key, wrong credentials, and a manager error.
     let body = format!(r#"{{"message":"bad key {}"}}"#, mock.api_key());
     mock.inject(
@@ -82,6 +93,8 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
                 ("a partner-level token", "kigo_partner_"),
                 ("a user-level token", "kigo_user_"),
                 ("a refresh token", "kigo_refresh_"),
+                ("an SSO session", "kigo_sso_"),
+                ("an email", "alice@example.com"),
             ],
         );
     }

@@ -23,6 +23,26 @@ fn partner_and_user_sources(
     (partners, source)
 }
 
+/// A partner token manager and a user token manager taking its tokens, both on `clock`.
+fn manual_managers(
+    api: &kigo_http::KigoApi,
+    clock: &ManualClock,
+) -> (kigo_core::TokenManager, kigo_core::TokenManager) {
+    let partners = manual_manager(api.partner_source(), clock);
+    let partner = partners.handle(api.partner_key()).unwrap();
+    let users = manual_manager(api.user_source(partner).unwrap(), clock);
+    (partners, users)
+}
+
+/// The requests to the user-token refresh and creation endpoints so far.
+fn refreshes_and_creations(mock: &MockKigo) -> (u64, u64) {
+    let counters = mock.counters();
+    (
+        counters.requests_to(Endpoint::UserRefresh),
+        counters.requests_to(Endpoint::UserSession),
+    )
+}
+
 fn user(id: &str) -> UserId {
     UserId::new(id).unwrap()
 }
@@ -102,12 +122,7 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
         .await
         .unwrap();
     let api = api(&mock);
-    let partners = manual_manager(api.partner_source(), &clock);
-    let users = manual_manager(
-        api.user_source(partners.handle(api.partner_key()).unwrap())
-            .unwrap(),
-        &clock,
-    );
+    let (partners, users) = manual_managers(&api, &clock);
     let dave = api.user_key(user("dave"));
     let handle = users.handle(dave.clone()).unwrap();
 
@@ -116,9 +131,7 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
     clock.advance(Duration::from_secs(85));
     let second = handle.token().await.unwrap().fingerprint();
     assert_ne!(first, second);
-    let counters = mock.counters();
-    assert_eq!(counters.requests_to(Endpoint::UserRefresh), 1);
-    assert_eq!(counters.requests_to(Endpoint::UserSession), 1);
+    assert_eq!(refreshes_and_creations(&mock), (1, 1));
 
     // The partner token renews ahead in the background; let that finish before time jumps again.
     kigo_testkit::eventually("the partner token's renewal", common::WAIT, || async {
@@ -130,10 +143,39 @@ async fn renewals_use_the_refresh_token_and_fall_back_to_creation() {
     mock.inject(Endpoint::UserRefresh, [Fault::Status(401)]);
     clock.advance(Duration::from_secs(85));
     handle.token().await.unwrap();
-    let counters = mock.counters();
-    assert_eq!(counters.requests_to(Endpoint::UserRefresh), 2);
-    assert_eq!(counters.requests_to(Endpoint::UserSession), 2);
+    assert_eq!(refreshes_and_creations(&mock), (2, 2));
     assert_eq!(mock.creations(&dave), 3);
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_used_while_valid_however_long_ago_the_access_token_expired() {
+    let clock = ManualClock::new();
+    let mock = mock_on(&clock).start().await.unwrap();
+    let api = api(&mock);
+    let (partners, users) = manual_managers(&api, &clock);
+    let handle = users.handle(api.user_key(user("ines"))).unwrap();
+    let first = handle.token().await.unwrap();
+    assert_eq!(
+        first.lifetime(),
+        Duration::from_secs(60 * 60),
+        "Kigo's 1 hour"
+    );
+    drop(first);
+
+    // Nobody used the token for a day: it expired long ago, its refresh token (1 year) did not.
+    clock.advance(Duration::from_secs(24 * 60 * 60));
+    handle.token().await.unwrap();
+    assert_eq!(refreshes_and_creations(&mock), (1, 1));
+    // The partner token, expired too, renews in the background; let that finish first.
+    kigo_testkit::eventually("the partner token's renewal", common::WAIT, || async {
+        partners.metrics().creations == 2
+    })
+    .await;
+
+    // A year later the refresh token has expired too: it is not tried, a new token is created.
+    clock.advance(Duration::from_secs(366 * 24 * 60 * 60));
+    handle.token().await.unwrap();
+    assert_eq!(refreshes_and_creations(&mock), (1, 2));
 }
 
 #[tokio::test]
@@ -201,6 +243,29 @@ async fn a_transient_refresh_failure_does_not_fall_back_to_creation() {
         counters.requests_to(Endpoint::UserSession),
         1,
         "no new creation"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_answer_without_a_refresh_token_keeps_the_one_used() {
+    let mock = MockKigo::start().await.unwrap();
+    let clock = ManualClock::new();
+    let (source, _partners, key, token) = source_with_a_user_token(&mock, &clock).await;
+    mock.inject(
+        Endpoint::UserRefresh,
+        [Fault::RawBody(
+            r#"{"session_token":"renewed","expires_in":3600}"#.into(),
+        )],
+    );
+    let renewed = source
+        .create(CreateRequest::new(&key, Some(&token), &clock))
+        .await
+        .unwrap();
+    assert_eq!(renewed.secret().expose(), "renewed");
+    assert_eq!(
+        renewed.refresh_token().map(|refresh| refresh.expose()),
+        token.refresh_token().map(|refresh| refresh.expose()),
+        "an API that does not rotate refresh tokens leaves the old one valid"
     );
 }
 
@@ -293,12 +358,7 @@ async fn a_user_endpoint_rejecting_every_partner_token_renews_it_at_most_once_pe
     let clock = ManualClock::new();
     let mock = mock_on(&clock).start().await.unwrap();
     let api = api(&mock);
-    let partners = manual_manager(api.partner_source(), &clock);
-    let users = manual_manager(
-        api.user_source(partners.handle(api.partner_key()).unwrap())
-            .unwrap(),
-        &clock,
-    );
+    let (partners, users) = manual_managers(&api, &clock);
     partners.token(&api.partner_key()).await.unwrap();
     mock.inject_always(Endpoint::UserSession, Some(Fault::Status(401)));
 

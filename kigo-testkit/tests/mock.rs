@@ -5,9 +5,17 @@ use std::time::{Duration, Instant};
 
 use kigo_core::runtime::ManualClock;
 use kigo_core::{PartnerId, TokenKey};
-use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PARTNER_SESSION_PATH, USER_SESSION_PATH};
+use kigo_testkit::mock::{
+    Endpoint, Fault, MockKigo, PARTNER_SESSION_PATH, SSO_SESSION_PATH, USER_REFRESH_PATH,
+    USER_SESSION_PATH,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+/// A mock whose tokens are issued and judged on `clock`.
+fn on(clock: &ManualClock) -> kigo_testkit::mock::MockKigoBuilder {
+    MockKigo::builder().clock(Arc::new(clock.clone()))
+}
 
 /// A plain client with a deadline on every request.
 fn client() -> reqwest::Client {
@@ -17,16 +25,28 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn post(mock: &MockKigo, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(format!("{}{path}", mock.base_url()))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+/// The status and JSON answer (`null` if none) of `request`.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn post(mock: &MockKigo, path: &str, body: Value) -> (StatusCode, Value) {
+    answer(post_request(mock, path, body)).await
+}
+
+/// `post` with `token`'s `session_token` as bearer.
+async fn post_as(mock: &MockKigo, token: &Value, path: &str, body: Value) -> (StatusCode, Value) {
+    let bearer = token["session_token"].as_str().unwrap();
+    answer(post_request(mock, path, body).bearer_auth(bearer)).await
+}
+
+fn post_request(mock: &MockKigo, path: &str, body: Value) -> reqwest::RequestBuilder {
+    client()
+        .post(format!("{}{path}", mock.base_url()))
+        .body(body.to_string())
 }
 
 /// Creates a partner-level token with the mock's own credentials; its answer.
@@ -40,8 +60,7 @@ async fn create_partner_token(mock: &MockKigo) -> Value {
 #[tokio::test]
 async fn revoking_counts_only_tokens_still_valid() {
     let clock = ManualClock::new();
-    let mock = MockKigo::builder()
-        .clock(Arc::new(clock.clone()))
+    let mock = on(&clock)
         .lifetime(Duration::from_secs(10))
         .start()
         .await
@@ -62,18 +81,11 @@ async fn debug_output_shows_no_key_and_no_token() {
     let builder_shown = format!("{builder:?}");
     let mock = builder.start().await.unwrap();
     let partner_token = create_partner_token(&mock).await;
-    let bearer = format!(
-        "Bearer {}",
-        partner_token["session_token"].as_str().unwrap()
-    );
-    let response = client()
-        .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
-        .header("authorization", bearer)
-        .body(json!({"external_user_id": "u1"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let (status, _) = create_user_token(&mock, &partner_token, "u1").await;
+    assert_eq!(status, StatusCode::OK);
+    let user = json!({"external_user_id": "u1"});
+    let (status, _) = create_sso_session(&mock, &partner_token, user).await;
+    assert_eq!(status, StatusCode::OK);
     let shown = format!("{builder_shown} {mock:?}");
     assert!(shown.contains(mock.base_url()) && shown.contains("acme"));
     for (name, secret) in [
@@ -81,6 +93,7 @@ async fn debug_output_shows_no_key_and_no_token() {
         ("a partner-level token", "kigo_partner_"),
         ("a user-level token", "kigo_user_"),
         ("a refresh token", "kigo_refresh_"),
+        ("an SSO session", "kigo_sso_"),
     ] {
         if let Some(at) = shown.find(secret) {
             panic!("{name} shown at byte {at} of the Debug output");
@@ -130,17 +143,130 @@ async fn user_tokens_come_with_refresh_tokens_unless_turned_off() {
             .await
             .unwrap();
         let partner = create_partner_token(&mock).await;
-        let response = client()
-            .post(format!("{}{USER_SESSION_PATH}", mock.base_url()))
-            .bearer_auth(partner["session_token"].as_str().unwrap())
-            .body(json!({"external_user_id": "u1"}).to_string())
-            .send()
-            .await
-            .unwrap();
-        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        let (_, answer) = create_user_token(&mock, &partner, "u1").await;
         assert!(answer["session_token"].is_string());
         assert_eq!(answer["refresh_token"].is_string(), enabled, "{enabled}");
     }
+}
+
+/// Creates a user-level token for `user` with `partner`'s token; the status and answer.
+async fn create_user_token(mock: &MockKigo, partner: &Value, user: &str) -> (StatusCode, Value) {
+    let fields = json!({ "external_user_id": user });
+    post_as(mock, partner, USER_SESSION_PATH, fields).await
+}
+
+#[tokio::test]
+async fn tokens_live_as_kigo_documents_and_refresh_tokens_expire_after_a_year() {
+    let clock = ManualClock::new();
+    let mock = on(&clock).start().await.unwrap();
+    let partner = create_partner_token(&mock).await;
+    assert_eq!(partner["expires_in"], 30 * 60);
+    let (_, user) = create_user_token(&mock, &partner, "u1").await;
+    assert_eq!(user["expires_in"], 60 * 60);
+
+    let refresh = |user: &Value| json!({ "refresh_token": user["refresh_token"] });
+    clock.advance(Duration::from_secs(364 * 24 * 60 * 60));
+    let (status, renewed) = post(&mock, USER_REFRESH_PATH, refresh(&user)).await;
+    assert_eq!(status, StatusCode::OK, "valid for a year");
+    let (status, _) = post(&mock, USER_REFRESH_PATH, refresh(&user)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "used up: refresh tokens rotate"
+    );
+
+    clock.advance(Duration::from_secs(366 * 24 * 60 * 60));
+    let (status, _) = post(&mock, USER_REFRESH_PATH, refresh(&renewed)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "expired");
+}
+
+/// Creates an SSO session with `bearer` and `fields`; the status and answer.
+async fn create_sso_session(mock: &MockKigo, bearer: &Value, fields: Value) -> (StatusCode, Value) {
+    post_as(mock, bearer, SSO_SESSION_PATH, fields).await
+}
+
+/// Opens the hosted page with `session`; the status and answer.
+async fn open_page(mock: &MockKigo, session: &Value) -> (StatusCode, Value) {
+    let id = session["session_id"].as_str().unwrap();
+    answer(client().get(format!("{}?session-id={id}", mock.sso_page_url()))).await
+}
+
+#[tokio::test]
+async fn sso_sessions_open_the_hosted_page_until_they_expire_or_once_if_single_use() {
+    let clock = ManualClock::new();
+    let mock = on(&clock).start().await.unwrap();
+    let partner = create_partner_token(&mock).await;
+    let fields = json!({
+        "external_user_id": "u1",
+        "external_program_id": "spring",
+        "email": "u1@example.com",
+        "attributes": {"tier": "gold"},
+    });
+    let (status, reusable) = create_sso_session(&mock, &partner, fields.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{reusable}");
+    assert_eq!(reusable["expires_in"], 30 * 60, "Kigo's 30 minutes");
+    let opened = json!({"partner": "acme", "program": "spring", "user": "u1"});
+    for _ in 0..2 {
+        assert_eq!(
+            open_page(&mock, &reusable).await,
+            (StatusCode::OK, opened.clone())
+        );
+    }
+
+    let mut single = fields;
+    single["single_use"] = json!(true);
+    let (_, single_use) = create_sso_session(&mock, &partner, single).await;
+    assert_eq!(open_page(&mock, &single_use).await.0, StatusCode::OK);
+    assert_eq!(
+        open_page(&mock, &single_use).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    clock.advance(Duration::from_secs(30 * 60));
+    assert_eq!(
+        open_page(&mock, &reusable).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let user = kigo_core::UserId::new("u1").unwrap();
+    assert_eq!(mock.sso_creations(Some("spring"), &user), 2);
+    assert_eq!(mock.sso_creations(None, &user), 0);
+    let seen = mock.sso_sessions();
+    assert_eq!(
+        seen.iter().map(|seen| seen.single_use).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert_eq!(seen[0].email.as_deref(), Some("u1@example.com"));
+    assert_eq!(seen[0].attributes, json!({"tier": "gold"}));
+    assert_eq!(mock.counters().requests_to(Endpoint::SsoPage), 5);
+}
+
+#[tokio::test]
+async fn sso_sessions_need_a_partner_token_and_a_well_formed_request() {
+    let mock = MockKigo::start().await.unwrap();
+    let partner = create_partner_token(&mock).await;
+    let (_, user_token) = create_user_token(&mock, &partner, "u1").await;
+    let user = json!({"external_user_id": "u1"});
+    assert_eq!(
+        create_sso_session(&mock, &user_token, user.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let unknown = json!({"session_token": "kigo_partner_forged"});
+    assert_eq!(
+        create_sso_session(&mock, &unknown, user).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for fields in [
+        json!({}),
+        json!({"external_user_id": ""}),
+        json!({"external_user_id": "u1", "single_use": "yes"}),
+        json!({"external_user_id": "u1", "attributes": ["tier"]}),
+        json!({"external_user_id": "u1", "external_program_id": 7}),
+    ] {
+        let (status, _) = create_sso_session(&mock, &partner, fields.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{fields}");
+    }
+    assert!(mock.counters().sso_sessions.is_empty());
 }
 
 #[tokio::test]

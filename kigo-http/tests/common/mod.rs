@@ -79,6 +79,21 @@ pub fn manual_manager(source: impl TokenSource, clock: &ManualClock) -> TokenMan
         .unwrap()
 }
 
+/// The token a response's request carried, from its extensions.
+pub fn sent_with(extensions: &http::Extensions) -> kigo_core::Fingerprint {
+    extensions.get::<kigo_http::SentWith>().expect("noted").0
+}
+
+/// An authenticated client's counters: requests, `401`s, retries, recoveries.
+pub fn counts(metrics: kigo_http::ClientMetrics) -> (u64, u64, u64, u64) {
+    (
+        metrics.requests,
+        metrics.unauthorized,
+        metrics.retried,
+        metrics.recovered,
+    )
+}
+
 /// How long a test waits (real time) for background work to show.
 pub const WAIT: Duration = Duration::from_secs(10);
 

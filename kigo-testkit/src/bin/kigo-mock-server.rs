@@ -26,7 +26,8 @@ struct Args {
     /// The port to listen on (loopback); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// The lifetime of the tokens it issues, in seconds (default: Kigo's 30 minutes).
+    /// The lifetime of the session tokens it issues, in seconds (default: Kigo's 30 minutes for
+    /// partner-level tokens, 1 hour for user-level ones).
     #[arg(long, value_name = "SECONDS", value_parser = positive_seconds, allow_negative_numbers = true)]
     lifetime_secs: Option<Duration>,
     /// Serve HTTPS with a certificate authority made at start (needs --ca-out).

@@ -17,6 +17,10 @@ pub enum Endpoint {
     UserRefresh,
     /// A sample endpoint that needs a valid session token.
     Protected,
+    /// Creates an SSO session for a Kigo-hosted page, with a partner-level token as bearer.
+    SsoSession,
+    /// The Kigo-hosted page, opened with an SSO session's ID.
+    SsoPage,
 }
 
 /// The delay a `429` asks for.

@@ -21,10 +21,11 @@ use super::fault::{Endpoint, Fault, FaultScript, RetryAfter};
 use super::server::Connection;
 use super::state::{Refusal, SeenRequest};
 use super::{
-    ExpiryShape, PARTNER_SESSION_PATH, PROTECTED_PATH, Shared, USER_REFRESH_PATH, USER_SESSION_PATH,
+    ExpiryShape, PARTNER_SESSION_PATH, PROTECTED_PATH, SSO_PAGE_PATH, SSO_SESSION_PATH, Shared,
+    USER_REFRESH_PATH, USER_SESSION_PATH, sso,
 };
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// The largest request body the mock reads.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
@@ -55,6 +56,8 @@ async fn route(
         (&Method::POST, PARTNER_SESSION_PATH) => Endpoint::PartnerSession,
         (&Method::POST, USER_SESSION_PATH) => Endpoint::UserSession,
         (&Method::POST, USER_REFRESH_PATH) => Endpoint::UserRefresh,
+        (&Method::POST, SSO_SESSION_PATH) => Endpoint::SsoSession,
+        (&Method::GET, SSO_PAGE_PATH) => Endpoint::SsoPage,
         (_, PROTECTED_PATH) => Endpoint::Protected,
         (method, path) if path.starts_with("/_mock/") => return admin(shared, method, path, &body),
         _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -82,6 +85,8 @@ async fn route(
         Endpoint::PartnerSession => partner_session(shared, &parts, &body, expires_early),
         Endpoint::UserSession => user_session(shared, &parts.headers, &body, expires_early),
         Endpoint::UserRefresh => user_refresh(shared, &body, expires_early),
+        Endpoint::SsoSession => sso::create(shared, &parts.headers, &body, expires_early),
+        Endpoint::SsoPage => sso::open_page(shared, parts.uri.query()),
         Endpoint::Protected => protected(shared, &parts.headers, &body),
     }
 }
@@ -128,15 +133,13 @@ fn user_session(
     body: &Bytes,
     expires_early: Option<Duration>,
 ) -> Response<Body> {
-    let partner = match bearer_key(shared, headers) {
-        Ok(TokenKey::Partner(partner)) => partner,
-        Ok(TokenKey::User { .. }) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "a user-level token cannot create user tokens",
-            );
-        }
-        Err(message) => return unauthorized(shared, message),
+    let partner = match partner_bearer(
+        shared,
+        headers,
+        "a user-level token cannot create user tokens",
+    ) {
+        Ok(partner) => partner,
+        Err(refusal) => return *refusal,
     };
     let user = serde_json::from_slice::<Value>(body)
         .ok()
@@ -162,7 +165,7 @@ fn user_refresh(shared: &Shared, body: &Bytes, expires_early: Option<Duration>) 
     let Some(refresh) = refresh else {
         return error(StatusCode::BAD_REQUEST, "refresh_token is required");
     };
-    let key = shared.ledger().redeem_refresh(&refresh);
+    let key = shared.ledger().redeem_refresh(&refresh, shared.clock.now());
     match key {
         Some(key) => issue(shared, key, expires_early, true),
         None => unauthorized(shared, "invalid refresh token"),
@@ -182,8 +185,22 @@ fn protected(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Response<Bod
     }
 }
 
+/// The partner whose valid partner-level token is the bearer; else the answer: `401` for no
+/// valid token, `403` with `refusal` for a user-level one.
+pub(super) fn partner_bearer(
+    shared: &Shared,
+    headers: &HeaderMap,
+    refusal: &str,
+) -> Result<PartnerId, Box<Response<Body>>> {
+    match bearer_key(shared, headers) {
+        Ok(TokenKey::Partner(partner)) => Ok(partner),
+        Ok(TokenKey::User { .. }) => Err(Box::new(error(StatusCode::FORBIDDEN, refusal))),
+        Err(message) => Err(Box::new(unauthorized(shared, message))),
+    }
+}
+
 /// The key of the valid session token in the `Authorization` header, or why there is none.
-fn bearer_key(shared: &Shared, headers: &HeaderMap) -> Result<TokenKey, &'static str> {
+pub(super) fn bearer_key(shared: &Shared, headers: &HeaderMap) -> Result<TokenKey, &'static str> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -204,27 +221,37 @@ fn issue(
     with_refresh: bool,
 ) -> Response<Body> {
     let now = shared.clock.now();
-    let lifetime = shared.lifetime;
-    let prefix = match key {
-        TokenKey::Partner(_) => "kigo_partner",
-        TokenKey::User { .. } => "kigo_user",
+    let (prefix, lifetime) = match key {
+        TokenKey::Partner(_) => ("kigo_partner", shared.lifetimes.partner),
+        TokenKey::User { .. } => ("kigo_user", shared.lifetimes.user),
     };
     let secret = shared.minter.mint(prefix);
     let mut answer = json!({ "session_token": secret });
+    with_expiry(shared, &mut answer, now, lifetime);
+    let mut ledger = shared.ledger();
+    if with_refresh {
+        let refresh = shared.minter.mint("kigo_refresh");
+        answer["refresh_token"] = json!(refresh);
+        ledger.issue_refresh(refresh, key.clone(), now + shared.lifetimes.refresh);
+    }
+    ledger.issue(secret, key, now, now + expires_early.unwrap_or(lifetime));
+    json_response(StatusCode::OK, &answer)
+}
+
+/// Adds the expiry of something issued at `now` for `lifetime` to `answer`, in the configured
+/// shape.
+pub(super) fn with_expiry(
+    shared: &Shared,
+    answer: &mut Value,
+    now: SystemTime,
+    lifetime: Duration,
+) {
     match shared.shape() {
         ExpiryShape::ExpiresIn => answer["expires_in"] = seconds(lifetime),
         ExpiryShape::ExpiresAtRfc3339 => answer["expires_at"] = json!(rfc3339(now + lifetime)),
         ExpiryShape::ExpiresAtEpoch => answer["expires_at"] = seconds(epoch(now + lifetime)),
         ExpiryShape::Omitted => {}
     }
-    let mut ledger = shared.ledger();
-    if with_refresh {
-        let refresh = shared.minter.mint("kigo_refresh");
-        answer["refresh_token"] = json!(refresh);
-        ledger.issue_refresh(refresh, key.clone());
-    }
-    ledger.issue(secret, key, now, now + expires_early.unwrap_or(lifetime));
-    json_response(StatusCode::OK, &answer)
 }
 
 /// Whole seconds as an integer, anything finer as a float.
@@ -332,7 +359,7 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &Bytes) -> Response
     }
 }
 
-fn unauthorized(shared: &Shared, message: &str) -> Response<Body> {
+pub(super) fn unauthorized(shared: &Shared, message: &str) -> Response<Body> {
     shared.ledger().unauthorized();
     error(StatusCode::UNAUTHORIZED, message)
 }
@@ -341,11 +368,11 @@ fn status_code(status: u16) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "message": message }))
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     raw(status, value.to_string())
 }
 

@@ -1,5 +1,6 @@
-//! A mock Kigo API over real HTTP (feature `mock`): partner- and user-level session tokens, a
-//! protected endpoint, counters and fault injection.
+//! A mock Kigo API over real HTTP (feature `mock`): partner- and user-level session tokens, SSO
+//! sessions and a hosted page that opens them, a protected endpoint, counters and fault
+//! injection.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kigo_testkit::mock::MockError> {
@@ -21,13 +22,18 @@
 //! | `POST` [`PARTNER_SESSION_PATH`], JSON `{"api_key", "partner_id"}` or headers `X-Api-Key` / `X-Partner-Id` | `200 {"session_token", "expires_in"}`; `401` for wrong credentials, `400` when missing |
 //! | `POST` [`USER_SESSION_PATH`], `Authorization: Bearer <partner token>`, JSON `{"external_user_id"}` | `200 {"session_token", "expires_in", "refresh_token"}`; `401` for a bad bearer |
 //! | `POST` [`USER_REFRESH_PATH`], JSON `{"refresh_token"}` | a new user token and refresh token (refresh tokens rotate); `401` for an unknown one |
+//! | `POST` [`SSO_SESSION_PATH`], `Authorization: Bearer <partner token>`, JSON `{"external_user_id", "external_program_id"?, "single_use"?, "attributes"?, "email"?}` | `200 {"session_id", "expires_in"}`; `401` for a bad bearer, `403` for a user-level one, `400` for a missing user or a field of the wrong type |
+//! | `GET` [`SSO_PAGE_PATH`]`?session-id=<id>` (the hosted page) | `200 {"partner", "program", "user"}`; `401` for an unknown, expired or used single-use session |
 //! | any method on [`PROTECTED_PATH`], `Authorization: Bearer <any session token>` | `200 {"key", "received_bytes"}`; `401` for unknown, expired or revoked tokens |
 //! | `GET /_mock/counters` | the [`Counters`] as JSON |
 //! | `POST /_mock/revoke` | revokes every session token |
 //! | `POST /_mock/faults` with a [`FaultScript`], `DELETE /_mock/faults` | scripts or clears faults |
 //!
-//! The expiry field follows [`ExpiryShape`]. Every answer carries a `Date` header from the mock's
-//! clock, which may be a manual clock.
+//! Lifetimes follow Kigo's reference unless configured: partner-level tokens 30 minutes,
+//! user-level tokens 1 hour, their refresh tokens 1 year, SSO sessions 30 minutes. The expiry
+//! field follows [`ExpiryShape`]. Every answer carries a `Date` header from the mock's clock,
+//! which may be a manual clock. SSO sessions are counted per (partner, program, user)
+//! ([`MockKigo::sso_creations`]) and noted with their fields ([`MockKigo::sso_sessions`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use kigo_core::runtime::{SystemClock, TimeSource};
-use kigo_core::{InvalidId, PartnerId, TokenKey};
+use kigo_core::{InvalidId, PartnerId, TokenKey, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,10 +50,12 @@ use tokio::sync::watch;
 mod fault;
 mod handlers;
 mod server;
+mod sso;
 mod state;
 mod tls;
 
 pub use fault::{Endpoint, Fault, FaultScript, RetryAfter};
+pub use sso::SsoSessionSeen;
 pub use state::{Counters, SeenRequest};
 
 use fault::FaultPlan;
@@ -59,11 +67,21 @@ pub const PARTNER_SESSION_PATH: &str = "/api/v1/auth/session";
 pub const USER_SESSION_PATH: &str = "/api/v1/auth/account-space/session";
 /// Where user-level session tokens are renewed with a refresh token.
 pub const USER_REFRESH_PATH: &str = "/api/v1/auth/account-space/session/refresh";
+/// Where SSO sessions for Kigo-hosted pages are created.
+pub const SSO_SESSION_PATH: &str = "/api/v1/auth/sso/session";
+/// The mock's stand-in for a Kigo-hosted page, opened with `?session-id=<SSO session ID>`.
+pub const SSO_PAGE_PATH: &str = "/sso/page";
 /// A sample endpoint that needs a valid session token.
 pub const PROTECTED_PATH: &str = "/api/v1/protected";
 
-/// The lifetime of tokens unless configured: Kigo's documented 30 minutes.
+/// The lifetime of partner-level tokens unless configured: Kigo's documented 30 minutes.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// The lifetime of user-level tokens unless configured: Kigo's documented 1 hour.
+pub const DEFAULT_USER_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// The lifetime of SSO sessions unless configured: Kigo's documented 30 minutes.
+pub const DEFAULT_SSO_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// The lifetime of refresh tokens unless configured: Kigo's documented 1 year.
+pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How a token's expiry appears in the mock's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,7 +117,7 @@ pub enum MockError {
 struct Shared {
     /// API key per partner.
     partners: HashMap<PartnerId, String>,
-    lifetime: Duration,
+    lifetimes: Lifetimes,
     refresh_tokens: bool,
     shape: Mutex<ExpiryShape>,
     clock: Arc<dyn TimeSource>,
@@ -129,11 +147,20 @@ impl fmt::Debug for Shared {
         let partners: Vec<&str> = self.partners.keys().map(PartnerId::as_str).collect();
         f.debug_struct("Shared")
             .field("partners", &partners)
-            .field("lifetime", &self.lifetime)
+            .field("lifetimes", &self.lifetimes)
             .field("refresh_tokens", &self.refresh_tokens)
             .field("ledger", &*self.ledger())
             .finish_non_exhaustive()
     }
+}
+
+/// How long what the mock issues lives.
+#[derive(Debug, Clone, Copy)]
+struct Lifetimes {
+    partner: Duration,
+    user: Duration,
+    sso: Duration,
+    refresh: Duration,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,7 +170,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Configures a [`MockKigo`].
 pub struct MockKigoBuilder {
     partners: Vec<(String, String)>,
-    lifetime: Duration,
+    lifetime: Option<Duration>,
+    user_lifetime: Option<Duration>,
+    sso_lifetime: Option<Duration>,
+    refresh_lifetime: Duration,
     clock: Option<Arc<dyn TimeSource>>,
     https: bool,
     refresh_tokens: bool,
@@ -157,6 +187,9 @@ impl fmt::Debug for MockKigoBuilder {
         f.debug_struct("MockKigoBuilder")
             .field("partners", &partners)
             .field("lifetime", &self.lifetime)
+            .field("user_lifetime", &self.user_lifetime)
+            .field("sso_lifetime", &self.sso_lifetime)
+            .field("refresh_lifetime", &self.refresh_lifetime)
             .field("https", &self.https)
             .field("port", &self.port)
             .finish_non_exhaustive()
@@ -171,9 +204,31 @@ impl MockKigoBuilder {
         self
     }
 
-    /// How long tokens live (default [`DEFAULT_LIFETIME`]).
+    /// How long session tokens live: partner-level ones (default [`DEFAULT_LIFETIME`]), and the
+    /// other kinds unless set on their own.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime;
+        self.lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long user-level tokens live (default: [`Self::lifetime`] if set, else
+    /// [`DEFAULT_USER_LIFETIME`]).
+    pub fn user_lifetime(mut self, lifetime: Duration) -> Self {
+        self.user_lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long SSO sessions live (default: [`Self::lifetime`] if set, else
+    /// [`DEFAULT_SSO_LIFETIME`]).
+    pub fn sso_lifetime(mut self, lifetime: Duration) -> Self {
+        self.sso_lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long refresh tokens stay valid (default [`DEFAULT_REFRESH_LIFETIME`]); an expired one
+    /// is refused with `401`.
+    pub fn refresh_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_lifetime = lifetime;
         self
     }
 
@@ -228,9 +283,21 @@ impl MockKigoBuilder {
         } else {
             None
         };
+        let lifetimes = Lifetimes {
+            partner: self.lifetime.unwrap_or(DEFAULT_LIFETIME),
+            user: self
+                .user_lifetime
+                .or(self.lifetime)
+                .unwrap_or(DEFAULT_USER_LIFETIME),
+            sso: self
+                .sso_lifetime
+                .or(self.lifetime)
+                .unwrap_or(DEFAULT_SSO_LIFETIME),
+            refresh: self.refresh_lifetime,
+        };
         let shared = Arc::new(Shared {
             partners,
-            lifetime: self.lifetime,
+            lifetimes,
             refresh_tokens: self.refresh_tokens,
             shape: Mutex::new(self.shape),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
@@ -280,7 +347,10 @@ impl MockKigo {
     pub fn builder() -> MockKigoBuilder {
         MockKigoBuilder {
             partners: Vec::new(),
-            lifetime: DEFAULT_LIFETIME,
+            lifetime: None,
+            user_lifetime: None,
+            sso_lifetime: None,
+            refresh_lifetime: DEFAULT_REFRESH_LIFETIME,
             clock: None,
             https: false,
             refresh_tokens: true,
@@ -289,7 +359,8 @@ impl MockKigo {
         }
     }
 
-    /// Starts a mock with the defaults: one partner, 30-minute tokens, plain HTTP.
+    /// Starts a mock with the defaults: one partner, 30-minute partner tokens, 1-hour user tokens
+    /// with 1-year refresh tokens, plain HTTP.
     pub async fn start() -> Result<Self, MockError> {
         Self::builder().start().await
     }
@@ -333,6 +404,23 @@ impl MockKigo {
     /// Tokens created for `key` so far.
     pub fn creations(&self, key: &TokenKey) -> u64 {
         self.counters().creations_for(key)
+    }
+
+    /// SSO sessions created so far for `user` in `program` (of the first configured partner),
+    /// single-use ones included.
+    pub fn sso_creations(&self, program: Option<&str>, user: &UserId) -> u64 {
+        self.counters()
+            .sso_creations_for(&self.partner_id, program, user)
+    }
+
+    /// Every SSO session created so far, in order.
+    pub fn sso_sessions(&self) -> Vec<SsoSessionSeen> {
+        self.shared.ledger().sso_seen()
+    }
+
+    /// The URL of the mock's stand-in for a Kigo-hosted page ([`SSO_PAGE_PATH`]).
+    pub fn sso_page_url(&self) -> String {
+        format!("{}{SSO_PAGE_PATH}", self.base_url)
     }
 
     /// Makes the next requests to `endpoint` misbehave, one fault per request, in order.

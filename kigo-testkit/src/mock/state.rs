@@ -5,10 +5,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use kigo_core::TokenKey;
+use kigo_core::{PartnerId, TokenKey, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::fault::Endpoint;
+use super::sso::{SsoLedger, SsoSessionSeen, counter_key};
 
 /// What the mock has seen and done so far. Read it with [`super::MockKigo::counters`], or as JSON
 /// from `GET /_mock/counters` when the mock runs as a process.
@@ -23,6 +24,10 @@ pub struct Counters {
     pub protected_served: u64,
     /// `401 Unauthorized` answers, on any endpoint.
     pub unauthorized: u64,
+    /// SSO sessions created per `[partner, program or null, user]` (a JSON array), single-use
+    /// ones included.
+    #[serde(default)]
+    pub sso_sessions: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -34,7 +39,20 @@ impl Counters {
             .unwrap_or_default()
     }
 
-    /// Tokens created for all keys.
+    /// SSO sessions created for `user` of `partner` in `program`.
+    pub fn sso_creations_for(
+        &self,
+        partner: &PartnerId,
+        program: Option<&str>,
+        user: &UserId,
+    ) -> u64 {
+        self.sso_sessions
+            .get(&counter_key(partner, program, user))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Tokens created for all keys (SSO sessions not included).
     pub fn total_creations(&self) -> u64 {
         self.creations.values().sum()
     }
@@ -70,9 +88,11 @@ pub(super) struct Issued {
 #[derive(Default)]
 pub(super) struct Ledger {
     tokens: HashMap<String, Issued>,
-    refresh_tokens: HashMap<String, TokenKey>,
+    /// The key each refresh token belongs to, and when it expires.
+    refresh_tokens: HashMap<String, (TokenKey, SystemTime)>,
     counters: Counters,
     seen: Vec<SeenRequest>,
+    sso: SsoLedger,
 }
 
 /// Counts only: the tokens are secrets.
@@ -81,6 +101,7 @@ impl fmt::Debug for Ledger {
         f.debug_struct("Ledger")
             .field("tokens", &self.tokens.len())
             .field("refresh_tokens", &self.refresh_tokens.len())
+            .field("sso_sessions", &self.sso.len())
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
@@ -129,13 +150,41 @@ impl Ledger {
         self.tokens.insert(secret, Issued { key, expires_at });
     }
 
-    pub(super) fn issue_refresh(&mut self, secret: String, key: TokenKey) {
-        self.refresh_tokens.insert(secret, key);
+    pub(super) fn issue_refresh(&mut self, secret: String, key: TokenKey, expires_at: SystemTime) {
+        self.refresh_tokens.insert(secret, (key, expires_at));
     }
 
-    /// The key a refresh token belongs to; it is used up (refresh tokens rotate).
-    pub(super) fn redeem_refresh(&mut self, secret: &str) -> Option<TokenKey> {
-        self.refresh_tokens.remove(secret)
+    /// The key a refresh token belongs to, if it is valid at `now`; it is used up (refresh
+    /// tokens rotate).
+    pub(super) fn redeem_refresh(&mut self, secret: &str, now: SystemTime) -> Option<TokenKey> {
+        let (key, expires_at) = self.refresh_tokens.remove(secret)?;
+        (now < expires_at).then_some(key)
+    }
+
+    /// Records a created SSO session, counted under its key.
+    pub(super) fn grant_sso(
+        &mut self,
+        id: String,
+        seen: SsoSessionSeen,
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) {
+        let key = seen.counter_key();
+        *self.counters.sso_sessions.entry(key).or_default() += 1;
+        self.sso.grant(id, seen, now, expires_at);
+    }
+
+    /// The SSO session `id`, as the hosted page opens it at `now`.
+    pub(super) fn open_sso(
+        &mut self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<SsoSessionSeen, &'static str> {
+        self.sso.open(id, now)
+    }
+
+    pub(super) fn sso_seen(&self) -> Vec<SsoSessionSeen> {
+        self.sso.seen()
     }
 
     /// The key of a session token that is valid at `now`.
