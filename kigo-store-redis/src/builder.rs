@@ -24,8 +24,7 @@ const MIN_RETENTION: Duration = Duration::from_secs(3600);
 /// The longest retention: a year keeps every expiry far inside what Redis accepts.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The environment variable [`RedisStore::from_env`] reads the Redis URL from.
-pub const STORE_URL_VAR: &str = "KIGO_STORE_URL";
+pub use kigo_core::store::STORE_URL_VAR;
 
 /// What an operator is told when [`RedisStore::from_env`] finds no URL.
 const STORE_URL_HINT: &str = "set KIGO_STORE_URL to the Redis URL \

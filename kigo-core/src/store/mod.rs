@@ -13,6 +13,10 @@ use crate::{Fingerprint, Token, TokenKey};
 
 mod admin;
 mod memory;
+
+/// The environment variable that names the fleet's store by URL (`rediss://...`,
+/// `postgres://...`, `sqlite:...`), read by the stores' `from_env` and by the `kigo` tool.
+pub const STORE_URL_VAR: &str = "KIGO_STORE_URL";
 pub use admin::{KeyPage, Resealed, StoreAdmin, StoreCheck};
 pub use memory::MemoryStore;
 
