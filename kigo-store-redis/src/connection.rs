@@ -1,14 +1,18 @@
 //! The way to Redis: a multiplexed connection that reconnects by itself (standalone) or a cluster
 //! connection, opened on first use, and pub/sub subscriptions for change notices.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, NodeAddress};
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, ErrorKind, FromRedisValue, Msg, RedisError, RedisResult, ScriptInvocation};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    Client, Cmd, ErrorKind, FromRedisValue, Msg, RedisError, RedisResult, ScriptInvocation, Value,
+};
 use tokio::sync::OnceCell;
 
 use crate::subscription;
@@ -115,6 +119,36 @@ impl Connection {
         }
     }
 
+    /// Runs `command`; on a cluster, on the node it routes to (any node for a command without
+    /// keys).
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
+        match self.open().await? {
+            Open::Standalone(mut connection) => command.query_async(&mut connection).await,
+            Open::Cluster(mut connection) => command.query_async(&mut connection).await,
+        }
+    }
+
+    /// Calls `each` with the name of every key matching `pattern`, on every master of a cluster:
+    /// `SCAN` to the end of each. A name may come more than once (`SCAN` may repeat one), and
+    /// keys written meanwhile may or may not come.
+    pub(crate) async fn scan(&self, pattern: &str, mut each: impl FnMut(&[u8])) -> RedisResult<()> {
+        match self.open().await? {
+            Open::Standalone(connection) => Node::Server(connection).scan(pattern, &mut each).await,
+            Open::Cluster(mut connection) => {
+                for master in masters(&mut connection).await? {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: master.host().to_owned(),
+                        port: master.port(),
+                    });
+                    Node::Master(connection.clone(), route)
+                        .scan(pattern, &mut each)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Subscribes to `channel` on a fresh connection; the stream ends when it drops or stops
     /// answering.
     pub(crate) async fn subscribe(&self, channel: &str) -> RedisResult<BoxStream<'static, Msg>> {
@@ -131,4 +165,57 @@ impl Connection {
         Err(last_error
             .unwrap_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no nodes"))))
     }
+}
+
+/// How many keys one `SCAN` step looks at: large enough that a walk takes few round trips, small
+/// enough that one step holds Redis for well under a millisecond.
+const SCAN_COUNT: u64 = 1000;
+
+/// One node to `SCAN`: a server, or a master of a cluster.
+enum Node {
+    Server(ConnectionManager),
+    Master(ClusterConnection, RoutingInfo),
+}
+
+impl Node {
+    async fn send(&mut self, command: Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Server(connection) => command.query_async(connection).await,
+            Self::Master(connection, route) => {
+                connection.route_command(command, route.clone()).await
+            }
+        }
+    }
+
+    /// `SCAN`s the node to the end.
+    async fn scan(mut self, pattern: &str, each: &mut impl FnMut(&[u8])) -> RedisResult<()> {
+        let mut cursor = 0_u64;
+        loop {
+            let mut step = redis::cmd("SCAN");
+            step.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let reply = self.send(step).await?.extract_error()?;
+            let (next, names): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+            names.iter().for_each(|name| each(name));
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// The addresses of a cluster's masters, as its client knows them: those that answer a `PING`
+/// sent to every master.
+async fn masters(connection: &mut ClusterConnection) -> RedisResult<Vec<NodeAddress>> {
+    let every_master = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let replies = connection
+        .route_command(redis::cmd("PING"), every_master)
+        .await?
+        .extract_error()?;
+    let replies: HashMap<String, Value> = redis::from_redis_value(replies)?;
+    replies.keys().map(|address| address.parse()).collect()
 }

@@ -60,6 +60,19 @@ pub(crate) fn store_error(error: RedisError) -> StoreError {
     }
 }
 
+/// What Redis said when it refused the store's user a command or key (`NOPERM`), if that is
+/// what `error` is. Classified by kind; the text is only shown.
+pub(crate) fn refusal(error: &StoreError) -> Option<&str> {
+    match error.cause().downcast_ref::<RedisStoreError>()? {
+        RedisStoreError::Command(error)
+            if error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) =>
+        {
+            Some(error.detail().unwrap_or("NOPERM"))
+        }
+        _ => None,
+    }
+}
+
 /// What an operator must fix, if `error` says the store cannot work as set up (rather than
 /// that Redis is unreachable or busy for now).
 fn misconfiguration(error: &RedisError) -> Option<&'static str> {
@@ -146,6 +159,10 @@ mod tests {
                 "{unavailable}"
             );
         }
+        let refused = store_error(server_error("-NOPERM no permissions to run 'scan'\r\n"));
+        assert_eq!(refusal(&refused), Some("no permissions to run 'scan'"));
+        assert_eq!(refusal(&store_error(server_error("-BUSY busy\r\n"))), None);
+
         // The redis crate reports rustls failures and a cluster's internal hiccups as `Client`.
         assert!(!is_misconfigured(RedisError::from((
             ErrorKind::Client,

@@ -28,10 +28,10 @@ pub struct KeyNames {
 
 impl KeyNames {
     pub(crate) fn new(prefix: &str, key: &TokenKey) -> Self {
-        let base = format!("{prefix}{{{}}}", key.storage_id());
+        let base = base(prefix, &key.storage_id());
         Self {
             token: format!("{base}:token"),
-            state: format!("{base}:state"),
+            state: format!("{base}{STATE_SUFFIX}"),
             lease: format!("{base}:lease"),
             fence: format!("{base}:fence"),
             cooldown: format!("{base}:cooldown"),
@@ -49,6 +49,31 @@ impl KeyNames {
         ]
     }
 }
+
+/// Where the names of the keys of the token key with `storage_id` start.
+fn base(prefix: &str, storage_id: &str) -> String {
+    format!("{prefix}{{{storage_id}}}")
+}
+
+/// The `SCAN` pattern that matches the state keys under `prefix`: one per token key with a
+/// stored generation.
+pub(crate) fn state_pattern(prefix: &str) -> String {
+    format!("{}{STATE_SUFFIX}", base(prefix, "*"))
+}
+
+/// The token key whose state key under `prefix` is `name`; `None` for a name the store did not
+/// make (written by another program under the prefix, or a storage ID spelled otherwise).
+pub(crate) fn key_of_state(prefix: &str, name: &[u8]) -> Option<TokenKey> {
+    let storage_id = std::str::from_utf8(name)
+        .ok()?
+        .strip_prefix(prefix)?
+        .strip_prefix('{')?
+        .strip_suffix(STATE_SUFFIX)?
+        .strip_suffix('}')?;
+    TokenKey::from_storage_id(storage_id).filter(|key| key.storage_id() == storage_id)
+}
+
+const STATE_SUFFIX: &str = ":state";
 
 /// The pub/sub channel on which commits and invalidations under `prefix` are announced.
 pub(crate) fn channel(prefix: &str) -> String {
@@ -107,6 +132,29 @@ mod tests {
             assert!(name.starts_with(&format!("app:{tag}:")), "{name}");
             assert_eq!(name.matches('{').count(), 1, "{name}");
         }
+    }
+
+    #[test]
+    fn state_keys_name_their_token_key_and_nothing_else_does() {
+        let key = TokenKey::user(
+            PartnerId::new("a/b").unwrap(),
+            UserId::new("{alice} %41").unwrap(),
+        );
+        let names = KeyNames::new("app:", &key);
+        assert_eq!(key_of_state("app:", names.state.as_bytes()), Some(key));
+        assert_eq!(state_pattern("app:"), "app:{*}:state");
+        for foreign in [
+            names.token.as_str(),
+            names.lease.as_str(),
+            "app:{p/acme}:state:x",
+            "app:{not an id}:state",
+            "app:{p/%61cme}:state",
+            "app:p/acme:state",
+            "other:{p/acme}:state",
+        ] {
+            assert_eq!(key_of_state("app:", foreign.as_bytes()), None, "{foreign}");
+        }
+        assert_eq!(key_of_state("app:", b"app:{p/\xff}:state"), None);
     }
 
     #[test]

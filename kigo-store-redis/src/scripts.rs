@@ -185,3 +185,35 @@ end
 return 1
 "#
 );
+
+/// `lease_holder`: `{lease value, PTTL}` while a lease runs, `{nil, 0}` otherwise (no lease, or a
+/// value without a TTL or of another type, which `acquire` replaces).
+pub(crate) static LEASE_HOLDER: LazyLock<Script> = script!(
+    r#"
+local refused = refusal({{'GET', lease}, {'PTTL', lease}})
+if refused then return refused end
+local left = redis.call('PTTL', lease)
+local current = read_string(lease)
+if left <= 0 or not current then return {false, 0} end
+return {current, left}
+"#
+);
+
+/// `reseal`, ARGV `entry as read, generation as read, entry resealed`: writes the resealed entry
+/// with the token's expiry kept (`KEEPTTL`) if the token key still holds the entry as read at
+/// that generation; 1 if written, 0 if it changed (a commit or an invalidation came between).
+///
+/// Running it twice is harmless: finding its own entry at that generation, it reports it
+/// written again.
+pub(crate) static RESEAL: LazyLock<Script> = script!(
+    r#"
+local refused = refusal({{'GET', token}, {'HGET', state, 'gen'}, {'SET', token, '1', 'KEEPTTL'}})
+if refused then return refused end
+if stored_generation() ~= tonumber(ARGV[2]) then return 0 end
+local current = read_string(token)
+if current == ARGV[3] then return 1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', token, ARGV[3], 'KEEPTTL')
+return 1
+"#
+);

@@ -1,5 +1,8 @@
 //! [`RedisStore`]: the [`TokenStore`] operations as scripts, and how ambiguous results are settled.
 
+mod admin;
+mod check;
+
 use std::fmt;
 use std::future::ready;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use kigo_core::store::{
     LeaseAttempt, Snapshot,
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
-use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind};
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, ServerErrorKind};
 
 use crate::connection::{Connection, Target, Timeouts};
 use crate::error::{is_ambiguous, require_tokio, store_error};
@@ -75,22 +78,30 @@ impl RedisStore {
         invocation
     }
 
-    /// Runs a script, once more if the first result is unknown (the connection dropped or timed
-    /// out after the script may have run): every script of the store reports the same result
-    /// when run again.
+    /// Runs a script, once more if the first result is unknown (see [`settle`]): every script of
+    /// the store reports the same result when run again.
     async fn run<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        require_tokio()?;
-        let connection = &self.inner.connection;
-        match connection.run(invocation).await {
-            Err(error) if is_ambiguous(&error) => {
-                tracing::debug!(%error, "Redis result unknown; running the script again");
-                connection.run(invocation).await.map_err(store_error)
-            }
-            result => result.map_err(store_error),
-        }
+        settle(|| self.inner.connection.run(invocation)).await
+    }
+
+    /// What the store keeps for `key`, as read by one script.
+    async fn read(&self, key: &TokenKey) -> Result<Stored, StoreError> {
+        let invocation = self.invocation(&scripts::LOAD, key);
+        let (value, foreign, generation, cooldown_ms): (Option<Vec<u8>>, i64, u64, i64) =
+            self.run(&invocation).await?;
+        let value = match value {
+            _ if foreign != 0 => StoredValue::Foreign,
+            None => StoredValue::Absent,
+            Some(bytes) => StoredValue::Entry(bytes),
+        };
+        Ok(Stored {
+            value,
+            generation,
+            cooldown_ms,
+        })
     }
 
     fn lease_attempt(&self, key: &TokenKey, holder: &HolderId, reply: (i64, i64)) -> LeaseAttempt {
@@ -119,20 +130,20 @@ impl fmt::Debug for RedisStore {
 #[async_trait]
 impl TokenStore for RedisStore {
     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
-        let invocation = self.invocation(&scripts::LOAD, key);
-        let (value, foreign, generation, cooldown): (Option<Vec<u8>>, i64, u64, i64) =
-            self.run(&invocation).await?;
-        let entry = match value {
-            _ if foreign != 0 => Entry::Corrupt(CorruptEntry::Malformed),
-            None => Entry::Absent,
-            Some(stored) => match self.inner.codec.decode(key, &stored, generation) {
-                Ok(token) => Entry::Present(token),
-                Err(corrupt) => Entry::Corrupt(corrupt),
-            },
+        let stored = self.read(key).await?;
+        let entry = match &stored.value {
+            StoredValue::Foreign => Entry::Corrupt(CorruptEntry::Malformed),
+            StoredValue::Absent => Entry::Absent,
+            StoredValue::Entry(bytes) => {
+                match self.inner.codec.decode(key, bytes, stored.generation) {
+                    Ok(token) => Entry::Present(token),
+                    Err(corrupt) => Entry::Corrupt(corrupt),
+                }
+            }
         };
         Ok(Snapshot {
             entry,
-            cooldown: positive_millis(cooldown),
+            cooldown: positive_millis(stored.cooldown_ms),
         })
     }
 
@@ -203,6 +214,18 @@ impl TokenStore for RedisStore {
         Ok(())
     }
 
+    async fn lease_holder(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<(HolderId, Option<Duration>)>, StoreError> {
+        let invocation = self.invocation(&scripts::LEASE_HOLDER, key);
+        let (value, left_ms): (Option<String>, i64) = self.run(&invocation).await?;
+        Ok(value
+            .as_deref()
+            .and_then(holder_of)
+            .map(|holder| (holder, positive_millis(left_ms))))
+    }
+
     fn changes(&self) -> Option<ChangeFeed> {
         let inner = Arc::clone(&self.inner);
         let subscription = async move {
@@ -242,9 +265,47 @@ impl TokenStore for RedisStore {
     }
 }
 
+/// What the store keeps for one key: its entry, the generation and the cool-down's PTTL.
+struct Stored {
+    value: StoredValue,
+    generation: u64,
+    cooldown_ms: i64,
+}
+
+/// What the token key holds.
+enum StoredValue {
+    Absent,
+    /// A value of another Redis type, written by another program or by hand.
+    Foreign,
+    Entry(Vec<u8>),
+}
+
+/// Runs `attempt`, once more if its result is unknown: the connection dropped or timed out after
+/// the command may have run. Only for commands that give the same result when run again.
+async fn settle<T, F: Future<Output = RedisResult<T>>>(
+    attempt: impl Fn() -> F,
+) -> Result<T, StoreError> {
+    require_tokio()?;
+    match attempt().await {
+        Err(error) if is_ambiguous(&error) => {
+            tracing::debug!(%error, "Redis result unknown; sending the command again");
+            attempt().await.map_err(store_error)
+        }
+        result => result.map_err(store_error),
+    }
+}
+
 /// What the lease key holds for `lease`: `<fence>:<holder>`.
 fn lease_value(lease: &Lease) -> String {
     format!("{}:{}", lease.fence(), lease.holder())
+}
+
+/// The holder named by a lease key's value, `<fence>:<holder>`; `None` for anything else.
+fn holder_of(value: &str) -> Option<HolderId> {
+    let (fence, holder) = value.split_once(':')?;
+    let well_formed =
+        !fence.is_empty() && fence.bytes().all(|b| b.is_ascii_digit()) && !holder.is_empty();
+    well_formed.then(|| HolderId::new(holder))
 }
 
 fn held(left_ms: i64) -> LeaseAttempt {
@@ -320,6 +381,17 @@ mod tests {
         assert_eq!(expiry_millis(Duration::ZERO), 1);
         assert_eq!(expiry_millis(Duration::from_millis(1500)), 1500);
         assert!(expiry_millis(Duration::MAX) < i64::MAX as u64 / 1000);
+    }
+
+    #[test]
+    fn lease_values_name_their_holder() {
+        assert_eq!(
+            holder_of("12:replica-a-1-ff:x").map(|h| h.to_string()),
+            Some("replica-a-1-ff:x".to_owned())
+        );
+        for foreign in ["", "12", "12:", ":holder", "x1:holder", "holder"] {
+            assert_eq!(holder_of(foreign), None, "{foreign}");
+        }
     }
 
     #[test]

@@ -31,20 +31,58 @@ pub(crate) fn check_transport(target: &Target, allowed: bool) -> Result<(), Stor
     ))
 }
 
+/// How one connection reaches Redis, from the safest to the least safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Transport {
+    Tls,
+    UnixSocket,
+    /// To this host, in plain text or over TLS without certificate checks.
+    Loopback,
+    /// To another host, in plain text or over TLS without certificate checks (or an address
+    /// kind of a newer redis crate, not known to be safe).
+    Exposed,
+}
+
+impl Transport {
+    fn of(addr: &ConnectionAddr) -> Self {
+        match addr {
+            ConnectionAddr::TcpTls {
+                insecure: false, ..
+            } => Self::Tls,
+            ConnectionAddr::Unix(_) => Self::UnixSocket,
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. }
+                if is_loopback(host) =>
+            {
+                Self::Loopback
+            }
+            _ => Self::Exposed,
+        }
+    }
+}
+
 /// The address (`host:port`) of `client` if what it sends could be read or changed on the way:
 /// TCP to a host other than this one, without TLS or without checking the server's certificate.
 fn exposed_address(client: &Client) -> Option<String> {
     let addr = client.get_connection_info().addr();
-    let exposed = match addr {
-        ConnectionAddr::TcpTls {
-            insecure: false, ..
+    (Transport::of(addr) == Transport::Exposed).then(|| addr.to_string())
+}
+
+/// How the store reaches Redis, for an operator: the least safe of its connections (those the
+/// rule above reads).
+pub(crate) fn describe(target: &Target) -> &'static str {
+    let least_safe = target
+        .clients()
+        .iter()
+        .map(|client| Transport::of(client.get_connection_info().addr()))
+        .max();
+    match least_safe {
+        Some(Transport::Tls) | None => "TLS with certificate checks",
+        Some(Transport::UnixSocket) => "a Unix socket on this host",
+        Some(Transport::Loopback) => "this host (loopback), without TLS or certificate checks",
+        Some(Transport::Exposed) => {
+            "another host without TLS or certificate checks, allowed by allow_insecure_transport"
         }
-        | ConnectionAddr::Unix(_) => false,
-        ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => !is_loopback(host),
-        // An address kind of a newer redis crate: not known to be safe.
-        _ => true,
-    };
-    exposed.then(|| addr.to_string())
+    }
 }
 
 /// 127.0.0.0/8, `::1` (also IPv4-mapped) and `localhost`.
@@ -59,6 +97,23 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn the_least_safe_connection_describes_the_transport() {
+        // `describe` reads the node clients only.
+        let target = |urls: &[&str]| Target::Cluster {
+            client: Box::new(redis::cluster::ClusterClient::new(urls[..1].to_vec()).unwrap()),
+            nodes: urls.iter().map(|url| Client::open(*url).unwrap()).collect(),
+        };
+        let described = |urls: &[&str]| describe(&target(urls));
+        assert!(described(&["rediss://redis.internal:6380"]).starts_with("TLS"));
+        assert!(described(&["rediss://a:6380", "redis://127.0.0.1:7000"]).contains("loopback"));
+        assert!(
+            described(&["redis://127.0.0.1:7000", "redis://10.0.0.1:7000"])
+                .contains("allow_insecure_transport")
+        );
+    }
 
     #[test]
     fn only_loopback_hosts_count_as_this_host() {

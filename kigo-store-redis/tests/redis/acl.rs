@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kigo_core::store::{CommitOutcome, HolderId};
+use kigo_core::store::{CommitOutcome, HolderId, StoreAdmin};
 use kigo_core::{StoreError, TokenStore};
 use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis;
@@ -18,31 +18,52 @@ const README: &str = include_str!("../../README.md");
 /// The prefix the crate docs grant in that block.
 const README_PREFIX: &str = "billing-api:prod:";
 
-/// The rules of the crate docs' `ACL SETUSER` block, after the user name (`on`, the password,
-/// key and channel patterns, commands).
-fn documented_rules() -> Vec<String> {
-    let start = README
-        .find("ACL SETUSER ")
-        .expect("the crate docs give an ACL SETUSER block");
+/// The rules of the crate docs' `nth` `ACL SETUSER` block, after the user name (`on`, the
+/// password, key and channel patterns, commands): the store's (0), then the operator's (1).
+fn documented_rules(nth: usize) -> Vec<String> {
+    let (start, _) = README
+        .match_indices("ACL SETUSER ")
+        .nth(nth)
+        .expect("the crate docs give the ACL SETUSER blocks");
     let block = &README[start..];
     let block = &block[..block.find("```").expect("the block ends")];
     // After `ACL SETUSER <name>`.
-    let rules: Vec<String> = block
+    block
         .split_whitespace()
         .skip(3)
         .map(str::to_owned)
-        .collect();
+        .collect()
+}
+
+/// The store's rules.
+fn store_rules() -> Vec<String> {
+    let rules = documented_rules(0);
     assert!(rules.iter().any(|rule| rule == "+evalsha"), "{rules:?}");
     rules
 }
 
-/// A store as the ACL user `user` with the documented rules, for this harness's prefix, less
-/// the rule `without`.
+/// A store as the ACL user `user` with the store's documented rules, for this harness's prefix,
+/// less the rule `without`.
 async fn store_as_user(harness: &RedisHarness, user: &str, without: Option<&str>) -> RedisStore {
+    store_with_rules(harness, user, store_rules(), without).await
+}
+
+/// [`store_as_user`] with the store's and the operator's rules.
+async fn admin_as_user(harness: &RedisHarness, user: &str, without: Option<&str>) -> RedisStore {
+    let rules = [store_rules(), documented_rules(1)].concat();
+    store_with_rules(harness, user, rules, without).await
+}
+
+async fn store_with_rules(
+    harness: &RedisHarness,
+    user: &str,
+    rules: Vec<String>,
+    without: Option<&str>,
+) -> RedisStore {
     let prefix = harness.builder_prefix();
     let mut setuser = redis::cmd("ACL");
     setuser.arg("SETUSER").arg(user).arg("reset");
-    for rule in documented_rules() {
+    for rule in rules {
         if Some(rule.as_str()) == without {
             continue;
         }
@@ -62,6 +83,13 @@ async fn store_as_user(harness: &RedisHarness, user: &str, without: Option<&str>
         .heartbeat(Duration::from_millis(100))
         .build()
         .unwrap()
+}
+
+/// The names of the keys a check made for itself that are still there.
+async fn left_by_checks(harness: &RedisHarness) -> Vec<String> {
+    harness
+        .raw(redis::cmd("KEYS").arg("*kigo-store-check*"))
+        .await
 }
 
 /// How many `PING`s the (private) server answered.
@@ -179,4 +207,38 @@ async fn a_user_without_the_channel_is_reported_at_error_level() {
             .any(|line| line.contains("ERROR") && line.contains("ACL")),
         "{logged}"
     );
+}
+
+/// The operator's rules on top of the store's are enough for the whole check, which leaves no
+/// key of its own behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_with_the_operators_rules_passes_the_check() {
+    let harness = RedisHarness::private().await;
+    let admin = admin_as_user(&harness, "kigo-admin", None).await;
+    let check = admin.check().await.unwrap();
+    assert!(check.permissions_ok, "{check:?}");
+    assert_eq!(check.permission_problem, None);
+    assert!(check.clock_offset_ms.is_some(), "{check:?}");
+    assert_eq!(left_by_checks(&harness).await, Vec::<String>::new());
+}
+
+/// A user missing a command the manager needs (`PUBLISH`, called by the commit script) or one
+/// the check itself runs (`SCAN`, `TIME`) gets a check that names it as a permission problem,
+/// not an error, and leaves no key of its own behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_as_a_user_missing_a_permission_reports_it_and_leaves_no_key() {
+    let harness = RedisHarness::private().await;
+    for (without, named) in [
+        ("+publish", "PUBLISH"),
+        ("+scan", "SCAN"),
+        ("+time", "TIME"),
+    ] {
+        let user = format!("no-{}", &without[1..]);
+        let admin = admin_as_user(&harness, &user, Some(without)).await;
+        let check = admin.check().await.unwrap();
+        assert!(!check.permissions_ok, "{check:?}");
+        let problem = check.permission_problem.unwrap_or_default();
+        assert!(problem.contains(named), "without {without}: {problem}");
+        assert_eq!(left_by_checks(&harness).await, Vec::<String>::new());
+    }
 }

@@ -2,6 +2,7 @@
 //! the fleet and fault scenarios. One test binary, so the helpers compile once.
 
 mod acl;
+mod admin;
 mod ambiguity;
 mod conformance_cluster;
 mod conformance_standalone;

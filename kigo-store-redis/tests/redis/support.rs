@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use kigo_core::codec::{KeyId, Keyring};
 use kigo_core::runtime::TokioSleep;
-use kigo_core::store::{HolderId, Lease, LeaseAttempt};
+use kigo_core::store::{HolderId, Lease, LeaseAttempt, StoreAdmin};
 use kigo_core::{
     ExpiryPolicy, KeyScope, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenSecret,
     TokenSource, TokenStore,
@@ -22,6 +22,7 @@ use kigo_test_services::redis::{RedisService, private_redis, redis as shared_red
 use kigo_test_services::redis_cluster::{
     RedisClusterService, private_redis_cluster, redis_cluster,
 };
+use kigo_testkit::admin_conformance::AdminHarness;
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use kigo_testkit::{FakeSource, eventually};
 
@@ -253,6 +254,17 @@ impl StoreHarness for RedisHarness {
     /// between the steps of a test that must all fall inside one TTL.
     fn short_ttl(&self) -> Duration {
         Duration::from_secs(2)
+    }
+}
+
+#[async_trait]
+impl AdminHarness for RedisHarness {
+    async fn admin_with(&self, keyring: Keyring) -> Arc<dyn StoreAdmin> {
+        Arc::new(self.store_with(keyring))
+    }
+
+    fn keyring(&self) -> Keyring {
+        RedisHarness::keyring(self)
     }
 }
 
