@@ -398,10 +398,12 @@ impl StoreAdmin for MemoryStore {
                 continue;
             };
             check.entries_read += 1;
-            match self.codec.reseal(key, &stored.encoded, stored.generation) {
-                Ok(Some(_)) => check.entries_under_older_keys += 1,
-                Ok(None) => {}
-                Err(_) => check.entries_unreadable += 1,
+            let opened = self.codec.decode(key, &stored.encoded, stored.generation);
+            let resealed = self.codec.reseal(key, &stored.encoded, stored.generation);
+            match (opened, resealed) {
+                (Err(_), _) | (_, Err(_)) => check.entries_unreadable += 1,
+                (Ok(_), Ok(Some(_))) => check.entries_under_older_keys += 1,
+                (Ok(_), Ok(None)) => {}
             }
         }
         Ok(check)
