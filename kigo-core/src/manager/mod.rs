@@ -26,7 +26,7 @@ pub use builder::{BuildError, HasStore, ManagerBuilder, NeedsStore};
 pub use flight::{CreateTimedOut, RefreshPanicked, StaleOnArrival, StoreTimedOut};
 pub use metrics::MetricsSnapshot;
 pub use slot::TokenGuard;
-pub use status::{Health, KeyStatus, ManagerStatus, StoreKeyStatus, TokenOrigin, TokenStatus};
+pub use status::{Health, KeyStatus, ManagerStatus, TokenOrigin, TokenStatus};
 pub use user_ids::UserIdLogging;
 
 use builder::Config;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::slot::KeySlot;
 use super::{Inner, TokenHandle, TokenManager};
-use crate::store::{Entry, StoreError};
+use crate::store::StoreKeyStatus;
 use crate::{Error, TokenKey};
 
 /// Where a cached token came from.
@@ -70,24 +70,6 @@ pub struct KeyStatus {
     pub store_error: Option<String>,
     /// No usable token, or the store failing.
     pub degraded: bool,
-}
-
-/// One key as the store sees it, read by [`TokenManager::inspect`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct StoreKeyStatus {
-    /// `absent`, `present`, or `corrupt: <why>`.
-    pub entry: String,
-    /// The fingerprint of the stored token.
-    pub fingerprint: Option<String>,
-    /// The generation of the stored token.
-    pub generation: Option<u64>,
-    /// The shared cool-down left, in milliseconds.
-    pub cooldown_ms: Option<u64>,
-    /// Who holds the refresh lease, if the store can tell (see `TokenStore::lease_holder`).
-    pub lease_holder: Option<String>,
-    /// The time left on that lease, in milliseconds.
-    pub lease_remaining_ms: Option<u64>,
 }
 
 /// A manager as a whole.
@@ -167,36 +149,13 @@ impl TokenManager {
     /// scope is refused.
     pub async fn inspect(&self, key: &TokenKey) -> Result<StoreKeyStatus, Error> {
         let slot = self.inner.slot(key)?;
-        let as_store_error = |source: StoreError| Error::StoreUnavailable {
-            key: key.clone(),
-            retry_after: None,
-            source,
-        };
-        let snapshot = self
-            .inner
-            .store
-            .load(&slot.key)
+        crate::store::inspect(self.inner.store.as_ref(), &slot.key)
             .await
-            .map_err(as_store_error)?;
-        let lease = self
-            .inner
-            .store
-            .lease_holder(&slot.key)
-            .await
-            .map_err(as_store_error)?;
-        let (entry, token) = match &snapshot.entry {
-            Entry::Absent => ("absent".to_owned(), None),
-            Entry::Present(token) => ("present".to_owned(), Some(token)),
-            Entry::Corrupt(corrupt) => (format!("corrupt: {corrupt}"), None),
-        };
-        Ok(StoreKeyStatus {
-            entry,
-            fingerprint: token.map(|token| token.fingerprint().to_string()),
-            generation: token.map(crate::Token::generation),
-            cooldown_ms: snapshot.cooldown.map(millis_of),
-            lease_holder: lease.as_ref().map(|(holder, _)| holder.to_string()),
-            lease_remaining_ms: lease.and_then(|(_, left)| left.map(millis_of)),
-        })
+            .map_err(|source| Error::StoreUnavailable {
+                key: key.clone(),
+                retry_after: None,
+                source,
+            })
     }
 }
 
@@ -278,5 +237,5 @@ pub(super) fn unix_ms(time: SystemTime) -> u64 {
 }
 
 fn millis_of(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    crate::store::millis_of(duration)
 }

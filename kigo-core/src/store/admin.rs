@@ -7,7 +7,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::{StoreError, TokenStore};
+use super::{Entry, StoreError, TokenStore};
 use crate::TokenKey;
 use crate::codec::CorruptEntry;
 
@@ -97,4 +97,57 @@ impl fmt::Display for Resealed {
             Self::Unreadable(why) => write!(f, "unreadable: {why}"),
         }
     }
+}
+
+/// One key as the store sees it: for status pages and the `kigo` tool. Never the token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StoreKeyStatus {
+    /// `absent`, `present`, or `corrupt: <why>`.
+    pub entry: String,
+    /// The fingerprint of the stored token.
+    pub fingerprint: Option<String>,
+    /// The generation of the stored token.
+    pub generation: Option<u64>,
+    /// When the stored token expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+    /// The shared cool-down left, in milliseconds.
+    pub cooldown_ms: Option<u64>,
+    /// Who holds the refresh lease, if the store can tell (see `TokenStore::lease_holder`).
+    pub lease_holder: Option<String>,
+    /// The time left on that lease, in milliseconds.
+    pub lease_remaining_ms: Option<u64>,
+}
+
+/// `key` as `store` holds it: the stored token's fingerprint, generation and expiry, the
+/// cool-down, and the lease holder where the store can tell. Two store round trips.
+pub async fn inspect(
+    store: &dyn TokenStore,
+    key: &TokenKey,
+) -> Result<StoreKeyStatus, StoreError> {
+    let snapshot = store.load(key).await?;
+    let lease = store.lease_holder(key).await?;
+    let (entry, token) = match &snapshot.entry {
+        Entry::Absent => ("absent".to_owned(), None),
+        Entry::Present(token) => ("present".to_owned(), Some(token)),
+        Entry::Corrupt(corrupt) => (format!("corrupt: {corrupt}"), None),
+    };
+    let since_epoch = |time: std::time::SystemTime| {
+        time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+    };
+    Ok(StoreKeyStatus {
+        entry,
+        fingerprint: token.map(|token| token.fingerprint().to_string()),
+        generation: token.map(crate::Token::generation),
+        expires_at_ms: token.map(|token| millis_of(since_epoch(token.expires_at()))),
+        cooldown_ms: snapshot.cooldown.map(millis_of),
+        lease_holder: lease.as_ref().map(|(holder, _)| holder.to_string()),
+        lease_remaining_ms: lease.and_then(|(_, left)| left.map(millis_of)),
+    })
+}
+
+/// `duration` in whole milliseconds, saturating.
+pub(crate) fn millis_of(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
