@@ -177,11 +177,24 @@ pub(crate) fn retry_after(value: &str, now: SystemTime, max: Duration) -> Option
     Some(delay.min(max))
 }
 
+/// `text` as a JSON string holds it, without the quotes.
+fn json_escaped(text: &str) -> String {
+    let quoted = Value::from(text).to_string();
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'));
+    inner.unwrap_or(&quoted).to_owned()
+}
+
 /// The longest server message kept in an error, in characters.
 const MAX_MESSAGE_CHARS: usize = 200;
 
 /// The server's explanation in an error body: its `message` (or `error`, `detail`,
-/// `error_description`) field, else the text itself; `secrets` replaced first, then cut short.
+/// `error_description`) field, else the whole answer; `secrets` replaced first, then cut short.
+///
+/// A JSON answer without such a field (a server echoing the request, say) is written again as
+/// this crate writes JSON, so that a secret in it is found however the server escaped it (`\"`,
+/// `\/`, `\u0022`): as sent, or as a JSON string holds it.
 pub(crate) fn server_message(body: &[u8], secrets: &[&str]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let parsed = serde_json::from_str::<Value>(&text).ok();
@@ -190,9 +203,15 @@ pub(crate) fn server_message(body: &[u8], secrets: &[&str]) -> Option<String> {
             .iter()
             .find_map(|name| answer.get(name)?.as_str())
     });
-    let mut message = field.unwrap_or(&text).to_owned();
+    let mut message = match (field, &parsed) {
+        (Some(field), _) => field.to_owned(),
+        (None, Some(answer)) => answer.to_string(),
+        (None, None) => text.into_owned(),
+    };
     for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
-        message = message.replace(secret, "[redacted]");
+        for form in [(*secret).to_owned(), json_escaped(secret)] {
+            message = message.replace(&form, "[redacted]");
+        }
     }
     let message: String = message
         .chars()
@@ -368,5 +387,20 @@ mod tests {
         assert!(!message.contains("sk_live"), "{message}");
         assert_eq!(message.chars().count(), 200);
         assert_eq!(server_message(b"  ", &[]), None);
+    }
+
+    #[test]
+    fn a_secret_echoed_in_escaped_json_is_scrubbed_too() {
+        let secret = r#"sk"live\12/34"#;
+        for echo in [
+            r#"{"api_key":"sk\"live\\12/34","partner_id":"acme"}"#,
+            r#"{"api_key":"sk\"live\\12\/34","partner_id":"acme"}"#,
+            r#"{"api_key":"sk\u0022live\u005c12\u002f34","partner_id":"acme"}"#,
+        ] {
+            let message = server_message(echo.as_bytes(), &[secret]).unwrap();
+            assert!(!message.contains("live"), "{message}");
+            assert!(message.contains("[redacted]"), "{message}");
+            assert!(message.contains("acme"), "{message}");
+        }
     }
 }
