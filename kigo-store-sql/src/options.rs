@@ -308,8 +308,8 @@ impl SqlStoreOptions {
     /// The store on `pool`, migrated if asked.
     async fn build(self, pool: SqlPool, settings: Settings) -> Result<SqlStore, StoreError> {
         let Settings { table, codec } = settings;
-        let backend = self.backend(pool.clone(), table.clone())?;
-        let store = SqlStore::new(backend, pool, codec, table, self.statement_timeout);
+        let backend = self.backend(pool, table)?;
+        let store = SqlStore::new(backend, codec, self.statement_timeout);
         if self.migrate {
             store.migrate().await?;
         }
@@ -374,7 +374,7 @@ impl SqlStoreOptions {
     }
 
     /// The backend of `pool`'s database for `table`.
-    fn backend(&self, pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {
+    fn backend(&self, pool: SqlPool, table: TableRef) -> Result<Backend, StoreError> {
         #[cfg(any(feature = "mysql", feature = "sqlite"))]
         if self.listen_url.is_some() && pool.kind() != BackendKind::Postgres {
             return Err(unsupported(
@@ -399,21 +399,20 @@ impl SqlStoreOptions {
                     options,
                     acquire_timeout: self.acquire_timeout,
                 };
-                let backend = crate::backend::postgres::backend(pool, table, listen);
-                Ok(Box::new(backend))
+                Ok(crate::backend::postgres::backend(pool, table, listen))
             }
             #[cfg(feature = "mysql")]
             SqlPool::MySql(pool) => {
                 let rule = self.transport_rule();
                 rule.check_mysql(&pool.connect_options(), STORE_CONNECTIONS)?;
-                Ok(Box::new(crate::backend::mysql::backend(pool, table)))
+                Ok(crate::backend::mysql::backend(pool, table))
             }
             #[cfg(feature = "sqlite")]
             SqlPool::Sqlite(pool) => {
                 if table.schema().is_some() {
                     return Err(unsupported("SQLite has no schemas: leave `schema` unset"));
                 }
-                Ok(Box::new(crate::backend::sqlite::backend(pool, table)))
+                Ok(crate::backend::sqlite::backend(pool, table))
             }
         }
     }

@@ -7,8 +7,6 @@ use kigo_core::codec::{CorruptEntry, EntryCodec, FORMAT_VERSION};
 use kigo_core::store::{Entry, Snapshot};
 use kigo_core::{Token, TokenKey};
 
-use crate::backend::runner::Value;
-
 /// The latest instant every backend can store (9999-12-31T23:59:59.999999Z, MySQL's `DATETIME`
 /// limit), in microseconds since the Unix epoch.
 const MAX_MICROS: i64 = 253_402_300_799_999_999;
@@ -52,16 +50,17 @@ impl NewEntry {
     }
 }
 
-impl NewEntry {
-    /// The columns a commit writes, in the order the commit statements take them: format
-    /// version, entry, fingerprint, expiry.
-    pub(crate) fn values(&self) -> [Value<'_>; 4] {
-        [
-            Value::Int(self.format),
-            Value::Bytes(&self.entry),
-            Value::Bytes(&self.fingerprint),
-            Value::Int(self.expires_us),
-        ]
+impl From<(i64, Option<Vec<u8>>, i64, Option<i64>)> for StoredRow {
+    /// The columns of a load, in order.
+    fn from(
+        (format, entry, generation, cooldown_us): (i64, Option<Vec<u8>>, i64, Option<i64>),
+    ) -> Self {
+        Self {
+            format,
+            entry,
+            generation,
+            cooldown_us,
+        }
     }
 }
 

@@ -15,7 +15,6 @@ use sqlx::migrate::MigrateError;
 
 use crate::backend::Backend;
 use crate::error::{Class, HISTORY_HINT, SqlError};
-use crate::names::TableRef;
 use crate::row::{NewEntry, duration, micros};
 use crate::{BackendKind, SqlPool, SqlStoreOptions};
 
@@ -48,28 +47,19 @@ pub struct SqlStore {
 }
 
 struct Shared {
-    backend: Box<dyn Backend>,
-    pool: SqlPool,
+    backend: Backend,
     codec: EntryCodec,
-    table: TableRef,
-    /// How long one attempt at a statement may take.
+    /// How long one store operation may take: all its attempts, the pauses between them, the
+    /// waits for a pooled connection, and the classification of an error.
     timeout: Duration,
 }
 
 impl SqlStore {
-    pub(crate) fn new(
-        backend: Box<dyn Backend>,
-        pool: SqlPool,
-        codec: EntryCodec,
-        table: TableRef,
-        timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(backend: Backend, codec: EntryCodec, timeout: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 backend,
-                pool,
                 codec,
-                table,
                 timeout,
             }),
         }
@@ -156,12 +146,12 @@ impl SqlStore {
             Ok(0) => {}
             Ok(cleared) => tracing::debug!(
                 cleared,
-                table = %self.shared.table.name(),
+                table = %self.shared.backend.table().name(),
                 "cleared expired tokens"
             ),
             Err(error) => tracing::warn!(
                 ?error,
-                table = %self.shared.table.name(),
+                table = %self.shared.backend.table().name(),
                 "clearing expired tokens after a commit failed; the next commit tries again"
             ),
         }
@@ -169,17 +159,17 @@ impl SqlStore {
 
     /// Which database this store runs on.
     pub fn kind(&self) -> BackendKind {
-        self.shared.backend.kind()
+        self.pool().kind()
     }
 
     /// The pool the store sends its statements through.
     pub fn pool(&self) -> &SqlPool {
-        &self.shared.pool
+        self.shared.backend.pool()
     }
 
     /// Runs `statement`, again after a deadlock or serialization failure (the database rolled
     /// it back, so nothing was done), and maps its error. All attempts, their pauses and the
-    /// classification of an error share the statement timeout.
+    /// classification of an error share the operation timeout.
     async fn run<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
@@ -233,7 +223,7 @@ impl fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlStore")
             .field("kind", &self.kind())
-            .field("table", &self.shared.table.name())
+            .field("table", &self.shared.backend.table().name())
             .finish_non_exhaustive()
     }
 }
