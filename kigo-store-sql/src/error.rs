@@ -5,7 +5,7 @@ use kigo_core::StoreError;
 
 /// What to tell the operator when the token table is missing or outdated.
 pub(crate) const MIGRATE_HINT: &str = "the token table is missing or outdated: run \
-     `SqlStore::migrate()` or build the store with `SqlStoreOptions::migrate_on_connect(true)`";
+     `SqlStore::migrate()` or build the store with `SqlStoreBuilder::migrate_on_connect(true)`";
 
 /// What to tell the operator when the applied migrations do not match the shipped ones.
 pub(crate) const HISTORY_HINT: &str = "the token table's migration history does not match this \
@@ -25,7 +25,7 @@ pub(crate) const CONFIG_HINT: &str = "invalid store configuration: check the dat
 pub(crate) const TRANSPORT_HINT: &str = "the database is on another host and its connections \
      would not be encrypted: require TLS in the URL (PostgreSQL: sslmode=verify-full, verify-ca or \
      require; MySQL/MariaDB: ssl-mode=VERIFY_IDENTITY, VERIFY_CA or REQUIRED), or, on a network \
-     you trust, opt out with SqlStoreOptions::allow_insecure_transport(true)";
+     you trust, opt out with SqlStoreBuilder::allow_insecure_transport()";
 
 /// What to tell the operator when the connect options require TLS that this build lacks.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -62,8 +62,8 @@ pub(crate) enum SqlError {
         #[source]
         source: sqlx::Error,
     },
-    /// A statement did not finish within the statement timeout.
-    #[error("the database did not answer within the statement timeout ({after:?})")]
+    /// An operation did not finish within the operation timeout.
+    #[error("the database did not answer within the operation timeout ({after:?})")]
     TimedOut { after: std::time::Duration },
     /// The SQLite file could not be created.
     #[cfg(all(feature = "sqlite", unix))]
@@ -88,9 +88,15 @@ pub(crate) enum SqlError {
     /// No keyring to seal entries with (`KIGO_SEALING_KEYS` missing or invalid).
     #[error("the store has no usable keyring to seal its entries")]
     Keyring(#[source] kigo_core::codec::InvalidKeyring),
-    /// A statement timeout of zero: every operation would time out at once.
-    #[error("the statement timeout must be positive")]
+    /// An operation timeout of zero: every operation would time out at once.
+    #[error("the operation timeout must be positive")]
     ZeroTimeout,
+    /// The builder was given no database.
+    #[error("no database was given")]
+    NoTarget,
+    /// [`crate::SqlStore::from_env`] found no URL in its variable.
+    #[error("{} is not set", crate::STORE_URL_VAR)]
+    NoUrlInEnv,
     /// Applying the migrations failed.
     #[error("applying the token table migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),

@@ -16,7 +16,7 @@ use sqlx::migrate::MigrateError;
 use crate::backend::Backend;
 use crate::error::{Class, HISTORY_HINT, SqlError};
 use crate::row::{NewEntry, duration, micros};
-use crate::{BackendKind, SqlPool, SqlStoreOptions};
+use crate::{BackendKind, SqlPool};
 
 /// How often a statement the database rolled back to break a deadlock or a serialization
 /// conflict is sent in all, before the store reports itself unavailable. Every conflict lets at
@@ -63,38 +63,6 @@ impl SqlStore {
                 timeout,
             }),
         }
-    }
-
-    /// A store on a new pool for `url`, with the default [`SqlStoreOptions`]: entries sealed
-    /// under the keyring in `KIGO_SEALING_KEYS`, no migrations at construction (call
-    /// [`SqlStore::migrate`]).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        SqlStoreOptions::new().connect(url).await
-    }
-
-    /// A store on an existing sqlx pool, with the default [`SqlStoreOptions`] (entries sealed
-    /// under the keyring in `KIGO_SEALING_KEYS`).
-    pub async fn with_pool(pool: impl Into<SqlPool>) -> Result<Self, StoreError> {
-        SqlStoreOptions::new().with_pool(pool).await
-    }
-
-    /// The embedded default in one line: the SQLite file at `path`, created if missing, in WAL
-    /// mode with a busy timeout, with the migrations applied, its entries sealed under the
-    /// keyring in `KIGO_SEALING_KEYS` (without one it is refused with
-    /// [`StoreError::Misconfigured`] before the file is touched). Every process on this machine
-    /// that opens the same file with the same keys shares one token.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), kigo_core::StoreError> {
-    /// let store = kigo_store_sql::SqlStore::sqlite("kigo-tokens.db").await?;
-    /// # Ok(()) }
-    /// ```
-    #[cfg(feature = "sqlite")]
-    pub async fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
-        SqlStoreOptions::new()
-            .migrate_on_connect(true)
-            .sqlite(path)
-            .await
     }
 
     /// Creates or updates the token table: applies the migrations shipped with this crate that
@@ -327,7 +295,7 @@ mod tests {
     use kigo_core::{PartnerId, TokenKey, TokenStore};
     use kigo_testkit::conformance::test_keyring;
 
-    use crate::SqlStoreOptions;
+    use crate::SqlStore;
 
     /// Everything an error or `Debug` shows, sources included.
     fn shown(error: &kigo_core::StoreError) -> String {
@@ -342,11 +310,12 @@ mod tests {
 
     #[tokio::test]
     async fn debug_shows_the_database_and_table_only() {
-        let store = SqlStoreOptions::new()
+        let store = SqlStore::builder()
             .keyring(test_keyring())
             .schema("auth")
             .table("tokens")
-            .connect("postgres://kigo:pa55-secret@127.0.0.1:9/app")
+            .url("postgres://kigo:pa55-secret@127.0.0.1:9/app")
+            .build()
             .await
             .unwrap();
         let shown = format!("{store:?}");
@@ -359,10 +328,11 @@ mod tests {
     #[tokio::test]
     async fn passwords_in_urls_are_never_shown() {
         let unreachable = "postgres://kigo:pa55-secret@127.0.0.1:9/tokens";
-        let store = SqlStoreOptions::new()
+        let store = SqlStore::builder()
             .keyring(test_keyring())
             .acquire_timeout(std::time::Duration::from_millis(200))
-            .connect(unreachable)
+            .url(unreachable)
+            .build()
             .await
             .unwrap();
         assert!(!format!("{store:?}").contains("pa55-secret"));
@@ -370,16 +340,18 @@ mod tests {
         let error = store.load(&key).await.unwrap_err();
         assert!(!shown(&error).contains("pa55-secret"), "{}", shown(&error));
 
-        let error = SqlStoreOptions::new()
-            .connect("redis://kigo:pa55-secret@127.0.0.1/0")
+        let error = SqlStore::builder()
+            .url("redis://kigo:pa55-secret@127.0.0.1/0")
+            .build()
             .await
             .unwrap_err();
         assert!(shown(&error).contains("\"redis\""), "{}", shown(&error));
         assert!(!shown(&error).contains("pa55-secret"));
 
         // A key/value connection string: what stands before its first `:` is no scheme.
-        let error = SqlStoreOptions::new()
-            .connect("password=pa55:secret host=db")
+        let error = SqlStore::builder()
+            .url("password=pa55:secret host=db")
+            .build()
             .await
             .unwrap_err();
         assert!(shown(&error).contains("not a URL"), "{}", shown(&error));

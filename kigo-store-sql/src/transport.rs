@@ -1,6 +1,6 @@
 //! Whether a store's connections may cross the network in the clear. A database on another host
 //! is reached over TLS, required by its connect options, unless the builder opts out with
-//! [`SqlStoreOptions::allow_insecure_transport`](crate::SqlStoreOptions::allow_insecure_transport),
+//! [`SqlStoreBuilder::allow_insecure_transport`](crate::SqlStoreBuilder::allow_insecure_transport),
 //! as kigo-http does for the API: the connections carry the tokens and the database password.
 
 use std::net::IpAddr;

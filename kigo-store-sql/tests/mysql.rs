@@ -53,7 +53,7 @@ async fn a_claim_is_one_statement() {
         .connect(harness.url())
         .await
         .unwrap();
-    let store = harness.options().with_pool(pool.clone()).await.unwrap();
+    let store = harness.options().pool(pool.clone()).build().await.unwrap();
     let key = fresh_key();
     let claim = async || {
         let holder = HolderId::random();
@@ -154,7 +154,7 @@ fn admin_pool(harness: &SqlHarness) -> MySqlPool {
 }
 
 /// A statement stuck behind a table lock (`LOCK TABLES ... WRITE`) is given up after the
-/// statement timeout, as unavailable, and the server ends it too (a pool built from a URL sets
+/// operation timeout, as unavailable, and the server ends it too (a pool built from a URL sets
 /// `lock_wait_timeout`), so no connection stays busy with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_stuck_behind_a_lock_time_out() {
@@ -162,7 +162,7 @@ async fn statements_stuck_behind_a_lock_time_out() {
     let harness = SqlHarness::new(BackendKind::MySql).await;
     let admin = admin_pool(&harness);
     let store = harness
-        .store_with(harness.options().statement_timeout(TIMEOUT))
+        .store_with(harness.options().operation_timeout(TIMEOUT))
         .await;
     let mut locker = admin.acquire().await.unwrap();
     sqlx::query("LOCK TABLES kigo_tokens WRITE")

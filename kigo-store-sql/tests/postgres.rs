@@ -506,7 +506,8 @@ async fn search_path_schemas_keep_their_notifications_apart() {
         let store = harness
             .options()
             .migrate_on_connect(true)
-            .connect(&url)
+            .url(&url)
+            .build()
             .await
             .unwrap();
         let table = format!("{schema}.kigo_tokens");
@@ -566,7 +567,8 @@ async fn notices_come_through_the_listen_url() {
     let store = harness
         .options()
         .listen_url(harness.url())
-        .connect(&format!("postgres://postgres@127.0.0.1:{port}/pooler"))
+        .url(format!("postgres://postgres@127.0.0.1:{port}/pooler"))
+        .build()
         .await
         .unwrap();
     let mut feed = store.changes().expect("PostgreSQL notifies");
@@ -588,7 +590,8 @@ async fn a_failed_listener_is_logged_without_its_password() {
         .options()
         .acquire_timeout(Duration::from_millis(500))
         .listen_url(format!("postgres://kigo:pa55-secret@127.0.0.1:{port}/kigo"))
-        .connect(harness.url())
+        .url(harness.url())
+        .build()
         .await
         .unwrap();
     let mut feed = store.changes().expect("PostgreSQL notifies");
@@ -627,7 +630,7 @@ async fn unreachable_server_is_unavailable() {
     servers::unreachable_database_is_unavailable("postgres://postgres@127.0.0.1").await;
 }
 
-/// A statement stuck behind a table lock is given up after the statement timeout, as
+/// A statement stuck behind a table lock is given up after the operation timeout, as
 /// unavailable, and the server ends it too (a pool built from a URL sets `statement_timeout` and
 /// `lock_timeout`), so no connection stays busy with it. A store on the application's own pool
 /// gives up as well; its statement stays in the server until the lock goes, and the store
@@ -637,10 +640,10 @@ async fn statements_stuck_behind_a_lock_time_out() {
     const TIMEOUT: Duration = Duration::from_millis(500);
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     let admin = pg(&harness);
-    let options = || harness.options().statement_timeout(TIMEOUT);
+    let options = || harness.options().operation_timeout(TIMEOUT);
     let from_url = harness.store_with(options()).await;
     let own_pool = PgPool::connect(harness.url()).await.unwrap();
-    let on_own_pool = options().with_pool(own_pool).await.unwrap();
+    let on_own_pool = options().pool(own_pool).build().await.unwrap();
     let key = fresh_key();
     let lock = lock_table(&admin).await;
 
@@ -755,7 +758,8 @@ async fn remote_postgres_requires_tls() {
 
     let listening_in_the_clear = transport::options()
         .listen_url("postgres://kigo:pa55-secret@db.internal/app")
-        .connect("postgres://kigo:pa55-secret@127.0.0.1/app")
+        .url("postgres://kigo:pa55-secret@127.0.0.1/app")
+        .build()
         .await;
     transport::refused_as_insecure(listening_in_the_clear, "db.internal");
 }

@@ -680,7 +680,8 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
         .options()
         .table("from_pool")
         .migrate_on_connect(true)
-        .with_pool(pool)
+        .pool(pool)
+        .build()
         .await
         .unwrap();
     let key = fresh_key();

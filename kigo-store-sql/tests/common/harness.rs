@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use kigo_core::codec::{FORMAT_VERSION, Keyring};
 use kigo_core::{TokenKey, TokenStore};
-use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreBuilder};
 use kigo_test_services::{self as services, TestDatabase};
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Type};
@@ -46,10 +46,11 @@ impl SqlHarness {
 
     async fn on(url: String, place: Place) -> Self {
         let keyring = test_keyring();
-        let admin = SqlStoreOptions::new()
+        let admin = SqlStore::builder()
             .keyring(keyring.clone())
             .migrate_on_connect(true)
-            .connect(&url)
+            .url(&url)
+            .build()
             .await
             .unwrap_or_else(|error| panic!("migrating the test database failed: {error:?}"));
         Self {
@@ -66,8 +67,8 @@ impl SqlHarness {
     }
 
     /// Default options, sealing under the test's keyring.
-    pub(crate) fn options(&self) -> SqlStoreOptions {
-        SqlStoreOptions::new().keyring(self.keyring.clone())
+    pub(crate) fn options(&self) -> SqlStoreBuilder {
+        SqlStore::builder().keyring(self.keyring.clone())
     }
 
     /// A new store on the database (a replica's own pool, of up to 4 connections).
@@ -76,9 +77,10 @@ impl SqlHarness {
     }
 
     /// A new store on the database with `options`.
-    pub(crate) async fn store_with(&self, options: SqlStoreOptions) -> SqlStore {
+    pub(crate) async fn store_with(&self, options: SqlStoreBuilder) -> SqlStore {
         options
-            .connect(&self.url)
+            .url(&self.url)
+            .build()
             .await
             .unwrap_or_else(|error| panic!("store: {error:?}"))
     }

@@ -14,7 +14,7 @@ use kigo_core::{
     Error, Fingerprint, StoreError, Token, TokenHandle, TokenKey, TokenManager, TokenStore, UserId,
 };
 use kigo_http::{KigoApi, RetryOn401};
-use kigo_store_sql::SqlStoreOptions;
+use kigo_store_sql::SqlStore;
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use kigo_testkit::mock::{MockKigo, PROTECTED_PATH};
 use kigo_testkit::{FakeSource, ManualClock};
@@ -98,7 +98,7 @@ pub(crate) async fn rotating_keys_across_a_running_fleet_costs_no_creation_and_n
     // the store (its timeout would run out at once).
     clock.advance(Duration::from_secs(16 * 60));
     let k2_only = harness
-        .store_with(SqlStoreOptions::new().keyring(keyring(&k2, &[])))
+        .store_with(SqlStore::builder().keyring(keyring(&k2, &[])))
         .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let renewed = loop {
@@ -165,7 +165,7 @@ impl Fleet<'_> {
     /// Starts a replica sealing with `keyring` (a store and manager of its own), and its callers
     /// once it serves a token.
     async fn join(&mut self, keyring: Keyring) {
-        let options = SqlStoreOptions::new().keyring(keyring).max_connections(4);
+        let options = SqlStore::builder().keyring(keyring).max_connections(4);
         let store = self.harness.store_with(options).await;
         let manager = replica(self.source.clone(), store)
             .runtime(RuntimeEnv::manual(&self.clock).unwrap())
@@ -366,10 +366,10 @@ pub(crate) async fn a_replica_that_cannot_open_the_entries_leaves_them_alone(har
     let fleet_key = harness.keyring().current().id();
     let cases = [
         (
-            SqlStoreOptions::new().keyring(test_keyring()),
+            SqlStore::builder().keyring(test_keyring()),
             CorruptEntry::UnknownKey(fleet_key),
         ),
-        (SqlStoreOptions::new().plaintext(), CorruptEntry::Sealed),
+        (SqlStore::builder().plaintext(), CorruptEntry::Sealed),
     ];
     for (created, (options, cannot_open)) in (1..).zip(cases) {
         let key = fresh_key();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kigo_core::{ExpiryPolicy, StoreError, Token, TokenManager, TokenStore};
-use kigo_store_sql::SqlStoreOptions;
+use kigo_store_sql::{SqlStore, SqlStoreBuilder};
 use kigo_test_services::PrivateServer;
 use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::test_keyring;
@@ -36,10 +36,11 @@ pub(crate) async fn eventually(
 /// follows) reports itself unavailable, within its acquire timeout.
 pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
     let port = kigo_test_services::free_port().unwrap();
-    let store = SqlStoreOptions::new()
+    let store = SqlStore::builder()
         .keyring(test_keyring())
         .acquire_timeout(Duration::from_millis(500))
-        .connect(&format!("{base}:{port}/kigo"))
+        .url(format!("{base}:{port}/kigo"))
+        .build()
         .await
         .unwrap();
     let started = Instant::now();
@@ -64,22 +65,23 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let keyring = test_keyring();
-    let connect = |options: SqlStoreOptions| async {
+    let connect = |options: SqlStoreBuilder| async {
         options
             .keyring(keyring.clone())
             .acquire_timeout(Duration::from_millis(500))
-            .connect(db.url())
+            .url(db.url())
+            .build()
             .await
             .unwrap()
     };
-    let admin = connect(SqlStoreOptions::new().migrate_on_connect(true)).await;
+    let admin = connect(SqlStore::builder().migrate_on_connect(true)).await;
     let source = FakeSource::with_lifetime(LIFETIME);
     // Renew after 15 to 18 s; the token is handed out until 12 s before it expires (48 s).
     let expiry = ExpiryPolicy::default().with_shares(0.3, 0.05).unwrap();
     let key = fresh_key();
     let mut managers = Vec::new();
     for _ in 0..3 {
-        let store = connect(SqlStoreOptions::new()).await;
+        let store = connect(SqlStore::builder()).await;
         let manager = replica(Arc::new(source.clone()), Arc::new(store))
             .expiry(expiry)
             .build()

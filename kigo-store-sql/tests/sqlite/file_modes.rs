@@ -91,7 +91,8 @@ async fn an_existing_file_open_to_others_is_left_as_it_is_with_a_warning() {
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let keyring = test_keyring();
     let store = crate::embedded(keyring.clone())
-        .sqlite(&file)
+        .sqlite_file(&file)
+        .build()
         .await
         .unwrap();
     commit_token(&store, &fresh_key(), &token("shared")).await;
@@ -107,6 +108,10 @@ async fn an_existing_file_open_to_others_is_left_as_it_is_with_a_warning() {
     std::fs::set_permissions(&file, Permissions::from_mode(0o600)).unwrap();
     let log = capture::Log::new();
     let _logging = tracing::subscriber::set_default(log.subscriber());
-    crate::embedded(keyring).sqlite(&file).await.unwrap();
+    crate::embedded(keyring)
+        .sqlite_file(&file)
+        .build()
+        .await
+        .unwrap();
     assert!(!log.text().contains("WARN"), "{}", log.text());
 }
