@@ -25,10 +25,10 @@ const TARGET_HINT: &str = "give the store a database: SqlStore::builder().url(..
     (postgres://, mysql:// or sqlite:), .pool(...) for a pool you built, or .sqlite_file(...)";
 
 /// Configures a [`SqlStore`]; made by [`SqlStore::builder`]. Give it a database with one of
-/// [`Self::url`], [`Self::pool`] or [`Self::sqlite_file`] (each replaces the one given before).
-/// Setters never fail: [`Self::build`] checks everything, the URL included. Entries are sealed
-/// with the keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or [`Self::plaintext`] says
-/// otherwise.
+/// [`Self::url`], [`Self::pool`] or `sqlite_file` (feature `sqlite`); each replaces the one
+/// given before. Setters never fail: [`Self::build`] checks everything, the URL included.
+/// Entries are sealed with the keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or
+/// [`Self::plaintext`] says otherwise.
 ///
 /// ```no_run
 /// # #[cfg(feature = "postgres")]
@@ -565,7 +565,7 @@ mod tests {
     use kigo_core::codec::{Keyring, SealingKey};
     use kigo_testkit::conformance::test_keyring;
 
-    use crate::{BackendKind, SqlStore};
+    use crate::SqlStore;
 
     /// The hint of a refused build.
     fn refusal(built: Result<SqlStore, StoreError>) -> &'static str {
@@ -606,6 +606,8 @@ mod tests {
     #[cfg(all(feature = "postgres", feature = "sqlite"))]
     #[tokio::test]
     async fn the_last_database_given_is_the_one_used() {
+        use crate::BackendKind;
+
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::builder()
             .url("postgres://kigo@db.internal/app")
