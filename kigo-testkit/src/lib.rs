@@ -34,29 +34,21 @@ pub async fn settle() {
 /// `limit` has passed: for what real servers and processes do in their own time. What a manager
 /// does belongs on the [`ManualClock`] instead. `what` is shown only on failure, so it may
 /// describe the state of that moment (a `Display` that reads it).
-pub async fn eventually<F, Fut>(what: impl fmt::Display, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    eventually_some(what, limit, || {
-        let holds = condition();
-        async move { holds.await.then_some(()) }
-    })
-    .await;
+pub async fn eventually(
+    what: impl fmt::Display,
+    limit: Duration,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    eventually_some(what, limit, async || condition().await.then_some(())).await;
 }
 
 /// [`eventually`] for a wait that ends with a value: waits until `attempt` returns `Some`, and
 /// returns what it holds.
-pub async fn eventually_some<T, F, Fut>(
+pub async fn eventually_some<T>(
     what: impl fmt::Display,
     limit: Duration,
-    mut attempt: F,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
+    mut attempt: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let until = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = attempt().await {
