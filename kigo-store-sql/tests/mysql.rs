@@ -1,7 +1,5 @@
 //! The MySQL/MariaDB store: the conformance suite and the fleet scenarios.
 
-#[path = "common/capture.rs"]
-mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
@@ -16,6 +14,7 @@ use kigo_core::store::{HolderId, LeaseAttempt};
 use kigo_core::{StoreError, Token, TokenStore};
 use kigo_store_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use kigo_store_sql::{BackendKind, SqlPool};
+use kigo_testkit::eventually;
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
@@ -188,14 +187,12 @@ async fn statements_stuck_behind_a_lock_time_out() {
         .unwrap()
     };
     // lock_wait_timeout counts whole seconds: the server gives up after 1 s.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while waiting().await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not end the statement"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the server ends the statement",
+        Duration::from_secs(5),
+        async || waiting().await == 0,
+    )
+    .await;
     sqlx::query("UNLOCK TABLES")
         .execute(&mut *locker)
         .await

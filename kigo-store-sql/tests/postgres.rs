@@ -2,14 +2,13 @@
 //! server can have: connections terminated mid-statement, the server stopped during traffic, a
 //! lost notification, and refreshes cancelled while a statement runs.
 
-#[path = "common/capture.rs"]
-mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
 #[path = "common/transport.rs"]
 mod transport;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,7 +27,9 @@ use kigo_store_sql::sqlx::{
 };
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore};
 use kigo_test_services::postgres;
-use kigo_testkit::{FakeSource, ManualClock};
+use kigo_testkit::logs::Capture;
+use kigo_testkit::{FakeSource, ManualClock, eventually, eventually_some};
+use servers::Reported;
 use tokio::task::JoinHandle;
 
 mod conformance {
@@ -73,14 +74,16 @@ async fn lock_waiters(pool: &PgPool) -> Vec<i32> {
 
 /// Waits until one store statement waits on the table lock; its backend.
 async fn blocked_statement(pool: &PgPool) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let [pid] = lock_waiters(pool).await[..] {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no statement waits on the lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let waiting = async || match lock_waiters(pool).await[..] {
+        [pid] => Some(pid),
+        _ => None,
+    };
+    eventually_some(
+        "a statement waits on the lock",
+        Duration::from_secs(10),
+        waiting,
+    )
+    .await
 }
 
 async fn terminate(admin: impl PgExecutor<'_>, pid: i32) {
@@ -131,18 +134,13 @@ async fn leftovers(pool: &PgPool) -> (i64, i64) {
 /// Waits (at most 5 s) until no lock or transaction is left: a statement the manager still runs
 /// (a lease release after a cancellation, say) may hold one for a moment.
 async fn no_leftovers(pool: &PgPool, when: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = leftovers(pool).await;
-        if left == (0, 0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{when}: locks or transactions left: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let left = Cell::new((0, 0));
+    let report = || format!("locks or transactions left: {:?}", left.get());
+    eventually(Reported(when, report), Duration::from_secs(5), async || {
+        left.set(leftovers(pool).await);
+        left.get() == (0, 0)
+    })
+    .await;
 }
 
 async fn advisory_locks(pool: &PgPool) -> i64 {
@@ -231,18 +229,14 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
         lease_is_free(&probe, &key).await,
         "the killed claim left a lease"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
     let handle = stopped.manager.handle(key.clone()).unwrap();
-    let token = loop {
-        // The manager backs off from the store for about a second before it tries again.
-        match handle.token().await {
-            Ok(token) => break token.fingerprint(),
-            Err(Error::StoreUnavailable { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("no recovery: {error}"),
-        }
+    // The manager backs off from the store for about a second before it tries again.
+    let recovered = async || match handle.token().await {
+        Ok(token) => Some(token.fingerprint()),
+        Err(Error::StoreUnavailable { .. }) => None,
+        Err(error) => panic!("no recovery: {error}"),
     };
+    let token = eventually_some("recovery", Duration::from_secs(10), recovered).await;
     assert_eq!(stopped.source.creations(), 1);
     let stored = probe.load(&key).await.unwrap();
     assert_eq!(stored.token().map(Token::fingerprint), Some(token));
@@ -327,27 +321,22 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
         .await
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listening = loop {
-        let pids = listeners(&mut admin).await;
-        if pids.len() == 2 {
-            break pids;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replicas never listened: {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let both_listening = async || Some(listeners(&mut admin).await).filter(|pids| pids.len() == 2);
+    let listening = eventually_some(
+        "both replicas listen",
+        Duration::from_secs(10),
+        both_listening,
+    )
+    .await;
     // The stores keep the connections they have; the listeners cannot connect again.
     allow_connections(&harness, false).await;
     for pid in listening {
         terminate(&mut *admin, pid).await;
     }
-    while !listeners(&mut admin).await.is_empty() {
-        assert!(Instant::now() < deadline, "the listeners stayed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the listeners go", Duration::from_secs(10), async || {
+        listeners(&mut admin).await.is_empty()
+    })
+    .await;
     holder_store.resume();
     let committed = holding.await.unwrap().unwrap();
     let committed_at = Instant::now();
@@ -431,14 +420,13 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             matches!(stopped.caller.await.unwrap(), Err(Error::ShutDown)),
             "{point}: the caller was not told of the shutdown"
         );
-        let deadline = cancelled_at + LEASE + Duration::from_secs(1);
-        while !lease_is_free(&probe, &key).await {
-            assert!(
-                Instant::now() < deadline,
-                "{point}: a lease outlived its TTL"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let limit = (cancelled_at + LEASE + Duration::from_secs(1))
+            .saturating_duration_since(Instant::now());
+        let lease_outlived = format!("{point}: the lease is freed within its TTL");
+        eventually(lease_outlived, limit, async || {
+            lease_is_free(&probe, &key).await
+        })
+        .await;
         no_leftovers(&admin, point).await;
         assert_eq!(advisory_locks(&admin).await, 0, "{point}: advisory lock");
 
@@ -584,7 +572,7 @@ async fn notices_come_through_the_listen_url() {
 async fn a_failed_listener_is_logged_without_its_password() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     let port = kigo_test_services::free_port().unwrap();
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let store = harness
         .options()
@@ -648,14 +636,12 @@ async fn statements_stuck_behind_a_lock_time_out() {
     let lock = lock_table(&admin).await;
 
     gives_up_in_time(&from_url, &key, TIMEOUT).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !lock_waiters(&admin).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not end the statement"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the server ends the statement",
+        Duration::from_secs(5),
+        async || lock_waiters(&admin).await.is_empty(),
+    )
+    .await;
     gives_up_in_time(&on_own_pool, &key, TIMEOUT).await;
     assert_eq!(lock_waiters(&admin).await.len(), 1);
 

@@ -1,8 +1,6 @@
 //! The SQLite store (the embedded default): the conformance suite, the fleet scenarios, replicas
 //! as separate processes sharing one file, a busy database, and the file's modes.
 
-#[path = "common/capture.rs"]
-mod capture;
 mod common;
 
 use std::collections::HashSet;
@@ -10,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fleet::{fresh_key, replica};
 use common::harness::SqlHarness;
@@ -22,8 +20,9 @@ use kigo_core::{
 use kigo_store_sql::sqlx::SqlitePool;
 use kigo_store_sql::sqlx::sqlite::SqliteConnectOptions;
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreBuilder};
-use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::test_keyring;
+use kigo_testkit::logs::Capture;
+use kigo_testkit::{FakeSource, eventually};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -273,11 +272,10 @@ async fn replica_process(file: &Path) {
 /// Waits (with a deadline) until `handle` serves a token other than `expiring`, asking for one
 /// now and then as traffic would.
 async fn renewed(handle: &TokenHandle, expiring: Fingerprint) {
-    let deadline = Instant::now() + SHORT_LIFETIME * 2;
-    while handle.token().await.unwrap().fingerprint() == expiring {
-        assert!(Instant::now() < deadline, "the token was not renewed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the token's renewal", SHORT_LIFETIME * 2, async || {
+        handle.token().await.unwrap().fingerprint() != expiring
+    })
+    .await;
 }
 
 /// A [`FakeSource`] whose tokens name this process: every fake counts from `fake-token-1`, and
@@ -519,7 +517,7 @@ async fn a_file_without_write_ahead_logging_is_reported() {
     common::fleet::commit_token(&store, &key, &token).await;
     pool.close().await;
 
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let url = format!("sqlite://{}?immutable=1", file.display());
     let store = SqlStore::builder()

@@ -1,6 +1,7 @@
 //! Helpers and scenarios for the databases that run as servers (PostgreSQL, MySQL/MariaDB).
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -8,27 +9,18 @@ use std::time::{Duration, Instant};
 use kigo_core::{ExpiryPolicy, StoreError, Token, TokenManager, TokenStore};
 use kigo_store_sql::{SqlStore, SqlStoreBuilder};
 use kigo_test_services::PrivateServer;
-use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::test_keyring;
+use kigo_testkit::{FakeSource, eventually};
 
 use crate::common::fleet::{fresh_key, replica};
 
-/// Waits until `condition` holds, checking every 10 ms; after `limit`, fails naming `what`
-/// with the `report` of the moment.
-pub(crate) async fn eventually(
-    limit: Duration,
-    what: &str,
-    mut condition: impl FnMut() -> bool,
-    report: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; {}",
-            report()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// `what`, then the `report` of the moment it is shown: a wait's failure message that tells the
+/// state the wait ran out in.
+pub(crate) struct Reported<'a, F>(pub(crate) &'a str, pub(crate) F);
+
+impl<F: Fn() -> String> fmt::Display for Reported<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.0, (self.1)())
     }
 }
 
@@ -144,23 +136,21 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     server.server().kill();
     // The replicas reach their refresh points and find the store gone.
     eventually(
+        Reported("step 1, a renewal fails while the server is down", &report),
         Duration::from_secs(40),
-        "step 1, a renewal fails while the server is down",
-        || {
+        async || {
             managers
                 .iter()
                 .any(|manager| manager.metrics().store_errors > 0)
         },
-        report,
     )
     .await;
     server.server().restart().await.unwrap();
     server.wait_ready().await.unwrap();
     eventually(
+        Reported("step 2, the fleet renews after the restart", &report),
         Duration::from_secs(25),
-        "step 2, the fleet renews after the restart",
-        || source.creations() == 2,
-        report,
+        async || source.creations() == 2,
     )
     .await;
     // Every replica serves the new token once it has it; let each pick it up.
@@ -172,14 +162,13 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     for manager in &managers {
         let handle = manager.handle(key.clone()).unwrap();
         eventually(
+            Reported("step 3, each replica serves the new token", &report),
             Duration::from_secs(15),
-            "step 3, each replica serves the new token",
-            || {
+            async || {
                 handle
                     .cached()
                     .is_some_and(|token| token.fingerprint() == renewed)
             },
-            report,
         )
         .await;
     }

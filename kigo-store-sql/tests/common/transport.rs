@@ -5,8 +5,7 @@
 use kigo_core::StoreError;
 use kigo_store_sql::{SqlPool, SqlStore, SqlStoreBuilder};
 use kigo_testkit::conformance::test_keyring;
-
-use crate::capture;
+use kigo_testkit::logs::Capture;
 
 /// Options that pass every check but the transport rule's: sealed under a keyring.
 pub(crate) fn options() -> SqlStoreBuilder {
@@ -76,7 +75,7 @@ pub(crate) async fn remote_hosts_require_tls(urls: Urls<'_>) {
             .unwrap_or_else(|error| panic!("pool of {shown_url}: {}", shown(&error)));
     }
 
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     options()
         .allow_insecure_transport()
