@@ -65,6 +65,19 @@ impl From<(i64, Option<Vec<u8>>, i64, Option<i64>)> for StoredRow {
 }
 
 impl StoredRow {
+    /// The row's entry sealed again under the current key of `codec` (see
+    /// [`EntryCodec::reseal`]); `None` when it already is, or the row holds no entry.
+    pub(crate) fn resealed(
+        &self,
+        key: &TokenKey,
+        codec: &EntryCodec,
+    ) -> Result<Option<String>, CorruptEntry> {
+        let Some(entry) = &self.entry else {
+            return Ok(None);
+        };
+        codec.reseal(key, entry, readable(self.format, self.generation)?)
+    }
+
     /// The snapshot this row stands for.
     pub(crate) fn into_snapshot(self, key: &TokenKey, codec: &EntryCodec) -> Snapshot {
         let cooldown = self
@@ -90,12 +103,17 @@ fn decode(
     stored: &[u8],
     generation: i64,
 ) -> Result<Token, CorruptEntry> {
+    codec.decode(key, stored, readable(format, generation)?)
+}
+
+/// The generation of a row whose entry the codec can read (one of this format version), as
+/// the codec takes it.
+fn readable(format: i64, generation: i64) -> Result<u64, CorruptEntry> {
     if format != i64::from(FORMAT_VERSION) {
         let version = u64::try_from(format).map_err(|_| CorruptEntry::Malformed)?;
         return Err(CorruptEntry::UnknownVersion(version));
     }
-    let generation = u64::try_from(generation).map_err(|_| CorruptEntry::Malformed)?;
-    codec.decode(key, stored, generation)
+    u64::try_from(generation).map_err(|_| CorruptEntry::Malformed)
 }
 
 /// The format version every row is written with.

@@ -22,6 +22,12 @@ mod conformance {
     });
 }
 
+mod admin_conformance {
+    kigo_testkit::admin_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::MySql).await
+    });
+}
+
 mod fleet {
     crate::common::fleet::fleet_tests!(kigo_store_sql::BackendKind::MySql);
 }

@@ -16,10 +16,12 @@ use common::fleet::{commit_token, fresh_key, holds_no_connection, replica, stopp
 use common::harness::SqlHarness;
 use common::tripwire::{Op, Tripwire};
 use futures_util::StreamExt;
+use kigo_core::codec::{Keyring, SealingKey};
 use kigo_core::runtime::TokioSleep;
-use kigo_core::store::{HolderId, LeaseAttempt};
+use kigo_core::store::{HolderId, LeaseAttempt, Resealed, StoreAdmin};
 use kigo_core::{
-    Error, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenStore,
+    Error, Fingerprint, ManagerBuilder, PartnerId, StoreError, Token, TokenKey, TokenManager,
+    TokenStore,
 };
 use kigo_store_sql::sqlx::postgres::{PgConnectOptions, PgExecutor};
 use kigo_store_sql::sqlx::{
@@ -34,6 +36,12 @@ use tokio::task::JoinHandle;
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::Postgres).await
+    });
+}
+
+mod admin_conformance {
+    kigo_testkit::admin_conformance_tests!(async {
         super::SqlHarness::new(super::BackendKind::Postgres).await
     });
 }
@@ -748,4 +756,110 @@ async fn remote_postgres_requires_tls() {
         .build()
         .await;
     transport::refused_as_insecure(listening_in_the_clear, "db.internal");
+}
+
+/// Keys are listed in the byte order of their storage IDs even where the column's collation
+/// orders them otherwise (here ICU's English, which sorts `p/A` before `p/a_c` before `p/ab`
+/// before `p/aB`): a walk resumed from the last key of each page sees every key once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_in_byte_order_whatever_the_collation() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    harness
+        .execute(r#"ALTER TABLE kigo_tokens ALTER COLUMN token_key TYPE TEXT COLLATE "en-x-icu""#)
+        .await;
+    let store = harness.store().await;
+    let keys: Vec<TokenKey> = ["ab", "aB", "a-b", "a_c", "A", "Z"]
+        .into_iter()
+        .map(|partner| TokenKey::partner(PartnerId::new(partner).unwrap()))
+        .collect();
+    for key in &keys {
+        commit_token(&store, key, &token("collated")).await;
+    }
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.keys(after.as_ref(), 2).await.unwrap();
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        walked.extend(page.iter().map(TokenKey::storage_id));
+        after = Some(last);
+    }
+    let mut expected: Vec<String> = keys.iter().map(TokenKey::storage_id).collect();
+    expected.sort();
+    assert_eq!(walked, expected);
+}
+
+/// A reseal that read the entry before an invalidation writes nothing after it: its update
+/// finds the entry it read gone, reports the entry changed, and the revoked token stays gone.
+/// (The invalidation holds the row, as a concurrent statement does, until the reseal's write
+/// waits behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseal_racing_an_invalidation_never_brings_the_token_back() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let key = fresh_key();
+    commit_token(harness.admin(), &key, &token("revoked")).await;
+    let new_key = SealingKey::from_bytes(std::array::from_fn(|_| fastrand::u8(..)));
+    let rotated = Keyring::new(new_key)
+        .with_older_key(harness.keyring().current().clone())
+        .unwrap();
+    let rotating = harness
+        .store_with(SqlStore::builder().keyring(rotated))
+        .await;
+
+    let mut invalidation = admin.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE kigo_tokens SET entry = NULL, fingerprint = NULL, expires_at = NULL
+          WHERE token_key = $1",
+    )
+    .bind(key.storage_id())
+    .execute(&mut *invalidation)
+    .await
+    .unwrap();
+    let resealing = tokio::spawn({
+        let key = key.clone();
+        async move { rotating.reseal(&key).await }
+    });
+    blocked_statement(&admin).await;
+    invalidation.commit().await.unwrap();
+
+    assert_eq!(resealing.await.unwrap().unwrap(), Resealed::Changed);
+    assert_eq!(
+        harness.raw_row(&key).await.entry.map(|entry| entry.len()),
+        None
+    );
+}
+
+/// A role that may only read the table: the check reports the first statement of a renewal
+/// it refused (the cool-down's insert), and the deletion of the check's own row, as
+/// permission problems, not as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_what_a_read_only_role_may_not_do() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let role = format!("kigo_read_only_{:08x}", fastrand::u32(..));
+    let tables = "kigo_tokens, kigo_tokens_migrations";
+    harness.execute(&format!("CREATE ROLE {role} LOGIN")).await;
+    harness
+        .execute(&format!("GRANT SELECT ON {tables} TO {role}"))
+        .await;
+    let options: PgConnectOptions = harness.url().parse().unwrap();
+    let pool = PgPool::connect_lazy_with(options.username(&role));
+    let store = harness.options().pool(pool).build().await.unwrap();
+
+    let check = store.check().await.unwrap();
+    assert!(!check.permissions_ok, "{check:?}");
+    let problem = check.permission_problem.unwrap_or_default();
+    assert!(problem.starts_with("set a cool-down: refused"), "{problem}");
+    assert!(problem.contains("delete the check's own row"), "{problem}");
+    assert_eq!(check.schema.as_deref(), Some("3"));
+
+    let SqlPool::Postgres(pool) = store.pool() else {
+        unreachable!()
+    };
+    pool.close().await;
+    harness
+        .execute(&format!("REVOKE ALL ON {tables} FROM {role}"))
+        .await;
+    harness.execute(&format!("DROP ROLE {role}")).await;
 }

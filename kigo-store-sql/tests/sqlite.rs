@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::fleet::{fresh_key, replica};
 use common::harness::SqlHarness;
 use kigo_core::codec::{KEYRING_HINT, Keyring, SEALING_KEYS_VAR, SealingKey};
+use kigo_core::store::StoreAdmin;
 use kigo_core::{
     CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenHandle, TokenKey,
     TokenSecret, TokenSource, TokenStore,
@@ -30,6 +31,12 @@ use tokio::task::JoinSet;
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::Sqlite).await
+    });
+}
+
+mod admin_conformance {
+    kigo_testkit::admin_conformance_tests!(async {
         super::SqlHarness::new(super::BackendKind::Sqlite).await
     });
 }
@@ -536,4 +543,21 @@ async fn a_file_without_write_ahead_logging_is_reported() {
         text.contains("WARN") && text.contains("write-ahead logging") && text.contains("delete"),
         "{text}"
     );
+}
+
+/// A store that may only read its file (opened read-only): the check reports the first
+/// statement of a renewal the file refused (the cool-down's write) as a permission problem, not
+/// as an error, and still reads the schema and the entries.
+#[tokio::test]
+async fn check_reports_what_a_read_only_file_refuses() {
+    let harness = SqlHarness::new(BackendKind::Sqlite).await;
+    common::fleet::commit_token(harness.admin(), &fresh_key(), &common::fleet::token("ro")).await;
+    let read_only = format!("{}?mode=ro", harness.url());
+    let store = harness.options().url(read_only).build().await.unwrap();
+    let check = store.check().await.unwrap();
+    assert!(!check.permissions_ok, "{check:?}");
+    let problem = check.permission_problem.unwrap_or_default();
+    assert!(problem.starts_with("set a cool-down: refused"), "{problem}");
+    assert_eq!(check.schema.as_deref(), Some("2"));
+    assert_eq!(check.entries_read, 1);
 }

@@ -13,6 +13,7 @@ use crate::SqlPool;
 use crate::error::Class;
 use crate::names::TableRef;
 use crate::row::{NewEntry, StoredRow, format_version};
+pub(crate) use run::KeyedRow;
 use run::Value::{Bytes, Int, Text};
 use run::{Run, Value};
 
@@ -67,6 +68,23 @@ impl BackendKind {
     }
 }
 
+/// Where a database server's connections go (see [`Backend::location`]), from its connect
+/// options, checked by `$route` (sqlx's PostgreSQL and MySQL options have the same getters, on
+/// types of their own).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! server_location {
+    ($kind:expr, $options:expr, $route:path) => {{
+        let options = $options;
+        let at = options.get_socket().map_or_else(
+            || format!("{}:{}", options.get_host(), options.get_port()),
+            |socket| socket.display().to_string(),
+        );
+        let database = options.get_database().unwrap_or_default();
+        let server = format!("{} {at}/{database}", $kind.name());
+        (server, $route(&options).name())
+    }};
+}
+
 /// Runs `$body` with `$pool` bound to the sqlx pool inside `$pools` (a `&SqlPool`): the body is
 /// compiled once per database, for its types.
 macro_rules! on_pool {
@@ -115,6 +133,28 @@ impl Backend {
     /// The token table.
     pub(crate) fn table(&self) -> &TableRef {
         &self.table
+    }
+
+    /// Where the store's connections go, without credentials (`postgres db.internal:5432/app`),
+    /// and how: `local` (this machine), `tls` (required by the connect options) or
+    /// `unencrypted`.
+    pub(crate) fn location(&self) -> (String, &'static str) {
+        match &self.pool {
+            #[cfg(feature = "postgres")]
+            SqlPool::Postgres(pool) => server_location!(
+                BackendKind::Postgres,
+                pool.connect_options(),
+                crate::transport::postgres_route
+            ),
+            #[cfg(feature = "mysql")]
+            SqlPool::MySql(pool) => server_location!(
+                BackendKind::MySql,
+                pool.connect_options(),
+                crate::transport::mysql_route
+            ),
+            #[cfg(feature = "sqlite")]
+            SqlPool::Sqlite(pool) => sqlite::location(&pool.connect_options()),
+        }
     }
 
     /// The class of an error response of this database, by its code.
@@ -194,10 +234,14 @@ impl Backend {
         }
     }
 
-    /// The time left on the live lease of `key`, in microseconds.
-    pub(crate) async fn lease_remaining(&self, key: &str) -> Result<Option<i64>, sqlx::Error> {
-        let lease_remaining = &self.statements.lease_remaining;
-        on_pool!(&self.pool, pool => pool.number(lease_remaining, &[Text(key)]).await)
+    /// The holder of the live lease of `key` and the time left on it, in microseconds; `None`
+    /// when no lease is live.
+    pub(crate) async fn lease(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Option<String>, Option<i64>)>, sqlx::Error> {
+        let lease = &self.statements.lease;
+        on_pool!(&self.pool, pool => pool.text_and_number(lease, &[Text(key)]).await)
     }
 
     /// Frees the lease of `key` if `holder` holds it under `fence`: a holder that claimed
@@ -265,6 +309,60 @@ impl Backend {
             .await
     }
 
+    /// Up to `limit` rows after the token key `after`, in the byte order of their keys, each
+    /// read as a load reads it (the cool-down aside).
+    pub(crate) async fn page(&self, after: &str, limit: i64) -> Result<Vec<KeyedRow>, sqlx::Error> {
+        let page = &self.statements.page;
+        on_pool!(&self.pool, pool => pool.keyed(page, &[Text(after), Int(limit)]).await)
+    }
+
+    /// Writes `resealed` as the entry of `key` if the row still holds `entry` at `generation`.
+    /// Whether it did.
+    pub(crate) async fn reseal(
+        &self,
+        key: &str,
+        generation: i64,
+        entry: &[u8],
+        resealed: &[u8],
+    ) -> Result<bool, sqlx::Error> {
+        let values = [Text(key), Int(generation), Bytes(entry), Bytes(resealed)];
+        Ok(self.changed(&self.statements.reseal, &values).await? == 1)
+    }
+
+    /// Deletes the row of `key` (its fence with it): for rows of the store's own making only.
+    pub(crate) async fn forget(&self, key: &str) -> Result<(), sqlx::Error> {
+        self.changed(&self.statements.forget, &[Text(key)]).await?;
+        Ok(())
+    }
+
+    /// The database's clock, in microseconds since the Unix epoch.
+    pub(crate) async fn clock(&self) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(&self.pool, pool => pool.number(&self.statements.clock, &[]).await)
+    }
+
+    /// The latest migration applied to the token table, by its tracking table.
+    pub(crate) async fn applied_migration(&self) -> Result<Option<i64>, sqlx::Error> {
+        let applied = &self.statements.applied_migration;
+        on_pool!(&self.pool, pool => pool.number(applied, &[]).await)
+    }
+
+    /// The latest migration this version ships for the database.
+    pub(crate) fn shipped_migration(&self) -> i64 {
+        let shipped = match &self.pool {
+            #[cfg(feature = "postgres")]
+            SqlPool::Postgres(_) => postgres::MIGRATIONS,
+            #[cfg(feature = "mysql")]
+            SqlPool::MySql(_) => mysql::MIGRATIONS,
+            #[cfg(feature = "sqlite")]
+            SqlPool::Sqlite(_) => sqlite::MIGRATIONS,
+        };
+        shipped
+            .iter()
+            .map(|migration| migration.version)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Runs `statement`; the rows it changed (matched, on MySQL, whose connections sqlx opens
     /// with `CLIENT_FOUND_ROWS`).
     async fn changed(
@@ -301,8 +399,9 @@ impl Sql {
     }
 }
 
-/// The SQL of a database: `{table}` (the quoted token table), `{now}` (the database clock, in
-/// the unit its time columns use), and whatever else it fills in (see [`Statements::render`]).
+/// The SQL of a database: `{table}` (the quoted token table), `{tracking}` (its migrations
+/// table), `{now}` (the database clock, in the unit its time columns use), and whatever else it
+/// fills in (see [`Statements::render`]).
 /// The values each operation binds are listed on the [`Backend`] method that runs it.
 #[derive(Debug)]
 pub(crate) struct Templates {
@@ -310,12 +409,21 @@ pub(crate) struct Templates {
     pub(crate) now: &'static str,
     pub(crate) load: Sql,
     pub(crate) claim: Sql,
-    pub(crate) lease_remaining: Sql,
+    /// The holder of the live lease and the time left on it.
+    pub(crate) lease: Sql,
     pub(crate) release: Sql,
     pub(crate) commit: Sql,
     pub(crate) invalidate: Sql,
     pub(crate) set_cooldown: Sql,
     pub(crate) clear_expired: Sql,
+    /// A page of rows in the byte order of their keys.
+    pub(crate) page: Sql,
+    pub(crate) reseal: Sql,
+    pub(crate) forget: Sql,
+    /// `{now}` as microseconds since the Unix epoch.
+    pub(crate) clock: Sql,
+    /// The latest version recorded in `{tracking}`, the table's migrations table.
+    pub(crate) applied_migration: Sql,
 }
 
 /// A rendered statement, as sent.
@@ -348,12 +456,17 @@ impl Statement {
 struct Statements {
     load: Statement,
     claim: Statement,
-    lease_remaining: Statement,
+    lease: Statement,
     release: Statement,
     commit: Statement,
     invalidate: Statement,
     set_cooldown: Statement,
     clear_expired: Statement,
+    page: Statement,
+    reseal: Statement,
+    forget: Statement,
+    clock: Statement,
+    applied_migration: Statement,
 }
 
 impl Statements {
@@ -363,12 +476,17 @@ impl Statements {
     fn render(
         templates: &Templates,
         table: &TableRef,
-        kind: crate::BackendKind,
+        kind: BackendKind,
         extra: &[(&str, &str)],
     ) -> Self {
         let quoted = table.quoted(kind);
+        let tracking = table.tracking_quoted(kind);
         let fill = [
-            &[("{table}", quoted.as_str()), ("{now}", templates.now)],
+            &[
+                ("{table}", quoted.as_str()),
+                ("{tracking}", tracking.as_str()),
+                ("{now}", templates.now),
+            ],
             extra,
         ]
         .concat();
@@ -384,12 +502,17 @@ impl Statements {
         Self {
             load: render(templates.load),
             claim: render(templates.claim),
-            lease_remaining: render(templates.lease_remaining),
+            lease: render(templates.lease),
             release: render(templates.release),
             commit: render(templates.commit),
             invalidate: render(templates.invalidate),
             set_cooldown: render(templates.set_cooldown),
             clear_expired: render(templates.clear_expired),
+            page: render(templates.page),
+            reseal: render(templates.reseal),
+            forget: render(templates.forget),
+            clock: render(templates.clock),
+            applied_migration: render(templates.applied_migration),
         }
     }
 }

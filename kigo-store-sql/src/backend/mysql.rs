@@ -13,7 +13,7 @@ use crate::migrate::{self, Template};
 use crate::names::TableRef;
 use crate::{BackendKind, SqlPool};
 
-const MIGRATIONS: &[Template] = migrations!("mysql":
+pub(crate) const MIGRATIONS: &[Template] = migrations!("mysql":
     1 "create token table" "0001_create_token_table.sql",
     2 "index token expiry" "0002_index_token_expiry.sql",
 );
@@ -52,8 +52,8 @@ const TEMPLATES: Templates = Templates {
                              TIMESTAMPADD(MICROSECOND, ?, {now}), lease_until)",
         &[0, 1, 2, 3, 2, 3],
     ),
-    lease_remaining: Sql::new(
-        "SELECT TIMESTAMPDIFF(MICROSECOND, {now}, lease_until)
+    lease: Sql::new(
+        "SELECT lease_holder, TIMESTAMPDIFF(MICROSECOND, {now}, lease_until)
            FROM {table} WHERE token_key = ? AND lease_until > {now}",
     ),
     release: Sql::new(
@@ -85,6 +85,20 @@ const TEMPLATES: Templates = Templates {
         "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
           WHERE expires_at <= {now} ORDER BY expires_at LIMIT ?",
     ),
+    // Keys are `ascii_bin`: they compare byte by byte, the order of `TokenKey::storage_id`.
+    page: Sql::new(
+        "SELECT token_key, CAST(format_version AS SIGNED),
+                CASE WHEN expires_at IS NULL OR expires_at > {now} THEN entry END,
+                generation, CAST(NULL AS SIGNED)
+           FROM {table} WHERE token_key > ? ORDER BY token_key LIMIT ?",
+    ),
+    reseal: Sql::ordered(
+        "UPDATE {table} SET entry = ? WHERE token_key = ? AND generation = ? AND entry = ?",
+        &[3, 0, 1, 2],
+    ),
+    forget: Sql::new("DELETE FROM {table} WHERE token_key = ?"),
+    clock: Sql::new("SELECT TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', {now})"),
+    applied_migration: Sql::new("SELECT MAX(version) FROM {tracking} WHERE success"),
 };
 
 /// The store's operations on MySQL or MariaDB.

@@ -19,9 +19,10 @@ use crate::migrate::{self, Template};
 use crate::names::TableRef;
 use crate::{BackendKind, SqlPool};
 
-const MIGRATIONS: &[Template] = migrations!("postgres":
+pub(crate) const MIGRATIONS: &[Template] = migrations!("postgres":
     1 "create token table" "0001_create_token_table.sql",
     2 "index token expiry" "0002_index_token_expiry.sql",
+    3 "index token keys bytewise" "0003_index_token_keys_bytewise.sql",
 );
 
 // Expiry is judged by `statement_timestamp()` where a token is cleared: one instant for the
@@ -56,8 +57,8 @@ const TEMPLATES: Templates = Templates {
           WHERE t.lease_until IS NULL OR t.lease_until <= {now}
          RETURNING t.fence",
     ),
-    lease_remaining: Sql::new(
-        "SELECT CAST(EXTRACT(EPOCH FROM lease_until - {now}) * 1000000 AS BIGINT)
+    lease: Sql::new(
+        "SELECT lease_holder, CAST(EXTRACT(EPOCH FROM lease_until - {now}) * 1000000 AS BIGINT)
            FROM {table} WHERE token_key = $1 AND lease_until > {now}",
     ),
     release: Sql::new(
@@ -95,6 +96,22 @@ const TEMPLATES: Templates = Templates {
                                WHERE expires_at <= statement_timestamp()
                                LIMIT $1 FOR UPDATE SKIP LOCKED)",
     ),
+    // Keys compare byte by byte (`COLLATE "C"`, indexed by migration 3), whatever the
+    // database's collation: the order of `TokenKey::storage_id`.
+    page: Sql::new(
+        "SELECT t.token_key, CAST(t.format_version AS BIGINT),
+                CASE WHEN t.expires_at IS NULL OR t.expires_at > c.now THEN t.entry END,
+                t.generation, CAST(NULL AS BIGINT)
+           FROM {table} AS t CROSS JOIN (SELECT {now} AS now) AS c
+          WHERE t.token_key COLLATE \"C\" > $1
+          ORDER BY t.token_key COLLATE \"C\" LIMIT $2",
+    ),
+    reseal: Sql::new(
+        "UPDATE {table} SET entry = $4 WHERE token_key = $1 AND generation = $2 AND entry = $3",
+    ),
+    forget: Sql::new("DELETE FROM {table} WHERE token_key = $1"),
+    clock: Sql::new("SELECT CAST(EXTRACT(EPOCH FROM {now}) * 1000000 AS BIGINT)"),
+    applied_migration: Sql::new("SELECT MAX(version) FROM {tracking} WHERE success"),
 };
 
 /// The store's operations on PostgreSQL, its change notices heard as `listen` says.

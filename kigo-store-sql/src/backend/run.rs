@@ -18,6 +18,12 @@ pub(crate) enum Value<'a> {
 /// The columns of a load: format version, entry, generation, cool-down left.
 type LoadColumns = (i64, Option<Vec<u8>>, i64, Option<i64>);
 
+/// The columns of a walk over the table: the token key, then those of a load.
+type KeyedColumns = (String, i64, Option<Vec<u8>>, i64, Option<i64>);
+
+/// A row as a walk over the table reads it: the token key, and the row as a load reads it.
+pub(crate) type KeyedRow = (String, StoredRow);
+
 /// The ways the store runs a statement, on a pool of any of its databases.
 pub(crate) trait Run {
     /// What the database says of a statement it ran.
@@ -37,12 +43,26 @@ pub(crate) trait Run {
         values: &[Value<'_>],
     ) -> Result<Option<i64>, sqlx::Error>;
 
+    /// The first two columns, a text and a number, of the row `statement` returned, if any.
+    async fn text_and_number(
+        &self,
+        statement: &Statement,
+        values: &[Value<'_>],
+    ) -> Result<Option<(Option<String>, Option<i64>)>, sqlx::Error>;
+
     /// The row of a load (see [`LoadColumns`]), if any.
     async fn stored(
         &self,
         statement: &Statement,
         values: &[Value<'_>],
     ) -> Result<Option<StoredRow>, sqlx::Error>;
+
+    /// The rows of a walk over the table (see [`KeyedColumns`]).
+    async fn keyed(
+        &self,
+        statement: &Statement,
+        values: &[Value<'_>],
+    ) -> Result<Vec<KeyedRow>, sqlx::Error>;
 }
 
 impl<DB> Run for Pool<DB>
@@ -54,6 +74,7 @@ where
     for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
     for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
     for<'a> Vec<u8>: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
     type Done = DB::QueryResult;
@@ -78,6 +99,17 @@ where
         Ok(row.and_then(|(number,)| number))
     }
 
+    async fn text_and_number(
+        &self,
+        statement: &Statement,
+        values: &[Value<'_>],
+    ) -> Result<Option<(Option<String>, Option<i64>)>, sqlx::Error> {
+        bound(statement, values)
+            .try_map(|row| <(Option<String>, Option<i64>)>::from_row(&row))
+            .fetch_optional(self)
+            .await
+    }
+
     async fn stored(
         &self,
         statement: &Statement,
@@ -88,6 +120,24 @@ where
             .fetch_optional(self)
             .await?;
         Ok(row.map(StoredRow::from))
+    }
+
+    async fn keyed(
+        &self,
+        statement: &Statement,
+        values: &[Value<'_>],
+    ) -> Result<Vec<KeyedRow>, sqlx::Error> {
+        let rows = bound(statement, values)
+            .try_map(|row| KeyedColumns::from_row(&row))
+            .fetch_all(self)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, format, entry, generation, cooldown_us)| {
+                let row = StoredRow::from((format, entry, generation, cooldown_us));
+                (key, row)
+            })
+            .collect())
     }
 }
 

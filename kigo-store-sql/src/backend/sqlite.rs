@@ -17,7 +17,7 @@ use crate::migrate::{self, Template};
 use crate::names::TableRef;
 use crate::{BackendKind, SqlPool};
 
-const MIGRATIONS: &[Template] = migrations!("sqlite":
+pub(crate) const MIGRATIONS: &[Template] = migrations!("sqlite":
     1 "create token table" "0001_create_token_table.sql",
     2 "index token expiry" "0002_index_token_expiry.sql",
 );
@@ -68,8 +68,8 @@ const TEMPLATES: Templates = Templates {
           WHERE t.lease_until_us IS NULL OR t.lease_until_us <= {now}
          RETURNING fence",
     ),
-    lease_remaining: Sql::new(
-        "SELECT lease_until_us - {now} FROM {table}
+    lease: Sql::new(
+        "SELECT lease_holder, lease_until_us - {now} FROM {table}
           WHERE token_key = ?1 AND lease_until_us > {now}",
     ),
     release: Sql::new(
@@ -101,11 +101,34 @@ const TEMPLATES: Templates = Templates {
           WHERE token_key IN (SELECT token_key FROM {table}
                                WHERE expires_at_us <= {now} LIMIT ?1)",
     ),
+    // Keys compare byte by byte (SQLite's BINARY collation): the order of
+    // `TokenKey::storage_id`.
+    page: Sql::new(
+        "SELECT t.token_key, t.format_version,
+                CASE WHEN t.expires_at_us IS NULL OR t.expires_at_us > c.now THEN t.entry END,
+                t.generation, NULL
+           FROM {table} AS t, (SELECT {now} AS now) AS c
+          WHERE t.token_key > ?1 ORDER BY t.token_key LIMIT ?2",
+    ),
+    reseal: Sql::new(
+        "UPDATE {table} SET entry = ?4 WHERE token_key = ?1 AND generation = ?2 AND entry = ?3",
+    ),
+    forget: Sql::new("DELETE FROM {table} WHERE token_key = ?1"),
+    clock: Sql::new("SELECT {now}"),
+    applied_migration: Sql::new("SELECT MAX(version) FROM {tracking} WHERE success"),
 };
 
 /// The store's operations on an SQLite file.
 pub(crate) fn backend(pool: SqlitePool, table: TableRef) -> Backend {
     Backend::new(SqlPool::Sqlite(pool), table, &TEMPLATES, &[])
+}
+
+/// The file connections with `options` open (see [`Backend::location`]): on this machine.
+pub(crate) fn location(options: &SqliteConnectOptions) -> (String, &'static str) {
+    (
+        format!("sqlite {}", options.get_filename().display()),
+        "local",
+    )
 }
 
 /// The class of an SQLite error, by its extended result code.

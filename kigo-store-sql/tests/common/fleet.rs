@@ -695,7 +695,8 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     );
 }
 
-/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `expired`, `sealing`), each
+/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `expired`, `sealing`,
+/// `admin`), each
 /// on a fresh database of `$kind`; those that read the managers' logs on one thread.
 macro_rules! fleet_tests {
     ($kind:expr) => {
@@ -718,6 +719,8 @@ macro_rules! fleet_tests {
             sealing::rotating_keys_across_a_running_fleet_costs_no_creation_and_no_request,
             sealing::moved_and_replayed_entries_never_reach_a_caller,
             sealing::an_entry_copied_to_another_table_does_not_open,
+            admin::lease_holder_names_the_holder_and_the_time_left,
+            admin::check_reports_the_setup,
         );
         $crate::common::fleet::fleet_tests!(@each $kind, (flavor = "current_thread");
             sealing::a_replica_that_cannot_open_the_entries_leaves_them_alone,

@@ -7,9 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use kigo_core::codec::{FORMAT_VERSION, Keyring};
+use kigo_core::store::StoreAdmin;
 use kigo_core::{TokenKey, TokenStore};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreBuilder};
 use kigo_test_services::{self as services, TestDatabase};
+use kigo_testkit::admin_conformance::AdminHarness;
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -181,12 +183,23 @@ impl SqlHarness {
 
     /// How many rows still hold token material (an entry or a fingerprint).
     pub(crate) async fn rows_with_token_material(&self) -> i64 {
-        const COUNT: &str =
-            "SELECT COUNT(*) FROM kigo_tokens WHERE entry IS NOT NULL OR fingerprint IS NOT NULL";
+        self.count(
+            "SELECT COUNT(*) FROM kigo_tokens WHERE entry IS NOT NULL OR fingerprint IS NOT NULL",
+        )
+        .await
+    }
+
+    /// How many rows the token table has.
+    pub(crate) async fn rows(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM kigo_tokens").await
+    }
+
+    /// The count `statement` returns.
+    async fn count(&self, statement: &'static str) -> i64 {
         let counted = match self.admin.pool() {
-            SqlPool::Postgres(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-            SqlPool::MySql(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-            SqlPool::Sqlite(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+            SqlPool::Postgres(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+            SqlPool::MySql(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+            SqlPool::Sqlite(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
             _ => unreachable!("every database feature is on in the tests"),
         };
         counted.unwrap_or_else(|error| panic!("count: {error}"))
@@ -243,6 +256,17 @@ impl StoreHarness for SqlHarness {
     /// connection can take a few hundred milliseconds on a busy machine.
     fn short_ttl(&self) -> Duration {
         Duration::from_secs(1)
+    }
+}
+
+#[async_trait]
+impl AdminHarness for SqlHarness {
+    async fn admin_with(&self, keyring: Keyring) -> Arc<dyn StoreAdmin> {
+        Arc::new(self.store_with(SqlStore::builder().keyring(keyring)).await)
+    }
+
+    fn keyring(&self) -> Keyring {
+        self.keyring.clone()
     }
 }
 

@@ -1,4 +1,5 @@
-//! [`SqlStore`]: the [`TokenStore`] contract on top of one backend's statements.
+//! [`SqlStore`]: the [`TokenStore`] contract on top of one backend's statements, and what an
+//! operator does to it ([`StoreAdmin`](kigo_core::store::StoreAdmin), in `admin`).
 
 use std::fmt;
 use std::future::Future;
@@ -14,6 +15,8 @@ use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 use sqlx::migrate::MigrateError;
 
 use crate::backend::Backend;
+
+mod admin;
 use crate::error::{Class, HISTORY_HINT, SqlError};
 use crate::row::{NewEntry, duration, micros};
 use crate::{BackendKind, SqlPool};
@@ -35,6 +38,14 @@ const CLEAR_BATCH: u64 = 100;
 fn retry_pause(attempt: u32) -> Duration {
     let window_ms = 2_u64 << attempt.clamp(2, 8);
     Duration::from_millis(fastrand::u64(..=window_ms))
+}
+
+/// Why an operation failed.
+enum Failure {
+    /// The database answered with `error`, of `class`.
+    Database { class: Class, error: sqlx::Error },
+    /// It did not finish within the operation timeout.
+    TimedOut,
 }
 
 /// A [`TokenStore`] on PostgreSQL, MySQL/MariaDB or SQLite.
@@ -135,23 +146,32 @@ impl SqlStore {
         self.shared.backend.pool()
     }
 
+    /// Runs `statement` (see [`Self::attempt`]) and maps its error.
+    async fn run<T, F, Fut>(&self, statement: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.attempt(statement)
+            .await
+            .map_err(|failure| self.store_error(failure))
+    }
+
     /// Runs `statement`, again after a deadlock or serialization failure (the database rolled
-    /// it back, so nothing was done), and maps its error. All attempts, their pauses and the
-    /// classification of an error share the operation timeout.
-    async fn run<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
+    /// it back, so nothing was done). All attempts, their pauses and the classification of an
+    /// error share the operation timeout.
+    async fn attempt<T, F, Fut>(&self, mut statement: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let mut attempt = 1;
-        let timeout = self.shared.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let timed_out = || StoreError::unavailable(SqlError::TimedOut { after: timeout });
+        let deadline = tokio::time::Instant::now() + self.shared.timeout;
         loop {
             let error = match tokio::time::timeout_at(deadline, statement()).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
-                Err(_) => return Err(timed_out()),
+                Err(_) => return Err(Failure::TimedOut),
             };
             let class = self.classify(&error, deadline).await;
             if class == Class::Retry && attempt < ATTEMPTS {
@@ -159,12 +179,22 @@ impl SqlStore {
                 tracing::debug!(%error, attempt, "statement rolled back by the database; retrying");
                 let pause = tokio::time::Instant::now() + retry_pause(attempt);
                 if pause >= deadline {
-                    return Err(timed_out());
+                    return Err(Failure::TimedOut);
                 }
                 tokio::time::sleep_until(pause).await;
                 continue;
             }
-            return Err(class.into_store_error(error));
+            return Err(Failure::Database { class, error });
+        }
+    }
+
+    /// The [`StoreError`] for `failure`.
+    fn store_error(&self, failure: Failure) -> StoreError {
+        match failure {
+            Failure::Database { class, error } => class.into_store_error(error),
+            Failure::TimedOut => StoreError::unavailable(SqlError::TimedOut {
+                after: self.shared.timeout,
+            }),
         }
     }
 
@@ -224,11 +254,9 @@ impl TokenStore for SqlStore {
                 fence,
             )));
         }
-        let remaining = self
-            .run(|| self.shared.backend.lease_remaining(&id))
-            .await?;
+        let lease = self.run(|| self.shared.backend.lease(&id)).await?;
         Ok(LeaseAttempt::Held {
-            remaining: remaining.map(duration),
+            remaining: lease.and_then(|(_, remaining)| remaining).map(duration),
         })
     }
 
@@ -281,6 +309,17 @@ impl TokenStore for SqlStore {
         let duration_us = micros(duration);
         self.run(|| self.shared.backend.set_cooldown(&id, duration_us))
             .await
+    }
+
+    async fn lease_holder(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<(HolderId, Option<Duration>)>, StoreError> {
+        let id = key.storage_id();
+        let lease = self.run(|| self.shared.backend.lease(&id)).await?;
+        Ok(lease.and_then(|(holder, remaining)| {
+            Some((HolderId::new(holder?), remaining.map(duration)))
+        }))
     }
 
     fn changes(&self) -> Option<ChangeFeed> {
