@@ -66,7 +66,9 @@ impl From<(i64, Option<Vec<u8>>, i64, Option<i64>)> for StoredRow {
 
 impl StoredRow {
     /// The row's entry sealed again under the current key of `codec` (see
-    /// [`EntryCodec::reseal`]); `None` when it already is, or the row holds no entry.
+    /// [`EntryCodec::reseal`]); `None` when it already is, when `codec` writes plaintext and the
+    /// entry is plaintext, or when the row holds no entry. An entry `codec` cannot open (a
+    /// sealed one, for a plaintext codec, included) is an error.
     pub(crate) fn resealed(
         &self,
         key: &TokenKey,
@@ -75,7 +77,9 @@ impl StoredRow {
         let Some(entry) = &self.entry else {
             return Ok(None);
         };
-        codec.reseal(key, entry, readable(self.format, self.generation)?)
+        let generation = readable(self.format, self.generation)?;
+        codec.decode(key, entry, generation)?;
+        codec.reseal(key, entry, generation)
     }
 
     /// The snapshot this row stands for.
@@ -208,6 +212,29 @@ mod tests {
             garbage.entry,
             Entry::Corrupt(CorruptEntry::Malformed)
         ));
+    }
+
+    #[test]
+    fn resealing_needs_an_entry_the_codec_opens() {
+        let now = SystemTime::now();
+        let token =
+            Token::new(TokenSecret::new("t0k"), now, now + Duration::from_secs(60)).unwrap();
+        let sealed = NewEntry::new(&codec(), &key(), 3, &token);
+        let row = row(sealed.format, Some(&sealed.entry), 3);
+        assert_eq!(row.resealed(&key(), &codec()), Ok(None), "already current");
+        let rotated = EntryCodec::sealed(
+            Keyring::new(SealingKey::from_bytes([8; 32]))
+                .with_older_key(SealingKey::from_bytes([7; 32]))
+                .unwrap(),
+        )
+        .in_namespace("sqlite:kigo_tokens");
+        assert!(matches!(row.resealed(&key(), &rotated), Ok(Some(_))));
+        let plaintext = EntryCodec::plaintext().in_namespace("sqlite:kigo_tokens");
+        assert_eq!(
+            row.resealed(&key(), &plaintext),
+            Err(CorruptEntry::Sealed),
+            "a plaintext store cannot open it"
+        );
     }
 
     #[test]
