@@ -13,8 +13,7 @@ use crate::error::{CONFIG_HINT, Class, SqlError};
 use crate::names::{DEFAULT_TABLE, TableRef};
 use crate::{BackendKind, SqlPool, SqlStore};
 
-/// The environment variable [`SqlStore::from_env`] reads the database URL from.
-pub const STORE_URL_VAR: &str = "KIGO_STORE_URL";
+pub use kigo_core::store::STORE_URL_VAR;
 
 /// What an operator is told when [`SqlStore::from_env`] finds no URL.
 const STORE_URL_HINT: &str = "set KIGO_STORE_URL to the database URL (postgres://..., \
