@@ -1,11 +1,11 @@
-//! Mapping sqlx errors into [`StoreError`]: by error variant, SQLSTATE and error number, never by
-//! message text.
+//! Mapping sqlx errors into [`StoreError`]: by error variant here, by each database's codes in its
+//! backend module, never by message text.
 
 use kigo_core::StoreError;
 
 /// What to tell the operator when the token table is missing or outdated.
 pub(crate) const MIGRATE_HINT: &str = "the token table is missing or outdated: run \
-     `SqlStore::migrate()` or build the store with `SqlStoreOptions::migrate_on_connect(true)`";
+     `SqlStore::migrate()` or build the store with `SqlStoreBuilder::migrate_on_connect(true)`";
 
 /// What to tell the operator when the applied migrations do not match the shipped ones.
 pub(crate) const HISTORY_HINT: &str = "the token table's migration history does not match this \
@@ -25,7 +25,7 @@ pub(crate) const CONFIG_HINT: &str = "invalid store configuration: check the dat
 pub(crate) const TRANSPORT_HINT: &str = "the database is on another host and its connections \
      would not be encrypted: require TLS in the URL (PostgreSQL: sslmode=verify-full, verify-ca or \
      require; MySQL/MariaDB: ssl-mode=VERIFY_IDENTITY, VERIFY_CA or REQUIRED), or, on a network \
-     you trust, opt out with SqlStoreOptions::allow_insecure_transport(true)";
+     you trust, opt out with SqlStoreBuilder::allow_insecure_transport()";
 
 /// What to tell the operator when the connect options require TLS that this build lacks.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -62,8 +62,8 @@ pub(crate) enum SqlError {
         #[source]
         source: sqlx::Error,
     },
-    /// A statement did not finish within the statement timeout.
-    #[error("the database did not answer within the statement timeout ({after:?})")]
+    /// An operation did not finish within the operation timeout.
+    #[error("the database did not answer within the operation timeout ({after:?})")]
     TimedOut { after: std::time::Duration },
     /// The SQLite file could not be created.
     #[cfg(all(feature = "sqlite", unix))]
@@ -88,9 +88,15 @@ pub(crate) enum SqlError {
     /// No keyring to seal entries with (`KIGO_SEALING_KEYS` missing or invalid).
     #[error("the store has no usable keyring to seal its entries")]
     Keyring(#[source] kigo_core::codec::InvalidKeyring),
-    /// A statement timeout of zero: every operation would time out at once.
-    #[error("the statement timeout must be positive")]
+    /// An operation timeout of zero: every operation would time out at once.
+    #[error("the operation timeout must be positive")]
     ZeroTimeout,
+    /// The builder was given no database.
+    #[error("no database was given")]
+    NoTarget,
+    /// [`crate::SqlStore::from_env`] found no URL in its variable.
+    #[error("{} is not set", crate::STORE_URL_VAR)]
+    NoUrlInEnv,
     /// Applying the migrations failed.
     #[error("applying the token table migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -163,106 +169,9 @@ impl Class {
     }
 }
 
-/// The class of a PostgreSQL SQLSTATE.
-#[cfg(feature = "postgres")]
-pub(crate) fn postgres_class(sqlstate: &str) -> Class {
-    match sqlstate {
-        // serialization_failure, deadlock_detected
-        "40001" | "40P01" => Class::Retry,
-        // undefined_table, undefined_column, invalid_schema_name
-        "42P01" | "42703" | "3F000" => Class::SchemaMissing,
-        // insufficient_privilege; invalid_catalog_name (no such database)
-        "42501" | "3D000" => Class::Denied,
-        // lock_not_available, query_canceled, admin/crash shutdown, cannot_connect_now,
-        // idle session timeouts, and the connection (08), resources (53) and operator (57)
-        // classes.
-        "55P03" => Class::Transient,
-        state if state.starts_with("08") || state.starts_with("53") || state.starts_with("57") => {
-            Class::Transient
-        }
-        // invalid_authorization_specification, invalid_password
-        state if state.starts_with("28") => Class::Denied,
-        _ => Class::Unknown,
-    }
-}
-
-/// The class of a MySQL/MariaDB error number.
-#[cfg(feature = "mysql")]
-pub(crate) fn mysql_class(number: u16) -> Class {
-    match number {
-        // ER_LOCK_DEADLOCK
-        1213 => Class::Retry,
-        // ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR
-        1146 | 1054 => Class::SchemaMissing,
-        // ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_BAD_DB, ER_TABLEACCESS_DENIED,
-        // ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED, ER_HOST_NOT_PRIVILEGED,
-        // ER_NOT_SUPPORTED_AUTH_MODE, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
-        1044 | 1045 | 1049 | 1142 | 1143 | 1227 | 1130 | 1251 | 1698 => Class::Denied,
-        // ER_CON_COUNT, ER_SERVER_SHUTDOWN, ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED,
-        // ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT (MySQL), ER_TOO_MANY_USER_CONNECTIONS,
-        // ER_STATEMENT_TIMEOUT (MariaDB), ER_QUERY_TIMEOUT (MySQL)
-        1040 | 1053 | 1205 | 1317 | 1927 | 4031 | 1203 | 1969 | 3024 => Class::Transient,
-        _ => Class::Unknown,
-    }
-}
-
-/// The class of an SQLite extended result code.
-#[cfg(feature = "sqlite")]
-pub(crate) fn sqlite_class(code: i64) -> Class {
-    match code & 0xff {
-        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_FULL, SQLITE_PROTOCOL
-        5 | 6 | 7 | 10 | 13 | 15 => Class::Transient,
-        // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
-        3 | 8 | 14 | 23 => Class::Denied,
-        // SQLITE_CORRUPT, SQLITE_NOTADB: the file is not a database this store can use.
-        11 | 26 => Class::Config,
-        // SQLITE_ERROR ("no such table" among others) and anything else: probe the schema.
-        _ => Class::Unknown,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn postgres_codes() {
-        assert_eq!(postgres_class("40001"), Class::Retry);
-        assert_eq!(postgres_class("40P01"), Class::Retry);
-        assert_eq!(postgres_class("42P01"), Class::SchemaMissing);
-        assert_eq!(postgres_class("3F000"), Class::SchemaMissing);
-        assert_eq!(postgres_class("57P01"), Class::Transient);
-        assert_eq!(postgres_class("08006"), Class::Transient);
-        assert_eq!(postgres_class("53300"), Class::Transient);
-        assert_eq!(postgres_class("28P01"), Class::Denied);
-        assert_eq!(postgres_class("42501"), Class::Denied);
-        assert_eq!(postgres_class("23505"), Class::Unknown);
-    }
-
-    #[cfg(feature = "mysql")]
-    #[test]
-    fn mysql_numbers() {
-        assert_eq!(mysql_class(1213), Class::Retry);
-        assert_eq!(mysql_class(1146), Class::SchemaMissing);
-        assert_eq!(mysql_class(1205), Class::Transient);
-        assert_eq!(mysql_class(1927), Class::Transient);
-        for refused in [1044, 1045, 1049, 1130, 1142, 1227, 1251, 1698] {
-            assert_eq!(mysql_class(refused), Class::Denied, "{refused}");
-        }
-        assert_eq!(mysql_class(1062), Class::Unknown);
-    }
-
-    #[cfg(feature = "sqlite")]
-    #[test]
-    fn sqlite_codes() {
-        assert_eq!(sqlite_class(5), Class::Transient);
-        assert_eq!(sqlite_class(517), Class::Transient); // SQLITE_BUSY_SNAPSHOT
-        assert_eq!(sqlite_class(262), Class::Transient); // SQLITE_LOCKED_SHAREDCACHE
-        assert_eq!(sqlite_class(8), Class::Denied);
-        assert_eq!(sqlite_class(26), Class::Config);
-        assert_eq!(sqlite_class(1), Class::Unknown);
-    }
 
     #[test]
     fn driver_variants() {

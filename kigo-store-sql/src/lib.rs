@@ -9,19 +9,22 @@
 compile_error!("kigo-store-sql needs at least one of the features `postgres`, `mysql`, `sqlite`");
 
 mod backend;
+mod builder;
 mod error;
 mod migrate;
 mod names;
-mod options;
 #[cfg(feature = "sqlite")]
 mod owner_only;
+mod pool;
 mod row;
 mod store;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod transport;
 
 pub use backend::BackendKind;
-pub use options::{SqlPool, SqlStoreOptions};
+pub use builder::{STORE_URL_VAR, SqlStoreBuilder};
+pub use kigo_core::codec::{Keyring, SealingKey};
+pub use pool::SqlPool;
 pub use store::SqlStore;
 
 /// The sqlx this crate is built on, so that pools you pass in have matching types.

@@ -13,8 +13,8 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 use crate::BackendKind;
 use crate::names::{TableRef, quote};
 
-/// One versioned migration, with `{table}` where the token table's name goes and `{index}`
-/// where the name of its index on token expiry goes.
+/// One versioned migration, with `{table}` where the token table's name goes, `{index}` where
+/// the name of its index on token expiry goes, and `{key_index}` that of its index on keys.
 #[derive(Debug)]
 pub(crate) struct Template {
     pub(crate) version: i64,
@@ -26,13 +26,15 @@ pub(crate) struct Template {
 fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Vec<Migration> {
     let quoted = table.quoted(kind);
     let index = table.expiry_index_quoted(kind);
+    let key_index = table.key_index_quoted(kind);
     templates
         .iter()
         .map(|template| {
             let sql = template
                 .sql
                 .replace("{table}", &quoted)
-                .replace("{index}", &index);
+                .replace("{index}", &index)
+                .replace("{key_index}", &key_index);
             let sql = AssertSqlSafe(sql).into_sql_str();
             let description = template.description.into();
             Migration::new(

@@ -15,6 +15,9 @@ const TRACKING_SUFFIX: &str = "_migrations";
 /// so that the index's name stays within the identifier limit too).
 const EXPIRY_INDEX_SUFFIX: &str = "_expires_at";
 
+/// The suffix of the token table's index on its keys in byte order (PostgreSQL), as short.
+const KEY_INDEX_SUFFIX: &str = "_key_order";
+
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
 
@@ -77,6 +80,12 @@ impl TableRef {
     /// (PostgreSQL creates an index in its table's schema and takes no schema in its name).
     pub(crate) fn expiry_index_quoted(&self, kind: BackendKind) -> String {
         quote(kind, &format!("{}{EXPIRY_INDEX_SUFFIX}", self.table))
+    }
+
+    /// The token table's index on its keys in byte order, as SQL text (see
+    /// [`Self::expiry_index_quoted`]).
+    pub(crate) fn key_index_quoted(&self, kind: BackendKind) -> String {
+        quote(kind, &format!("{}{KEY_INDEX_SUFFIX}", self.table))
     }
 
     /// `schema.table` (or `table`), unquoted: how the table is named in logs and `Debug`.

@@ -7,8 +7,6 @@ use kigo_core::codec::{CorruptEntry, EntryCodec, FORMAT_VERSION};
 use kigo_core::store::{Entry, Snapshot};
 use kigo_core::{Token, TokenKey};
 
-use crate::backend::runner::Value;
-
 /// The latest instant every backend can store (9999-12-31T23:59:59.999999Z, MySQL's `DATETIME`
 /// limit), in microseconds since the Unix epoch.
 const MAX_MICROS: i64 = 253_402_300_799_999_999;
@@ -52,20 +50,38 @@ impl NewEntry {
     }
 }
 
-impl NewEntry {
-    /// The columns a commit writes, in the order the commit statements take them: format
-    /// version, entry, fingerprint, expiry.
-    pub(crate) fn values(&self) -> [Value<'_>; 4] {
-        [
-            Value::Int(self.format),
-            Value::Bytes(&self.entry),
-            Value::Bytes(&self.fingerprint),
-            Value::Int(self.expires_us),
-        ]
+impl From<(i64, Option<Vec<u8>>, i64, Option<i64>)> for StoredRow {
+    /// The columns of a load, in order.
+    fn from(
+        (format, entry, generation, cooldown_us): (i64, Option<Vec<u8>>, i64, Option<i64>),
+    ) -> Self {
+        Self {
+            format,
+            entry,
+            generation,
+            cooldown_us,
+        }
     }
 }
 
 impl StoredRow {
+    /// The row's entry sealed again under the current key of `codec` (see
+    /// [`EntryCodec::reseal`]); `None` when it already is, when `codec` writes plaintext and the
+    /// entry is plaintext, or when the row holds no entry. An entry `codec` cannot open (a
+    /// sealed one, for a plaintext codec, included) is an error.
+    pub(crate) fn resealed(
+        &self,
+        key: &TokenKey,
+        codec: &EntryCodec,
+    ) -> Result<Option<String>, CorruptEntry> {
+        let Some(entry) = &self.entry else {
+            return Ok(None);
+        };
+        let generation = readable(self.format, self.generation)?;
+        codec.decode(key, entry, generation)?;
+        codec.reseal(key, entry, generation)
+    }
+
     /// The snapshot this row stands for.
     pub(crate) fn into_snapshot(self, key: &TokenKey, codec: &EntryCodec) -> Snapshot {
         let cooldown = self
@@ -91,12 +107,17 @@ fn decode(
     stored: &[u8],
     generation: i64,
 ) -> Result<Token, CorruptEntry> {
+    codec.decode(key, stored, readable(format, generation)?)
+}
+
+/// The generation of a row whose entry the codec can read (one of this format version), as
+/// the codec takes it.
+fn readable(format: i64, generation: i64) -> Result<u64, CorruptEntry> {
     if format != i64::from(FORMAT_VERSION) {
         let version = u64::try_from(format).map_err(|_| CorruptEntry::Malformed)?;
         return Err(CorruptEntry::UnknownVersion(version));
     }
-    let generation = u64::try_from(generation).map_err(|_| CorruptEntry::Malformed)?;
-    codec.decode(key, stored, generation)
+    u64::try_from(generation).map_err(|_| CorruptEntry::Malformed)
 }
 
 /// The format version every row is written with.
@@ -191,6 +212,29 @@ mod tests {
             garbage.entry,
             Entry::Corrupt(CorruptEntry::Malformed)
         ));
+    }
+
+    #[test]
+    fn resealing_needs_an_entry_the_codec_opens() {
+        let now = SystemTime::now();
+        let token =
+            Token::new(TokenSecret::new("t0k"), now, now + Duration::from_secs(60)).unwrap();
+        let sealed = NewEntry::new(&codec(), &key(), 3, &token);
+        let row = row(sealed.format, Some(&sealed.entry), 3);
+        assert_eq!(row.resealed(&key(), &codec()), Ok(None), "already current");
+        let rotated = EntryCodec::sealed(
+            Keyring::new(SealingKey::from_bytes([8; 32]))
+                .with_older_key(SealingKey::from_bytes([7; 32]))
+                .unwrap(),
+        )
+        .in_namespace("sqlite:kigo_tokens");
+        assert!(matches!(row.resealed(&key(), &rotated), Ok(Some(_))));
+        let plaintext = EntryCodec::plaintext().in_namespace("sqlite:kigo_tokens");
+        assert_eq!(
+            row.resealed(&key(), &plaintext),
+            Err(CorruptEntry::Sealed),
+            "a plaintext store cannot open it"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Whether a store's connections may cross the network in the clear. A database on another host
 //! is reached over TLS, required by its connect options, unless the builder opts out with
-//! [`SqlStoreOptions::allow_insecure_transport`](crate::SqlStoreOptions::allow_insecure_transport),
+//! [`SqlStoreBuilder::allow_insecure_transport`](crate::SqlStoreBuilder::allow_insecure_transport),
 //! as kigo-http does for the API: the connections carry the tokens and the database password.
 
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use crate::error::{SqlError, TLS_FEATURE_HINT, TRANSPORT_HINT};
 
 /// How one set of connect options reaches its database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     /// A Unix socket, a loopback address or `localhost`: the traffic stays on this machine.
     Local,
     /// Another host, over TLS that the options require (a connection without it fails).
@@ -22,6 +22,17 @@ enum Route {
         /// The host, to name it in errors and logs (never the URL: it may hold a password).
         host: String,
     },
+}
+
+impl Route {
+    /// How a store check names it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Encrypted => "tls",
+            Self::Plain { .. } => "unencrypted",
+        }
+    }
 }
 
 /// Whether `host` is this machine: a loopback address (IPv6 in brackets or not, IPv4-mapped
@@ -50,7 +61,7 @@ fn route(socket: bool, host: &str, tls_required: bool) -> Route {
 /// The route of PostgreSQL connect options: a socket directory (set as such, or as a host that
 /// is a path), else the host, with `sslmode` `require`, `verify-ca` or `verify-full`.
 #[cfg(feature = "postgres")]
-fn postgres_route(options: &sqlx::postgres::PgConnectOptions) -> Route {
+pub(crate) fn postgres_route(options: &sqlx::postgres::PgConnectOptions) -> Route {
     use sqlx::postgres::PgSslMode;
     let host = options.get_host();
     let socket = options.get_socket().is_some() || host.starts_with('/');
@@ -64,7 +75,7 @@ fn postgres_route(options: &sqlx::postgres::PgConnectOptions) -> Route {
 /// The route of MySQL/MariaDB connect options: a socket, else the host, with `ssl-mode`
 /// `REQUIRED`, `VERIFY_CA` or `VERIFY_IDENTITY`.
 #[cfg(feature = "mysql")]
-fn mysql_route(options: &sqlx::mysql::MySqlConnectOptions) -> Route {
+pub(crate) fn mysql_route(options: &sqlx::mysql::MySqlConnectOptions) -> Route {
     use sqlx::mysql::MySqlSslMode;
     let tls = matches!(
         options.get_ssl_mode(),

@@ -1,7 +1,5 @@
 //! The MySQL/MariaDB store: the conformance suite and the fleet scenarios.
 
-#[path = "common/capture.rs"]
-mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
@@ -16,9 +14,16 @@ use kigo_core::store::{HolderId, LeaseAttempt};
 use kigo_core::{StoreError, Token, TokenStore};
 use kigo_store_sql::sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use kigo_store_sql::{BackendKind, SqlPool};
+use kigo_testkit::eventually;
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::MySql).await
+    });
+}
+
+mod admin_conformance {
+    kigo_testkit::admin_conformance_tests!(async {
         super::SqlHarness::new(super::BackendKind::MySql).await
     });
 }
@@ -53,7 +58,7 @@ async fn a_claim_is_one_statement() {
         .connect(harness.url())
         .await
         .unwrap();
-    let store = harness.options().with_pool(pool.clone()).await.unwrap();
+    let store = harness.options().pool(pool.clone()).build().await.unwrap();
     let key = fresh_key();
     let claim = async || {
         let holder = HolderId::random();
@@ -154,7 +159,7 @@ fn admin_pool(harness: &SqlHarness) -> MySqlPool {
 }
 
 /// A statement stuck behind a table lock (`LOCK TABLES ... WRITE`) is given up after the
-/// statement timeout, as unavailable, and the server ends it too (a pool built from a URL sets
+/// operation timeout, as unavailable, and the server ends it too (a pool built from a URL sets
 /// `lock_wait_timeout`), so no connection stays busy with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_stuck_behind_a_lock_time_out() {
@@ -162,7 +167,7 @@ async fn statements_stuck_behind_a_lock_time_out() {
     let harness = SqlHarness::new(BackendKind::MySql).await;
     let admin = admin_pool(&harness);
     let store = harness
-        .store_with(harness.options().statement_timeout(TIMEOUT))
+        .store_with(harness.options().operation_timeout(TIMEOUT))
         .await;
     let mut locker = admin.acquire().await.unwrap();
     sqlx::query("LOCK TABLES kigo_tokens WRITE")
@@ -188,14 +193,12 @@ async fn statements_stuck_behind_a_lock_time_out() {
         .unwrap()
     };
     // lock_wait_timeout counts whole seconds: the server gives up after 1 s.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while waiting().await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not end the statement"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the server ends the statement",
+        Duration::from_secs(5),
+        async || waiting().await == 0,
+    )
+    .await;
     sqlx::query("UNLOCK TABLES")
         .execute(&mut *locker)
         .await

@@ -2,14 +2,13 @@
 //! server can have: connections terminated mid-statement, the server stopped during traffic, a
 //! lost notification, and refreshes cancelled while a statement runs.
 
-#[path = "common/capture.rs"]
-mod capture;
 mod common;
 #[path = "common/servers.rs"]
 mod servers;
 #[path = "common/transport.rs"]
 mod transport;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,10 +16,12 @@ use common::fleet::{commit_token, fresh_key, holds_no_connection, replica, stopp
 use common::harness::SqlHarness;
 use common::tripwire::{Op, Tripwire};
 use futures_util::StreamExt;
+use kigo_core::codec::{Keyring, SealingKey};
 use kigo_core::runtime::TokioSleep;
-use kigo_core::store::{HolderId, LeaseAttempt};
+use kigo_core::store::{HolderId, LeaseAttempt, Resealed, StoreAdmin};
 use kigo_core::{
-    Error, Fingerprint, ManagerBuilder, StoreError, Token, TokenKey, TokenManager, TokenStore,
+    Error, Fingerprint, ManagerBuilder, PartnerId, StoreError, Token, TokenKey, TokenManager,
+    TokenStore,
 };
 use kigo_store_sql::sqlx::postgres::{PgConnectOptions, PgExecutor};
 use kigo_store_sql::sqlx::{
@@ -28,11 +29,19 @@ use kigo_store_sql::sqlx::{
 };
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore};
 use kigo_test_services::postgres;
-use kigo_testkit::{FakeSource, ManualClock};
+use kigo_testkit::logs::Capture;
+use kigo_testkit::{FakeSource, ManualClock, eventually, eventually_some};
+use servers::Reported;
 use tokio::task::JoinHandle;
 
 mod conformance {
     kigo_testkit::store_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::Postgres).await
+    });
+}
+
+mod admin_conformance {
+    kigo_testkit::admin_conformance_tests!(async {
         super::SqlHarness::new(super::BackendKind::Postgres).await
     });
 }
@@ -73,14 +82,16 @@ async fn lock_waiters(pool: &PgPool) -> Vec<i32> {
 
 /// Waits until one store statement waits on the table lock; its backend.
 async fn blocked_statement(pool: &PgPool) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let [pid] = lock_waiters(pool).await[..] {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no statement waits on the lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let waiting = async || match lock_waiters(pool).await[..] {
+        [pid] => Some(pid),
+        _ => None,
+    };
+    eventually_some(
+        "a statement waits on the lock",
+        Duration::from_secs(10),
+        waiting,
+    )
+    .await
 }
 
 async fn terminate(admin: impl PgExecutor<'_>, pid: i32) {
@@ -131,18 +142,13 @@ async fn leftovers(pool: &PgPool) -> (i64, i64) {
 /// Waits (at most 5 s) until no lock or transaction is left: a statement the manager still runs
 /// (a lease release after a cancellation, say) may hold one for a moment.
 async fn no_leftovers(pool: &PgPool, when: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = leftovers(pool).await;
-        if left == (0, 0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{when}: locks or transactions left: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let left = Cell::new((0, 0));
+    let report = || format!("locks or transactions left: {:?}", left.get());
+    eventually(Reported(when, report), Duration::from_secs(5), async || {
+        left.set(leftovers(pool).await);
+        left.get() == (0, 0)
+    })
+    .await;
 }
 
 async fn advisory_locks(pool: &PgPool) -> i64 {
@@ -231,18 +237,14 @@ async fn connections_terminated_mid_claim_and_mid_commit() {
         lease_is_free(&probe, &key).await,
         "the killed claim left a lease"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
     let handle = stopped.manager.handle(key.clone()).unwrap();
-    let token = loop {
-        // The manager backs off from the store for about a second before it tries again.
-        match handle.token().await {
-            Ok(token) => break token.fingerprint(),
-            Err(Error::StoreUnavailable { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("no recovery: {error}"),
-        }
+    // The manager backs off from the store for about a second before it tries again.
+    let recovered = async || match handle.token().await {
+        Ok(token) => Some(token.fingerprint()),
+        Err(Error::StoreUnavailable { .. }) => None,
+        Err(error) => panic!("no recovery: {error}"),
     };
+    let token = eventually_some("recovery", Duration::from_secs(10), recovered).await;
     assert_eq!(stopped.source.creations(), 1);
     let stored = probe.load(&key).await.unwrap();
     assert_eq!(stored.token().map(Token::fingerprint), Some(token));
@@ -327,27 +329,22 @@ async fn lost_notification_costs_at_most_one_poll_interval() {
         .await
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listening = loop {
-        let pids = listeners(&mut admin).await;
-        if pids.len() == 2 {
-            break pids;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replicas never listened: {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let both_listening = async || Some(listeners(&mut admin).await).filter(|pids| pids.len() == 2);
+    let listening = eventually_some(
+        "both replicas listen",
+        Duration::from_secs(10),
+        both_listening,
+    )
+    .await;
     // The stores keep the connections they have; the listeners cannot connect again.
     allow_connections(&harness, false).await;
     for pid in listening {
         terminate(&mut *admin, pid).await;
     }
-    while !listeners(&mut admin).await.is_empty() {
-        assert!(Instant::now() < deadline, "the listeners stayed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the listeners go", Duration::from_secs(10), async || {
+        listeners(&mut admin).await.is_empty()
+    })
+    .await;
     holder_store.resume();
     let committed = holding.await.unwrap().unwrap();
     let committed_at = Instant::now();
@@ -431,14 +428,13 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
             matches!(stopped.caller.await.unwrap(), Err(Error::ShutDown)),
             "{point}: the caller was not told of the shutdown"
         );
-        let deadline = cancelled_at + LEASE + Duration::from_secs(1);
-        while !lease_is_free(&probe, &key).await {
-            assert!(
-                Instant::now() < deadline,
-                "{point}: a lease outlived its TTL"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let limit = (cancelled_at + LEASE + Duration::from_secs(1))
+            .saturating_duration_since(Instant::now());
+        let lease_outlived = format!("{point}: the lease is freed within its TTL");
+        eventually(lease_outlived, limit, async || {
+            lease_is_free(&probe, &key).await
+        })
+        .await;
         no_leftovers(&admin, point).await;
         assert_eq!(advisory_locks(&admin).await, 0, "{point}: advisory lock");
 
@@ -506,7 +502,8 @@ async fn search_path_schemas_keep_their_notifications_apart() {
         let store = harness
             .options()
             .migrate_on_connect(true)
-            .connect(&url)
+            .url(&url)
+            .build()
             .await
             .unwrap();
         let table = format!("{schema}.kigo_tokens");
@@ -566,7 +563,8 @@ async fn notices_come_through_the_listen_url() {
     let store = harness
         .options()
         .listen_url(harness.url())
-        .connect(&format!("postgres://postgres@127.0.0.1:{port}/pooler"))
+        .url(format!("postgres://postgres@127.0.0.1:{port}/pooler"))
+        .build()
         .await
         .unwrap();
     let mut feed = store.changes().expect("PostgreSQL notifies");
@@ -582,13 +580,14 @@ async fn notices_come_through_the_listen_url() {
 async fn a_failed_listener_is_logged_without_its_password() {
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     let port = kigo_test_services::free_port().unwrap();
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let store = harness
         .options()
         .acquire_timeout(Duration::from_millis(500))
         .listen_url(format!("postgres://kigo:pa55-secret@127.0.0.1:{port}/kigo"))
-        .connect(harness.url())
+        .url(harness.url())
+        .build()
         .await
         .unwrap();
     let mut feed = store.changes().expect("PostgreSQL notifies");
@@ -627,7 +626,7 @@ async fn unreachable_server_is_unavailable() {
     servers::unreachable_database_is_unavailable("postgres://postgres@127.0.0.1").await;
 }
 
-/// A statement stuck behind a table lock is given up after the statement timeout, as
+/// A statement stuck behind a table lock is given up after the operation timeout, as
 /// unavailable, and the server ends it too (a pool built from a URL sets `statement_timeout` and
 /// `lock_timeout`), so no connection stays busy with it. A store on the application's own pool
 /// gives up as well; its statement stays in the server until the lock goes, and the store
@@ -637,22 +636,20 @@ async fn statements_stuck_behind_a_lock_time_out() {
     const TIMEOUT: Duration = Duration::from_millis(500);
     let harness = SqlHarness::new(BackendKind::Postgres).await;
     let admin = pg(&harness);
-    let options = || harness.options().statement_timeout(TIMEOUT);
+    let options = || harness.options().operation_timeout(TIMEOUT);
     let from_url = harness.store_with(options()).await;
     let own_pool = PgPool::connect(harness.url()).await.unwrap();
-    let on_own_pool = options().with_pool(own_pool).await.unwrap();
+    let on_own_pool = options().pool(own_pool).build().await.unwrap();
     let key = fresh_key();
     let lock = lock_table(&admin).await;
 
     gives_up_in_time(&from_url, &key, TIMEOUT).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !lock_waiters(&admin).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not end the statement"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the server ends the statement",
+        Duration::from_secs(5),
+        async || lock_waiters(&admin).await.is_empty(),
+    )
+    .await;
     gives_up_in_time(&on_own_pool, &key, TIMEOUT).await;
     assert_eq!(lock_waiters(&admin).await.len(), 1);
 
@@ -755,7 +752,114 @@ async fn remote_postgres_requires_tls() {
 
     let listening_in_the_clear = transport::options()
         .listen_url("postgres://kigo:pa55-secret@db.internal/app")
-        .connect("postgres://kigo:pa55-secret@127.0.0.1/app")
+        .url("postgres://kigo:pa55-secret@127.0.0.1/app")
+        .build()
         .await;
     transport::refused_as_insecure(listening_in_the_clear, "db.internal");
+}
+
+/// Keys are listed in the byte order of their storage IDs even where the column's collation
+/// orders them otherwise (here ICU's English, which sorts `p/A` before `p/a_c` before `p/ab`
+/// before `p/aB`): a walk resumed from the last key of each page sees every key once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_in_byte_order_whatever_the_collation() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    harness
+        .execute(r#"ALTER TABLE kigo_tokens ALTER COLUMN token_key TYPE TEXT COLLATE "en-x-icu""#)
+        .await;
+    let store = harness.store().await;
+    let keys: Vec<TokenKey> = ["ab", "aB", "a-b", "a_c", "A", "Z"]
+        .into_iter()
+        .map(|partner| TokenKey::partner(PartnerId::new(partner).unwrap()))
+        .collect();
+    for key in &keys {
+        commit_token(&store, key, &token("collated")).await;
+    }
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.keys(after.as_ref(), 2).await.unwrap();
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        walked.extend(page.iter().map(TokenKey::storage_id));
+        after = Some(last);
+    }
+    let mut expected: Vec<String> = keys.iter().map(TokenKey::storage_id).collect();
+    expected.sort();
+    assert_eq!(walked, expected);
+}
+
+/// A reseal that read the entry before an invalidation writes nothing after it: its update
+/// finds the entry it read gone, reports the entry changed, and the revoked token stays gone.
+/// (The invalidation holds the row, as a concurrent statement does, until the reseal's write
+/// waits behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseal_racing_an_invalidation_never_brings_the_token_back() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let admin = pg(&harness);
+    let key = fresh_key();
+    commit_token(harness.admin(), &key, &token("revoked")).await;
+    let new_key = SealingKey::from_bytes(std::array::from_fn(|_| fastrand::u8(..)));
+    let rotated = Keyring::new(new_key)
+        .with_older_key(harness.keyring().current().clone())
+        .unwrap();
+    let rotating = harness
+        .store_with(SqlStore::builder().keyring(rotated))
+        .await;
+
+    let mut invalidation = admin.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE kigo_tokens SET entry = NULL, fingerprint = NULL, expires_at = NULL
+          WHERE token_key = $1",
+    )
+    .bind(key.storage_id())
+    .execute(&mut *invalidation)
+    .await
+    .unwrap();
+    let resealing = tokio::spawn({
+        let key = key.clone();
+        async move { rotating.reseal(&key).await }
+    });
+    blocked_statement(&admin).await;
+    invalidation.commit().await.unwrap();
+
+    assert_eq!(resealing.await.unwrap().unwrap(), Resealed::Changed);
+    assert_eq!(
+        harness.raw_row(&key).await.entry.map(|entry| entry.len()),
+        None
+    );
+}
+
+/// A role that may only read the table: the check reports the first statement of a renewal
+/// it refused (the cool-down's insert), and the deletion of the check's own row, as
+/// permission problems, not as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_what_a_read_only_role_may_not_do() {
+    let harness = SqlHarness::new(BackendKind::Postgres).await;
+    let role = format!("kigo_read_only_{:08x}", fastrand::u32(..));
+    let tables = "kigo_tokens, kigo_tokens_migrations";
+    harness.execute(&format!("CREATE ROLE {role} LOGIN")).await;
+    harness
+        .execute(&format!("GRANT SELECT ON {tables} TO {role}"))
+        .await;
+    let options: PgConnectOptions = harness.url().parse().unwrap();
+    let pool = PgPool::connect_lazy_with(options.username(&role));
+    let store = harness.options().pool(pool).build().await.unwrap();
+
+    let check = store.check().await.unwrap();
+    assert!(!check.permissions_ok, "{check:?}");
+    let problem = check.permission_problem.unwrap_or_default();
+    assert!(problem.starts_with("set a cool-down: refused"), "{problem}");
+    assert!(problem.contains("delete the check's own row"), "{problem}");
+    assert_eq!(check.schema.as_deref(), Some("3"));
+
+    let SqlPool::Postgres(pool) = store.pool() else {
+        unreachable!()
+    };
+    pool.close().await;
+    harness
+        .execute(&format!("REVOKE ALL ON {tables} FROM {role}"))
+        .await;
+    harness.execute(&format!("DROP ROLE {role}")).await;
 }

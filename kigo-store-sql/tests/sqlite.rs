@@ -1,8 +1,6 @@
 //! The SQLite store (the embedded default): the conformance suite, the fleet scenarios, replicas
 //! as separate processes sharing one file, a busy database, and the file's modes.
 
-#[path = "common/capture.rs"]
-mod capture;
 mod common;
 
 use std::collections::HashSet;
@@ -10,20 +8,22 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fleet::{fresh_key, replica};
 use common::harness::SqlHarness;
 use kigo_core::codec::{KEYRING_HINT, Keyring, SEALING_KEYS_VAR, SealingKey};
+use kigo_core::store::StoreAdmin;
 use kigo_core::{
     CreateRequest, Fingerprint, PartnerId, SourceError, StoreError, Token, TokenHandle, TokenKey,
     TokenSecret, TokenSource, TokenStore,
 };
 use kigo_store_sql::sqlx::SqlitePool;
 use kigo_store_sql::sqlx::sqlite::SqliteConnectOptions;
-use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
-use kigo_testkit::FakeSource;
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreBuilder};
 use kigo_testkit::conformance::test_keyring;
+use kigo_testkit::logs::Capture;
+use kigo_testkit::{FakeSource, eventually};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -35,6 +35,12 @@ mod conformance {
     });
 }
 
+mod admin_conformance {
+    kigo_testkit::admin_conformance_tests!(async {
+        super::SqlHarness::new(super::BackendKind::Sqlite).await
+    });
+}
+
 mod fleet {
     crate::common::fleet::fleet_tests!(kigo_store_sql::BackendKind::Sqlite);
 }
@@ -42,6 +48,8 @@ mod fleet {
 #[cfg(unix)]
 #[path = "sqlite/file_modes.rs"]
 mod file_modes;
+#[path = "sqlite/from_env.rs"]
+mod from_env;
 
 /// Set in the environment of the replica processes: the SQLite file they share.
 const REPLICA_FILE: &str = "KIGO_TEST_SQLITE_REPLICA_FILE";
@@ -113,7 +121,7 @@ async fn replica_processes_create_once_per_renewal() {
 /// the current key of `keyring`: its row shows neither token nor the key.
 async fn sealed_in_the_file(file: &Path, key: &TokenKey, keyring: Keyring, expected: Fingerprint) {
     let sealing = keyring.current().id();
-    let store = embedded(keyring).sqlite(file).await.unwrap();
+    let store = embedded(keyring).sqlite_file(file).build().await.unwrap();
     let loaded = store.load(key).await.unwrap();
     assert_eq!(loaded.token().map(Token::fingerprint), Some(expected));
     let SqlPool::Sqlite(pool) = store.pool() else {
@@ -131,8 +139,8 @@ async fn sealed_in_the_file(file: &Path, key: &TokenKey, keyring: Keyring, expec
 
 /// The options of the one-line constructor (migrations at construction), sealing with `keyring`
 /// rather than the keys in the environment.
-fn embedded(keyring: Keyring) -> SqlStoreOptions {
-    SqlStoreOptions::new()
+fn embedded(keyring: Keyring) -> SqlStoreBuilder {
+    SqlStore::builder()
         .keyring(keyring)
         .migrate_on_connect(true)
 }
@@ -271,11 +279,10 @@ async fn replica_process(file: &Path) {
 /// Waits (with a deadline) until `handle` serves a token other than `expiring`, asking for one
 /// now and then as traffic would.
 async fn renewed(handle: &TokenHandle, expiring: Fingerprint) {
-    let deadline = Instant::now() + SHORT_LIFETIME * 2;
-    while handle.token().await.unwrap().fingerprint() == expiring {
-        assert!(Instant::now() < deadline, "the token was not renewed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the token's renewal", SHORT_LIFETIME * 2, async || {
+        handle.token().await.unwrap().fingerprint() != expiring
+    })
+    .await;
 }
 
 /// A [`FakeSource`] whose tokens name this process: every fake counts from `fake-token-1`, and
@@ -409,10 +416,10 @@ async fn busy_database_is_unavailable() {
     assert!(store.load(&key).await.unwrap().cooldown.is_some());
 }
 
-/// A write waiting for another connection's write lock is given up after the statement timeout,
+/// A write waiting for another connection's write lock is given up after the operation timeout,
 /// even when the busy timeout is longer.
 #[tokio::test]
-async fn the_statement_timeout_bounds_the_busy_timeout() {
+async fn the_operation_timeout_bounds_the_busy_timeout() {
     const TIMEOUT: Duration = Duration::from_millis(300);
     let harness = SqlHarness::new(BackendKind::Sqlite).await;
     let store = harness
@@ -420,7 +427,7 @@ async fn the_statement_timeout_bounds_the_busy_timeout() {
             harness
                 .options()
                 .busy_timeout(Duration::from_secs(30))
-                .statement_timeout(TIMEOUT),
+                .operation_timeout(TIMEOUT),
         )
         .await;
     let SqlPool::Sqlite(pool) = harness.admin().pool() else {
@@ -452,7 +459,7 @@ async fn many_stores_open_a_new_file_at_once() {
         for _ in 0..16 {
             let file = file.clone();
             let options = embedded(keyring.clone());
-            opening.spawn(async move { options.sqlite(&file).await.map(drop) });
+            opening.spawn(async move { options.sqlite_file(&file).build().await.map(drop) });
         }
         while let Some(opened) = opening.join_next().await {
             opened
@@ -463,12 +470,12 @@ async fn many_stores_open_a_new_file_at_once() {
 }
 
 /// Options SQLite has no use for (a schema, a listen URL for change notices) are refused, not
-/// ignored; so is a statement timeout of zero.
+/// ignored; so is an operation timeout of zero.
 #[tokio::test]
 async fn options_that_cannot_apply_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.db");
-    let sealed = || SqlStoreOptions::new().keyring(test_keyring());
+    let sealed = || SqlStore::builder().keyring(test_keyring());
     for (options, refusal) in [
         (sealed().schema("auth"), "SQLite has no schemas"),
         (
@@ -476,11 +483,11 @@ async fn options_that_cannot_apply_are_refused() {
             "only PostgreSQL sends change notices",
         ),
         (
-            sealed().statement_timeout(Duration::ZERO),
+            sealed().operation_timeout(Duration::ZERO),
             "must be positive",
         ),
     ] {
-        let error = options.sqlite(&file).await.unwrap_err();
+        let error = options.sqlite_file(&file).build().await.unwrap_err();
         assert!(
             matches!(error, StoreError::Misconfigured { .. }),
             "{error:?}"
@@ -505,10 +512,11 @@ async fn a_file_without_write_ahead_logging_is_reported() {
         .create_if_missing(true);
     let pool = SqlitePool::connect_with(options).await.unwrap();
     let keyring = test_keyring();
-    let store = SqlStoreOptions::new()
+    let store = SqlStore::builder()
         .keyring(keyring.clone())
         .migrate_on_connect(true)
-        .with_pool(pool.clone())
+        .pool(pool.clone())
+        .build()
         .await
         .unwrap();
     let key = fresh_key();
@@ -516,12 +524,13 @@ async fn a_file_without_write_ahead_logging_is_reported() {
     common::fleet::commit_token(&store, &key, &token).await;
     pool.close().await;
 
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let url = format!("sqlite://{}?immutable=1", file.display());
-    let store = SqlStoreOptions::new()
+    let store = SqlStore::builder()
         .keyring(keyring)
-        .connect(&url)
+        .url(&url)
+        .build()
         .await
         .unwrap();
     let loaded = store.load(&key).await.unwrap();
@@ -534,4 +543,21 @@ async fn a_file_without_write_ahead_logging_is_reported() {
         text.contains("WARN") && text.contains("write-ahead logging") && text.contains("delete"),
         "{text}"
     );
+}
+
+/// A store that may only read its file (opened read-only): the check reports the first
+/// statement of a renewal the file refused (the cool-down's write) as a permission problem, not
+/// as an error, and still reads the schema and the entries.
+#[tokio::test]
+async fn check_reports_what_a_read_only_file_refuses() {
+    let harness = SqlHarness::new(BackendKind::Sqlite).await;
+    common::fleet::commit_token(harness.admin(), &fresh_key(), &common::fleet::token("ro")).await;
+    let read_only = format!("{}?mode=ro", harness.url());
+    let store = harness.options().url(read_only).build().await.unwrap();
+    let check = store.check().await.unwrap();
+    assert!(!check.permissions_ok, "{check:?}");
+    let problem = check.permission_problem.unwrap_or_default();
+    assert!(problem.starts_with("set a cool-down: refused"), "{problem}");
+    assert_eq!(check.schema.as_deref(), Some("2"));
+    assert_eq!(check.entries_read, 1);
 }

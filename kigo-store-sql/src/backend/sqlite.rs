@@ -5,22 +5,22 @@
 
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use kigo_core::StoreError;
 use sqlx::Connection;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 
-use super::runner::Runner;
-use super::runner::Value::Text;
-use super::standard::{Dialect, Standard};
-use super::{BackendKind, Statements, Templates};
-use crate::error::{Class, sqlite_class};
+use super::{Backend, Sql, Templates};
+use crate::error::Class;
 use crate::migrate::{self, Template};
 use crate::names::TableRef;
+use crate::{BackendKind, SqlPool};
 
-const MIGRATIONS: &[Template] = migrations!("sqlite");
+pub(crate) const MIGRATIONS: &[Template] = migrations!("sqlite":
+    1 "create token table" "0001_create_token_table.sql",
+    2 "index token expiry" "0002_index_token_expiry.sql",
+);
 
 /// The columns of the token table the statements use.
 const COLUMNS: [&str; 10] = [
@@ -44,108 +44,139 @@ const NOW: &str = "CAST(ROUND(unixepoch('now', 'subsec') * 1000) AS INTEGER) * 1
 
 const TEMPLATES: Templates = Templates {
     now: NOW,
-    load: "SELECT t.format_version,
-                  CASE WHEN t.expires_at_us IS NULL OR t.expires_at_us > c.now THEN t.entry END,
-                  t.generation,
-                  CASE WHEN t.cooldown_until_us > c.now THEN t.cooldown_until_us - c.now END
-             FROM {table} AS t, (SELECT {now} AS now) AS c
-            WHERE t.token_key = ?1",
-    claim: "INSERT INTO {table} AS t
-                   (token_key, format_version, fence, lease_holder, lease_until_us)
-            VALUES (?1, ?2, 1, ?3, {now} + ?4)
-            ON CONFLICT (token_key) DO UPDATE
-               SET fence = t.fence + 1,
-                   lease_holder = excluded.lease_holder,
-                   lease_until_us = excluded.lease_until_us,
-                   entry = CASE WHEN t.expires_at_us <= {now} THEN NULL ELSE t.entry END,
-                   fingerprint = CASE WHEN t.expires_at_us <= {now} THEN NULL
-                                      ELSE t.fingerprint END,
-                   expires_at_us = CASE WHEN t.expires_at_us <= {now} THEN NULL
-                                        ELSE t.expires_at_us END
-             WHERE t.lease_until_us IS NULL OR t.lease_until_us <= {now}
-            RETURNING fence",
-    lease_remaining: "SELECT lease_until_us - {now} FROM {table}
-                       WHERE token_key = ?1 AND lease_until_us > {now}",
-    release: "UPDATE {table} SET lease_holder = NULL, lease_until_us = NULL
-               WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3",
-    commit: "UPDATE {table}
-                SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = ?6,
-                    expires_at_us = ?7,
-                    lease_holder = NULL, lease_until_us = NULL, cooldown_until_us = NULL
-              WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3 AND generation < ?3
-                AND lease_until_us > {now}",
-    invalidate: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
-                  WHERE token_key = ?1 AND fingerprint = ?2",
-    set_cooldown: "INSERT INTO {table} AS t (token_key, format_version, cooldown_until_us)
-                   VALUES (?1, ?2, {now} + ?3)
-                   ON CONFLICT (token_key) DO UPDATE
-                      SET cooldown_until_us =
-                          MAX(COALESCE(t.cooldown_until_us, 0), excluded.cooldown_until_us)",
+    load: Sql::new(
+        "SELECT t.format_version,
+                CASE WHEN t.expires_at_us IS NULL OR t.expires_at_us > c.now THEN t.entry END,
+                t.generation,
+                CASE WHEN t.cooldown_until_us > c.now THEN t.cooldown_until_us - c.now END
+           FROM {table} AS t, (SELECT {now} AS now) AS c
+          WHERE t.token_key = ?1",
+    ),
+    claim: Sql::new(
+        "INSERT INTO {table} AS t
+                (token_key, format_version, fence, lease_holder, lease_until_us)
+         VALUES (?1, ?2, 1, ?3, {now} + ?4)
+         ON CONFLICT (token_key) DO UPDATE
+            SET fence = t.fence + 1,
+                lease_holder = excluded.lease_holder,
+                lease_until_us = excluded.lease_until_us,
+                entry = CASE WHEN t.expires_at_us <= {now} THEN NULL ELSE t.entry END,
+                fingerprint = CASE WHEN t.expires_at_us <= {now} THEN NULL
+                                   ELSE t.fingerprint END,
+                expires_at_us = CASE WHEN t.expires_at_us <= {now} THEN NULL
+                                     ELSE t.expires_at_us END
+          WHERE t.lease_until_us IS NULL OR t.lease_until_us <= {now}
+         RETURNING fence",
+    ),
+    lease: Sql::new(
+        "SELECT lease_holder, lease_until_us - {now} FROM {table}
+          WHERE token_key = ?1 AND lease_until_us > {now}",
+    ),
+    release: Sql::new(
+        "UPDATE {table} SET lease_holder = NULL, lease_until_us = NULL
+          WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3",
+    ),
+    commit: Sql::new(
+        "UPDATE {table}
+            SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = ?6,
+                expires_at_us = ?7,
+                lease_holder = NULL, lease_until_us = NULL, cooldown_until_us = NULL
+          WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3 AND generation < ?3
+            AND lease_until_us > {now}",
+    ),
+    invalidate: Sql::new(
+        "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
+          WHERE token_key = ?1 AND fingerprint = ?2",
+    ),
+    set_cooldown: Sql::new(
+        "INSERT INTO {table} AS t (token_key, format_version, cooldown_until_us)
+         VALUES (?1, ?2, {now} + ?3)
+         ON CONFLICT (token_key) DO UPDATE
+            SET cooldown_until_us =
+                MAX(COALESCE(t.cooldown_until_us, 0), excluded.cooldown_until_us)",
+    ),
     // `UPDATE ... LIMIT` needs a compile-time option of SQLite: a subquery bounds it instead.
-    clear_expired: "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
-                     WHERE token_key IN (SELECT token_key FROM {table}
-                                          WHERE expires_at_us <= {now} LIMIT ?1)",
+    clear_expired: Sql::new(
+        "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
+          WHERE token_key IN (SELECT token_key FROM {table}
+                               WHERE expires_at_us <= {now} LIMIT ?1)",
+    ),
+    // Keys compare byte by byte (SQLite's BINARY collation): the order of
+    // `TokenKey::storage_id`.
+    page: Sql::new(
+        "SELECT t.token_key, t.format_version,
+                CASE WHEN t.expires_at_us IS NULL OR t.expires_at_us > c.now THEN t.entry END,
+                t.generation, NULL
+           FROM {table} AS t, (SELECT {now} AS now) AS c
+          WHERE t.token_key > ?1 ORDER BY t.token_key LIMIT ?2",
+    ),
+    reseal: Sql::new(
+        "UPDATE {table} SET entry = ?4 WHERE token_key = ?1 AND generation = ?2 AND entry = ?3",
+    ),
+    forget: Sql::new("DELETE FROM {table} WHERE token_key = ?1"),
+    clock: Sql::new("SELECT {now}"),
+    applied_migration: Sql::new("SELECT MAX(version) FROM {tracking} WHERE success"),
 };
 
 /// The store's operations on an SQLite file.
-pub(crate) fn backend(pool: SqlitePool, table: TableRef) -> Standard<SqliteFile> {
-    Standard {
-        statements: Statements::render(&TEMPLATES, &table, BackendKind::Sqlite, &[]),
-        runner: Runner::new(pool),
-        dialect: SqliteFile { table },
+pub(crate) fn backend(pool: SqlitePool, table: TableRef) -> Backend {
+    Backend::new(SqlPool::Sqlite(pool), table, &TEMPLATES, &[])
+}
+
+/// The file connections with `options` open (see [`Backend::location`]): on this machine.
+pub(crate) fn location(options: &SqliteConnectOptions) -> (String, &'static str) {
+    (
+        format!("sqlite {}", options.get_filename().display()),
+        "local",
+    )
+}
+
+/// The class of an SQLite error, by its extended result code.
+pub(crate) fn classify(error: &(dyn DatabaseError + 'static)) -> Class {
+    error
+        .code()
+        .and_then(|code| code.parse().ok())
+        .map_or(Class::Unknown, class_of)
+}
+
+/// The class of an SQLite extended result code.
+fn class_of(code: i64) -> Class {
+    match code & 0xff {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_FULL, SQLITE_PROTOCOL
+        5 | 6 | 7 | 10 | 13 | 15 => Class::Transient,
+        // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
+        3 | 8 | 14 | 23 => Class::Denied,
+        // SQLITE_CORRUPT, SQLITE_NOTADB: the file is not a database this store can use.
+        11 | 26 => Class::Config,
+        // SQLITE_ERROR ("no such table" among others) and anything else: probe the schema.
+        _ => Class::Unknown,
     }
 }
 
-/// What is SQLite's own: result codes, the schema probe, migrations in one `BEGIN IMMEDIATE`.
-#[derive(Debug)]
-pub(crate) struct SqliteFile {
-    table: TableRef,
+/// SQLite reports a missing table and a missing column alike (`SQLITE_ERROR`): the table
+/// must be there with every column.
+pub(crate) async fn schema_current(
+    pool: &SqlitePool,
+    table: &TableRef,
+) -> Result<bool, sqlx::Error> {
+    let statement = format!(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name IN ({})",
+        COLUMNS.map(|column| format!("'{column}'")).join(", ")
+    );
+    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+        .bind(table.table())
+        .fetch_one(pool)
+        .await?;
+    Ok(usize::try_from(count).is_ok_and(|count| count == COLUMNS.len()))
 }
 
-impl SqliteFile {
-    /// The class of an SQLite error, by its extended result code.
-    fn class_of(error: &(dyn DatabaseError + 'static)) -> Class {
-        error
-            .code()
-            .and_then(|code| code.parse().ok())
-            .map_or(Class::Unknown, sqlite_class)
-    }
-}
-
-#[async_trait]
-impl Dialect for SqliteFile {
-    type Db = sqlx::Sqlite;
-
-    fn kind(&self) -> BackendKind {
-        BackendKind::Sqlite
-    }
-
-    fn classify(&self, error: &(dyn DatabaseError + 'static)) -> Class {
-        Self::class_of(error)
-    }
-
-    /// SQLite reports a missing table and a missing column alike (`SQLITE_ERROR`): the table
-    /// must be there with every column.
-    async fn schema_current(&self, runner: &Runner<sqlx::Sqlite>) -> Result<bool, sqlx::Error> {
-        let statement = format!(
-            "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name IN ({})",
-            COLUMNS.map(|column| format!("'{column}'")).join(", ")
-        )
-        .into();
-        let count = runner
-            .number(&statement, &[Text(self.table.table())])
-            .await?;
-        Ok(count == i64::try_from(COLUMNS.len()).ok())
-    }
-
-    /// Runs in one `BEGIN IMMEDIATE` transaction: it takes the write lock first, so processes
-    /// starting together on one file apply each migration once.
-    async fn migrate(&self, runner: &Runner<sqlx::Sqlite>) -> Result<(), MigrateError> {
-        let mut tx = runner.pool.begin_with("BEGIN IMMEDIATE").await?;
-        migrate::apply(&mut *tx, MIGRATIONS, &self.table, BackendKind::Sqlite).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+/// Runs in one `BEGIN IMMEDIATE` transaction: it takes the write lock first, so processes
+/// starting together on one file apply each migration once.
+pub(crate) async fn migrate(pool: &SqlitePool, table: &TableRef) -> Result<(), MigrateError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    migrate::apply(&mut *tx, MIGRATIONS, table, BackendKind::Sqlite).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Switches the file to write-ahead logging, a lasting property of the file, before any pool
@@ -175,7 +206,7 @@ pub(crate) async fn use_wal(
             Err(error) => error,
         };
         let class = match &error {
-            sqlx::Error::Database(database) => SqliteFile::class_of(database.as_ref()),
+            sqlx::Error::Database(database) => classify(database.as_ref()),
             other => Class::of_driver(other),
         };
         if class != Class::Transient || Instant::now() >= deadline {
@@ -203,6 +234,16 @@ mod tests {
     use sqlx::{AssertSqlSafe, Connection};
 
     use super::*;
+
+    #[test]
+    fn result_codes() {
+        assert_eq!(class_of(5), Class::Transient);
+        assert_eq!(class_of(517), Class::Transient); // SQLITE_BUSY_SNAPSHOT
+        assert_eq!(class_of(262), Class::Transient); // SQLITE_LOCKED_SHAREDCACHE
+        assert_eq!(class_of(8), Class::Denied);
+        assert_eq!(class_of(26), Class::Config);
+        assert_eq!(class_of(1), Class::Unknown);
+    }
 
     /// `{now}` reads SQLite's clock (milliseconds) exactly as microseconds since the epoch: no
     /// rounding error from floating point, at any time this century and the next.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use kigo_core::codec::CorruptEntry;
@@ -21,7 +21,7 @@ use kigo_http::{ApiKey, Credentials, KigoApi};
 use kigo_store_sql::{BackendKind, SqlPool, SqlStore};
 use kigo_testkit::conformance::StoreHarness;
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo};
-use kigo_testkit::{FakeSource, ManualClock};
+use kigo_testkit::{FakeSource, ManualClock, eventually, eventually_some};
 use tokio::task::JoinSet;
 
 use super::harness::SqlHarness;
@@ -171,11 +171,12 @@ pub(crate) async fn holds_no_connection(harness: &SqlHarness, store: &SqlStore, 
         SqlPool::Sqlite(pool) => pool.size() as usize - pool.num_idle(),
         _ => unreachable!("every database feature is on in the tests"),
     };
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while in_use() > 0 {
-        assert!(Instant::now() < deadline, "a connection stays in use");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        "every connection of the pool is idle",
+        Duration::from_secs(1),
+        async || in_use() == 0,
+    )
+    .await;
     assert_eq!(harness.open_transactions().await, 0, "open transactions");
     tokio::time::timeout(Duration::from_secs(1), store.load(key))
         .await
@@ -257,19 +258,16 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
     dying.reached(Duration::from_secs(10)).await;
 
     // Traffic on B until it serves a new token.
-    let deadline = Instant::now() + LIFETIME;
-    let mut seen = vec![first];
-    loop {
+    let taken_over = async || {
         let token = b_handle.token().await.unwrap_or_else(|error| {
             panic!("a request failed while the old token was valid: {error}")
         });
-        if token.fingerprint() != first {
-            seen.push(token.fingerprint());
-            break;
-        }
-        assert!(Instant::now() < deadline, "B never took over");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        Some(token.fingerprint()).filter(|served| *served != first)
+    };
+    let seen = [
+        first,
+        eventually_some("B takes over", LIFETIME, taken_over).await,
+    ];
     assert_eq!(
         source.creations(),
         3,
@@ -680,7 +678,8 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
         .options()
         .table("from_pool")
         .migrate_on_connect(true)
-        .with_pool(pool)
+        .pool(pool)
+        .build()
         .await
         .unwrap();
     let key = fresh_key();
@@ -696,7 +695,8 @@ pub(crate) async fn store_on_an_existing_pool(harness: &SqlHarness) {
     );
 }
 
-/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `expired`, `sealing`), each
+/// One `#[tokio::test]` per scenario of the shared modules (`fleet`, `expired`, `sealing`,
+/// `admin`), each
 /// on a fresh database of `$kind`; those that read the managers' logs on one thread.
 macro_rules! fleet_tests {
     ($kind:expr) => {
@@ -719,6 +719,8 @@ macro_rules! fleet_tests {
             sealing::rotating_keys_across_a_running_fleet_costs_no_creation_and_no_request,
             sealing::moved_and_replayed_entries_never_reach_a_caller,
             sealing::an_entry_copied_to_another_table_does_not_open,
+            admin::lease_holder_names_the_holder_and_the_time_left,
+            admin::check_reports_the_setup,
         );
         $crate::common::fleet::fleet_tests!(@each $kind, (flavor = "current_thread");
             sealing::a_replica_that_cannot_open_the_entries_leaves_them_alone,

@@ -7,9 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use kigo_core::codec::{FORMAT_VERSION, Keyring};
+use kigo_core::store::StoreAdmin;
 use kigo_core::{TokenKey, TokenStore};
-use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreOptions};
+use kigo_store_sql::{BackendKind, SqlPool, SqlStore, SqlStoreBuilder};
 use kigo_test_services::{self as services, TestDatabase};
+use kigo_testkit::admin_conformance::AdminHarness;
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Type};
 
@@ -46,10 +48,11 @@ impl SqlHarness {
 
     async fn on(url: String, place: Place) -> Self {
         let keyring = test_keyring();
-        let admin = SqlStoreOptions::new()
+        let admin = SqlStore::builder()
             .keyring(keyring.clone())
             .migrate_on_connect(true)
-            .connect(&url)
+            .url(&url)
+            .build()
             .await
             .unwrap_or_else(|error| panic!("migrating the test database failed: {error:?}"));
         Self {
@@ -66,8 +69,8 @@ impl SqlHarness {
     }
 
     /// Default options, sealing under the test's keyring.
-    pub(crate) fn options(&self) -> SqlStoreOptions {
-        SqlStoreOptions::new().keyring(self.keyring.clone())
+    pub(crate) fn options(&self) -> SqlStoreBuilder {
+        SqlStore::builder().keyring(self.keyring.clone())
     }
 
     /// A new store on the database (a replica's own pool, of up to 4 connections).
@@ -76,9 +79,10 @@ impl SqlHarness {
     }
 
     /// A new store on the database with `options`.
-    pub(crate) async fn store_with(&self, options: SqlStoreOptions) -> SqlStore {
+    pub(crate) async fn store_with(&self, options: SqlStoreBuilder) -> SqlStore {
         options
-            .connect(&self.url)
+            .url(&self.url)
+            .build()
             .await
             .unwrap_or_else(|error| panic!("store: {error:?}"))
     }
@@ -179,12 +183,23 @@ impl SqlHarness {
 
     /// How many rows still hold token material (an entry or a fingerprint).
     pub(crate) async fn rows_with_token_material(&self) -> i64 {
-        const COUNT: &str =
-            "SELECT COUNT(*) FROM kigo_tokens WHERE entry IS NOT NULL OR fingerprint IS NOT NULL";
+        self.count(
+            "SELECT COUNT(*) FROM kigo_tokens WHERE entry IS NOT NULL OR fingerprint IS NOT NULL",
+        )
+        .await
+    }
+
+    /// How many rows the token table has.
+    pub(crate) async fn rows(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM kigo_tokens").await
+    }
+
+    /// The count `statement` returns.
+    async fn count(&self, statement: &'static str) -> i64 {
         let counted = match self.admin.pool() {
-            SqlPool::Postgres(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-            SqlPool::MySql(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-            SqlPool::Sqlite(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+            SqlPool::Postgres(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+            SqlPool::MySql(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+            SqlPool::Sqlite(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
             _ => unreachable!("every database feature is on in the tests"),
         };
         counted.unwrap_or_else(|error| panic!("count: {error}"))
@@ -241,6 +256,17 @@ impl StoreHarness for SqlHarness {
     /// connection can take a few hundred milliseconds on a busy machine.
     fn short_ttl(&self) -> Duration {
         Duration::from_secs(1)
+    }
+}
+
+#[async_trait]
+impl AdminHarness for SqlHarness {
+    async fn admin_with(&self, keyring: Keyring) -> Arc<dyn StoreAdmin> {
+        Arc::new(self.store_with(SqlStore::builder().keyring(keyring)).await)
+    }
+
+    fn keyring(&self) -> Keyring {
+        self.keyring.clone()
     }
 }
 

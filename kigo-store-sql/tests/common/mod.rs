@@ -2,6 +2,7 @@
 //! wrapper that stops a chosen call, and the scenarios every backend runs (fleet, expired tokens,
 //! sealed entries).
 
+pub(crate) mod admin;
 pub(crate) mod expired;
 pub(crate) mod fleet;
 pub(crate) mod harness;

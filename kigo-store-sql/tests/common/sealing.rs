@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use kigo_core::codec::{CorruptEntry, KeyId, Keyring, SealingKey};
 use kigo_core::runtime::RuntimeEnv;
@@ -14,15 +14,15 @@ use kigo_core::{
     Error, Fingerprint, StoreError, Token, TokenHandle, TokenKey, TokenManager, TokenStore, UserId,
 };
 use kigo_http::{KigoApi, RetryOn401};
-use kigo_store_sql::SqlStoreOptions;
+use kigo_store_sql::SqlStore;
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
+use kigo_testkit::logs::Capture;
 use kigo_testkit::mock::{MockKigo, PROTECTED_PATH};
-use kigo_testkit::{FakeSource, ManualClock};
+use kigo_testkit::{FakeSource, ManualClock, eventually};
 use tokio::task::JoinHandle;
 
 use super::fleet::{commit_token, fleet_member, fresh_key, kigo_api, renew_at, replica, token};
 use super::harness::SqlHarness;
-use crate::capture;
 
 /// The ID of the key that sealed `raw`, a stored entry (`{"v":1,"kid":"<8 hex digits>",...}`);
 /// `None` for an entry that is not sealed.
@@ -98,20 +98,19 @@ pub(crate) async fn rotating_keys_across_a_running_fleet_costs_no_creation_and_n
     // the store (its timeout would run out at once).
     clock.advance(Duration::from_secs(16 * 60));
     let k2_only = harness
-        .store_with(SqlStoreOptions::new().keyring(keyring(&k2, &[])))
+        .store_with(SqlStore::builder().keyring(keyring(&k2, &[])))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let renewed = loop {
-        if fleet.stored_kid().await == k2.id() {
-            let stored = k2_only.load(&key).await.unwrap();
-            break stored
-                .token()
-                .map(Token::fingerprint)
-                .expect("the renewed token");
-        }
-        assert!(Instant::now() < deadline, "the entry was not sealed again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    eventually(
+        "the entry sealed with k2",
+        Duration::from_secs(20),
+        async || fleet.stored_kid().await == k2.id(),
+    )
+    .await;
+    let stored = k2_only.load(&key).await.unwrap();
+    let renewed = stored
+        .token()
+        .map(Token::fingerprint)
+        .expect("the renewed token");
     assert_ne!(renewed, first);
 
     // 3. k1 dropped.
@@ -165,7 +164,7 @@ impl Fleet<'_> {
     /// Starts a replica sealing with `keyring` (a store and manager of its own), and its callers
     /// once it serves a token.
     async fn join(&mut self, keyring: Keyring) {
-        let options = SqlStoreOptions::new().keyring(keyring).max_connections(4);
+        let options = SqlStore::builder().keyring(keyring).max_connections(4);
         let store = self.harness.store_with(options).await;
         let manager = replica(self.source.clone(), store)
             .runtime(RuntimeEnv::manual(&self.clock).unwrap())
@@ -357,7 +356,7 @@ async fn accepted_for(api: &KigoApi, handle: TokenHandle, key: &TokenKey) {
 /// fence stay); the other keeps serving its token.
 pub(crate) async fn a_replica_that_cannot_open_the_entries_leaves_them_alone(harness: &SqlHarness) {
     // The test runs on one thread, so the managers' tasks log here too.
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let source = FakeSource::new();
     let good = replica(source.clone(), harness.store().await)
@@ -366,10 +365,10 @@ pub(crate) async fn a_replica_that_cannot_open_the_entries_leaves_them_alone(har
     let fleet_key = harness.keyring().current().id();
     let cases = [
         (
-            SqlStoreOptions::new().keyring(test_keyring()),
+            SqlStore::builder().keyring(test_keyring()),
             CorruptEntry::UnknownKey(fleet_key),
         ),
-        (SqlStoreOptions::new().plaintext(), CorruptEntry::Sealed),
+        (SqlStore::builder().plaintext(), CorruptEntry::Sealed),
     ];
     for (created, (options, cannot_open)) in (1..).zip(cases) {
         let key = fresh_key();

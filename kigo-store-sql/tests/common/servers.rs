@@ -1,34 +1,26 @@
 //! Helpers and scenarios for the databases that run as servers (PostgreSQL, MySQL/MariaDB).
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kigo_core::{ExpiryPolicy, StoreError, Token, TokenManager, TokenStore};
-use kigo_store_sql::SqlStoreOptions;
+use kigo_store_sql::{SqlStore, SqlStoreBuilder};
 use kigo_test_services::PrivateServer;
-use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::test_keyring;
+use kigo_testkit::{FakeSource, eventually};
 
 use crate::common::fleet::{fresh_key, replica};
 
-/// Waits until `condition` holds, checking every 10 ms; after `limit`, fails naming `what`
-/// with the `report` of the moment.
-pub(crate) async fn eventually(
-    limit: Duration,
-    what: &str,
-    mut condition: impl FnMut() -> bool,
-    report: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; {}",
-            report()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// `what`, then the `report` of the moment it is shown: a wait's failure message that tells the
+/// state the wait ran out in.
+pub(crate) struct Reported<'a, F>(pub(crate) &'a str, pub(crate) F);
+
+impl<F: Fn() -> String> fmt::Display for Reported<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.0, (self.1)())
     }
 }
 
@@ -36,10 +28,11 @@ pub(crate) async fn eventually(
 /// follows) reports itself unavailable, within its acquire timeout.
 pub(crate) async fn unreachable_database_is_unavailable(base: &str) {
     let port = kigo_test_services::free_port().unwrap();
-    let store = SqlStoreOptions::new()
+    let store = SqlStore::builder()
         .keyring(test_keyring())
         .acquire_timeout(Duration::from_millis(500))
-        .connect(&format!("{base}:{port}/kigo"))
+        .url(format!("{base}:{port}/kigo"))
+        .build()
         .await
         .unwrap();
     let started = Instant::now();
@@ -64,22 +57,23 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let keyring = test_keyring();
-    let connect = |options: SqlStoreOptions| async {
+    let connect = |options: SqlStoreBuilder| async {
         options
             .keyring(keyring.clone())
             .acquire_timeout(Duration::from_millis(500))
-            .connect(db.url())
+            .url(db.url())
+            .build()
             .await
             .unwrap()
     };
-    let admin = connect(SqlStoreOptions::new().migrate_on_connect(true)).await;
+    let admin = connect(SqlStore::builder().migrate_on_connect(true)).await;
     let source = FakeSource::with_lifetime(LIFETIME);
     // Renew after 15 to 18 s; the token is handed out until 12 s before it expires (48 s).
     let expiry = ExpiryPolicy::default().with_shares(0.3, 0.05).unwrap();
     let key = fresh_key();
     let mut managers = Vec::new();
     for _ in 0..3 {
-        let store = connect(SqlStoreOptions::new()).await;
+        let store = connect(SqlStore::builder()).await;
         let manager = replica(Arc::new(source.clone()), Arc::new(store))
             .expiry(expiry)
             .build()
@@ -142,23 +136,21 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     server.server().kill();
     // The replicas reach their refresh points and find the store gone.
     eventually(
+        Reported("step 1, a renewal fails while the server is down", &report),
         Duration::from_secs(40),
-        "step 1, a renewal fails while the server is down",
-        || {
+        async || {
             managers
                 .iter()
                 .any(|manager| manager.metrics().store_errors > 0)
         },
-        report,
     )
     .await;
     server.server().restart().await.unwrap();
     server.wait_ready().await.unwrap();
     eventually(
+        Reported("step 2, the fleet renews after the restart", &report),
         Duration::from_secs(25),
-        "step 2, the fleet renews after the restart",
-        || source.creations() == 2,
-        report,
+        async || source.creations() == 2,
     )
     .await;
     // Every replica serves the new token once it has it; let each pick it up.
@@ -170,14 +162,13 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
     for manager in &managers {
         let handle = manager.handle(key.clone()).unwrap();
         eventually(
+            Reported("step 3, each replica serves the new token", &report),
             Duration::from_secs(15),
-            "step 3, each replica serves the new token",
-            || {
+            async || {
                 handle
                     .cached()
                     .is_some_and(|token| token.fingerprint() == renewed)
             },
-            report,
         )
         .await;
     }

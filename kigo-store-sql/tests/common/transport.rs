@@ -3,14 +3,13 @@
 //! hosts, `localhost` and sockets need no TLS. Pools connect lazily, so no server is needed.
 
 use kigo_core::StoreError;
-use kigo_store_sql::{SqlPool, SqlStoreOptions};
+use kigo_store_sql::{SqlPool, SqlStore, SqlStoreBuilder};
 use kigo_testkit::conformance::test_keyring;
-
-use crate::capture;
+use kigo_testkit::logs::Capture;
 
 /// Options that pass every check but the transport rule's: sealed under a keyring.
-pub(crate) fn options() -> SqlStoreOptions {
-    SqlStoreOptions::new().keyring(test_keyring())
+pub(crate) fn options() -> SqlStoreBuilder {
+    SqlStore::builder().keyring(test_keyring())
 }
 
 /// The password every URL here carries, which must never be shown.
@@ -57,28 +56,31 @@ pub(crate) struct Urls<'a> {
 /// machine, or with the opt-out they are accepted, the opt-out with a warning that names the
 /// host and not the password.
 pub(crate) async fn remote_hosts_require_tls(urls: Urls<'_>) {
-    refused_as_insecure(options().connect(urls.plain).await, urls.host);
+    refused_as_insecure(options().url(urls.plain).build().await, urls.host);
     refused_as_insecure(
-        options().with_pool((urls.pool)(urls.plain)).await,
+        options().pool((urls.pool)(urls.plain)).build().await,
         urls.host,
     );
     for url in urls.encrypted.iter().chain(urls.local) {
         let shown_url = url.replace(PASSWORD, "***");
         options()
-            .connect(url)
+            .url(*url)
+            .build()
             .await
             .unwrap_or_else(|error| panic!("{shown_url}: {}", shown(&error)));
         options()
-            .with_pool((urls.pool)(url))
+            .pool((urls.pool)(url))
+            .build()
             .await
             .unwrap_or_else(|error| panic!("pool of {shown_url}: {}", shown(&error)));
     }
 
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     options()
-        .allow_insecure_transport(true)
-        .connect(urls.plain)
+        .allow_insecure_transport()
+        .url(urls.plain)
+        .build()
         .await
         .unwrap();
     let text = log.text();

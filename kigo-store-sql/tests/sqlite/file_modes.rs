@@ -8,11 +8,11 @@ use std::path::Path;
 use kigo_core::codec::{SEALING_KEYS_VAR, SealingKey};
 use kigo_store_sql::SqlStore;
 use kigo_testkit::conformance::test_keyring;
+use kigo_testkit::logs::Capture;
 use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::capture;
 use crate::common::fleet::{commit_token, fresh_key, token};
 
 /// Set in the environment of the child process: the directory it creates its store in.
@@ -87,11 +87,12 @@ async fn an_existing_file_open_to_others_is_left_as_it_is_with_a_warning() {
     std::fs::write(&file, b"").unwrap();
     std::fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
 
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
     let keyring = test_keyring();
     let store = crate::embedded(keyring.clone())
-        .sqlite(&file)
+        .sqlite_file(&file)
+        .build()
         .await
         .unwrap();
     commit_token(&store, &fresh_key(), &token("shared")).await;
@@ -105,8 +106,12 @@ async fn an_existing_file_open_to_others_is_left_as_it_is_with_a_warning() {
     assert!(!text.contains(directory), "{text}");
 
     std::fs::set_permissions(&file, Permissions::from_mode(0o600)).unwrap();
-    let log = capture::Log::new();
+    let log = Capture::default();
     let _logging = tracing::subscriber::set_default(log.subscriber());
-    crate::embedded(keyring).sqlite(&file).await.unwrap();
+    crate::embedded(keyring)
+        .sqlite_file(&file)
+        .build()
+        .await
+        .unwrap();
     assert!(!log.text().contains("WARN"), "{}", log.text());
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use examples::say;
 use kigo_core::codec::{Keyring, SealingKey};
-use kigo_store_sql::SqlStoreOptions;
+use kigo_store_sql::SqlStore;
 use kigo_testkit::mock::MockKigo;
 use secrecy::ExposeSecret;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -78,8 +78,12 @@ pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
     let keyring = Keyring::parse(keys.expose_secret())?;
     // Created and migrated once here, so that a file that cannot be made fails once, clearly.
     for file in files.iter().collect::<BTreeSet<_>>() {
-        let options = SqlStoreOptions::new().keyring(keyring.clone());
-        options.migrate_on_connect(true).sqlite(file).await?;
+        SqlStore::builder()
+            .sqlite_file(file)
+            .keyring(keyring.clone())
+            .migrate_on_connect(true)
+            .build()
+            .await?;
     }
     let starting = Instant::now();
     let mut fleet = Fleet::start(&files, &mock, &keys).await?;

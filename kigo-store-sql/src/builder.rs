@@ -1,5 +1,6 @@
-//! How a store is built: from a URL or an existing pool, for which table, sealing its entries
-//! under which keyring, and whether it applies its migrations at once.
+//! How a [`SqlStore`] is configured: which database (a URL, a pool, an SQLite file), the table,
+//! how entries are sealed, timeouts; and the shortcuts that take every default
+//! ([`SqlStore::connect`], [`SqlStore::sqlite`], [`SqlStore::from_env`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -10,83 +11,42 @@ use kigo_core::codec::{EntryCodec, KEYRING_HINT, Keyring, Sealing};
 use crate::backend::Backend;
 use crate::error::{CONFIG_HINT, Class, SqlError};
 use crate::names::{DEFAULT_TABLE, TableRef};
-use crate::{BackendKind, SqlStore};
+use crate::{BackendKind, SqlPool, SqlStore};
 
-/// A connection pool of one of the supported databases, as [`SqlStoreOptions::with_pool`]
-/// takes it (`From` each sqlx pool type).
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum SqlPool {
-    /// A PostgreSQL pool.
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
-    /// A MySQL or MariaDB pool.
-    #[cfg(feature = "mysql")]
-    MySql(sqlx::MySqlPool),
-    /// An SQLite pool.
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
-}
+pub use kigo_core::store::STORE_URL_VAR;
 
-impl SqlPool {
-    /// Which database the pool connects to.
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => BackendKind::Postgres,
-            #[cfg(feature = "mysql")]
-            Self::MySql(_) => BackendKind::MySql,
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(_) => BackendKind::Sqlite,
-        }
-    }
-}
+/// What an operator is told when [`SqlStore::from_env`] finds no URL.
+const STORE_URL_HINT: &str = "set KIGO_STORE_URL to the database URL (postgres://..., \
+    mysql://... or sqlite://<file>), or configure the store in code with SqlStore::builder()";
 
-impl fmt::Debug for SqlPool {
-    /// Only the kind: a pool's options hold the database password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SqlPool").field(&self.kind()).finish()
-    }
-}
+/// What an operator is told when a builder was given no database.
+const TARGET_HINT: &str = "give the store a database: SqlStore::builder().url(...) \
+    (postgres://, mysql:// or sqlite:), .pool(...) for a pool you built, or .sqlite_file(...)";
 
-#[cfg(feature = "postgres")]
-impl From<sqlx::PgPool> for SqlPool {
-    fn from(pool: sqlx::PgPool) -> Self {
-        Self::Postgres(pool)
-    }
-}
-
-#[cfg(feature = "mysql")]
-impl From<sqlx::MySqlPool> for SqlPool {
-    fn from(pool: sqlx::MySqlPool) -> Self {
-        Self::MySql(pool)
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl From<sqlx::SqlitePool> for SqlPool {
-    fn from(pool: sqlx::SqlitePool) -> Self {
-        Self::Sqlite(pool)
-    }
-}
-
-/// Settings of a [`SqlStore`].
+/// Configures a [`SqlStore`]; made by [`SqlStore::builder`]. Give it a database with one of
+/// [`Self::url`], [`Self::pool`] or `sqlite_file` (feature `sqlite`); each replaces the one
+/// given before. Setters never fail: [`Self::build`] checks everything, the URL included.
+/// Entries are sealed with the keys in `KIGO_SEALING_KEYS` unless [`Self::keyring`] or
+/// [`Self::plaintext`] says otherwise.
 ///
 /// ```no_run
+/// # #[cfg(feature = "postgres")]
 /// # async fn demo() -> Result<(), kigo_core::StoreError> {
-/// use kigo_store_sql::SqlStoreOptions;
+/// use kigo_store_sql::SqlStore;
 ///
 /// // Entries sealed under the keyring in KIGO_SEALING_KEYS (the default).
-/// let store = SqlStoreOptions::new()
+/// let store = SqlStore::builder()
+///     .url("postgres://kigo@db.internal/app?sslmode=verify-full")
 ///     .schema("auth")
 ///     .table("kigo_tokens")
 ///     .migrate_on_connect(true)
-///     .connect("postgres://kigo@db.internal/app?sslmode=verify-full")
+///     .build()
 ///     .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct SqlStoreOptions {
+pub struct SqlStoreBuilder {
+    target: Target,
     table: String,
     schema: Option<String>,
     sealing: Sealing,
@@ -94,14 +54,40 @@ pub struct SqlStoreOptions {
     max_connections: u32,
     acquire_timeout: Duration,
     busy_timeout: Duration,
-    statement_timeout: Duration,
+    operation_timeout: Duration,
     listen_url: Option<String>,
     allow_insecure_transport: bool,
 }
 
-impl fmt::Debug for SqlStoreOptions {
+/// The database a builder was given, as given: a URL is parsed by [`SqlStoreBuilder::build`].
+#[derive(Clone)]
+enum Target {
+    Missing,
+    /// A database URL; it may hold a password.
+    Url(String),
+    Pool(SqlPool),
+    #[cfg(feature = "sqlite")]
+    SqliteFile(std::path::PathBuf),
+}
+
+impl Target {
+    /// What the builder's `Debug` output shows of it: never a URL.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "none",
+            Self::Url(_) => "url",
+            Self::Pool(_) => "pool",
+            #[cfg(feature = "sqlite")]
+            Self::SqliteFile(_) => "sqlite file",
+        }
+    }
+}
+
+impl fmt::Debug for SqlStoreBuilder {
+    // Hand-written: URLs may hold a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqlStoreOptions")
+        f.debug_struct("SqlStoreBuilder")
+            .field("target", &self.target.kind())
             .field("table", &self.table)
             .field("schema", &self.schema)
             .field("sealing", &self.sealing)
@@ -109,7 +95,7 @@ impl fmt::Debug for SqlStoreOptions {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("busy_timeout", &self.busy_timeout)
-            .field("statement_timeout", &self.statement_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .field(
                 "listen_url",
                 &self.listen_url.as_ref().map(|_| "[redacted]"),
@@ -119,9 +105,14 @@ impl fmt::Debug for SqlStoreOptions {
     }
 }
 
-impl Default for SqlStoreOptions {
-    fn default() -> Self {
-        Self {
+impl SqlStore {
+    /// A builder with no database yet and every default: table `kigo_tokens` in the connection's
+    /// default schema, entries sealed under the keyring in `KIGO_SEALING_KEYS` (see
+    /// [`Keyring::from_env`]), no migrations at construction, up to 10 connections; see
+    /// [`SqlStoreBuilder`].
+    pub fn builder() -> SqlStoreBuilder {
+        SqlStoreBuilder {
+            target: Target::Missing,
             table: DEFAULT_TABLE.to_owned(),
             schema: None,
             sealing: Sealing::default(),
@@ -129,19 +120,79 @@ impl Default for SqlStoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(5),
             listen_url: None,
             allow_insecure_transport: false,
         }
     }
+
+    /// A store on a new pool for `url`, with the default settings: entries sealed under the
+    /// keyring in `KIGO_SEALING_KEYS`, no migrations at construction (call
+    /// [`SqlStore::migrate`]). The same as `SqlStore::builder().url(url).build()`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder().url(url).build().await
+    }
+
+    /// [`Self::connect`] on the URL in [`STORE_URL_VAR`] (`KIGO_STORE_URL`). A missing or empty
+    /// variable is [`StoreError::Misconfigured`], with a hint that names it.
+    pub async fn from_env() -> Result<Self, StoreError> {
+        let url = std::env::var(STORE_URL_VAR)
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| StoreError::misconfigured(STORE_URL_HINT, SqlError::NoUrlInEnv))?;
+        Self::connect(url.trim()).await
+    }
+
+    /// The embedded default in one line: the SQLite file at `path`, created if missing, in WAL
+    /// mode with a busy timeout, with the migrations applied, its entries sealed under the
+    /// keyring in `KIGO_SEALING_KEYS` (without one it is refused with
+    /// [`StoreError::Misconfigured`] before the file is touched). Every process on this machine
+    /// that opens the same file with the same keys shares one token. The same as
+    /// `SqlStore::builder().sqlite_file(path).migrate_on_connect(true).build()`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), kigo_core::StoreError> {
+    /// let store = kigo_store_sql::SqlStore::sqlite("kigo-tokens.db").await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        Self::builder()
+            .sqlite_file(path)
+            .migrate_on_connect(true)
+            .build()
+            .await
+    }
 }
 
-impl SqlStoreOptions {
-    /// The defaults: table `kigo_tokens` in the connection's default schema, entries sealed under
-    /// the keyring in `KIGO_SEALING_KEYS` (see [`Keyring::from_env`]), no migrations at
-    /// construction, up to 10 connections.
-    pub fn new() -> Self {
-        Self::default()
+impl SqlStoreBuilder {
+    /// The database at `url`: `postgres://` (or `postgresql://`), `mysql://` (or `mariadb://`),
+    /// or `sqlite:` (the file is created if missing, in WAL mode). The store opens a pool of
+    /// its own for it; connections are opened on first use. The URL never appears in errors or
+    /// `Debug` output: it may hold a password.
+    #[must_use]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.target = Target::Url(url.into());
+        self
+    }
+
+    /// The database of a pool you built, its settings left as they are (the pool settings of
+    /// this builder do not apply). Its connect options must require TLS to a database on
+    /// another host (see [`Self::allow_insecure_transport`]).
+    #[must_use]
+    pub fn pool(mut self, pool: impl Into<SqlPool>) -> Self {
+        self.target = Target::Pool(pool.into());
+        self
+    }
+
+    /// The SQLite file at `path`: created if missing (readable and writable by its owner only),
+    /// in write-ahead-log mode, with the busy timeout (see [`SqlStore::sqlite`], which also
+    /// migrates).
+    #[cfg(feature = "sqlite")]
+    #[must_use]
+    pub fn sqlite_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.target = Target::SqliteFile(path.as_ref().to_owned());
+        self
     }
 
     /// The token table (default `kigo_tokens`): ASCII letters, digits and underscores, at most
@@ -207,24 +258,26 @@ impl SqlStoreOptions {
     }
 
     /// How long an SQLite statement waits for another process's write lock (default 5 s; the
-    /// statement timeout bounds it too).
+    /// operation timeout bounds it too).
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
     }
 
-    /// How long one store operation may take (default 5 s), the wait for a pooled connection
-    /// included: then it reports [`StoreError::Unavailable`], so that a statement stuck behind a
-    /// lock or on a connection that no longer answers cannot hold up the manager, whose
-    /// store-failure policy then applies. Pools built from a URL also have the server give up:
-    /// PostgreSQL's `statement_timeout` and `lock_timeout`, MySQL's `lock_wait_timeout` and
-    /// `innodb_lock_wait_timeout` (whole seconds, rounded up) are set for their sessions. A pool
-    /// passed to [`SqlStoreOptions::with_pool`] keeps its own server settings: a statement the
-    /// store gave up on may then hold its connection until the server ends it.
+    /// How long one store operation may take, whole (default 5 s): the wait for a pooled
+    /// connection, every attempt at its statement (one the database rolled back to break a
+    /// deadlock is sent again) and the pauses between them. Then it reports
+    /// [`StoreError::Unavailable`], so that a statement stuck behind a lock or on a connection
+    /// that no longer answers cannot hold up the manager, whose store-failure policy then
+    /// applies. Pools built from a URL also have the server give up: PostgreSQL's
+    /// `statement_timeout` and `lock_timeout`, MySQL's `lock_wait_timeout` and
+    /// `innodb_lock_wait_timeout` (whole seconds, rounded up) are set to it for their sessions.
+    /// A pool given with [`Self::pool`] keeps its own server settings: a statement the store
+    /// gave up on may then hold its connection until the server ends it.
     #[must_use]
-    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
-        self.statement_timeout = timeout;
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
         self
     }
 
@@ -238,58 +291,57 @@ impl SqlStoreOptions {
         self
     }
 
-    /// Allows connections to a database on another host that are not encrypted (default: no).
+    /// Accepts connections to a database on another host that are not encrypted: its password
+    /// and every token then cross the network readable and changeable.
     ///
-    /// By default a store refuses ([`StoreError::Misconfigured`]) connect options that reach
-    /// another host without requiring TLS: PostgreSQL needs `sslmode` `require`, `verify-ca` or
-    /// `verify-full`, MySQL/MariaDB `ssl-mode` `REQUIRED`, `VERIFY_CA` or `VERIFY_IDENTITY`.
-    /// Unix sockets, loopback addresses and `localhost` count as this machine and need no TLS.
-    /// This applies to pools built from a URL, to pools passed to
-    /// [`SqlStoreOptions::with_pool`] (through their connect options) and to the
-    /// [`listen_url`](SqlStoreOptions::listen_url). With `true`, a store built against a
-    /// remote host without TLS logs a warning instead: only for a network you trust.
+    /// Without this, [`Self::build`] refuses ([`StoreError::Misconfigured`]) connect options that
+    /// reach another host without requiring TLS: PostgreSQL needs `sslmode` `require`,
+    /// `verify-ca` or `verify-full`, MySQL/MariaDB `ssl-mode` `REQUIRED`, `VERIFY_CA` or
+    /// `VERIFY_IDENTITY`. Unix sockets, loopback addresses and `localhost` count as this machine
+    /// and need no TLS. This applies to pools built from a URL, to pools given with
+    /// [`Self::pool`] (through their connect options) and to the
+    /// [`listen_url`](Self::listen_url). With it, a store built against a remote host without
+    /// TLS logs a warning instead: only for a network you trust.
     #[must_use]
-    pub fn allow_insecure_transport(mut self, allow: bool) -> Self {
-        self.allow_insecure_transport = allow;
+    pub fn allow_insecure_transport(mut self) -> Self {
+        self.allow_insecure_transport = true;
         self
     }
 
-    /// Builds a store on a new pool for `url`: `postgres://` (or `postgresql://`), `mysql://`
-    /// (or `mariadb://`), or `sqlite:` (the file is created if missing, in WAL mode).
-    ///
-    /// Connections are opened on first use, so a database that is down at start-up shows as
-    /// [`StoreError::Unavailable`] on the operations, not here (unless migrations run here).
-    /// The URL never appears in errors: it may hold a password. Settings that cannot work (a
-    /// missing or invalid keyring among them) are refused before anything is opened.
-    pub async fn connect(self, url: &str) -> Result<SqlStore, StoreError> {
-        let kind = kind_of(url)?;
-        let settings = self.settings(kind)?;
-        let pool = self.pool_for(url, kind).await?;
-        self.build(pool, settings).await
-    }
-
-    /// Builds a store on an existing pool (its settings are left as they are). Its connect
-    /// options must require TLS to a database on another host (see
-    /// [`SqlStoreOptions::allow_insecure_transport`]).
-    pub async fn with_pool(self, pool: impl Into<SqlPool>) -> Result<SqlStore, StoreError> {
-        let pool = pool.into();
-        let settings = self.settings(pool.kind())?;
-        self.build(pool, settings).await
-    }
-
-    /// A store on the SQLite file at `path` (see [`SqlStore::sqlite`]).
-    #[cfg(feature = "sqlite")]
-    pub async fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<SqlStore, StoreError> {
-        let settings = self.settings(BackendKind::Sqlite)?;
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-        let pool = self.sqlite_pool(options, false).await?;
-        self.build(pool, settings).await
+    /// Checks every setting, the URL included, and builds the store, applying the migrations if
+    /// [`Self::migrate_on_connect`] says so: what cannot work (no database given, an invalid URL,
+    /// a remote database without TLS, no sealing keys, ...) is [`StoreError::Misconfigured`],
+    /// refused before any connection or file is opened. Connections are opened on first use,
+    /// so a database that is down at start-up shows as [`StoreError::Unavailable`] on the
+    /// operations, not here (unless migrations run here).
+    pub async fn build(mut self) -> Result<SqlStore, StoreError> {
+        let (pool, settings) = match std::mem::replace(&mut self.target, Target::Missing) {
+            Target::Missing => {
+                return Err(StoreError::misconfigured(TARGET_HINT, SqlError::NoTarget));
+            }
+            Target::Url(url) => {
+                let kind = kind_of(&url)?;
+                let settings = self.settings(kind)?;
+                (self.pool_for(&url, kind).await?, settings)
+            }
+            Target::Pool(pool) => {
+                let settings = self.settings(pool.kind())?;
+                (pool, settings)
+            }
+            #[cfg(feature = "sqlite")]
+            Target::SqliteFile(path) => {
+                let settings = self.settings(BackendKind::Sqlite)?;
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                (self.sqlite_pool(options, false).await?, settings)
+            }
+        };
+        self.finish(pool, settings).await
     }
 
     /// Checks the settings that do not depend on the pool, for a store on `kind`, and makes the
     /// codec: entries are bound to the database kind and the table, as named in the settings.
     fn settings(&self, kind: BackendKind) -> Result<Settings, StoreError> {
-        if self.statement_timeout.is_zero() {
+        if self.operation_timeout.is_zero() {
             return Err(StoreError::misconfigured(
                 CONFIG_HINT,
                 SqlError::ZeroTimeout,
@@ -306,10 +358,10 @@ impl SqlStoreOptions {
     }
 
     /// The store on `pool`, migrated if asked.
-    async fn build(self, pool: SqlPool, settings: Settings) -> Result<SqlStore, StoreError> {
+    async fn finish(self, pool: SqlPool, settings: Settings) -> Result<SqlStore, StoreError> {
         let Settings { table, codec } = settings;
-        let backend = self.backend(pool.clone(), table.clone())?;
-        let store = SqlStore::new(backend, pool, codec, table, self.statement_timeout);
+        let backend = self.backend(pool, table)?;
+        let store = SqlStore::new(backend, codec, self.operation_timeout);
         if self.migrate {
             store.migrate().await?;
         }
@@ -322,7 +374,7 @@ impl SqlStoreOptions {
         match kind {
             #[cfg(feature = "postgres")]
             BackendKind::Postgres => {
-                let timeout = self.statement_timeout.as_millis().max(1).to_string();
+                let timeout = self.operation_timeout.as_millis().max(1).to_string();
                 let options = url
                     .parse::<sqlx::postgres::PgConnectOptions>()
                     .map_err(invalid)?
@@ -339,7 +391,7 @@ impl SqlStoreOptions {
                 let options = url
                     .parse::<sqlx::mysql::MySqlConnectOptions>()
                     .map_err(invalid)?;
-                let seconds = self.statement_timeout.as_secs_f64().ceil().max(1.0);
+                let seconds = self.operation_timeout.as_secs_f64().ceil().max(1.0);
                 let timeouts: std::sync::Arc<str> = format!(
                     "SET SESSION lock_wait_timeout = {seconds}, \
                      innodb_lock_wait_timeout = {seconds}"
@@ -374,7 +426,7 @@ impl SqlStoreOptions {
     }
 
     /// The backend of `pool`'s database for `table`.
-    fn backend(&self, pool: SqlPool, table: TableRef) -> Result<Box<dyn Backend>, StoreError> {
+    fn backend(&self, pool: SqlPool, table: TableRef) -> Result<Backend, StoreError> {
         #[cfg(any(feature = "mysql", feature = "sqlite"))]
         if self.listen_url.is_some() && pool.kind() != BackendKind::Postgres {
             return Err(unsupported(
@@ -399,21 +451,20 @@ impl SqlStoreOptions {
                     options,
                     acquire_timeout: self.acquire_timeout,
                 };
-                let backend = crate::backend::postgres::backend(pool, table, listen);
-                Ok(Box::new(backend))
+                Ok(crate::backend::postgres::backend(pool, table, listen))
             }
             #[cfg(feature = "mysql")]
             SqlPool::MySql(pool) => {
                 let rule = self.transport_rule();
                 rule.check_mysql(&pool.connect_options(), STORE_CONNECTIONS)?;
-                Ok(Box::new(crate::backend::mysql::backend(pool, table)))
+                Ok(crate::backend::mysql::backend(pool, table))
             }
             #[cfg(feature = "sqlite")]
             SqlPool::Sqlite(pool) => {
                 if table.schema().is_some() {
                     return Err(unsupported("SQLite has no schemas: leave `schema` unset"));
                 }
-                Ok(Box::new(crate::backend::sqlite::backend(pool, table)))
+                Ok(crate::backend::sqlite::backend(pool, table))
             }
         }
     }
@@ -509,24 +560,89 @@ fn unsupported(what: &'static str) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use kigo_core::StoreError;
     use kigo_core::codec::{Keyring, SealingKey};
+    use kigo_testkit::conformance::test_keyring;
 
-    use super::SqlStoreOptions;
+    use crate::SqlStore;
+
+    /// The hint of a refused build.
+    fn refusal(built: Result<SqlStore, StoreError>) -> &'static str {
+        match built {
+            Err(StoreError::Misconfigured { hint, .. }) => hint,
+            other => panic!("expected a misconfiguration, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_builder_given_no_database_is_refused_at_build_with_a_hint_naming_the_choices() {
+        let builder = SqlStore::builder().keyring(test_keyring());
+        assert!(format!("{builder:?}").contains(r#"target: "none""#));
+        let hint = refusal(builder.build().await);
+        for choice in [".url(", ".pool(", ".sqlite_file("] {
+            assert!(hint.contains(choice), "{hint}");
+        }
+    }
+
+    /// Setters never fail; what cannot work is refused by `build`, URLs included.
+    #[tokio::test]
+    async fn unusable_settings_are_refused_at_build() {
+        let builder = || SqlStore::builder().keyring(test_keyring());
+        for unusable in [
+            builder().url("not a url"),
+            builder().url("redis://127.0.0.1/0"),
+            builder().url("postgres://127.0.0.1/app").table("bad name"),
+            builder()
+                .url("postgres://127.0.0.1/app")
+                .operation_timeout(std::time::Duration::ZERO),
+        ] {
+            refusal(unusable.build().await);
+        }
+    }
+
+    /// The last database given replaces the ones before: the first, remote and in plain text,
+    /// would be refused.
+    #[cfg(all(feature = "postgres", feature = "sqlite"))]
+    #[tokio::test]
+    async fn the_last_database_given_is_the_one_used() {
+        use crate::BackendKind;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::builder()
+            .url("postgres://kigo@db.internal/app")
+            .sqlite_file(dir.path().join("tokens.db"))
+            .url("postgres://kigo@127.0.0.1/app")
+            .keyring(test_keyring())
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(store.kind(), BackendKind::Postgres);
+        let store = SqlStore::builder()
+            .url("postgres://kigo@db.internal/app")
+            .sqlite_file(dir.path().join("tokens.db"))
+            .keyring(test_keyring())
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(store.kind(), BackendKind::Sqlite);
+    }
 
     #[test]
     fn debug_names_the_sealing_key_and_shows_no_secret() {
         let key = SealingKey::from_bytes([0x5a; 32]);
         let id = key.id().to_string();
-        let options = SqlStoreOptions::new()
+        let builder = SqlStore::builder()
+            .url("postgres://kigo:pa55-secret@db.internal/app")
             .keyring(Keyring::new(key))
             .listen_url("postgres://kigo:pa55-secret@db.internal/app");
-        let shown = format!("{options:?}");
+        let shown = format!("{builder:?}");
         assert!(shown.contains(&id), "{shown}");
+        assert!(shown.contains(r#"target: "url""#), "{shown}");
         // The key as bytes (0x5a is 90) or as base64, and the password.
         for secret in ["90, 90", "WlpaWlpa", "pa55-secret"] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        let plaintext = format!("{:?}", SqlStoreOptions::new().plaintext());
+        let plaintext = format!("{:?}", SqlStore::builder().plaintext());
         assert!(plaintext.contains("Plaintext"), "{plaintext}");
     }
 }

@@ -1,4 +1,5 @@
-//! [`SqlStore`]: the [`TokenStore`] contract on top of one backend's statements.
+//! [`SqlStore`]: the [`TokenStore`] contract on top of one backend's statements, and what an
+//! operator does to it ([`StoreAdmin`](kigo_core::store::StoreAdmin), in `admin`).
 
 use std::fmt;
 use std::future::Future;
@@ -14,10 +15,11 @@ use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 use sqlx::migrate::MigrateError;
 
 use crate::backend::Backend;
+
+mod admin;
 use crate::error::{Class, HISTORY_HINT, SqlError};
-use crate::names::TableRef;
 use crate::row::{NewEntry, duration, micros};
-use crate::{BackendKind, SqlPool, SqlStoreOptions};
+use crate::{BackendKind, SqlPool};
 
 /// How often a statement the database rolled back to break a deadlock or a serialization
 /// conflict is sent in all, before the store reports itself unavailable. Every conflict lets at
@@ -38,6 +40,14 @@ fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis(fastrand::u64(..=window_ms))
 }
 
+/// Why an operation failed.
+enum Failure {
+    /// The database answered with `error`, of `class`.
+    Database { class: Class, error: sqlx::Error },
+    /// It did not finish within the operation timeout.
+    TimedOut,
+}
+
 /// A [`TokenStore`] on PostgreSQL, MySQL/MariaDB or SQLite.
 ///
 /// Clones share the pool. Every operation is one statement on a pooled connection, returned at
@@ -48,63 +58,22 @@ pub struct SqlStore {
 }
 
 struct Shared {
-    backend: Box<dyn Backend>,
-    pool: SqlPool,
+    backend: Backend,
     codec: EntryCodec,
-    table: TableRef,
-    /// How long one attempt at a statement may take.
+    /// How long one store operation may take: all its attempts, the pauses between them, the
+    /// waits for a pooled connection, and the classification of an error.
     timeout: Duration,
 }
 
 impl SqlStore {
-    pub(crate) fn new(
-        backend: Box<dyn Backend>,
-        pool: SqlPool,
-        codec: EntryCodec,
-        table: TableRef,
-        timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(backend: Backend, codec: EntryCodec, timeout: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 backend,
-                pool,
                 codec,
-                table,
                 timeout,
             }),
         }
-    }
-
-    /// A store on a new pool for `url`, with the default [`SqlStoreOptions`]: entries sealed
-    /// under the keyring in `KIGO_SEALING_KEYS`, no migrations at construction (call
-    /// [`SqlStore::migrate`]).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        SqlStoreOptions::new().connect(url).await
-    }
-
-    /// A store on an existing sqlx pool, with the default [`SqlStoreOptions`] (entries sealed
-    /// under the keyring in `KIGO_SEALING_KEYS`).
-    pub async fn with_pool(pool: impl Into<SqlPool>) -> Result<Self, StoreError> {
-        SqlStoreOptions::new().with_pool(pool).await
-    }
-
-    /// The embedded default in one line: the SQLite file at `path`, created if missing, in WAL
-    /// mode with a busy timeout, with the migrations applied, its entries sealed under the
-    /// keyring in `KIGO_SEALING_KEYS` (without one it is refused with
-    /// [`StoreError::Misconfigured`] before the file is touched). Every process on this machine
-    /// that opens the same file with the same keys shares one token.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), kigo_core::StoreError> {
-    /// let store = kigo_store_sql::SqlStore::sqlite("kigo-tokens.db").await?;
-    /// # Ok(()) }
-    /// ```
-    #[cfg(feature = "sqlite")]
-    pub async fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
-        SqlStoreOptions::new()
-            .migrate_on_connect(true)
-            .sqlite(path)
-            .await
     }
 
     /// Creates or updates the token table: applies the migrations shipped with this crate that
@@ -156,12 +125,12 @@ impl SqlStore {
             Ok(0) => {}
             Ok(cleared) => tracing::debug!(
                 cleared,
-                table = %self.shared.table.name(),
+                table = %self.shared.backend.table().name(),
                 "cleared expired tokens"
             ),
             Err(error) => tracing::warn!(
                 ?error,
-                table = %self.shared.table.name(),
+                table = %self.shared.backend.table().name(),
                 "clearing expired tokens after a commit failed; the next commit tries again"
             ),
         }
@@ -169,31 +138,40 @@ impl SqlStore {
 
     /// Which database this store runs on.
     pub fn kind(&self) -> BackendKind {
-        self.shared.backend.kind()
+        self.pool().kind()
     }
 
     /// The pool the store sends its statements through.
     pub fn pool(&self) -> &SqlPool {
-        &self.shared.pool
+        self.shared.backend.pool()
+    }
+
+    /// Runs `statement` (see [`Self::attempt`]) and maps its error.
+    async fn run<T, F, Fut>(&self, statement: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.attempt(statement)
+            .await
+            .map_err(|failure| self.store_error(failure))
     }
 
     /// Runs `statement`, again after a deadlock or serialization failure (the database rolled
-    /// it back, so nothing was done), and maps its error. All attempts, their pauses and the
-    /// classification of an error share the statement timeout.
-    async fn run<T, F, Fut>(&self, mut statement: F) -> Result<T, StoreError>
+    /// it back, so nothing was done). All attempts, their pauses and the classification of an
+    /// error share the operation timeout.
+    async fn attempt<T, F, Fut>(&self, mut statement: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let mut attempt = 1;
-        let timeout = self.shared.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let timed_out = || StoreError::unavailable(SqlError::TimedOut { after: timeout });
+        let deadline = tokio::time::Instant::now() + self.shared.timeout;
         loop {
             let error = match tokio::time::timeout_at(deadline, statement()).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
-                Err(_) => return Err(timed_out()),
+                Err(_) => return Err(Failure::TimedOut),
             };
             let class = self.classify(&error, deadline).await;
             if class == Class::Retry && attempt < ATTEMPTS {
@@ -201,12 +179,22 @@ impl SqlStore {
                 tracing::debug!(%error, attempt, "statement rolled back by the database; retrying");
                 let pause = tokio::time::Instant::now() + retry_pause(attempt);
                 if pause >= deadline {
-                    return Err(timed_out());
+                    return Err(Failure::TimedOut);
                 }
                 tokio::time::sleep_until(pause).await;
                 continue;
             }
-            return Err(class.into_store_error(error));
+            return Err(Failure::Database { class, error });
+        }
+    }
+
+    /// The [`StoreError`] for `failure`.
+    fn store_error(&self, failure: Failure) -> StoreError {
+        match failure {
+            Failure::Database { class, error } => class.into_store_error(error),
+            Failure::TimedOut => StoreError::unavailable(SqlError::TimedOut {
+                after: self.shared.timeout,
+            }),
         }
     }
 
@@ -233,7 +221,7 @@ impl fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlStore")
             .field("kind", &self.kind())
-            .field("table", &self.shared.table.name())
+            .field("table", &self.shared.backend.table().name())
             .finish_non_exhaustive()
     }
 }
@@ -266,11 +254,9 @@ impl TokenStore for SqlStore {
                 fence,
             )));
         }
-        let remaining = self
-            .run(|| self.shared.backend.lease_remaining(&id))
-            .await?;
+        let lease = self.run(|| self.shared.backend.lease(&id)).await?;
         Ok(LeaseAttempt::Held {
-            remaining: remaining.map(duration),
+            remaining: lease.and_then(|(_, remaining)| remaining).map(duration),
         })
     }
 
@@ -325,6 +311,17 @@ impl TokenStore for SqlStore {
             .await
     }
 
+    async fn lease_holder(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<(HolderId, Option<Duration>)>, StoreError> {
+        let id = key.storage_id();
+        let lease = self.run(|| self.shared.backend.lease(&id)).await?;
+        Ok(lease.and_then(|(holder, remaining)| {
+            Some((HolderId::new(holder?), remaining.map(duration)))
+        }))
+    }
+
     fn changes(&self) -> Option<ChangeFeed> {
         self.shared.backend.changes()
     }
@@ -337,7 +334,7 @@ mod tests {
     use kigo_core::{PartnerId, TokenKey, TokenStore};
     use kigo_testkit::conformance::test_keyring;
 
-    use crate::SqlStoreOptions;
+    use crate::SqlStore;
 
     /// Everything an error or `Debug` shows, sources included.
     fn shown(error: &kigo_core::StoreError) -> String {
@@ -352,11 +349,12 @@ mod tests {
 
     #[tokio::test]
     async fn debug_shows_the_database_and_table_only() {
-        let store = SqlStoreOptions::new()
+        let store = SqlStore::builder()
             .keyring(test_keyring())
             .schema("auth")
             .table("tokens")
-            .connect("postgres://kigo:pa55-secret@127.0.0.1:9/app")
+            .url("postgres://kigo:pa55-secret@127.0.0.1:9/app")
+            .build()
             .await
             .unwrap();
         let shown = format!("{store:?}");
@@ -369,10 +367,11 @@ mod tests {
     #[tokio::test]
     async fn passwords_in_urls_are_never_shown() {
         let unreachable = "postgres://kigo:pa55-secret@127.0.0.1:9/tokens";
-        let store = SqlStoreOptions::new()
+        let store = SqlStore::builder()
             .keyring(test_keyring())
             .acquire_timeout(std::time::Duration::from_millis(200))
-            .connect(unreachable)
+            .url(unreachable)
+            .build()
             .await
             .unwrap();
         assert!(!format!("{store:?}").contains("pa55-secret"));
@@ -380,16 +379,18 @@ mod tests {
         let error = store.load(&key).await.unwrap_err();
         assert!(!shown(&error).contains("pa55-secret"), "{}", shown(&error));
 
-        let error = SqlStoreOptions::new()
-            .connect("redis://kigo:pa55-secret@127.0.0.1/0")
+        let error = SqlStore::builder()
+            .url("redis://kigo:pa55-secret@127.0.0.1/0")
+            .build()
             .await
             .unwrap_err();
         assert!(shown(&error).contains("\"redis\""), "{}", shown(&error));
         assert!(!shown(&error).contains("pa55-secret"));
 
         // A key/value connection string: what stands before its first `:` is no scheme.
-        let error = SqlStoreOptions::new()
-            .connect("password=pa55:secret host=db")
+        let error = SqlStore::builder()
+            .url("password=pa55:secret host=db")
+            .build()
             .await
             .unwrap_err();
         assert!(shown(&error).contains("not a URL"), "{}", shown(&error));
