@@ -64,3 +64,12 @@ impl Report {
         bar
     }
 }
+
+/// "1 entry", "2 entries": a count of store entries in a sentence.
+pub(crate) fn entries(count: u64) -> String {
+    if count == 1 {
+        "1 entry".to_owned()
+    } else {
+        format!("{count} entries")
+    }
+}

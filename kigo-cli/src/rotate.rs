@@ -65,8 +65,8 @@ pub(crate) async fn rotate_key(report: &Report, after: Option<&str>) -> Result<E
     progress.finish_and_clear();
     report.show(&rotation, || {
         format!(
-            "sealed again under the current key: {} entries ({} already were, {} absent, {} renewed meanwhile, {} unreadable with this keyring)",
-            rotation.resealed,
+            "sealed again under the current key: {} ({} already were, {} absent, {} renewed meanwhile, {} unreadable with this keyring)",
+            crate::report::entries(rotation.resealed),
             rotation.already_current,
             rotation.absent,
             rotation.changed_meanwhile,

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::failure::{Failure, PROBLEMS_FOUND};
 use crate::keys;
-use crate::report::Report;
+use crate::report::{self, Report};
 
 /// `kigo store migrate`.
 pub(crate) async fn migrate(report: &Report) -> Result<ExitCode, Failure> {
@@ -35,8 +35,8 @@ pub(crate) async fn check(report: &Report) -> Result<ExitCode, Failure> {
     }
     if check.entries_unreadable > 0 {
         problems.push(format!(
-            "{} stored entries do not open with KIGO_SEALING_KEYS: give this replica the fleet's keys",
-            check.entries_unreadable
+            "KIGO_SEALING_KEYS does not open {} in the store: give this replica the fleet's keys",
+            report::entries(check.entries_unreadable)
         ));
     }
     let clock_off = check
@@ -77,7 +77,10 @@ pub(crate) async fn purge(report: &Report) -> Result<ExitCode, Failure> {
     let store = keys::store().await?;
     let cleared = store.purge_expired().await?;
     report.show(&json!({ "cleared": cleared }), || {
-        format!("cleared {cleared} expired entries")
+        format!(
+            "cleared {} holding expired tokens",
+            report::entries(cleared)
+        )
     });
     Ok(ExitCode::SUCCESS)
 }
