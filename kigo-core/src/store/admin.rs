@@ -121,10 +121,7 @@ pub struct StoreKeyStatus {
 
 /// `key` as `store` holds it: the stored token's fingerprint, generation and expiry, the
 /// cool-down, and the lease holder where the store can tell. Two store round trips.
-pub async fn inspect(
-    store: &dyn TokenStore,
-    key: &TokenKey,
-) -> Result<StoreKeyStatus, StoreError> {
+pub async fn inspect(store: &dyn TokenStore, key: &TokenKey) -> Result<StoreKeyStatus, StoreError> {
     let snapshot = store.load(key).await?;
     let lease = store.lease_holder(key).await?;
     let (entry, token) = match &snapshot.entry {

@@ -163,8 +163,8 @@ mod tests {
     use kigo_core::store::HolderId;
     use kigo_core::store::LeaseAttempt;
     use kigo_core::{Token, TokenSecret, TokenStore};
-    use kigo_testkit::conformance::fresh_key;
     use kigo_test_services::redis::redis as shared_redis;
+    use kigo_testkit::conformance::fresh_key;
 
     use super::*;
 
