@@ -2,7 +2,6 @@
 //! binaries, container), a fresh database per test, and private servers a test may kill.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -395,22 +394,6 @@ pub(crate) fn as_user(spec: ServerSpec, user: Option<(u32, u32)>) -> ServerSpec 
         Some((uid, gid)) => spec.run_as(uid, gid),
         None => spec,
     }
-}
-
-/// Directories to look for server binaries in besides `PATH`, under `root`: `root/<version>/bin`,
-/// newest version first (Debian's layout for PostgreSQL).
-pub(crate) fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs.reverse();
-    dirs
 }
 
 #[cfg(test)]

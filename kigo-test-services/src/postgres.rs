@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use super::database::Image;
 use super::database::{
     Engine, Instance, Names, PrivateServer, TestDatabase, as_user, execute_on, running_as_root,
-    system_user, versioned_bin_dirs,
+    system_user,
 };
 use super::{LocalServer, ServerSpec, find_binary};
 
@@ -148,4 +148,20 @@ impl Engine for PostgreSql {
     fn drop_statement(&self, name: &str) -> String {
         format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
     }
+}
+
+/// Directories to look for server binaries in besides `PATH`, under `root`: `root/<version>/bin`,
+/// newest version first (Debian's layout for PostgreSQL).
+pub(crate) fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.reverse();
+    dirs
 }
