@@ -87,7 +87,7 @@ async fn a_front_end_session_shows_no_token_in_debug_and_no_refresh_token_in_jso
     let json = serde_json::to_string(&session).unwrap();
     assert!(json.contains(token.secret().expose()));
     let partner = partners.token(&api.partner_key()).await.unwrap();
-    common::assert_no_secret(
+    kigo_testkit::logs::assert_no_secret(
         &json,
         &[
             ("the refresh token", &refresh),
@@ -95,7 +95,7 @@ async fn a_front_end_session_shows_no_token_in_debug_and_no_refresh_token_in_jso
         ],
     );
     let shown = format!("{session:?} {token:?} {handle:?} {users:?}");
-    common::assert_no_secret(
+    kigo_testkit::logs::assert_no_secret(
         &shown,
         &[
             ("the user token", token.secret().expose()),

@@ -7,7 +7,7 @@ use kigo_core::{CreateRequest, TokenSource, UserId};
 use kigo_http::{ApiKey, Credentials, KigoApi, SsoRequest};
 use kigo_testkit::mock::{Endpoint, Fault, MockKigo, PROTECTED_PATH};
 
-use common::Capture;
+use kigo_testkit::logs::Capture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_logs_errors_or_debug_output() {
@@ -86,7 +86,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     );
     shown.push(logs);
     for text in &shown {
-        common::assert_no_secret(
+        kigo_testkit::logs::assert_no_secret(
             text,
             &[
                 ("the API key", mock.api_key()),

@@ -298,7 +298,7 @@ async fn a_partner_token_echoed_in_a_bad_request_is_scrubbed() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_refresh_token_echoed_in_a_bad_request_is_scrubbed_from_the_logs() {
-    let capture = common::Capture::default();
+    let capture = kigo_testkit::logs::Capture::default();
     let _logs = tracing::subscriber::set_default(capture.subscriber());
     let mock = MockKigo::start().await.unwrap();
     let clock = ManualClock::new();
@@ -321,7 +321,7 @@ async fn a_refresh_token_echoed_in_a_bad_request_is_scrubbed_from_the_logs() {
         logs.contains("refresh token [redacted] is malformed"),
         "the refusal is logged, scrubbed"
     );
-    common::assert_no_secret(&logs, &[("the refresh token", &refresh)]);
+    kigo_testkit::logs::assert_no_secret(&logs, &[("the refresh token", &refresh)]);
 }
 
 #[tokio::test]

@@ -442,12 +442,7 @@ async fn cancelled_refreshes_leave_no_lease_or_lock() {
         let successor = replica(next.clone(), harness.store().await)
             .build()
             .unwrap();
-        let token = successor
-            .handle(key.clone())
-            .unwrap()
-            .token()
-            .await
-            .unwrap();
+        let token = successor.token(&key).await.unwrap();
         let stored = probe.load(&key).await.unwrap();
         assert_eq!(
             stored.token().map(Token::fingerprint),

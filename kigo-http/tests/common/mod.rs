@@ -2,8 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kigo_core::runtime::{ManualClock, RuntimeEnv};
@@ -11,7 +10,6 @@ use kigo_core::{KeyScope, PartnerId, TokenManager, TokenSource};
 use kigo_http::reqwest::Certificate;
 use kigo_http::{ApiKey, Credentials, KigoApi, KigoApiBuilder};
 use kigo_testkit::mock::{MockKigo, MockKigoBuilder};
-use tracing_subscriber::fmt::MakeWriter;
 
 /// The builder of a `KigoApi` for `mock`, trusting its certificate authority if it serves HTTPS.
 pub fn api_builder(mock: &MockKigo) -> KigoApiBuilder {
@@ -99,52 +97,4 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn partner(id: &str) -> PartnerId {
     PartnerId::new(id).unwrap()
-}
-
-/// Collects everything a tracing subscriber writes.
-#[derive(Clone, Default)]
-pub struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    /// A subscriber writing every event, TRACE included, into this capture.
-    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .finish()
-    }
-
-    /// What was written so far.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-/// Fails if `text` holds any of `secrets`, saying which and where, never the text itself.
-pub fn assert_no_secret(text: &str, secrets: &[(&str, &str)]) {
-    for (name, secret) in secrets {
-        if let Some(at) = text.find(secret) {
-            panic!("{name} leaked at byte {at} of {} bytes", text.len());
-        }
-    }
 }

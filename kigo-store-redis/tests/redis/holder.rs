@@ -107,13 +107,7 @@ impl Scenario {
                 .unwrap()
             })
             .collect();
-        let first = holder
-            .handle(key.clone())
-            .unwrap()
-            .token()
-            .await
-            .unwrap()
-            .fingerprint();
+        let first = holder.token(&key).await.unwrap().fingerprint();
         for other in &others {
             assert_eq!(other.token(&key).await.unwrap().fingerprint(), first);
         }

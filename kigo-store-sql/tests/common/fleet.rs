@@ -245,13 +245,7 @@ pub(crate) async fn holder_dies_after_claiming(harness: &SqlHarness) {
         .expiry(renew_at(0.2))
         .build()
         .unwrap();
-    let first = a
-        .handle(key.clone())
-        .unwrap()
-        .token()
-        .await
-        .unwrap()
-        .fingerprint();
+    let first = a.token(&key).await.unwrap().fingerprint();
     let b_handle = b.handle(key.clone()).unwrap();
     assert_eq!(b_handle.token().await.unwrap().fingerprint(), first);
     a_clock.advance(LIFETIME / 5);
@@ -313,13 +307,7 @@ pub(crate) async fn paused_holder_commit_is_rejected(harness: &SqlHarness) {
     let late = tokio::spawn(async move { a_handle.token().await.map(|token| token.fingerprint()) });
     paused.reached(Duration::from_secs(10)).await;
 
-    let taken_over = b
-        .handle(key.clone())
-        .unwrap()
-        .token()
-        .await
-        .unwrap()
-        .fingerprint();
+    let taken_over = b.token(&key).await.unwrap().fingerprint();
     let waited = paused.acquired()[0].sent.elapsed();
     assert!(
         waited + CLOCK_TOLERANCE >= LEASE,

@@ -81,15 +81,9 @@ pub(crate) async fn killed_and_restarted_during_traffic(server: PrivateServer) {
         managers.push(manager);
     }
     let started = Instant::now();
-    let first = managers[0]
-        .handle(key.clone())
-        .unwrap()
-        .token()
-        .await
-        .unwrap()
-        .fingerprint();
+    let first = managers[0].token(&key).await.unwrap().fingerprint();
     for manager in &managers {
-        let token = manager.handle(key.clone()).unwrap().token().await.unwrap();
+        let token = manager.token(&key).await.unwrap();
         assert_eq!(token.fingerprint(), first);
     }
 
