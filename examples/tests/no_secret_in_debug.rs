@@ -41,6 +41,7 @@ use kigo_http::{
 };
 use kigo_store_redis::RedisStore;
 use kigo_store_sql::SqlStore;
+use kigo_stores::StoreKind;
 use kigo_testkit::logs::Capture;
 use kigo_testkit::mock::{
     Endpoint, ExpiryShape, Fault, FaultScript, MockKigo, PROTECTED_PATH, RetryAfter,
@@ -92,9 +93,16 @@ const FORMATTED: &[(&str, &str)] = &[
     // cannot be used.
     ("kigo-store-redis", "KeyNames RedisStore RedisStoreBuilder"),
     // Stores built by `SqlStore::connect` on PostgreSQL and MySQL URLs holding passwords, their
-    // pools and kinds, a load from a database that is not there, the errors of URLs that cannot
-    // be used, and an SQLite store holding a sealed token.
-    ("kigo-store-sql", "BackendKind SqlPool SqlStore"),
+    // pools and kinds, builders given such URLs and the keyring, a load from a database that is
+    // not there, the errors of URLs that cannot be used, and an SQLite store holding a sealed
+    // token.
+    (
+        "kigo-store-sql",
+        "BackendKind SqlPool SqlStore SqlStoreBuilder",
+    ),
+    // Stores opened from URLs holding passwords (Redis, a Redis Cluster, PostgreSQL, MySQL), their
+    // kinds, and the errors of URLs that cannot be used.
+    ("kigo-stores", "AnyStore InvalidStoreUrl StoreKind"),
     // The mock after it issued every kind of token, its builder given the API key, its errors,
     // counters, requests and SSO sessions seen, faults; the fake and mockall sources, the faulty
     // store over the store holding every token, the memory harness and a log capture.
@@ -107,21 +115,13 @@ const FORMATTED: &[(&str, &str)] = &[
 ];
 
 /// Public types this test does not format, and why.
-const NOT_FORMATTED_HERE: &[(&str, &str, &str)] = &[
-    (
-        "kigo-core",
-        "HasStore",
-        "cannot be made outside kigo-core: it is the state of a `ManagerBuilder` (formatted here), \
+const NOT_FORMATTED_HERE: &[(&str, &str, &str)] = &[(
+    "kigo-core",
+    "HasStore",
+    "cannot be made outside kigo-core: it is the state of a `ManagerBuilder` (formatted here), \
          whose Debug leaves the store out; its own Debug is the store's, formatted here for every \
          store",
-    ),
-    (
-        "kigo-store-sql",
-        "SqlStoreOptions",
-        "being renamed on another branch: format it here under its new name when that lands (its \
-         own unit test formats it with a keyring and a listen URL holding a password)",
-    ),
-];
+)];
 
 /// Secrets shorter than this could turn up by chance.
 const MIN_SECRET_LEN: usize = 16;
@@ -164,7 +164,8 @@ async fn sql_stores_built_from_urls_with_passwords_show_no_password() {
         );
     }
     run.sql_stores().await;
-    run.finish(&["kigo-store-sql"]);
+    run.stores_opened_from_urls().await;
+    run.finish(&["kigo-store-sql", "kigo-stores"]);
 }
 
 #[test]
@@ -800,6 +801,13 @@ impl Run {
                 .debug("of a URL holding a password", store.pool());
             self.shown
                 .debug("of a URL holding a password", &store.kind());
+            let url = format!("{scheme}://kigo:{password}@127.0.0.1:9/db");
+            let builder = SqlStore::builder()
+                .url(&url)
+                .listen_url(url)
+                .keyring(Keyring::from_env().expect("the keyring this run set"));
+            self.shown
+                .debug("given URLs holding a password, and the keyring", &builder);
             let error = load.expect_err("no database on port 9");
             self.shown
                 .error("from a database that does not answer", &error);
@@ -842,6 +850,47 @@ impl Run {
         self.shown.debug("of SQLite", sqlite.pool());
         self.show_manager("partner manager on SQLite", &manager)
             .await;
+    }
+
+    /// Stores `kigo_stores::open` builds from URLs holding passwords, their kinds, and the errors
+    /// of URLs it refuses.
+    async fn stores_opened_from_urls(&mut self) {
+        let password = format!("any-store-pw-{}", random_hex());
+        self.secrets.add("the password of a store URL", &password);
+        for url in [
+            format!("redis://kigo:{password}@127.0.0.1:9/0"),
+            format!("redis+cluster://kigo:{password}@127.0.0.1:9,127.0.0.1:10"),
+            format!("postgres://kigo:{password}@127.0.0.1:9/db"),
+            format!("mysql://kigo:{password}@127.0.0.1:9/db"),
+        ] {
+            let kind = StoreKind::of(&url).expect("a known scheme");
+            self.shown.debug("of a URL holding a password", &kind);
+            let store = kigo_stores::open(&url)
+                .await
+                .expect("built; it connects on first use");
+            self.shown
+                .debug("opened from a URL holding a password", &store);
+        }
+        for (state, url) in [
+            (
+                "an unknown scheme",
+                format!("ftp://kigo:{password}@127.0.0.1"),
+            ),
+            (
+                "a Cluster URL without nodes",
+                format!("redis+cluster://kigo:{password}@"),
+            ),
+            (
+                "a remote server without TLS",
+                format!("redis://kigo:{password}@10.0.0.1:6379"),
+            ),
+        ] {
+            let error = kigo_stores::open(&url).await.expect_err("refused");
+            self.shown.error(state, &error);
+        }
+        let unknown = StoreKind::of(&format!("ftp://kigo:{password}@127.0.0.1"))
+            .expect_err("an unknown scheme");
+        self.shown.error("an unknown scheme", &unknown);
     }
 
     /// Values made without a manager, from secrets: bad keys, IDs, tokens and settings.

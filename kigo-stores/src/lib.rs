@@ -1,6 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[cfg(not(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "sqlite"
+)))]
+compile_error!(
+    "kigo-stores needs at least one of the features `redis`, `postgres`, `mysql`, `sqlite`"
+);
+
 use std::fmt;
 use std::time::Duration;
 
