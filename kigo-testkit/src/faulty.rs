@@ -14,7 +14,7 @@ use kigo_core::store::{
     Snapshot,
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Wraps a store; while failing, every operation returns [`StoreError::Unavailable`]; while
 /// hanging, it never answers; while a [`Gate`] is held, operations that reach it wait there (a
@@ -165,8 +165,10 @@ impl FaultyStore {
     }
 
     /// Makes every operation take `latency` on `sleeper`'s clock: half of it to reach the store,
-    /// half for the answer, so that a caller that gives up in the second half gave up on an
-    /// operation that happened. `Duration::ZERO` makes the store fast again.
+    /// half for the answer. A request once sent reaches the store even if its caller stops
+    /// waiting (it was on the wire), so a caller that gives up may have given up on an operation
+    /// that happens later: a commit arriving after its lease lapsed. The request travels in a
+    /// task on the caller's tokio runtime. `Duration::ZERO` makes the store fast again.
     pub fn set_latency(&self, latency: Duration, sleeper: Arc<dyn AsyncSleep>) {
         let latency = (!latency.is_zero()).then_some((latency, sleeper));
         *self
@@ -230,15 +232,32 @@ impl FaultyStore {
         self.switches.calls.load(Ordering::SeqCst)
     }
 
-    /// Runs `operation` as the store would answer it now: after the checks and half the latency
-    /// on the way there, and with the other half on the way back.
-    async fn answer<T>(
-        &self,
-        operation: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    /// Runs `operation` (made from a handle on this store) as the store would answer it now.
+    /// With latency, the request travels half of it in a task of its own, so that it reaches
+    /// the store even if the caller stops waiting (a request on the wire cannot be recalled);
+    /// the answer takes the other half.
+    async fn answer<T, F, Fut>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Self) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
         self.check().await?;
-        let answer = operation.await;
-        self.travel().await;
+        let Some((latency, sleeper)) = self.latency() else {
+            return operation(self.clone()).await;
+        };
+        let (answer, answered) = oneshot::channel();
+        let there = sleeper.sleep(latency / 2);
+        let store = self.clone();
+        tokio::spawn(async move {
+            there.await;
+            let _ = answer.send(operation(store).await);
+        });
+        // The task ended without an answer only if the operation panicked.
+        let answer = answered
+            .await
+            .unwrap_or_else(|_| Err(StoreError::unavailable(InjectedFault)));
+        sleeper.sleep(latency / 2).await;
         answer
     }
 
@@ -248,7 +267,6 @@ impl FaultyStore {
             // A store that accepted the request and never answers (a network black hole).
             std::future::pending::<()>().await;
         }
-        self.travel().await;
         if self.switches.failing.load(Ordering::SeqCst) || take(&self.switches.failing_ops) {
             return Err(StoreError::unavailable(InjectedFault));
         }
@@ -256,17 +274,12 @@ impl FaultyStore {
         Ok(())
     }
 
-    /// Half the latency: one way of a round trip.
-    async fn travel(&self) {
-        let latency = self
-            .switches
+    fn latency(&self) -> Option<(Duration, Arc<dyn AsyncSleep>)> {
+        self.switches
             .latency
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some((latency, sleeper)) = latency {
-            sleeper.sleep(latency / 2).await;
-        }
+            .clone()
     }
 
     fn panic_if_told(&self) {
@@ -288,7 +301,9 @@ fn take(counter: &AtomicU64) -> bool {
 #[async_trait]
 impl TokenStore for FaultyStore {
     async fn load(&self, key: &TokenKey) -> Result<Snapshot, StoreError> {
-        self.answer(self.store.load(key)).await
+        let key = key.clone();
+        self.answer(move |this| async move { this.store.load(&key).await })
+            .await
     }
 
     async fn acquire_lease(
@@ -297,10 +312,11 @@ impl TokenStore for FaultyStore {
         holder: &HolderId,
         ttl: Duration,
     ) -> Result<LeaseAttempt, StoreError> {
-        self.answer(async {
-            let attempt = self.store.acquire_lease(key, holder, ttl).await?;
+        let (key, holder) = (key.clone(), holder.clone());
+        self.answer(move |this| async move {
+            let attempt = this.store.acquire_lease(&key, &holder, ttl).await?;
             if matches!(attempt, LeaseAttempt::Acquired(_)) {
-                self.gate(Gate::AfterAcquire).pass().await;
+                this.gate(Gate::AfterAcquire).pass().await;
             }
             Ok(attempt)
         })
@@ -308,21 +324,23 @@ impl TokenStore for FaultyStore {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.answer(async {
-            self.gate(Gate::BeforeRelease).pass().await;
-            self.store.release_lease(lease).await
+        let lease = lease.clone();
+        self.answer(move |this| async move {
+            this.gate(Gate::BeforeRelease).pass().await;
+            this.store.release_lease(&lease).await
         })
         .await
     }
 
     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
-        self.answer(async {
-            self.gate(Gate::BeforeCommit).pass().await;
-            if take(&self.switches.failing_commits) {
+        let (lease, token) = (lease.clone(), token.clone());
+        self.answer(move |this| async move {
+            this.gate(Gate::BeforeCommit).pass().await;
+            if take(&this.switches.failing_commits) {
                 return Err(StoreError::unavailable(InjectedFault));
             }
-            let outcome = self.store.commit(lease, token).await?;
-            if take(&self.switches.lost_commit_answers) {
+            let outcome = this.store.commit(&lease, &token).await?;
+            if take(&this.switches.lost_commit_answers) {
                 return Err(StoreError::unavailable(InjectedFault));
             }
             Ok(outcome)
@@ -335,11 +353,15 @@ impl TokenStore for FaultyStore {
         key: &TokenKey,
         fingerprint: &Fingerprint,
     ) -> Result<InvalidateOutcome, StoreError> {
-        self.answer(self.store.invalidate(key, fingerprint)).await
+        let (key, fingerprint) = (key.clone(), *fingerprint);
+        self.answer(move |this| async move { this.store.invalidate(&key, &fingerprint).await })
+            .await
     }
 
     async fn set_cooldown(&self, key: &TokenKey, duration: Duration) -> Result<(), StoreError> {
-        self.answer(self.store.set_cooldown(key, duration)).await
+        let key = key.clone();
+        self.answer(move |this| async move { this.store.set_cooldown(&key, duration).await })
+            .await
     }
 
     fn changes(&self) -> Option<ChangeFeed> {
@@ -385,6 +407,7 @@ mod tests {
     use std::time::SystemTime;
 
     use futures_util::FutureExt;
+    use kigo_core::runtime::TimeSource;
     use kigo_core::store::Entry;
     use kigo_core::{MemoryStore, PartnerId, TokenSecret};
 
@@ -406,8 +429,7 @@ mod tests {
         }
     }
 
-    fn token() -> Token {
-        let now = SystemTime::now();
+    fn token(now: SystemTime) -> Token {
         Token::new(TokenSecret::new("t"), now, now + Duration::from_secs(60)).unwrap()
     }
 
@@ -420,7 +442,7 @@ mod tests {
 
         let committing = tokio::spawn({
             let store = store.clone();
-            async move { store.commit(&lease, &token()).await }
+            async move { store.commit(&lease, &token(SystemTime::now())).await }
         });
         assert!(
             store
@@ -454,7 +476,7 @@ mod tests {
     async fn a_lost_commit_answer_is_a_failure_though_the_token_was_committed() {
         let store = FaultyStore::new(Arc::new(MemoryStore::new()));
         let lease = acquired(&store).await;
-        let token = token();
+        let token = token(SystemTime::now());
         store.lose_commit_answers(1);
         assert!(store.commit(&lease, &token).await.is_err());
         let stored = store.load(&key()).await.unwrap();
@@ -465,20 +487,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn latency_delays_every_answer_on_the_given_clock() {
+    async fn a_slow_store_answers_late_and_a_sent_request_arrives_though_its_caller_gave_up() {
         let clock = ManualClock::new();
         let store = FaultyStore::new(Arc::new(MemoryStore::with_clock(Arc::new(clock.clone()))));
+        let lease = acquired(&store).await;
         store.set_latency(Duration::from_secs(4), Arc::new(clock.clone()));
+        let token = token(clock.now());
+        let mut commit = store.commit(&lease, &token);
+        assert!((&mut commit).now_or_never().is_none());
+        clock.advance(Duration::from_secs(2));
+        tokio::task::yield_now().await;
+        assert!(
+            (&mut commit).now_or_never().is_none(),
+            "the answer is on its way"
+        );
+        // The caller gives up; the commit reached the store all the same.
+        drop(commit);
         let key = key();
         let mut load = store.load(&key);
         assert!((&mut load).now_or_never().is_none());
         clock.advance(Duration::from_secs(2));
-        assert!(
-            (&mut load).now_or_never().is_none(),
-            "half there, half back"
-        );
+        tokio::task::yield_now().await;
+        assert!((&mut load).now_or_never().is_none());
         clock.advance(Duration::from_secs(2));
-        assert!(load.now_or_never().is_some());
+        tokio::task::yield_now().await;
+        let stored = load.now_or_never().expect("answered").unwrap();
+        assert_eq!(
+            stored.token().map(Token::fingerprint),
+            Some(token.fingerprint())
+        );
 
         store.set_latency(Duration::ZERO, Arc::new(clock.clone()));
         assert!(store.load(&key).now_or_never().is_some());
