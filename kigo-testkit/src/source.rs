@@ -64,6 +64,8 @@ struct Inner {
     lifetime: Duration,
     latency: Option<(Duration, Arc<dyn AsyncSleep>)>,
     script: Mutex<VecDeque<Scripted>>,
+    /// While set, what every call does instead of following the script.
+    outage: Mutex<Option<Scripted>>,
     calls: Mutex<Vec<SourceCall>>,
     created: AtomicU64,
     started: watch::Sender<usize>,
@@ -94,6 +96,7 @@ impl FakeSource {
                 lifetime,
                 latency,
                 script: Mutex::new(VecDeque::new()),
+                outage: Mutex::new(None),
                 calls: Mutex::new(Vec::new()),
                 created: AtomicU64::new(0),
                 started: watch::Sender::new(0),
@@ -106,6 +109,12 @@ impl FakeSource {
     /// Appends steps to the script.
     pub fn script(&self, steps: impl IntoIterator<Item = Scripted>) {
         lock(&self.inner.script).extend(steps);
+    }
+
+    /// While `action` is set, every call does it (a failure, a hang) without using up the
+    /// script: an endpoint down for a while. `None` ends the outage.
+    pub fn set_outage(&self, action: Option<Scripted>) {
+        *lock(&self.inner.outage) = action;
     }
 
     /// How many tokens it created.
@@ -144,8 +153,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl TokenSource for FakeSource {
     async fn create(&self, request: CreateRequest<'_>) -> Result<Token, SourceError> {
         let sent_at = request.clock.now();
-        let action = lock(&self.inner.script)
-            .pop_front()
+        let outage = lock(&self.inner.outage).clone();
+        let action = outage
+            .or_else(|| lock(&self.inner.script).pop_front())
             .unwrap_or(Scripted::Token);
         lock(&self.inner.calls).push(SourceCall {
             key: request.key.clone(),
@@ -204,5 +214,37 @@ impl<'a> Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kigo_core::PartnerId;
+    use kigo_core::runtime::SystemClock;
+
+    use super::*;
+
+    async fn call(source: &FakeSource) -> Result<Token, SourceError> {
+        let key = TokenKey::partner(PartnerId::new("acme").unwrap());
+        source
+            .create(CreateRequest::new(&key, None, &SystemClock::new()))
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_outage_overrides_the_script_until_it_ends() {
+        let source = FakeSource::new();
+        source.script([Scripted::Transient(None)]);
+        source.set_outage(Some(Scripted::Permanent));
+        for _ in 0..3 {
+            assert!(!call(&source).await.unwrap_err().is_transient());
+        }
+        source.set_outage(None);
+        assert!(
+            call(&source).await.unwrap_err().is_transient(),
+            "the script is kept"
+        );
+        assert!(call(&source).await.is_ok());
+        assert_eq!(source.creations(), 1);
     }
 }
