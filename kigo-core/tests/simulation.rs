@@ -31,22 +31,12 @@ use sim::{Outcome, Summary, run};
 /// The seeds CI runs.
 const CI_SEEDS: Range<u64> = 0..1_000;
 
-/// Seeds that break an invariant through a known bug in the manager, kept out of every run until
-/// it is fixed (then `known_failures_still_fail` says to take them off), each with what it shows.
-const KNOWN_FAILURES: &[(u64, &str)] = &[
-    (5230, STALE_BEHIND_A_HELD_LEASE),
-    (15089, STALE_BEHIND_A_HELD_LEASE),
-    (28129, STALE_BEHIND_A_HELD_LEASE),
-];
-
-/// A replica still serving a valid token reaches its refresh point while another holds the
-/// lease: it looks again only when that lease lapses (up to the 30-s lease TTL and a poll
-/// later), whatever its own token's stale point. With tokens of about 5 minutes the latest
-/// refresh point (75 % of the life) is within 5 % of the life (15 s) of the stale point (80 %,
-/// the policy's cap), so the token goes stale first unless the holder's change notice arrives;
-/// here notices are lost (a store without notifications, SQLite or MySQL, loses them all).
-const STALE_BEHIND_A_HELD_LEASE: &str = "NoWaitWhileValid: a token went stale behind another \
-     replica's lease, its change notice lost (the retry after a held lease ignores the stale point)";
+/// Seeds that once broke "no wait while valid": a replica still serving a valid token found
+/// another holding the lease and looked again only when that lease lapsed (up to the 30-s lease
+/// TTL and a poll later), whatever its own token's stale point. With tokens of about 5 minutes
+/// the latest refresh point (75 % of the life) is within 15 s of the stale point (80 %), so with
+/// the holder's change notice lost (SQLite and MySQL send none) the token went stale first.
+const STALE_BEHIND_A_HELD_LEASE: [u64; 3] = [5230, 15089, 28129];
 
 #[test]
 fn a_thousand_seeded_fleet_runs_keep_every_invariant() {
@@ -119,17 +109,9 @@ fn a_seed_replays_exactly() {
 }
 
 #[test]
-fn known_failures_still_fail() {
-    for (seed, what) in KNOWN_FAILURES {
-        let outcome = run(*seed);
-        let Err(violation) = &outcome.result else {
-            panic!("seed {seed} passes now: take it off KNOWN_FAILURES ({what})");
-        };
-        assert!(
-            what.starts_with(&format!("{:?}", violation.invariant)),
-            "seed {seed} breaks another invariant than the known one ({what}):\n{}",
-            report(&outcome, None)
-        );
+fn a_replica_behind_a_held_lease_looks_again_before_its_token_goes_stale() {
+    for seed in STALE_BEHIND_A_HELD_LEASE {
+        passed(&run(seed));
     }
 }
 
@@ -164,9 +146,7 @@ fn seeds_to_run() -> Vec<u64> {
             }
         }
     };
-    range
-        .filter(|seed| KNOWN_FAILURES.iter().all(|(known, _)| known != seed))
-        .collect()
+    range.collect()
 }
 
 #[allow(clippy::print_stderr, reason = "a replay is run to be read")]

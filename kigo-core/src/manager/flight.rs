@@ -689,12 +689,23 @@ impl Flight<'_> {
     }
 
     /// Another replica is renewing while this one still serves a valid token: look again when its
-    /// lease lapses (a change notice may bring the new token sooner).
+    /// lease lapses (a change notice may bring the new token sooner), but no later than a poll
+    /// before this replica's token goes stale, since the notice may be lost (and SQLite and MySQL
+    /// send none): with short tokens the lease outlasts the time left.
     fn retry_after_holder(&self, remaining: Option<Duration>) {
-        let pause = remaining
+        let poll = self.inner.poll_delay();
+        let now = self.now();
+        let lapse = remaining
             .unwrap_or(self.inner.config.lease_ttl)
-            .saturating_add(self.inner.poll_delay());
-        self.slot.failures().lease_retry_at = Some(after(self.now(), pause));
+            .saturating_add(poll);
+        let stale_in = self
+            .slot
+            .current()
+            .usable_until
+            .duration_since(now)
+            .unwrap_or_default();
+        let pause = lapse.min(stale_in.saturating_sub(poll).max(poll));
+        self.slot.failures().lease_retry_at = Some(after(now, pause));
     }
 
     /// Waits for the lease holder's commit: a change notice, or the poll interval.
