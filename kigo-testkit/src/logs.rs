@@ -24,6 +24,13 @@ impl Capture {
             .finish()
     }
 
+    /// What is logged on this thread while `run` runs.
+    pub fn while_running(run: impl FnOnce()) -> String {
+        let capture = Self::default();
+        tracing::subscriber::with_default(capture.subscriber(), run);
+        capture.text()
+    }
+
     /// What was written so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.lock()).into_owned()

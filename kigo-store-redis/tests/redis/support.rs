@@ -2,9 +2,8 @@
 //! them, and waiting with deadlines.
 
 use std::error::Error;
-use std::io::Write;
 use std::process::Command;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -24,6 +23,7 @@ use kigo_test_services::redis_cluster::{
 };
 use kigo_testkit::admin_conformance::AdminHarness;
 use kigo_testkit::conformance::{StoreHarness, test_keyring};
+pub(crate) use kigo_testkit::logs::Capture;
 use kigo_testkit::{FakeSource, eventually};
 
 /// Where a harness's stores connect.
@@ -392,43 +392,4 @@ pub(crate) fn run_child(test: &str, case: &str, vars: &[(&str, Option<&str>)]) {
 /// hand (`--include-ignored`), which has no case to check.
 pub(crate) fn child_case() -> Option<String> {
     std::env::var(CHILD_CASE_VAR).ok()
-}
-
-/// What the crate logs while [`Capture::subscriber`] is the subscriber.
-#[derive(Clone, Default)]
-pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    /// A subscriber writing every event at INFO level and above into this capture.
-    pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
-        let writer = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish()
-    }
-
-    /// What the crate logs on this thread while `run` runs.
-    pub(crate) fn while_running(run: impl FnOnce()) -> String {
-        let capture = Self::default();
-        tracing::subscriber::with_default(capture.subscriber(), run);
-        capture.text()
-    }
-
-    /// What was written so far.
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        text.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
