@@ -311,6 +311,41 @@ async fn exit_codes_are_as_documented(kind: StoreKind) {
     assert!(error["hint"].is_string());
 }
 
+/// The tool reaches a database on another host over TLS, and refuses it without: built as
+/// `cargo install` builds it, it has the TLS every remote store requires. The host does not
+/// exist, so an encrypted URL fails as unreachable (1), a plain one as misconfigured (3).
+#[test]
+fn a_remote_database_is_reached_over_tls_and_refused_without() {
+    let (keys, _) = new_key();
+    let run = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kigo"))
+            .args(["store", "check"])
+            .env("KIGO_STORE_URL", url)
+            .env("KIGO_SEALING_KEYS", keys.expose_secret())
+            .output()
+            .unwrap()
+    };
+    for (encrypted, plain) in [
+        (
+            "postgres://kigo@db.example.invalid/kigo?sslmode=verify-full",
+            "postgres://kigo@db.example.invalid/kigo",
+        ),
+        (
+            "mysql://kigo@db.example.invalid/kigo?ssl-mode=VERIFY_IDENTITY",
+            "mysql://kigo@db.example.invalid/kigo",
+        ),
+    ] {
+        let over_tls = run(encrypted);
+        let said = String::from_utf8_lossy(&over_tls.stderr);
+        assert_eq!(over_tls.status.code(), Some(1), "{encrypted}: {said}");
+        assert!(!said.contains("tls-rustls"), "{encrypted}: {said}");
+        let without = run(plain);
+        let said = String::from_utf8_lossy(&without.stderr);
+        assert_eq!(without.status.code(), Some(3), "{plain}: {said}");
+        assert!(said.contains("TLS"), "{plain}: {said}");
+    }
+}
+
 /// The four scenarios on each store.
 macro_rules! on_every_store {
     ($($store:ident: $kind:expr;)*) => {

@@ -88,7 +88,7 @@ impl fmt::Display for Remedies<'_> {
                 Remedy::EnvVar(var) => write!(f, "set {var} to the URL of a server you run")?,
                 Remedy::Binaries(binaries) => write!(f, "install {binaries}")?,
                 Remedy::Container => f.write_str(
-                    "enable the `testcontainers` feature of kigo-testkit with a reachable Docker \
+                    "enable the `testcontainers` feature of kigo-test-services with a reachable Docker \
                      engine",
                 )?,
             }
@@ -162,7 +162,7 @@ mod tests {
             any,
             "no Redis server for the tests: nothing worked. To provide one: set \
              KIGO_TEST_REDIS_URL to the URL of a server you run; or install redis-server; or \
-             enable the `testcontainers` feature of kigo-testkit with a reachable Docker engine"
+             enable the `testcontainers` feature of kigo-test-services with a reachable Docker engine"
         );
     }
 }
