@@ -1,0 +1,154 @@
+//! The partner service as a fleet runs it: three processes on one real store (Redis, then
+//! PostgreSQL) and the mock Kigo API, driven over HTTP. One partner-level creation for all
+//! three; each user's session and SSO session the same whichever instance answers; health and
+//! metrics answer; after SIGTERM one instance exits 0 and the others go on; no secret in their
+//! output.
+
+mod support;
+
+use kigo_core::UserId;
+use kigo_testkit::mock::PROTECTED_PATH;
+use support::{Fleet, Service};
+
+const USERS: [&str; 2] = ["alice", "bob"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_redis_act_as_one_client() {
+    let redis = kigo_test_services::redis::private_redis().await.unwrap();
+    three_instances_act_as_one_client(Fleet::new(redis.url().to_owned()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_postgres_act_as_one_client() {
+    let database = kigo_test_services::postgres::database().await.unwrap();
+    three_instances_act_as_one_client(Fleet::new(database.url().to_owned()).await).await;
+}
+
+async fn three_instances_act_as_one_client(fleet: Fleet) {
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(fleet.start().await);
+    }
+    for instance in &instances {
+        instance.ready().await;
+    }
+    let partner = fleet.mock.partner_key();
+    assert_eq!(fleet.mock.creations(&partner), 1, "partner-level creations");
+
+    let mut handed_out = Vec::new();
+    for user in USERS {
+        let tokens = sessions(&instances, user).await;
+        assert!(
+            tokens.iter().all(|token| *token == tokens[0]),
+            "the instances handed {user} different sessions"
+        );
+        let key =
+            kigo_core::TokenKey::user(fleet.mock.partner_id().clone(), UserId::new(user).unwrap());
+        assert_eq!(
+            fleet.mock.creations(&key),
+            1,
+            "user-level creations for {user}"
+        );
+        handed_out.extend(tokens);
+    }
+    assert!(
+        handed_out[0] != handed_out[3],
+        "alice and bob share a session"
+    );
+
+    signed_out_requests_are_refused_with_json(&instances[0]).await;
+    sso_redirects_are_shared(&fleet, &instances).await;
+    calls_as_the_user_reach_kigo(&instances[1], fleet.mock.partner_id().as_str()).await;
+    for instance in &instances {
+        let metrics = instance.get("/metrics", None).await;
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains("kigo_store_operations_total"),
+            "no kigo_ series:\n{text}"
+        );
+    }
+
+    let mut stopped = instances.remove(0);
+    let status = stopped.terminate().await;
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        stopped.output()
+    );
+    for instance in &instances {
+        instance.ready().await;
+        let tokens = sessions(std::slice::from_ref(instance), USERS[0]).await;
+        assert!(
+            tokens[0] == handed_out[0],
+            "alice's session changed after SIGTERM"
+        );
+    }
+    assert_eq!(fleet.mock.creations(&partner), 1, "partner-level creations");
+
+    for instance in instances.iter().chain([&stopped]) {
+        let output = instance.output();
+        for secret in handed_out
+            .iter()
+            .map(String::as_str)
+            .chain([fleet.mock.api_key()])
+        {
+            assert!(!output.contains(secret), "a secret in the service's output");
+        }
+        assert!(
+            !output.contains(fleet.keys_text()),
+            "the sealing key in the service's output"
+        );
+    }
+}
+
+/// The token `/session` hands `user` from each of `instances`.
+async fn sessions(instances: &[Service], user: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for instance in instances {
+        tokens.push(instance.session_token(user).await);
+    }
+    tokens
+}
+
+async fn signed_out_requests_are_refused_with_json(instance: &Service) {
+    for path in ["/session", "/kigo/sso", "/api/kigo"] {
+        let response = instance.get(path, None).await;
+        assert_eq!(response.status(), 401, "{path} signed out");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "signed_out", "{path}");
+    }
+    let too_long = "u".repeat(10_000);
+    let response = instance.get("/session", Some(&too_long)).await;
+    assert_eq!(response.status(), 400, "an unusable user ID");
+}
+
+async fn sso_redirects_are_shared(fleet: &Fleet, instances: &[Service]) {
+    let page = format!("{}?session-id=", fleet.mock.sso_page_url());
+    let mut locations = Vec::new();
+    for instance in instances {
+        let response = instance
+            .get("/kigo/sso?program=spring", Some("alice"))
+            .await;
+        assert_eq!(response.status(), 303);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            location.starts_with(&page),
+            "not a redirect to the hosted page"
+        );
+        locations.push(location);
+    }
+    assert!(
+        locations.iter().all(|location| *location == locations[0]),
+        "the instances sent alice to different SSO sessions"
+    );
+    let alice = UserId::new("alice").unwrap();
+    assert_eq!(fleet.mock.sso_creations(Some("spring"), &alice), 1);
+}
+
+async fn calls_as_the_user_reach_kigo(instance: &Service, partner: &str) {
+    let response = instance.get("/api/kigo", Some("bob")).await;
+    assert_eq!(response.status(), 200, "{PROTECTED_PATH} as bob");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["key"], format!("u/{partner}/bob"));
+}
