@@ -4,11 +4,11 @@
 //! metrics answer; after SIGTERM one instance exits 0 and the others go on; no secret in their
 //! output.
 
-mod support;
+mod common;
 
+use common::{Fleet, Service};
 use kigo_core::UserId;
 use kigo_testkit::mock::PROTECTED_PATH;
-use support::{Fleet, Service};
 
 const USERS: [&str; 2] = ["alice", "bob"];
 
