@@ -8,7 +8,7 @@ mod common;
 
 use common::{Fleet, Service};
 use kigo_core::UserId;
-use kigo_testkit::mock::PROTECTED_PATH;
+use kigo_testkit::mock::{Endpoint, Fault, PROTECTED_PATH, RetryAfter};
 
 const USERS: [&str; 2] = ["alice", "bob"];
 
@@ -22,6 +22,45 @@ async fn three_instances_on_redis_act_as_one_client() {
 async fn three_instances_on_postgres_act_as_one_client() {
     let database = kigo_test_services::postgres::database().await.unwrap();
     three_instances_act_as_one_client(Fleet::new(database.url().to_owned()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kigo_failures_answer_json_with_a_status_the_front_end_can_act_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::new(format!("sqlite:{}", dir.path().join("kigo.db").display())).await;
+    let instance = fleet.start().await;
+    instance.ready().await;
+
+    fleet
+        .mock
+        .inject(Endpoint::UserSession, [Fault::Status(400)]);
+    let response = instance.get("/session", Some("dave")).await;
+    assert_eq!(response.status(), 502, "Kigo refuses");
+    assert_error(response, "kigo_refused").await;
+
+    fleet
+        .mock
+        .inject(Endpoint::Protected, [Fault::HugeBody(4 << 20)]);
+    let response = instance.get("/api/kigo", Some("erin")).await;
+    assert_eq!(response.status(), 502, "Kigo answers 4 MiB");
+    assert_error(response, "kigo_refused").await;
+
+    // Last: the fleet then cools down for 30 s.
+    let busy = Fault::TooManyRequests(Some(RetryAfter::Seconds(30)));
+    fleet.mock.inject(Endpoint::UserSession, [busy]);
+    let response = instance.get("/session", Some("carol")).await;
+    assert_eq!(response.status(), 503, "Kigo rate-limits");
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, "kigo_unavailable").await;
+
+    let response = instance.get("/no/such/page", None).await;
+    assert_eq!(response.status(), 404);
+    assert_error(response, "not_found").await;
+}
+
+async fn assert_error(response: reqwest::Response, code: &str) {
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
 }
 
 async fn three_instances_act_as_one_client(fleet: Fleet) {
@@ -115,8 +154,7 @@ async fn signed_out_requests_are_refused_with_json(instance: &Service) {
     for path in ["/session", "/kigo/sso", "/api/kigo"] {
         let response = instance.get(path, None).await;
         assert_eq!(response.status(), 401, "{path} signed out");
-        let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "signed_out", "{path}");
+        assert_error(response, "signed_out").await;
     }
     let too_long = "u".repeat(10_000);
     let response = instance.get("/session", Some(&too_long)).await;

@@ -7,13 +7,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use kigo_http::ProgramId;
+use kigo_http::{ClientError, ProgramId, reqwest};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::kigo::Kigo;
 use crate::sign_in::SignedIn;
+
+/// The largest Kigo answer `/api/kigo` passes on.
+const MAX_KIGO_BODY: usize = 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -74,7 +77,7 @@ async fn sso(
 }
 
 /// A Kigo API call as the signed-in user, through the authenticated client (bearer added,
-/// renewed and retried once on a `401`); answers Kigo's status and JSON.
+/// renewed and retried once on a `401`): Kigo's JSON on success, else a `502`.
 async fn call_as_user(
     State(app): State<App>,
     SignedIn(user): SignedIn,
@@ -82,21 +85,26 @@ async fn call_as_user(
     let handle = app.kigo.users.handle(user)?;
     let client = app.kigo.api.client(handle.handle().clone());
     let response = client.send(client.get(&app.user_call)?).await?;
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = response
-        .bytes()
-        .await
-        .map_err(kigo_http::ClientError::Request)?;
-    Ok((
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    if !response.status().is_success() {
+        tracing::warn!(status = %response.status(), "Kigo refused a call as a user");
+        return Err(ApiError::Refused);
+    }
+    let body = read_capped(response).await?;
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(header::CONTENT_TYPE, json)], body).into_response())
+}
+
+/// The body of Kigo's answer, refused past [`MAX_KIGO_BODY`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ClientError::Request)? {
+        if body.len() + chunk.len() > MAX_KIGO_BODY {
+            tracing::warn!("a Kigo answer exceeded {MAX_KIGO_BODY} bytes");
+            return Err(ApiError::Refused);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Live and ready (200), or why not (503), from the partner-level manager.
