@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %error, "partner service failed");
+            tracing::error!(error = %error::chain(error.as_ref()), "partner service failed");
             ExitCode::FAILURE
         }
     }

@@ -29,7 +29,7 @@ pub(crate) struct Options {
     pub(crate) sqlite_file: PathBuf,
 
     /// The Kigo-hosted page `/kigo/sso` sends users to (with `?session-id=`) [default:
-    /// https://app.kigo.io/rewards; in demo mode, the mock's stand-in page].
+    /// <https://app.kigo.io/rewards>; in demo mode, the mock's stand-in page].
     #[arg(long, env = "KIGO_SSO_PAGE_URL")]
     pub(crate) sso_page: Option<Url>,
 
