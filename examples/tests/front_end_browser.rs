@@ -33,8 +33,8 @@ async fn the_page_shows_the_users_session_and_never_carries_the_partner_token() 
     let recording = Recording::default();
     let proxy = recording.proxy_to(&service.base).await;
 
-    let _driver = start_chromedriver(&chromedriver).await;
-    let browser = connect(&chromium, _driver.port).await;
+    let driver = start_chromedriver(&chromedriver).await;
+    let browser = connect(&chromium, driver.port).await;
     browser
         .goto(&format!("http://{proxy}/?user=alice"))
         .await
@@ -92,9 +92,10 @@ fn browser_binaries() -> (PathBuf, PathBuf) {
     }
 }
 
-/// A chromedriver process, killed when dropped.
+/// A chromedriver process in a process group of its own, with the Chromium it starts: the
+/// whole group is killed when dropped, even when the test fails before closing the browser.
 struct Driver {
-    _child: Child,
+    child: Child,
     port: u16,
 }
 
@@ -104,12 +105,20 @@ async fn start_chromedriver(binary: &PathBuf) -> Driver {
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    Driver {
-        _child: child,
-        port,
+    Driver { child, port }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(group) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
+        }
     }
 }
 
