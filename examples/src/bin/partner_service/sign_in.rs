@@ -47,3 +47,41 @@ fn cookie_user(parts: &Parts) -> Option<String> {
         .find(|(name, value)| *name == USER_COOKIE && !value.is_empty())
         .map(|(_, value)| value.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+
+    async fn signed_in(headers: &[(&str, &str)]) -> Result<String, ApiError> {
+        let mut request = Request::builder();
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        let SignedIn(user) = SignedIn::from_request_parts(&mut parts, &()).await?;
+        Ok(user.as_str().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_header_names_the_user_before_the_cookie() {
+        let cookie = ("cookie", "theme=dark; demo_user=bob");
+        assert_eq!(signed_in(&[cookie]).await.unwrap(), "bob");
+        let header = ("x-demo-user", "alice");
+        assert_eq!(signed_in(&[header, cookie]).await.unwrap(), "alice");
+    }
+
+    #[tokio::test]
+    async fn no_or_empty_names_mean_signed_out() {
+        for headers in [
+            &[][..],
+            &[("x-demo-user", "  ")],
+            &[("cookie", "demo_user=; other=1")],
+            &[("cookie", "not-a-pair")],
+        ] {
+            let outcome = signed_in(headers).await;
+            assert!(matches!(outcome, Err(ApiError::SignedOut)), "{headers:?}");
+        }
+    }
+}
