@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::{Fleet, Service};
+use common::{Fleet, Service, WITHIN, service_command};
 use kigo_core::UserId;
+use kigo_testkit::eventually_some;
 use kigo_testkit::mock::{Endpoint, Fault, PROTECTED_PATH, RetryAfter};
 
 const USERS: [&str; 2] = ["alice", "bob"];
@@ -22,6 +23,71 @@ async fn three_instances_on_redis_act_as_one_client() {
 async fn three_instances_on_postgres_act_as_one_client() {
     let database = kigo_test_services::postgres::database().await.unwrap();
     three_instances_act_as_one_client(Fleet::new(database.url().to_owned()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_it_serves_a_demo_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Service::start(service_command(dir.path())).await;
+    demo.ready().await;
+    let session: serde_json::Value = demo
+        .get("/session", Some("alice"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        session["expires_in_seconds"].as_u64().is_some(),
+        "{}",
+        session["expires_at"]
+    );
+    let page = demo.get("/", None).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("fetch(\"/session\""));
+
+    let status = demo.terminate().await;
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        demo.output()
+    );
+    let output = demo.output();
+    assert!(output.contains("demo mode"), "{output}");
+    assert!(
+        !output.contains(session["token"].as_str().unwrap()),
+        "a token in the output"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "the demo left files in its directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_503_with_reasons_while_kigo_refuses_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::new(format!("sqlite:{}", dir.path().join("kigo.db").display())).await;
+    fleet
+        .mock
+        .inject_always(Endpoint::PartnerSession, Some(Fault::Status(503)));
+    let instance = fleet.start().await;
+    let reasons = eventually_some("/healthz answers 503 with a reason", WITHIN, async || {
+        let response = instance.get("/healthz", None).await;
+        let status = response.status();
+        let health: serde_json::Value = response.json().await.unwrap();
+        let reasons = health["reasons"].as_array().cloned().unwrap_or_default();
+        (status == 503 && !reasons.is_empty() && health["live"] == true).then_some(reasons)
+    })
+    .await;
+    assert!(
+        reasons[0].as_str().unwrap().contains("partner acme"),
+        "{reasons:?}"
+    );
+    let response = instance.get("/session", Some("alice")).await;
+    assert_eq!(
+        response.status(),
+        503,
+        "a session without a partner-level token"
+    );
+    assert_error(response, "kigo_unavailable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test crate uses its own part.
 
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,23 +48,50 @@ impl Fleet {
         Keyring::parse(self.keys.expose_secret()).unwrap()
     }
 
-    /// Starts an instance of the service and waits until it listens.
+    /// Starts an instance of the service with the fleet's variables.
     pub async fn start(&self) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_partner_service"))
-            .args(["--listen", "127.0.0.1:0"])
-            .current_dir(self.dir.path())
+        let mut command = service_command(self.dir.path());
+        command
             .env("KIGO_API_KEY", self.mock.api_key())
             .env("KIGO_PARTNER_ID", self.mock.partner_id().as_str())
             .env("KIGO_BASE_URL", self.mock.base_url())
             .env("KIGO_STORE_URL", &self.store_url)
             .env("KIGO_SEALING_KEYS", self.keys.expose_secret())
-            .env("KIGO_SSO_PAGE_URL", self.mock.sso_page_url())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .env("KIGO_SSO_PAGE_URL", self.mock.sso_page_url());
+        Service::start(command).await
+    }
+}
+
+/// The service's variables (all unset unless a test sets them).
+const SERVICE_VARS: [&str; 6] = [
+    "KIGO_API_KEY",
+    "KIGO_PARTNER_ID",
+    "KIGO_BASE_URL",
+    "KIGO_STORE_URL",
+    "KIGO_SEALING_KEYS",
+    "KIGO_SSO_PAGE_URL",
+];
+
+/// The service on any free port, run in `dir`, with none of its variables set.
+pub fn service_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_partner_service"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for name in SERVICE_VARS {
+        command.env_remove(name);
+    }
+    command
+}
+
+impl Service {
+    /// Starts `command` and waits until the service listens.
+    pub async fn start(mut command: Command) -> Service {
+        let mut child = command.spawn().unwrap();
         let output = Arc::new(Mutex::new(String::new()));
         let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         collect(stderr, Arc::clone(&output));
