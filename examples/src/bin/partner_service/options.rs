@@ -11,7 +11,8 @@ use kigo_http::reqwest::Url;
 /// The store is `KIGO_STORE_URL` (Redis, PostgreSQL, MySQL/MariaDB or SQLite), sealed with
 /// `KIGO_SEALING_KEYS`; without it, an SQLite file. With none of `KIGO_API_KEY`,
 /// `KIGO_PARTNER_ID`, `KIGO_BASE_URL` set the service runs in demo mode: a mock Kigo API in the
-/// process, a sealing key made for the run, and a fresh SQLite file unless `KIGO_STORE_URL` is set.
+/// process and, unless `KIGO_STORE_URL` is set, a fresh SQLite file sealed with a key made for
+/// the run.
 #[derive(Debug, clap::Parser)]
 #[command(name = "partner_service", version)]
 pub(crate) struct Options {
