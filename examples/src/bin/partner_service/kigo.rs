@@ -48,31 +48,10 @@ impl Kigo {
             .ok()
             .filter(|url| !url.trim().is_empty());
         let (api, store, sso_page, demo) = if real_api_requested() {
-            let store = match store_url {
-                Some(url) => kigo_stores::open(&url).await?,
-                None => kigo_stores::open(&sqlite_url(&options.sqlite_file)).await?,
-            };
-            let page = options.sso_page.clone();
-            let page = page.map_or_else(|| Url::parse(DEFAULT_SSO_PAGE), Ok)?;
-            (KigoApi::from_env()?, store, page, None)
+            let (api, store, page) = real(options, store_url).await?;
+            (api, store, page, None)
         } else {
-            tracing::warn!("demo mode: no Kigo credentials set, using an in-process mock Kigo API");
-            let mock = MockKigo::start().await?;
-            let credentials = Credentials::new(
-                ApiKey::new(mock.api_key())?,
-                mock.partner_id().clone(),
-                mock.base_url(),
-            )?;
-            let api = KigoApi::builder(credentials).build()?;
-            let page = match &options.sso_page {
-                Some(page) => page.clone(),
-                None => Url::parse(&mock.sso_page_url())?,
-            };
-            let (store, dir) = demo_store(store_url).await?;
-            let demo = Demo {
-                _mock: mock,
-                _dir: dir,
-            };
+            let (api, store, page, demo) = demo(options, store_url).await?;
             (api, store, page, Some(Arc::new(demo)))
         };
         store.migrate().await?;
@@ -107,6 +86,45 @@ impl Kigo {
         self.users.manager().shutdown().await;
         self.partners.shutdown().await;
     }
+}
+
+/// The API from the environment, and the store `KIGO_STORE_URL` names (else the SQLite file).
+async fn real(
+    options: &Options,
+    store_url: Option<String>,
+) -> Result<(KigoApi, AnyStore, Url), Failure> {
+    let url = store_url.unwrap_or_else(|| sqlite_url(&options.sqlite_file));
+    let store = kigo_stores::open(&url).await?;
+    let page = match &options.sso_page {
+        Some(page) => page.clone(),
+        None => Url::parse(DEFAULT_SSO_PAGE)?,
+    };
+    Ok((KigoApi::from_env()?, store, page))
+}
+
+/// The mock Kigo API, an API configured for it, and the demo store.
+async fn demo(
+    options: &Options,
+    store_url: Option<String>,
+) -> Result<(KigoApi, AnyStore, Url, Demo), Failure> {
+    tracing::warn!("demo mode: no Kigo credentials set, using an in-process mock Kigo API");
+    let mock = MockKigo::start().await?;
+    let credentials = Credentials::new(
+        ApiKey::new(mock.api_key())?,
+        mock.partner_id().clone(),
+        mock.base_url(),
+    )?;
+    let api = KigoApi::builder(credentials).build()?;
+    let page = match &options.sso_page {
+        Some(page) => page.clone(),
+        None => Url::parse(&mock.sso_page_url())?,
+    };
+    let (store, dir) = demo_store(store_url).await?;
+    let demo = Demo {
+        _mock: mock,
+        _dir: dir,
+    };
+    Ok((api, store, page, demo))
 }
 
 /// The store of demo mode: `KIGO_STORE_URL` if set (sealed with `KIGO_SEALING_KEYS`), else a
