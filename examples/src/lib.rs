@@ -4,8 +4,10 @@
 //!   against a mock Kigo API in the quickstart's process; with `KIGO_API_KEY`, `KIGO_PARTNER_ID`
 //!   and `KIGO_BASE_URL` set, it creates one real token instead and prints its expiry (never the
 //!   token).
-//! - `partner_backend`: how a partner backend wires the partner- and user-level managers, the
-//!   authenticated client, and hands a user-level token to its front end.
+//! - `partner_service`: the axum backend a partner team would ship: the partner-level token
+//!   shared by the fleet through `KIGO_STORE_URL`, each signed-in user's front-end session and
+//!   SSO redirect, a Kigo API call as the user, `/healthz`, `/metrics` and a front-end page; a
+//!   mock Kigo API in the process when no credentials are set.
 //!
 //! And a library module: [`file_store`], a custom `TokenStore` worked out (a directory shared by
 //! the processes of one machine), with the harness that runs the conformance suite on it.
