@@ -122,6 +122,17 @@ async fn kigo_failures_answer_json_with_a_status_the_front_end_can_act_on() {
     let response = instance.get("/no/such/page", None).await;
     assert_eq!(response.status(), 404);
     assert_error(response, "not_found").await;
+
+    // The two failures to get a token are logged, and no log names its user: user IDs are
+    // personal data.
+    let output = eventually_some("both failures logged", WITHIN, async || {
+        let output = instance.output();
+        (output.matches("a Kigo call failed").count() >= 2).then_some(output)
+    })
+    .await;
+    for user in ["dave", "erin", "carol"] {
+        assert!(!output.contains(user), "{user} named in the log:\n{output}");
+    }
 }
 
 async fn assert_error(response: reqwest::Response, code: &str) {

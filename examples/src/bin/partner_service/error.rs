@@ -52,7 +52,7 @@ impl ApiError {
     fn upstream(
         transient: bool,
         retry_after_seconds: Option<u64>,
-        error: &dyn std::error::Error,
+        error: &(dyn std::error::Error + 'static),
     ) -> Self {
         tracing::warn!(error = %chain(error), "a Kigo call failed");
         if transient {
@@ -113,10 +113,14 @@ impl IntoResponse for ApiError {
 }
 
 /// An error and its causes on one line (none holds a secret: the workspace's errors keep
-/// tokens and keys out).
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+/// tokens and keys out). A manager's error names its key, and a user's key names the user,
+/// who is personal data: it is written as its class.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     std::iter::successors(Some(error), |error| error.source())
-        .map(ToString::to_string)
+        .map(|error| match error.downcast_ref::<kigo_core::Error>() {
+            Some(error) => format!("no token ({})", error.class()),
+            None => error.to_string(),
+        })
         .collect::<Vec<_>>()
         .join(": ")
 }
