@@ -5,7 +5,6 @@
 //! errors go to standard error.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +18,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::Failure;
-use crate::protocol::{Answer, Command, ReplicaReport};
+use examples::replicas::{Answer, Command, answer, commands};
+
+use crate::protocol::ReplicaReport;
 
 /// Concurrent request loops per replica.
 const WORKERS: usize = 4;
@@ -57,7 +58,7 @@ pub(crate) async fn run(name: &str, file: &Path) -> Result<(), Failure> {
         .build()?;
     let client = api.client(manager.handle(api.partner_key())?);
     let mut commands = commands();
-    answer(&Answer::Ready)?;
+    answer(&Answer::<ReplicaReport>::Ready)?;
     let served = serve(&manager, &client, &mut commands).await;
     manager.shutdown().await;
     served
@@ -101,30 +102,6 @@ async fn serve(
         }
     }
     // The quickstart is gone or done: dropping the traffic aborts its requests in progress.
-    Ok(())
-}
-
-/// Lines of standard input, read on a thread of their own: a blocking read cannot be cancelled,
-/// and a thread outside the runtime does not hold up its shutdown.
-fn commands() -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel(4);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if sender.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// Writes `answer` as one JSON line on standard output.
-fn answer(answer: &Answer) -> Result<(), Failure> {
-    let line = serde_json::to_string(answer)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
     Ok(())
 }
 
