@@ -7,8 +7,12 @@
 //! error or a panic in the parent) kills its process, and a replica whose standard input ends
 //! (the parent gone, even killed) stops by itself.
 
+mod manager;
 mod process;
 mod protocol;
+mod traffic;
 
+pub use manager::loopback_manager;
 pub use process::{Fleet, FleetError, ReplicaProcess};
 pub use protocol::{Answer, Command, answer, commands};
+pub use traffic::Traffic;

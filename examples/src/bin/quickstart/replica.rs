@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,10 +15,9 @@ use kigo_http::{KigoApi, KigoClient};
 use kigo_store_sql::SqlStore;
 use kigo_testkit::mock::PROTECTED_PATH;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::Failure;
-use examples::replicas::{Answer, Command, answer, commands};
+use examples::replicas::{Answer, Command, Traffic, answer, commands, loopback_manager};
 
 use crate::protocol::ReplicaReport;
 
@@ -26,18 +25,6 @@ use crate::protocol::ReplicaReport;
 const WORKERS: usize = 4;
 /// Each worker's pause between requests.
 const PAUSE: Duration = Duration::from_millis(10);
-/// Longer than any creation can take (`CREATE_TIMEOUT`): the lease only lapses for a holder that
-/// died, and nobody dies here.
-const LEASE_TTL: Duration = Duration::from_secs(2);
-/// A creation on loopback takes milliseconds; one that takes a second has failed.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A store operation on a local SQLite file takes milliseconds; the lease must hold a creation
-/// plus a re-read and a commit.
-const STORE_TIMEOUT: Duration = Duration::from_millis(400);
-/// SQLite sends no change notices: replicas waiting for another's lease re-read the file this
-/// often (with jitter).
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
 /// A command a replica does not expect.
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected command {0:?}")]
@@ -47,15 +34,7 @@ struct UnexpectedCommand(String);
 pub(crate) async fn run(name: &str, file: &Path) -> Result<(), Failure> {
     let api = KigoApi::from_env()?;
     let store = SqlStore::sqlite(file).await?;
-    let manager = api
-        .partner_manager()
-        .store(store)
-        .replica_name(name)
-        .lease_ttl(LEASE_TTL)
-        .create_timeout(CREATE_TIMEOUT)
-        .store_timeout(STORE_TIMEOUT)
-        .poll_interval(POLL_INTERVAL)
-        .build()?;
+    let manager = loopback_manager(&api, store, name)?;
     let client = api.client(manager.handle(api.partner_key())?);
     let mut commands = commands();
     answer(&Answer::<ReplicaReport>::Ready)?;
@@ -77,7 +56,10 @@ async fn serve(
         match Command::parse(&line) {
             Some(Command::Go) if !started => {
                 started = true;
-                traffic = Some(Traffic::start(client, &tally));
+                let (client, tally) = (client.clone(), Arc::clone(&tally));
+                traffic = Some(Traffic::start(WORKERS, PAUSE, move || {
+                    request(client.clone(), Arc::clone(&tally))
+                }));
             }
             Some(Command::Report) => {
                 if let Some(traffic) = traffic.take() {
@@ -127,50 +109,20 @@ impl Tally {
     }
 }
 
-/// The workers sending requests.
-#[derive(Debug)]
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    workers: JoinSet<()>,
-}
-
-impl Traffic {
-    fn start(client: &KigoClient, tally: &Arc<Tally>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = JoinSet::new();
-        for _ in 0..WORKERS {
-            workers.spawn(work(client.clone(), Arc::clone(tally), Arc::clone(&stop)));
-        }
-        Self { stop, workers }
+/// Sends one request, noting its outcome and the token the client holds after it.
+async fn request(client: KigoClient, tally: Arc<Tally>) {
+    tally.requests.fetch_add(1, Ordering::Relaxed);
+    let ok = match client.get(PROTECTED_PATH) {
+        Ok(request) => client
+            .send(request)
+            .await
+            .is_ok_and(|response| response.status().is_success()),
+        Err(_) => false,
+    };
+    if !ok {
+        tally.failures.fetch_add(1, Ordering::Relaxed);
     }
-
-    /// Stops the workers once their requests in progress have ended.
-    async fn stop(mut self) -> Result<(), tokio::task::JoinError> {
-        self.stop.store(true, Ordering::Relaxed);
-        while let Some(done) = self.workers.join_next().await {
-            done?;
-        }
-        Ok(())
-    }
-}
-
-/// Sends requests until `stop`, noting outcomes and the token the client holds after each.
-async fn work(client: KigoClient, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        tally.requests.fetch_add(1, Ordering::Relaxed);
-        let ok = match client.get(PROTECTED_PATH) {
-            Ok(request) => client
-                .send(request)
-                .await
-                .is_ok_and(|response| response.status().is_success()),
-            Err(_) => false,
-        };
-        if !ok {
-            tally.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(token) = client.handle().cached() {
-            tally.record(token.fingerprint());
-        }
-        tokio::time::sleep(PAUSE).await;
+    if let Some(token) = client.handle().cached() {
+        tally.record(token.fingerprint());
     }
 }
