@@ -40,12 +40,14 @@ impl Fault {
         }
     }
 
-    /// The fault over a run of `duration`: from a third of it on, for a sixth of it, or (a paused
-    /// replica) past the replicas' 2-second lease.
-    pub(crate) fn schedule(self, duration: Duration) -> Schedule {
+    /// The fault over a run of `duration` with tokens of `lifetime`: from a third of the run on;
+    /// an outage of the endpoint for a tenth of a token's life (shorter than the time between a
+    /// token's refresh point and its stale point, so that a valid token exists throughout, unless
+    /// a `Retry-After` asks for longer), a paused replica past the replicas' 2-second lease.
+    pub(crate) fn schedule(self, duration: Duration, lifetime: Duration) -> Schedule {
         let long = match self {
             Self::PausedReplica => Duration::from_millis(2_500),
-            _ => duration / 6,
+            _ => lifetime / 10,
         };
         Schedule {
             fault: self,

@@ -133,7 +133,8 @@ impl Setup<'_> {
         self.progress.set_position(0);
         let started = Instant::now();
         fleet.go().await?;
-        let mut fault = fault.map(|fault| fault.schedule(self.args.duration()));
+        let mut fault =
+            fault.map(|fault| fault.schedule(self.args.duration(), self.args.lifetime()));
         while started.elapsed() < self.args.duration() {
             if let Some(schedule) = fault.as_mut() {
                 schedule.step(started.elapsed(), &mock, &fleet)?;
