@@ -4,9 +4,20 @@
 use std::time::Duration;
 
 use examples::replicas::Fleet;
+use kigo_test_services::LocalServer;
 use kigo_testkit::mock::{Endpoint, Fault as MockFault, MockKigo, RetryAfter};
+use tokio::process::Command as Process;
+use tokio::time::{Instant, sleep};
 
 use crate::Failure;
+use crate::report::ReplicaReport;
+
+/// Replicas while the fleet is scaled up.
+const SCALED_TO: usize = 16;
+/// How far ahead one replica's clock is.
+pub(crate) const CLOCK_AHEAD: Duration = Duration::from_secs(60);
+/// How often to look for the creation in progress whose holder is to be killed.
+const LOOK_EVERY: Duration = Duration::from_millis(5);
 
 /// A fault injected during kigo's run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,17 +28,30 @@ pub(crate) enum Fault {
     Endpoint5xx,
     /// The token endpoint answers 429 with `Retry-After: 1` for a while.
     TooManyRequests,
+    /// The replica creating the token is killed (SIGKILL) while its creation is in progress
+    /// (slowed by the mock): its lease must lapse and another replica take over.
+    KilledHolder,
     /// One replica is stopped (SIGSTOP) past its lease, then resumed (SIGCONT).
     PausedReplica,
+    /// The fleet grows from 1 replica to 16, then shrinks to 1 again.
+    Scaled,
+    /// The store (a private `redis-server` of this run) is killed, then restarted.
+    StoreRestarted,
+    /// One replica's clock is 60 s ahead for the whole run.
+    ClockAhead,
 }
 
 impl Fault {
     /// Every fault, in the order run.
-    pub(crate) const ALL: [Self; 4] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Revocation,
         Self::Endpoint5xx,
         Self::TooManyRequests,
+        Self::KilledHolder,
         Self::PausedReplica,
+        Self::Scaled,
+        Self::StoreRestarted,
+        Self::ClockAhead,
     ];
 
     /// Its name in reports.
@@ -35,27 +59,60 @@ impl Fault {
         match self {
             Self::Revocation => "revocation of every token",
             Self::Endpoint5xx => "endpoint 503 for a while",
-            Self::TooManyRequests => "endpoint 429 + Retry-After for a while",
+            Self::TooManyRequests => "endpoint 429 + Retry-After: 1",
+            Self::KilledHolder => "lease holder SIGKILLed mid-creation",
             Self::PausedReplica => "one replica SIGSTOPped past its lease",
+            Self::Scaled => "replicas scaled 1 -> 16 -> 1",
+            Self::StoreRestarted => "store (redis-server) killed and restarted",
+            Self::ClockAhead => "one replica's clock 60 s ahead",
         }
     }
 
-    /// The fault over a run of `duration` with tokens of `lifetime`: from a third of the run on;
-    /// an outage of the endpoint for a tenth of a token's life (shorter than the time between a
-    /// token's refresh point and its stale point, so that a valid token exists throughout, unless
-    /// a `Retry-After` asks for longer), a paused replica past the replicas' 2-second lease.
+    /// Replicas at the start of the phase, for a fleet of `replicas`.
+    pub(crate) fn replicas_at_start(self, replicas: usize) -> usize {
+        match self {
+            Self::Scaled => 1,
+            _ => replicas,
+        }
+    }
+
+    /// Whether the phase runs on a private Redis of its own, to kill.
+    pub(crate) fn needs_private_store(self) -> bool {
+        self == Self::StoreRestarted
+    }
+
+    /// The fault over a run of `duration` with tokens of `lifetime`, from a third of the run on:
+    /// an outage of the endpoint lasts a tenth of a token's life (shorter than the time between
+    /// a token's refresh point and its stale point, so that a valid token exists throughout,
+    /// unless a `Retry-After` asks for longer), a store outage a quarter, a paused replica
+    /// outlasts the replicas' 2-second lease, and the scaled fleet lasts a third of the run.
     pub(crate) fn schedule(self, duration: Duration, lifetime: Duration) -> Schedule {
         let long = match self {
             Self::PausedReplica => Duration::from_millis(2_500),
+            Self::Scaled => duration / 3,
+            Self::StoreRestarted => lifetime / 4,
             _ => lifetime / 10,
         };
         Schedule {
             fault: self,
+            lifetime,
             from: duration / 3,
             until: duration / 3 + long,
             state: State::Before,
         }
     }
+}
+
+/// What a fault acts on while the phase runs.
+pub(crate) struct Live<'a> {
+    pub(crate) mock: &'a MockKigo,
+    pub(crate) fleet: &'a mut Fleet,
+    /// The reports of replicas taken out of the fleet on the way.
+    pub(crate) retired: &'a mut Vec<ReplicaReport>,
+    /// The store's server, when the phase has a private one.
+    pub(crate) store: Option<&'a LocalServer>,
+    /// Replica `n` of the phase, to start.
+    pub(crate) replica: &'a dyn Fn(usize) -> (String, Process),
 }
 
 /// Where a scheduled fault is.
@@ -70,6 +127,7 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Schedule {
     fault: Fault,
+    lifetime: Duration,
     from: Duration,
     until: Duration,
     state: State,
@@ -77,23 +135,23 @@ pub(crate) struct Schedule {
 
 impl Schedule {
     /// Starts or ends the fault if `elapsed` says so.
-    pub(crate) fn step(
+    pub(crate) async fn step(
         &mut self,
         elapsed: Duration,
-        mock: &MockKigo,
-        fleet: &Fleet,
+        live: &mut Live<'_>,
     ) -> Result<(), Failure> {
         if self.state == State::Before && elapsed >= self.from {
             self.state = State::During;
-            self.begin(mock, fleet)?;
+            self.begin(live).await?;
         }
         if self.state == State::During && elapsed >= self.until {
-            self.end(mock, fleet)?;
+            self.end(live).await?;
         }
         Ok(())
     }
 
-    fn begin(&self, mock: &MockKigo, fleet: &Fleet) -> Result<(), Failure> {
+    async fn begin(&self, live: &mut Live<'_>) -> Result<(), Failure> {
+        let mock = live.mock;
         match self.fault {
             Fault::Revocation => {
                 mock.revoke_all();
@@ -102,29 +160,80 @@ impl Schedule {
                 mock.inject_always(Endpoint::PartnerSession, Some(MockFault::Status(503)));
             }
             Fault::TooManyRequests => {
-                let retry = Some(RetryAfter::Seconds(1));
-                let fault = MockFault::TooManyRequests(retry);
+                let fault = MockFault::TooManyRequests(Some(RetryAfter::Seconds(1)));
                 mock.inject_always(Endpoint::PartnerSession, Some(fault));
             }
-            Fault::PausedReplica => signal(fleet, "-STOP")?,
+            Fault::KilledHolder => self.kill_next_creator(live).await?,
+            Fault::PausedReplica => signal(live.fleet, "-STOP")?,
+            Fault::Scaled => {
+                let more = (live.fleet.replicas().len()..SCALED_TO).map(live.replica);
+                live.fleet.add(more.collect::<Vec<_>>()).await?;
+            }
+            Fault::StoreRestarted => {
+                if let Some(server) = live.store {
+                    server.kill();
+                }
+            }
+            Fault::ClockAhead => {}
         }
         Ok(())
     }
 
     /// Ends the fault if it is on.
-    pub(crate) fn end(&mut self, mock: &MockKigo, fleet: &Fleet) -> Result<(), Failure> {
+    pub(crate) async fn end(&mut self, live: &mut Live<'_>) -> Result<(), Failure> {
         if self.state != State::During {
             return Ok(());
         }
         self.state = State::After;
         match self.fault {
-            Fault::Revocation => {}
+            Fault::Revocation | Fault::KilledHolder | Fault::ClockAhead => {}
             Fault::Endpoint5xx | Fault::TooManyRequests => {
-                mock.inject_always(Endpoint::PartnerSession, None);
+                live.mock.inject_always(Endpoint::PartnerSession, None);
             }
-            Fault::PausedReplica => signal(fleet, "-CONT")?,
+            Fault::PausedReplica => signal(live.fleet, "-CONT")?,
+            Fault::Scaled => {
+                let retired = live.fleet.retire::<ReplicaReport>(1).await?;
+                live.retired.extend(retired);
+            }
+            Fault::StoreRestarted => {
+                if let Some(server) = live.store {
+                    server.restart().await?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Slows the next creation down to half a token's life, waits for it to start, and kills
+    /// the replica that sent it (its name is its token requests' User-Agent).
+    async fn kill_next_creator(&self, live: &mut Live<'_>) -> Result<(), Failure> {
+        let mock = live.mock;
+        let creations = |mock: &MockKigo| {
+            let seen = mock.seen();
+            let mut sent = seen
+                .into_iter()
+                .filter(|request| request.endpoint == Endpoint::PartnerSession);
+            (
+                sent.clone().count(),
+                sent.next_back().and_then(|r| r.user_agent),
+            )
+        };
+        let (before, _) = creations(mock);
+        mock.inject(
+            Endpoint::PartnerSession,
+            [MockFault::Latency(self.lifetime / 2)],
+        );
+        let deadline = Instant::now() + self.lifetime * 2;
+        while Instant::now() < deadline {
+            if let (count, Some(holder)) = creations(mock)
+                && count > before
+            {
+                live.fleet.kill(&holder).await;
+                return Ok(());
+            }
+            sleep(LOOK_EVERY).await;
+        }
+        Err("no creation started within two token lifetimes".into())
     }
 }
 

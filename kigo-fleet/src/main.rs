@@ -102,6 +102,9 @@ struct ReplicaArgs {
     workers: usize,
     #[arg(long)]
     pause_ms: u64,
+    /// How far ahead of the system clock this replica's manager's clock is.
+    #[arg(long, default_value_t = 0)]
+    clock_ahead_ms: u64,
 }
 
 #[tokio::main]

@@ -6,18 +6,30 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use examples::replicas::{Answer, Command, Traffic, answer, commands, loopback_manager};
+use kigo_core::runtime::{RuntimeEnv, TimeSource, TokioSleep, TokioSpawn};
 use kigo_core::{Fingerprint, TokenManager, TokenStore};
-use kigo_http::{KigoApi, KigoClient};
+use kigo_http::{Credentials, KigoApi, KigoClient};
 use kigo_testkit::FaultyStore;
 use kigo_testkit::mock::PROTECTED_PATH;
+use reqwest::header::{HeaderValue, USER_AGENT};
 use tokio::time::Instant;
 
 use crate::design::Alternative;
 use crate::report::{ReplicaReport, WAITED_FROM_MICROS};
 use crate::{Failure, ReplicaArgs};
+
+/// The system clock, this far ahead: a replica whose clock is wrong.
+#[derive(Debug)]
+struct ClockAhead(Duration);
+
+impl TimeSource for ClockAhead {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.0
+    }
+}
 
 /// How this replica gets its token and sends a request.
 enum Caller {
@@ -100,13 +112,26 @@ impl Caller {
 
 /// Runs replica `args.name` until its standard input ends.
 pub(crate) async fn run(args: &ReplicaArgs) -> Result<(), Failure> {
-    let api = KigoApi::from_env()?;
+    // Its token requests carry its name as User-Agent: the mock notes it, so that the holder of
+    // a creation in progress can be found and killed (the `--faults` phase).
+    let api = KigoApi::builder(Credentials::from_env()?)
+        .token_request_header(USER_AGENT, HeaderValue::from_str(&args.name)?)
+        .build()?;
     // Every store operation of the replica goes through this wrapper, which counts them.
     let counted = FaultyStore::new(Arc::new(kigo_stores::from_env().await?));
     let store: Arc<dyn TokenStore> = Arc::new(counted.clone());
     let caller = match args.design.alternative() {
         None => {
-            let manager = loopback_manager(&api, store, &args.name)?;
+            let mut manager = loopback_manager(&api, store, &args.name);
+            if args.clock_ahead_ms > 0 {
+                let ahead = Duration::from_millis(args.clock_ahead_ms);
+                manager = manager.runtime(RuntimeEnv::new(
+                    Arc::new(ClockAhead(ahead)),
+                    Arc::new(TokioSleep),
+                    Arc::new(TokioSpawn::current().ok_or("no tokio runtime")?),
+                ));
+            }
+            let manager = manager.build()?;
             let client = api.client(manager.handle(api.partner_key())?);
             Caller::Kigo { manager, client }
         }

@@ -16,7 +16,7 @@ use tokio::process::Command as Process;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::design::Design;
-use crate::faults::Fault;
+use crate::faults::{CLOCK_AHEAD, Fault, Live};
 use crate::report::{Figures, ReplicaReport, compare_with_kigo, markdown, renewals};
 use crate::{Failure, RunArgs};
 
@@ -115,29 +115,51 @@ impl Setup<'_> {
         design: Design,
         fault: Option<Fault>,
     ) -> Result<Figures, Failure> {
+        // A store of its own for a fault that kills it; a private server is stopped when dropped.
+        let private = match fault {
+            Some(fault) if fault.needs_private_store() => {
+                Some(kigo_test_services::redis::private_redis().await?)
+            }
+            _ => None,
+        };
+        let url = private
+            .as_ref()
+            .map_or(self.url.as_str(), |redis| redis.url());
         let partner = format!("fleet-{}-{name}", self.run_id);
         let mock = MockKigo::builder()
             .partner(partner, format!("key-{}", fastrand::u64(..)))
             .lifetime(self.args.lifetime())
             .start()
             .await?;
-        let replicas = (0..self.args.replicas).map(|n| {
+        let replica = |n: usize| {
             let name = format!("{}-{n}", design.name());
-            let process = self.replica(&name, design, &mock);
+            let ahead = fault == Some(Fault::ClockAhead) && n == 0;
+            let process = self.replica(&name, design, &mock, url, ahead);
             (name, process)
+        };
+        let at_start = fault.map_or(self.args.replicas, |f| {
+            f.replicas_at_start(self.args.replicas)
         });
-        let mut fleet = Fleet::start(replicas).await?;
+        let mut fleet = Fleet::start((0..at_start).map(replica)).await?;
+        let mut retired = Vec::new();
+        let mut live = Live {
+            mock: &mock,
+            fleet: &mut fleet,
+            retired: &mut retired,
+            store: private.as_ref().and_then(|redis| redis.local_server()),
+            replica: &replica,
+        };
         self.progress.set_message(format!("{name}:"));
         self.progress
             .set_length(self.args.duration().as_millis() as u64);
         self.progress.set_position(0);
         let started = Instant::now();
-        fleet.go().await?;
+        live.fleet.go().await?;
         let mut fault =
             fault.map(|fault| fault.schedule(self.args.duration(), self.args.lifetime()));
         while started.elapsed() < self.args.duration() {
             if let Some(schedule) = fault.as_mut() {
-                schedule.step(started.elapsed(), &mock, &fleet)?;
+                schedule.step(started.elapsed(), &mut live).await?;
             }
             sleep_until((Instant::now() + TICK).min(started + self.args.duration())).await;
             self.progress
@@ -149,7 +171,7 @@ impl Setup<'_> {
         }
         let seconds = started.elapsed().as_secs_f64();
         if let Some(schedule) = fault.as_mut() {
-            schedule.end(&mock, &fleet)?;
+            schedule.end(&mut live).await?;
         }
         // The server's count is read after the reports, so that no creation escapes them.
         let mut reports: Vec<ReplicaReport> = fleet.reports().await?;
@@ -162,11 +184,20 @@ impl Setup<'_> {
         }
         fleet.finish().await?;
         mock.shutdown();
+        reports.append(&mut retired);
         Ok(Figures::of(name, &reports, creations, seconds))
     }
 
-    /// This program as replica `name` of `design`, against `mock`.
-    fn replica(&self, name: &str, design: Design, mock: &MockKigo) -> Process {
+    /// This program as replica `name` of `design`, against `mock`, on the store `url` names,
+    /// its clock ahead by [`CLOCK_AHEAD`] if `ahead`.
+    fn replica(
+        &self,
+        name: &str,
+        design: Design,
+        mock: &MockKigo,
+        url: &str,
+        ahead: bool,
+    ) -> Process {
         let mut process = Process::new(&self.program);
         process
             .args(["replica", "--design", design.name(), "--name", name])
@@ -175,8 +206,12 @@ impl Setup<'_> {
             .env(kigo_http::API_KEY_VAR, mock.api_key())
             .env(kigo_http::PARTNER_ID_VAR, mock.partner_id().as_str())
             .env(kigo_http::BASE_URL_VAR, mock.base_url())
-            .env(STORE_URL_VAR, &self.url)
+            .env(STORE_URL_VAR, url)
             .env(SEALING_KEYS_VAR, self.keys.expose_secret());
+        if ahead {
+            let ahead = CLOCK_AHEAD.as_millis().to_string();
+            process.args(["--clock-ahead-ms", &ahead]);
+        }
         process
     }
 }

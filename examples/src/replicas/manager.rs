@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use kigo_core::{BuildError, TokenManager, TokenStore};
+use kigo_core::manager::HasStore;
+use kigo_core::{ManagerBuilder, TokenStore};
 use kigo_http::KigoApi;
 
 /// Longer than any creation can take (`CREATE_TIMEOUT`): the lease only lapses for a holder that
@@ -18,12 +19,13 @@ const STORE_TIMEOUT: Duration = Duration::from_millis(400);
 /// store this often (with jitter).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The partner-level manager of replica `name` on `store`, its timeouts fitted to loopback.
+/// The builder of replica `name`'s partner-level manager on `store`, its timeouts fitted to
+/// loopback.
 pub fn loopback_manager(
     api: &KigoApi,
     store: impl TokenStore,
     name: &str,
-) -> Result<TokenManager, BuildError> {
+) -> ManagerBuilder<HasStore> {
     api.partner_manager()
         .store(store)
         .replica_name(name)
@@ -31,5 +33,4 @@ pub fn loopback_manager(
         .create_timeout(CREATE_TIMEOUT)
         .store_timeout(STORE_TIMEOUT)
         .poll_interval(POLL_INTERVAL)
-        .build()
 }

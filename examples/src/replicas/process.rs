@@ -190,6 +190,26 @@ impl ReplicaProcess {
     }
 }
 
+/// Starts one replica per `(name, process)` and waits until all are ready.
+async fn ready(
+    processes: impl IntoIterator<Item = (String, Process)>,
+) -> Result<Vec<ReplicaProcess>, FleetError> {
+    let mut replicas = Vec::new();
+    for (name, process) in processes {
+        replicas.push(ReplicaProcess::spawn(name, process)?);
+    }
+    for replica in &mut replicas {
+        match replica
+            .receive::<serde::de::IgnoredAny>(READY_WITHIN)
+            .await?
+        {
+            Answer::Ready => {}
+            Answer::Report(_) => return Err(replica.unexpected("a report")),
+        }
+    }
+    Ok(replicas)
+}
+
 /// The replica processes of one run.
 #[derive(Debug)]
 pub struct Fleet {
@@ -201,20 +221,42 @@ impl Fleet {
     pub async fn start(
         processes: impl IntoIterator<Item = (String, Process)>,
     ) -> Result<Self, FleetError> {
-        let mut replicas = Vec::new();
-        for (name, process) in processes {
-            replicas.push(ReplicaProcess::spawn(name, process)?);
-        }
-        for replica in &mut replicas {
-            match replica
-                .receive::<serde::de::IgnoredAny>(READY_WITHIN)
-                .await?
-            {
-                Answer::Ready => {}
-                Answer::Report(_) => return Err(replica.unexpected("a report")),
-            }
-        }
+        let replicas = ready(processes).await?;
         Ok(Self { replicas })
+    }
+
+    /// Starts more replicas, waits until they are ready, and lets them send requests.
+    pub async fn add(
+        &mut self,
+        processes: impl IntoIterator<Item = (String, Process)>,
+    ) -> Result<(), FleetError> {
+        let mut added = ready(processes).await?;
+        for replica in &mut added {
+            replica.send(Command::Go).await?;
+        }
+        self.replicas.append(&mut added);
+        Ok(())
+    }
+
+    /// Takes the replicas after the first `keep` out of the fleet: their reports, then their exit.
+    pub async fn retire<R: DeserializeOwned>(&mut self, keep: usize) -> Result<Vec<R>, FleetError> {
+        let mut retired = Fleet {
+            replicas: self.replicas.split_off(keep.min(self.replicas.len())),
+        };
+        let reports = retired.reports().await?;
+        retired.finish().await?;
+        Ok(reports)
+    }
+
+    /// Kills replica `name` at once (SIGKILL), as a crash would, and takes it out of the fleet:
+    /// what it saw is lost with it. Whether it was in the fleet.
+    pub async fn kill(&mut self, name: &str) -> bool {
+        let Some(at) = self.replicas.iter().position(|r| r.name == name) else {
+            return false;
+        };
+        let mut replica = self.replicas.remove(at);
+        let _ = replica.child.kill().await;
+        true
     }
 
     /// The replicas, in the order started.

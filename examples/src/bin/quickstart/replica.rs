@@ -34,7 +34,7 @@ struct UnexpectedCommand(String);
 pub(crate) async fn run(name: &str, file: &Path) -> Result<(), Failure> {
     let api = KigoApi::from_env()?;
     let store = SqlStore::sqlite(file).await?;
-    let manager = loopback_manager(&api, store, name)?;
+    let manager = loopback_manager(&api, store, name).build()?;
     let client = api.client(manager.handle(api.partner_key())?);
     let mut commands = commands();
     answer(&Answer::<ReplicaReport>::Ready)?;
