@@ -10,6 +10,7 @@ use tokio::process::Command as Process;
 use tokio::time::{Instant, sleep};
 
 use crate::Failure;
+use crate::proxy::Proxy;
 use crate::report::ReplicaReport;
 
 /// Replicas while the fleet is scaled up.
@@ -39,11 +40,14 @@ pub(crate) enum Fault {
     StoreRestarted,
     /// One replica's clock is 60 s ahead for the whole run.
     ClockAhead,
+    /// One replica's connections to the store (a private `redis-server`, through a TCP proxy)
+    /// are cut, and new ones refused, for a while.
+    ConnectionCut,
 }
 
 impl Fault {
     /// Every fault, in the order run.
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Revocation,
         Self::Endpoint5xx,
         Self::TooManyRequests,
@@ -52,6 +56,7 @@ impl Fault {
         Self::Scaled,
         Self::StoreRestarted,
         Self::ClockAhead,
+        Self::ConnectionCut,
     ];
 
     /// Its name in reports.
@@ -65,6 +70,7 @@ impl Fault {
             Self::Scaled => "replicas scaled 1 -> 16 -> 1",
             Self::StoreRestarted => "store (redis-server) killed and restarted",
             Self::ClockAhead => "one replica's clock 60 s ahead",
+            Self::ConnectionCut => "one replica's store connection cut",
         }
     }
 
@@ -78,27 +84,36 @@ impl Fault {
 
     /// Whether the phase runs on a private Redis of its own, to kill.
     pub(crate) fn needs_private_store(self) -> bool {
-        self == Self::StoreRestarted
+        matches!(self, Self::StoreRestarted | Self::ConnectionCut)
     }
 
-    /// The fault over a run of `duration` with tokens of `lifetime`, from a third of the run on:
-    /// an outage of the endpoint lasts a tenth of a token's life (shorter than the time between
-    /// a token's refresh point and its stale point, so that a valid token exists throughout,
-    /// unless a `Retry-After` asks for longer), a store outage a quarter, a paused replica
-    /// outlasts the replicas' 2-second lease, and the scaled fleet lasts a third of the run.
+    /// The fault over a run of `duration` with tokens of `lifetime`, from a third of the run on.
+    ///
+    /// An outage (of the endpoint, the store, or one replica's connection) starts 60 % into the
+    /// life of the token created next, so that it covers the first replica's refresh point
+    /// (65 to 75 %), and lasts 15 % of it, ending before the stale point (80 %): a valid token
+    /// exists throughout, unless a `Retry-After` asks for longer. A paused replica outlasts the
+    /// replicas' 2-second lease; the scaled fleet lasts a third of the run.
     pub(crate) fn schedule(self, duration: Duration, lifetime: Duration) -> Schedule {
+        let outage = matches!(
+            self,
+            Self::Endpoint5xx | Self::TooManyRequests | Self::StoreRestarted | Self::ConnectionCut
+        );
         let long = match self {
             Self::PausedReplica => Duration::from_millis(2_500),
             Self::Scaled => duration / 3,
-            Self::StoreRestarted => lifetime / 4,
-            _ => lifetime / 10,
+            _ => lifetime.mul_f64(0.15),
         };
         Schedule {
             fault: self,
             lifetime,
             from: duration / 3,
-            until: duration / 3 + long,
-            state: State::Before,
+            long,
+            state: if outage {
+                State::Armed { after: None }
+            } else {
+                State::Before
+            },
         }
     }
 }
@@ -111,6 +126,8 @@ pub(crate) struct Live<'a> {
     pub(crate) retired: &'a mut Vec<ReplicaReport>,
     /// The store's server, when the phase has a private one.
     pub(crate) store: Option<&'a LocalServer>,
+    /// The proxy between the first replica and the store, when the phase has one.
+    pub(crate) proxy: Option<&'a Proxy>,
     /// Replica `n` of the phase, to start.
     pub(crate) replica: &'a dyn Fn(usize) -> (String, Process),
 }
@@ -118,8 +135,17 @@ pub(crate) struct Live<'a> {
 /// Where a scheduled fault is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Starts at `from`.
     Before,
-    During,
+    /// Starts 60 % into the life of the first token created after `from` (the count of
+    /// creations then, once `from` has come).
+    Armed {
+        after: Option<u64>,
+    },
+    /// Starts at this point of the run.
+    Due(Duration),
+    /// On until this point of the run.
+    During(Duration),
     After,
 }
 
@@ -129,7 +155,7 @@ pub(crate) struct Schedule {
     fault: Fault,
     lifetime: Duration,
     from: Duration,
-    until: Duration,
+    long: Duration,
     state: State,
 }
 
@@ -140,11 +166,26 @@ impl Schedule {
         elapsed: Duration,
         live: &mut Live<'_>,
     ) -> Result<(), Failure> {
-        if self.state == State::Before && elapsed >= self.from {
-            self.state = State::During;
+        let creations = live.mock.creations(&live.mock.partner_key());
+        self.state = match self.state {
+            State::Before if elapsed >= self.from => State::Due(elapsed),
+            State::Armed { after: None } if elapsed >= self.from => State::Armed {
+                after: Some(creations),
+            },
+            State::Armed { after: Some(count) } if creations > count => {
+                State::Due(elapsed + self.lifetime.mul_f64(0.6))
+            }
+            state => state,
+        };
+        if let State::Due(at) = self.state
+            && elapsed >= at
+        {
+            self.state = State::During(elapsed + self.long);
             self.begin(live).await?;
         }
-        if self.state == State::During && elapsed >= self.until {
+        if let State::During(until) = self.state
+            && elapsed >= until
+        {
             self.end(live).await?;
         }
         Ok(())
@@ -175,13 +216,18 @@ impl Schedule {
                 }
             }
             Fault::ClockAhead => {}
+            Fault::ConnectionCut => {
+                if let Some(proxy) = live.proxy {
+                    proxy.cut(true);
+                }
+            }
         }
         Ok(())
     }
 
     /// Ends the fault if it is on.
     pub(crate) async fn end(&mut self, live: &mut Live<'_>) -> Result<(), Failure> {
-        if self.state != State::During {
+        if !matches!(self.state, State::During(_)) {
             return Ok(());
         }
         self.state = State::After;
@@ -198,6 +244,11 @@ impl Schedule {
             Fault::StoreRestarted => {
                 if let Some(server) = live.store {
                     server.restart().await?;
+                }
+            }
+            Fault::ConnectionCut => {
+                if let Some(proxy) = live.proxy {
+                    proxy.cut(false);
                 }
             }
         }

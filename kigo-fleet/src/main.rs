@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod design;
 mod faults;
+mod proxy;
 mod replica;
 mod report;
 mod run;

@@ -108,6 +108,13 @@ impl Caller {
             Self::Alternative { .. } => 0,
         }
     }
+
+    fn store_errors(&self) -> u64 {
+        match self {
+            Self::Kigo { manager, .. } => manager.metrics().store_errors,
+            Self::Alternative { .. } => 0,
+        }
+    }
 }
 
 /// Runs replica `args.name` until its standard input ends.
@@ -228,6 +235,7 @@ impl Tally {
             waited_micros: self.waited_micros.load(Ordering::Relaxed),
             latencies_micros: lock(&self.latencies).clone(),
             store_ops,
+            store_errors: caller.store_errors(),
             tokens: lock(&self.used)
                 .iter()
                 .map(Fingerprint::to_string)

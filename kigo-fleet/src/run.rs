@@ -2,6 +2,7 @@
 //! processes on the store, under the same load; then kigo again through each fault.
 
 use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kigo_core::codec::{SEALING_KEYS_VAR, SealingKey};
 use kigo_core::store::STORE_URL_VAR;
 use kigo_testkit::mock::MockKigo;
+use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::process::Command as Process;
@@ -17,6 +19,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::design::Design;
 use crate::faults::{CLOCK_AHEAD, Fault, Live};
+use crate::proxy::Proxy;
 use crate::report::{Figures, ReplicaReport, compare_with_kigo, markdown, renewals};
 use crate::{Failure, RunArgs};
 
@@ -24,8 +27,8 @@ use crate::{Failure, RunArgs};
 /// has seen every token the server created (a renewal just before the end).
 const SETTLE_FOR: Duration = Duration::from_secs(1);
 const SETTLE_PAUSE: Duration = Duration::from_millis(20);
-/// How often the progress display updates.
-const TICK: Duration = Duration::from_millis(200);
+/// How often the progress display updates, and a fault's schedule is checked.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Everything one invocation measured.
 #[derive(Debug, Serialize)]
@@ -115,7 +118,7 @@ impl Setup<'_> {
         design: Design,
         fault: Option<Fault>,
     ) -> Result<Figures, Failure> {
-        // A store of its own for a fault that kills it; a private server is stopped when dropped.
+        // A store of its own for a fault that kills it or its connections; a private server is stopped when dropped.
         let private = match fault {
             Some(fault) if fault.needs_private_store() => {
                 Some(kigo_test_services::redis::private_redis().await?)
@@ -125,6 +128,15 @@ impl Setup<'_> {
         let url = private
             .as_ref()
             .map_or(self.url.as_str(), |redis| redis.url());
+        // The first replica's connections to the store go through a proxy that can cut them.
+        let proxy = match fault {
+            Some(Fault::ConnectionCut) => Some(Proxy::start(socket_address(url)?).await?),
+            _ => None,
+        };
+        let proxied = match &proxy {
+            Some(proxy) => Some(through(url, proxy)?),
+            None => None,
+        };
         let partner = format!("fleet-{}-{name}", self.run_id);
         let mock = MockKigo::builder()
             .partner(partner, format!("key-{}", fastrand::u64(..)))
@@ -134,6 +146,7 @@ impl Setup<'_> {
         let replica = |n: usize| {
             let name = format!("{}-{n}", design.name());
             let ahead = fault == Some(Fault::ClockAhead) && n == 0;
+            let url = proxied.as_deref().filter(|_| n == 0).unwrap_or(url);
             let process = self.replica(&name, design, &mock, url, ahead);
             (name, process)
         };
@@ -147,6 +160,7 @@ impl Setup<'_> {
             fleet: &mut fleet,
             retired: &mut retired,
             store: private.as_ref().and_then(|redis| redis.local_server()),
+            proxy: proxy.as_ref(),
             replica: &replica,
         };
         self.progress.set_message(format!("{name}:"));
@@ -234,6 +248,25 @@ impl Outcome {
         }
         text
     }
+}
+
+/// The host and port of the server `url` names.
+fn socket_address(url: &str) -> Result<SocketAddr, Failure> {
+    let url = Url::parse(url)?;
+    let host = url.host_str().ok_or("a store URL without a host")?;
+    let port = url.port().ok_or("a store URL without a port")?;
+    let mut addresses = (host, port).to_socket_addrs()?;
+    Ok(addresses.next().ok_or("a store host without an address")?)
+}
+
+/// `url` with `proxy` in place of its server.
+fn through(url: &str, proxy: &Proxy) -> Result<String, Failure> {
+    let mut url = Url::parse(url)?;
+    url.set_ip_host(proxy.addr().ip())
+        .map_err(|()| "a store URL that cannot have a host")?;
+    url.set_port(Some(proxy.addr().port()))
+        .map_err(|()| "a store URL that cannot have a port")?;
+    Ok(url.into())
 }
 
 fn sqlite_url(file: &Path) -> String {

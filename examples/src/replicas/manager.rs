@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kigo_core::manager::HasStore;
-use kigo_core::{ManagerBuilder, TokenStore};
+use kigo_core::{BackoffPolicy, ManagerBuilder, TokenStore};
 use kigo_http::KigoApi;
 
 /// Longer than any creation can take (`CREATE_TIMEOUT`): the lease only lapses for a holder that
@@ -18,6 +18,12 @@ const STORE_TIMEOUT: Duration = Duration::from_millis(400);
 /// For stores without change notices (SQLite): replicas waiting for another's lease re-read the
 /// store this often (with jitter).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Retries after a failed creation: the default's 1 s to 30 s fit a 30-minute token's 7.5
+/// minutes between its refresh and stale points; these fit the fraction of a second that a
+/// token of a few seconds leaves.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// The builder of replica `name`'s partner-level manager on `store`, its timeouts fitted to
 /// loopback.
@@ -33,4 +39,5 @@ pub fn loopback_manager(
         .create_timeout(CREATE_TIMEOUT)
         .store_timeout(STORE_TIMEOUT)
         .poll_interval(POLL_INTERVAL)
+        .backoff(BackoffPolicy::new(BACKOFF_INITIAL, BACKOFF_MAX).unwrap_or_default())
 }
