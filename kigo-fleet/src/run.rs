@@ -53,6 +53,7 @@ struct Setup<'a> {
     progress: ProgressBar,
 }
 
+/// Runs every design asked for, then (with `--faults`) kigo through each fault.
 pub(crate) async fn run(args: &RunArgs) -> Result<Outcome, Failure> {
     let dir = tempfile::Builder::new().prefix("kigo-fleet-").tempdir()?;
     let url = match std::env::var(STORE_URL_VAR) {
