@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-/// One run at a time: the machine's cores are the fleet's.
+/// One test at a time, its store's set-up included: the machine's cores are the fleet's.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 /// A short run takes about 4 s per design; this allows for a slow, busy machine.
 const RUN_WITHIN: Duration = Duration::from_secs(120);
@@ -17,7 +17,6 @@ const RUN_WITHIN: Duration = Duration::from_secs(120);
 /// `kigo-fleet run --short --json` for `designs`, on the store `url` names (none: the default
 /// temporary SQLite file); its report.
 async fn short_run(url: Option<&str>, designs: &str) -> Value {
-    let _serial = SERIAL.lock().await;
     let mut command = Command::new(env!("CARGO_BIN_EXE_kigo-fleet"));
     command
         .args([
@@ -77,6 +76,7 @@ fn assert_kigo_creates_once_per_renewal_and_the_others_more(report: &Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_sqlite_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
+    let _serial = SERIAL.lock().await;
     let report = short_run(None, "kigo,per-replica,store-read,no-lock").await;
     assert_eq!(report["store"], "sqlite");
     assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
@@ -84,6 +84,7 @@ async fn on_sqlite_kigo_creates_one_token_per_renewal_and_the_other_designs_more
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_redis_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
+    let _serial = SERIAL.lock().await;
     let redis = kigo_test_services::redis::redis().await.unwrap();
     let report = short_run(Some(redis.url()), "kigo,per-replica,store-read,no-lock").await;
     assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
@@ -91,6 +92,7 @@ async fn on_redis_kigo_creates_one_token_per_renewal_and_the_other_designs_more(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_postgres_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
+    let _serial = SERIAL.lock().await;
     let db = kigo_test_services::postgres::database().await.unwrap();
     let report = short_run(Some(db.url()), "kigo,per-replica,store-read,no-lock").await;
     assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
@@ -98,6 +100,7 @@ async fn on_postgres_kigo_creates_one_token_per_renewal_and_the_other_designs_mo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_mariadb_kigo_creates_one_token_per_renewal_and_a_cache_per_replica_more() {
+    let _serial = SERIAL.lock().await;
     let db = kigo_test_services::mysql::database().await.unwrap();
     let report = short_run(Some(db.url()), "kigo,per-replica").await;
     assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
