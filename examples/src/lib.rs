@@ -9,10 +9,12 @@
 //!   SSO redirect, a Kigo API call as the user, `/healthz`, `/metrics` and a front-end page; a
 //!   mock Kigo API in the process when no credentials are set.
 //!
-//! And a library module: [`file_store`], a custom `TokenStore` worked out (a directory shared by
-//! the processes of one machine), with the harness that runs the conformance suite on it.
+//! And library modules: [`file_store`], a custom `TokenStore` worked out (a directory shared by
+//! the processes of one machine), with the harness that runs the conformance suite on it; and
+//! [`replicas`], the replica processes the quickstart and the `kigo-fleet` benchmark drive.
 
 pub mod file_store;
+pub mod replicas;
 
 use std::io::Write;
 use std::time::SystemTime;

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 use examples::{real_api_requested, say, seconds_until};
 use kigo_http::KigoApi;
 
-mod fleet;
 mod protocol;
 mod replica;
 mod report;

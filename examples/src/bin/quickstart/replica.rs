@@ -5,9 +5,8 @@
 //! errors go to standard error.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,27 +15,16 @@ use kigo_http::{KigoApi, KigoClient};
 use kigo_store_sql::SqlStore;
 use kigo_testkit::mock::PROTECTED_PATH;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::Failure;
-use crate::protocol::{Answer, Command, ReplicaReport};
+use examples::replicas::{Answer, Command, Traffic, answer, commands, loopback_manager};
+
+use crate::protocol::ReplicaReport;
 
 /// Concurrent request loops per replica.
 const WORKERS: usize = 4;
 /// Each worker's pause between requests.
 const PAUSE: Duration = Duration::from_millis(10);
-/// Longer than any creation can take (`CREATE_TIMEOUT`): the lease only lapses for a holder that
-/// died, and nobody dies here.
-const LEASE_TTL: Duration = Duration::from_secs(2);
-/// A creation on loopback takes milliseconds; one that takes a second has failed.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A store operation on a local SQLite file takes milliseconds; the lease must hold a creation
-/// plus a re-read and a commit.
-const STORE_TIMEOUT: Duration = Duration::from_millis(400);
-/// SQLite sends no change notices: replicas waiting for another's lease re-read the file this
-/// often (with jitter).
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
 /// A command a replica does not expect.
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected command {0:?}")]
@@ -46,18 +34,10 @@ struct UnexpectedCommand(String);
 pub(crate) async fn run(name: &str, file: &Path) -> Result<(), Failure> {
     let api = KigoApi::from_env()?;
     let store = SqlStore::sqlite(file).await?;
-    let manager = api
-        .partner_manager()
-        .store(store)
-        .replica_name(name)
-        .lease_ttl(LEASE_TTL)
-        .create_timeout(CREATE_TIMEOUT)
-        .store_timeout(STORE_TIMEOUT)
-        .poll_interval(POLL_INTERVAL)
-        .build()?;
+    let manager = loopback_manager(&api, store, name).build()?;
     let client = api.client(manager.handle(api.partner_key())?);
     let mut commands = commands();
-    answer(&Answer::Ready)?;
+    answer(&Answer::<ReplicaReport>::Ready)?;
     let served = serve(&manager, &client, &mut commands).await;
     manager.shutdown().await;
     served
@@ -76,7 +56,10 @@ async fn serve(
         match Command::parse(&line) {
             Some(Command::Go) if !started => {
                 started = true;
-                traffic = Some(Traffic::start(client, &tally));
+                let (client, tally) = (client.clone(), Arc::clone(&tally));
+                traffic = Some(Traffic::start(WORKERS, PAUSE, move || {
+                    request(client.clone(), Arc::clone(&tally))
+                }));
             }
             Some(Command::Report) => {
                 if let Some(traffic) = traffic.take() {
@@ -104,30 +87,6 @@ async fn serve(
     Ok(())
 }
 
-/// Lines of standard input, read on a thread of their own: a blocking read cannot be cancelled,
-/// and a thread outside the runtime does not hold up its shutdown.
-fn commands() -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel(4);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if sender.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// Writes `answer` as one JSON line on standard output.
-fn answer(answer: &Answer) -> Result<(), Failure> {
-    let line = serde_json::to_string(answer)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
-
 /// What this replica's workers saw.
 #[derive(Debug, Default)]
 struct Tally {
@@ -150,50 +109,20 @@ impl Tally {
     }
 }
 
-/// The workers sending requests.
-#[derive(Debug)]
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    workers: JoinSet<()>,
-}
-
-impl Traffic {
-    fn start(client: &KigoClient, tally: &Arc<Tally>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = JoinSet::new();
-        for _ in 0..WORKERS {
-            workers.spawn(work(client.clone(), Arc::clone(tally), Arc::clone(&stop)));
-        }
-        Self { stop, workers }
+/// Sends one request, noting its outcome and the token the client holds after it.
+async fn request(client: KigoClient, tally: Arc<Tally>) {
+    tally.requests.fetch_add(1, Ordering::Relaxed);
+    let ok = match client.get(PROTECTED_PATH) {
+        Ok(request) => client
+            .send(request)
+            .await
+            .is_ok_and(|response| response.status().is_success()),
+        Err(_) => false,
+    };
+    if !ok {
+        tally.failures.fetch_add(1, Ordering::Relaxed);
     }
-
-    /// Stops the workers once their requests in progress have ended.
-    async fn stop(mut self) -> Result<(), tokio::task::JoinError> {
-        self.stop.store(true, Ordering::Relaxed);
-        while let Some(done) = self.workers.join_next().await {
-            done?;
-        }
-        Ok(())
-    }
-}
-
-/// Sends requests until `stop`, noting outcomes and the token the client holds after each.
-async fn work(client: KigoClient, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        tally.requests.fetch_add(1, Ordering::Relaxed);
-        let ok = match client.get(PROTECTED_PATH) {
-            Ok(request) => client
-                .send(request)
-                .await
-                .is_ok_and(|response| response.status().is_success()),
-            Err(_) => false,
-        };
-        if !ok {
-            tally.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(token) = client.handle().cached() {
-            tally.record(token.fingerprint());
-        }
-        tokio::time::sleep(PAUSE).await;
+    if let Some(token) = client.handle().cached() {
+        tally.record(token.fingerprint());
     }
 }

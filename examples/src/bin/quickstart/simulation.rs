@@ -6,15 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use examples::replicas::Fleet;
 use examples::say;
+use kigo_core::codec::SEALING_KEYS_VAR;
 use kigo_core::codec::{Keyring, SealingKey};
 use kigo_store_sql::SqlStore;
 use kigo_testkit::mock::MockKigo;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::process::Command as Process;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::Failure;
-use crate::fleet::Fleet;
+use crate::protocol::REPLICA_ARG;
 use crate::report::FleetReport;
 
 /// Replica processes.
@@ -86,7 +89,13 @@ pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
             .await?;
     }
     let starting = Instant::now();
-    let mut fleet = Fleet::start(&files, &mock, &keys).await?;
+    let program = std::env::current_exe()?;
+    let replicas = files.iter().enumerate().map(|(n, file)| {
+        let name = format!("replica-{n}");
+        let process = replica_process(&program, &name, file, &mock, &keys);
+        (name, process)
+    });
+    let mut fleet = Fleet::start(replicas).await?;
     let pids: Vec<String> = fleet.pids().iter().map(u32::to_string).collect();
     say(format_args!(
         "kigo-rs quickstart: a mock Kigo API at {} (in this process); tokens live {} s",
@@ -146,4 +155,25 @@ pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
          Next: point KIGO_API_KEY, KIGO_PARTNER_ID and KIGO_BASE_URL at the real API."
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// This program again as replica `name` on the SQLite `file`, against `mock`, sealing with `keys`
+/// (the value of `KIGO_SEALING_KEYS`, as a production replica gets it from its environment).
+fn replica_process(
+    program: &Path,
+    name: &str,
+    file: &Path,
+    mock: &MockKigo,
+    keys: &SecretString,
+) -> Process {
+    let mut process = Process::new(program);
+    process
+        .arg(REPLICA_ARG)
+        .arg(name)
+        .arg(file)
+        .env(kigo_http::API_KEY_VAR, mock.api_key())
+        .env(kigo_http::PARTNER_ID_VAR, mock.partner_id().as_str())
+        .env(kigo_http::BASE_URL_VAR, mock.base_url())
+        .env(SEALING_KEYS_VAR, keys.expose_secret());
+    process
 }

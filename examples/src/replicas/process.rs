@@ -1,26 +1,16 @@
-//! The replica processes, seen from the quickstart: this program started again as
-//! `quickstart replica <name> <file>`, configured through the `KIGO_*` variables a production
-//! replica reads, driven over its standard input, answering on its standard output (its standard
-//! error is the quickstart's).
-//!
-//! Replicas never outlive the quickstart: a [`ReplicaProcess`] dropped before
-//! [`ReplicaProcess::finish`] (an error or a panic here) kills its process, and a replica whose
-//! standard input ends (this process gone, even killed) stops by itself.
+//! The replica processes, seen from their parent.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use kigo_core::codec::SEALING_KEYS_VAR;
-use kigo_testkit::mock::MockKigo;
-use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 
-use crate::protocol::{Answer, Command, REPLICA_ARG, ReplicaReport};
+use super::protocol::{Answer, Command};
 
-/// How long a replica may take to open its store and build its manager.
+/// How long a replica may take to set up (open its store, build its manager).
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long a replica may take to answer a report command.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -29,35 +19,54 @@ const EXIT_WITHIN: Duration = Duration::from_secs(5);
 
 /// A replica that did not do its part.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FleetError {
+pub enum FleetError {
     /// The process could not be started.
     #[error("could not start {name}")]
     Spawn {
+        /// The replica.
         name: String,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// Its pipes failed.
     #[error("could not talk to {name}")]
     Pipe {
+        /// The replica.
         name: String,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// It ended before answering, or failed at the end (its errors are on standard error).
     #[error("{name} exited early or failed ({status}); see its errors above")]
-    Exited { name: String, status: String },
+    Exited {
+        /// The replica.
+        name: String,
+        /// Its exit status, or what went wrong waiting for it.
+        status: String,
+    },
     /// No answer in time.
     #[error("{name} did not answer within {within:?}")]
-    Silent { name: String, within: Duration },
+    Silent {
+        /// The replica.
+        name: String,
+        /// How long it was given.
+        within: Duration,
+    },
     /// An answer that is not one.
     #[error("{name} answered something unexpected: {answer}")]
-    Unexpected { name: String, answer: String },
+    Unexpected {
+        /// The replica.
+        name: String,
+        /// What it said.
+        answer: String,
+    },
 }
 
 /// One replica process.
 #[derive(Debug)]
-pub(crate) struct ReplicaProcess {
+pub struct ReplicaProcess {
     name: String,
     pid: u32,
     child: Child,
@@ -66,28 +75,14 @@ pub(crate) struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
-    /// Starts replica `name` on the SQLite `file`, against `mock`, sealing with `keys` (the
-    /// value of `KIGO_SEALING_KEYS`, as a production replica gets it from its environment).
-    fn spawn(
-        name: String,
-        file: &Path,
-        mock: &MockKigo,
-        keys: &SecretString,
-    ) -> Result<Self, FleetError> {
-        let spawned = std::env::current_exe().and_then(|program| {
-            Process::new(program)
-                .arg(REPLICA_ARG)
-                .arg(&name)
-                .arg(file)
-                .env(kigo_http::API_KEY_VAR, mock.api_key())
-                .env(kigo_http::PARTNER_ID_VAR, mock.partner_id().as_str())
-                .env(kigo_http::BASE_URL_VAR, mock.base_url())
-                .env(SEALING_KEYS_VAR, keys.expose_secret())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-        });
+    /// Starts replica `name` as `process` (its program, arguments and environment), with piped
+    /// standard input and output and its standard error left as the parent's.
+    pub fn spawn(name: String, mut process: Process) -> Result<Self, FleetError> {
+        let spawned = process
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
         let mut child = match spawned {
             Ok(child) => child,
             Err(source) => return Err(FleetError::Spawn { name, source }),
@@ -107,6 +102,16 @@ impl ReplicaProcess {
         })
     }
 
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     async fn send(&mut self, command: Command) -> Result<(), FleetError> {
         let pipe_error = |source| FleetError::Pipe {
             name: self.name.clone(),
@@ -120,7 +125,10 @@ impl ReplicaProcess {
         sent.map_err(pipe_error)
     }
 
-    async fn receive(&mut self, within: Duration) -> Result<Answer, FleetError> {
+    async fn receive<R: DeserializeOwned>(
+        &mut self,
+        within: Duration,
+    ) -> Result<Answer<R>, FleetError> {
         let line = match tokio::time::timeout(within, self.answers.next_line()).await {
             Err(_) => {
                 let name = self.name.clone();
@@ -153,10 +161,10 @@ impl ReplicaProcess {
     }
 
     /// The error for an answer out of turn.
-    fn unexpected(&self, answer: &Answer) -> FleetError {
+    fn unexpected(&self, answer: &str) -> FleetError {
         FleetError::Unexpected {
             name: self.name.clone(),
-            answer: format!("{answer:?}"),
+            answer: answer.to_owned(),
         }
     }
 
@@ -173,7 +181,7 @@ impl ReplicaProcess {
     }
 
     /// Closes its input, which stops it, and waits for it to exit.
-    async fn finish(mut self) -> Result<(), FleetError> {
+    pub async fn finish(mut self) -> Result<(), FleetError> {
         drop(self.commands.take());
         match self.exit_status().await {
             Ok(status) if status.success() => Ok(()),
@@ -182,44 +190,87 @@ impl ReplicaProcess {
     }
 }
 
+/// Starts one replica per `(name, process)` and waits until all are ready.
+async fn ready(
+    processes: impl IntoIterator<Item = (String, Process)>,
+) -> Result<Vec<ReplicaProcess>, FleetError> {
+    let mut replicas = Vec::new();
+    for (name, process) in processes {
+        replicas.push(ReplicaProcess::spawn(name, process)?);
+    }
+    for replica in &mut replicas {
+        match replica
+            .receive::<serde::de::IgnoredAny>(READY_WITHIN)
+            .await?
+        {
+            Answer::Ready => {}
+            Answer::Report(_) => return Err(replica.unexpected("a report")),
+        }
+    }
+    Ok(replicas)
+}
+
 /// The replica processes of one run.
 #[derive(Debug)]
-pub(crate) struct Fleet {
+pub struct Fleet {
     replicas: Vec<ReplicaProcess>,
 }
 
 impl Fleet {
-    /// Starts one replica per file (`replica-0`, `replica-1`, ...) and waits until all are ready.
-    pub(crate) async fn start(
-        files: &[PathBuf],
-        mock: &MockKigo,
-        keys: &SecretString,
+    /// Starts one replica per `(name, process)` and waits until all are ready.
+    pub async fn start(
+        processes: impl IntoIterator<Item = (String, Process)>,
     ) -> Result<Self, FleetError> {
-        let mut replicas = Vec::with_capacity(files.len());
-        for (n, file) in files.iter().enumerate() {
-            replicas.push(ReplicaProcess::spawn(
-                format!("replica-{n}"),
-                file,
-                mock,
-                keys,
-            )?);
-        }
-        for replica in &mut replicas {
-            match replica.receive(READY_WITHIN).await? {
-                Answer::Ready => {}
-                other => return Err(replica.unexpected(&other)),
-            }
-        }
+        let replicas = ready(processes).await?;
         Ok(Self { replicas })
     }
 
+    /// Starts more replicas, waits until they are ready, and lets them send requests.
+    pub async fn add(
+        &mut self,
+        processes: impl IntoIterator<Item = (String, Process)>,
+    ) -> Result<(), FleetError> {
+        let mut added = ready(processes).await?;
+        for replica in &mut added {
+            replica.send(Command::Go).await?;
+        }
+        self.replicas.append(&mut added);
+        Ok(())
+    }
+
+    /// Takes the replicas after the first `keep` out of the fleet: their reports, then their exit.
+    pub async fn retire<R: DeserializeOwned>(&mut self, keep: usize) -> Result<Vec<R>, FleetError> {
+        let mut retired = Fleet {
+            replicas: self.replicas.split_off(keep.min(self.replicas.len())),
+        };
+        let reports = retired.reports().await?;
+        retired.finish().await?;
+        Ok(reports)
+    }
+
+    /// Kills replica `name` at once (SIGKILL), as a crash would, and takes it out of the fleet:
+    /// what it saw is lost with it. Whether it was in the fleet.
+    pub async fn kill(&mut self, name: &str) -> bool {
+        let Some(at) = self.replicas.iter().position(|r| r.name == name) else {
+            return false;
+        };
+        let mut replica = self.replicas.remove(at);
+        let _ = replica.child.kill().await;
+        true
+    }
+
+    /// The replicas, in the order started.
+    pub fn replicas(&self) -> &[ReplicaProcess] {
+        &self.replicas
+    }
+
     /// The process IDs of the replicas.
-    pub(crate) fn pids(&self) -> Vec<u32> {
-        self.replicas.iter().map(|replica| replica.pid).collect()
+    pub fn pids(&self) -> Vec<u32> {
+        self.replicas.iter().map(ReplicaProcess::pid).collect()
     }
 
     /// Lets every replica start sending requests.
-    pub(crate) async fn go(&mut self) -> Result<(), FleetError> {
+    pub async fn go(&mut self) -> Result<(), FleetError> {
         for replica in &mut self.replicas {
             replica.send(Command::Go).await?;
         }
@@ -227,7 +278,7 @@ impl Fleet {
     }
 
     /// Stops the traffic if it still runs, and collects every replica's report.
-    pub(crate) async fn reports(&mut self) -> Result<Vec<ReplicaReport>, FleetError> {
+    pub async fn reports<R: DeserializeOwned>(&mut self) -> Result<Vec<R>, FleetError> {
         for replica in &mut self.replicas {
             replica.send(Command::Report).await?;
         }
@@ -235,14 +286,14 @@ impl Fleet {
         for replica in &mut self.replicas {
             match replica.receive(ANSWER_WITHIN).await? {
                 Answer::Report(report) => reports.push(report),
-                other => return Err(replica.unexpected(&other)),
+                Answer::Ready => return Err(replica.unexpected("ready")),
             }
         }
         Ok(reports)
     }
 
     /// Stops every replica; all must exit cleanly.
-    pub(crate) async fn finish(self) -> Result<(), FleetError> {
+    pub async fn finish(self) -> Result<(), FleetError> {
         let mut outcome = Ok(());
         for replica in self.replicas {
             let finished = replica.finish().await;

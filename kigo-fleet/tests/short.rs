@@ -1,0 +1,107 @@
+//! `kigo-fleet run --short` on real stores, as CI runs it: 8 replica processes of kigo create
+//! one token per renewal and fail no request, on every store; the other designs, in the same
+//! run, create more.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+/// One test at a time, its store's set-up included: the machine's cores are the fleet's.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+/// A short run takes about 4 s per design; this allows for a slow, busy machine.
+const RUN_WITHIN: Duration = Duration::from_secs(120);
+
+/// `kigo-fleet run --short --json` for `designs`, on the store `url` names (none: the default
+/// temporary SQLite file); its report.
+async fn short_run(url: Option<&str>, designs: &str) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kigo-fleet"));
+    command
+        .args([
+            "run",
+            "--short",
+            "--json",
+            "--replicas",
+            "8",
+            "--workers",
+            "2",
+        ])
+        .args(["--designs", designs])
+        .env_remove("KIGO_STORE_URL")
+        .env_remove("KIGO_SEALING_KEYS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(url) = url {
+        command.env("KIGO_STORE_URL", url);
+    }
+    let output = tokio::time::timeout(RUN_WITHIN, command.output())
+        .await
+        .expect("kigo-fleet ran too long")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kigo-fleet failed: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn design<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let designs = report["designs"].as_array().unwrap();
+    designs.iter().find(|row| row["name"] == name).unwrap()
+}
+
+fn count(row: &Value, figure: &str) -> u64 {
+    row[figure].as_u64().unwrap()
+}
+
+/// Kigo's fleet: one creation per renewal, across renewals, with no failed request; every other
+/// design in the report: more creations than kigo's.
+fn assert_kigo_creates_once_per_renewal_and_the_others_more(report: &Value) {
+    let kigo = design(report, "kigo");
+    assert_eq!(count(kigo, "replicas"), 8, "{kigo}");
+    assert!(count(kigo, "renewals") >= 2, "{kigo}");
+    assert_eq!(count(kigo, "creations"), count(kigo, "renewals"), "{kigo}");
+    assert_eq!(count(kigo, "failures"), 0, "{kigo}");
+    assert!(count(kigo, "requests") > 0, "{kigo}");
+    for other in report["designs"].as_array().unwrap() {
+        if other["name"] != "kigo" {
+            assert!(
+                count(other, "creations") > count(kigo, "creations"),
+                "{other} against {kigo}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_sqlite_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
+    let _serial = SERIAL.lock().await;
+    let report = short_run(None, "kigo,per-replica,store-read,no-lock").await;
+    assert_eq!(report["store"], "sqlite");
+    assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_redis_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
+    let _serial = SERIAL.lock().await;
+    let redis = kigo_test_services::redis::redis().await.unwrap();
+    let report = short_run(Some(redis.url()), "kigo,per-replica,store-read,no-lock").await;
+    assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
+    let _serial = SERIAL.lock().await;
+    let db = kigo_test_services::postgres::database().await.unwrap();
+    let report = short_run(Some(db.url()), "kigo,per-replica,store-read,no-lock").await;
+    assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_mariadb_kigo_creates_one_token_per_renewal_and_a_cache_per_replica_more() {
+    let _serial = SERIAL.lock().await;
+    let db = kigo_test_services::mysql::database().await.unwrap();
+    let report = short_run(Some(db.url()), "kigo,per-replica").await;
+    assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
+}
