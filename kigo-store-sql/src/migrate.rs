@@ -27,6 +27,7 @@ fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Ve
     let quoted = table.quoted(kind);
     let index = table.expiry_index_quoted(kind);
     let key_index = table.key_index_quoted(kind);
+    let qualified_key_index = table.key_index_qualified(kind);
     templates
         .iter()
         .map(|template| {
@@ -34,7 +35,8 @@ fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Ve
                 .sql
                 .replace("{table}", &quoted)
                 .replace("{index}", &index)
-                .replace("{key_index}", &key_index);
+                .replace("{key_index}", &key_index)
+                .replace("{qualified_key_index}", &qualified_key_index);
             let sql = AssertSqlSafe(sql).into_sql_str();
             let description = template.description.into();
             Migration::new(

@@ -88,6 +88,12 @@ impl TableRef {
         quote(kind, &format!("{}{KEY_INDEX_SUFFIX}", self.table))
     }
 
+    /// [`Self::key_index_quoted`] qualified by the table's schema, as `DROP INDEX` takes it.
+    pub(crate) fn key_index_qualified(&self, kind: BackendKind) -> String {
+        let index = format!("{}{KEY_INDEX_SUFFIX}", self.table);
+        qualified(kind, self.schema(), &index)
+    }
+
     /// `schema.table` (or `table`), unquoted: how the table is named in logs and `Debug`.
     pub(crate) fn name(&self) -> String {
         match &self.schema {

@@ -4,6 +4,7 @@
 pub mod admin_conformance;
 pub mod conformance;
 mod faulty;
+pub mod fill;
 pub mod logs;
 #[cfg(feature = "mock")]
 pub mod mock;

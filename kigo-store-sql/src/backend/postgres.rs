@@ -23,6 +23,7 @@ pub(crate) const MIGRATIONS: &[Template] = migrations!("postgres":
     1 "create token table" "0001_create_token_table.sql",
     2 "index token expiry" "0002_index_token_expiry.sql",
     3 "index token keys bytewise" "0003_index_token_keys_bytewise.sql",
+    4 "primary key bytewise" "0004_key_in_byte_order.sql",
 );
 
 // Expiry is judged by `statement_timestamp()` where a token is cleared: one instant for the
@@ -96,8 +97,8 @@ const TEMPLATES: Templates = Templates {
                                WHERE expires_at <= statement_timestamp()
                                LIMIT $1 FOR UPDATE SKIP LOCKED)",
     ),
-    // Keys compare byte by byte (`COLLATE "C"`, indexed by migration 3), whatever the
-    // database's collation: the order of `TokenKey::storage_id`.
+    // Keys compare byte by byte (`COLLATE "C"`, the primary key's order since migration 4),
+    // whatever the database's collation: the order of `TokenKey::storage_id`.
     page: Sql::new(
         "SELECT t.token_key, CAST(t.format_version AS BIGINT),
                 CASE WHEN t.expires_at IS NULL OR t.expires_at > c.now THEN t.entry END,

@@ -65,7 +65,7 @@ pub(crate) async fn check_reports_the_setup(harness: &SqlHarness) {
     let offset = check.clock_offset_ms.expect("a clock offset");
     assert!(offset.abs() < 1000, "{offset} ms");
     let shipped = if kind == kigo_store_sql::BackendKind::Postgres {
-        "3"
+        "4"
     } else {
         "2"
     };
