@@ -30,8 +30,8 @@ use kigo_core::runtime::{RuntimeEnv, SystemClock, TokioSleep, TokioSpawn};
 use kigo_core::store::{ChangeNotice, Entry, HolderId, LeaseAttempt, StoreAdmin};
 use kigo_core::{
     BackoffPolicy, CreateRequest, CreateTimedOut, Error, ExpiryPolicy, KeyScope, MAX_ID_LEN,
-    MemoryStore, PartnerId, RefreshPanicked, StaleOnArrival, StoreFailurePolicy, StoreTimedOut,
-    Token, TokenKey, TokenManager, TokenSecret, TokenStore, UserId,
+    MemoryStore, PartnerId, RefreshPanicked, StaleOnArrival, StoreError, StoreFailurePolicy,
+    StoreTimedOut, Token, TokenKey, TokenManager, TokenSecret, TokenStore, UserId,
 };
 use kigo_http::reqwest::header::{HeaderName, HeaderValue};
 use kigo_http::{
@@ -42,6 +42,7 @@ use kigo_http::{
 use kigo_store_redis::RedisStore;
 use kigo_store_sql::SqlStore;
 use kigo_stores::StoreKind;
+use kigo_testkit::fill::FillError;
 use kigo_testkit::logs::Capture;
 use kigo_testkit::mock::{
     Endpoint, ExpiryShape, Fault, FaultScript, MockKigo, PROTECTED_PATH, RetryAfter,
@@ -105,12 +106,14 @@ const FORMATTED: &[(&str, &str)] = &[
     ("kigo-stores", "AnyStore InvalidStoreUrl StoreKind"),
     // The mock after it issued every kind of token, its builder given the API key, its errors,
     // counters, requests and SSO sessions seen, faults; the fake and mockall sources, the faulty
-    // store over the store holding every token, the memory harness and a log capture.
+    // store over the store holding every token, the memory harness, a log capture and the
+    // filler's errors.
     (
         "kigo-testkit",
         "Capture Counters Endpoint ExpiryShape FakeFailure FakeSource Fault FaultScript \
-         FaultyStore Gate InjectedFault MemoryHarness MockError MockKigo MockKigoBuilder \
-         MockTokenSource RetryAfter Scripted SeenRequest SourceCall SsoSessionSeen",
+         FaultyStore FillError Gate InjectedFault MemoryHarness MockError MockKigo \
+         MockKigoBuilder MockTokenSource RetryAfter Scripted SeenRequest SourceCall \
+         SsoSessionSeen",
     ),
 ];
 
@@ -1033,6 +1036,17 @@ impl Run {
             .debug("fresh", &kigo_testkit::conformance::MemoryHarness::new());
         self.shown.debug("fresh", &ManualClock::new());
         self.shown.debug("empty", &Capture::default());
+        let key = kigo_testkit::fill::user_keys(1).remove(0);
+        for failed in [
+            FillError::Store {
+                key: key.clone(),
+                source: StoreError::unavailable(InjectedFault),
+            },
+            FillError::LeaseHeld { key: key.clone() },
+            FillError::Rejected { key },
+        ] {
+            self.shown.error("a fill that failed", &failed);
+        }
     }
 
     /// Every manager shut down, and what callers then get.
