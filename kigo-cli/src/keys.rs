@@ -1,7 +1,6 @@
 //! What the commands work on: the store `KIGO_STORE_URL` names, and the keys of the partner
 //! `KIGO_PARTNER_ID` names.
 
-use kigo_core::store::STORE_URL_VAR;
 use kigo_core::{PartnerId, TokenKey, UserId};
 use kigo_stores::AnyStore;
 
@@ -9,12 +8,6 @@ use crate::failure::{Failure, chain};
 
 /// The fleet's store.
 pub(crate) async fn store() -> Result<AnyStore, Failure> {
-    if std::env::var_os(STORE_URL_VAR).is_none() {
-        return Err(Failure::misconfigured(
-            format!("{STORE_URL_VAR} is not set"),
-            "set KIGO_STORE_URL to the fleet's store (rediss://..., postgres://..., sqlite:<path>)",
-        ));
-    }
     Ok(kigo_stores::from_env().await?)
 }
 

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use kigo_core::store::InvalidateOutcome;
 use kigo_core::store::{StoreKeyStatus, inspect};
-use kigo_core::{Fingerprint, TokenKey, TokenStore};
+use kigo_core::{Token, TokenKey, TokenStore};
 use kigo_http::KigoApi;
 use serde::Serialize;
 
@@ -104,7 +105,7 @@ pub(crate) async fn renew(report: &Report) -> Result<ExitCode, Failure> {
         .map_err(|error| {
             Failure::misconfigured(crate::failure::chain(&error), "see the manager's settings")
         })?;
-    let handle = manager.handle(api.partner_key()).map_err(Failure::from)?;
+    let handle = manager.handle(api.partner_key())?;
     let renewed = handle.renew().await.map(|token| Renewed {
         key: api.partner_key().to_string(),
         fingerprint: token.fingerprint().to_string(),
@@ -129,11 +130,13 @@ pub(crate) async fn renew(report: &Report) -> Result<ExitCode, Failure> {
 #[derive(Debug, Serialize)]
 struct Invalidated {
     key: String,
-    /// The fingerprint of the token removed; `None` if none was stored.
+    /// The fingerprint of the token removed; `None` if none was removed.
     removed: Option<String>,
+    /// A replica renewed the token between the read and the removal: the new one stays.
+    superseded: bool,
 }
 
-/// `kigo invalidate [--user ID]`.
+/// `kigo invalidate [--user ID]`: removes the stored token if it is still the one read.
 pub(crate) async fn invalidate(report: &Report, user: Option<&str>) -> Result<ExitCode, Failure> {
     let store = keys::store().await?;
     let partner = keys::partner()?;
@@ -141,25 +144,26 @@ pub(crate) async fn invalidate(report: &Report, user: Option<&str>) -> Result<Ex
         Some(user) => keys::user_key(&partner, user)?,
         None => TokenKey::partner(partner),
     };
-    let stored = inspect(&store, &key).await?;
-    let removed = match stored
-        .fingerprint
-        .as_deref()
-        .and_then(Fingerprint::from_hex)
-    {
-        Some(fingerprint) => {
-            store.invalidate(&key, &fingerprint).await?;
-            Some(fingerprint.to_string())
-        }
-        None => None,
+    let stored = store.load(&key).await?.token().map(Token::fingerprint);
+    let (removed, superseded) = match stored {
+        Some(fingerprint) => match store.invalidate(&key, &fingerprint).await? {
+            InvalidateOutcome::Removed => (Some(fingerprint.to_string()), false),
+            InvalidateOutcome::NotCurrent => (None, true),
+        },
+        None => (None, false),
     };
     let outcome = Invalidated {
         key: key.to_string(),
         removed,
+        superseded,
     };
     report.show(&outcome, || match &outcome.removed {
         Some(fingerprint) => format!(
             "removed {fingerprint} for {}; the replicas renew it at their next use",
+            outcome.key
+        ),
+        None if outcome.superseded => format!(
+            "the token of {} was renewed meanwhile; nothing removed (run again to remove the new one)",
             outcome.key
         ),
         None => format!("no token stored for {}; nothing to remove", outcome.key),
