@@ -73,7 +73,7 @@ pub async fn from_env() -> Result<AnyStore, StoreError> {
         .ok()
         .filter(|url| !url.trim().is_empty())
         .ok_or_else(|| misconfigured(InvalidStoreUrl::Missing))?;
-    open(&url).await
+    open(url.trim()).await
 }
 
 fn misconfigured(error: InvalidStoreUrl) -> StoreError {
