@@ -211,17 +211,7 @@ impl Totals {
         } else {
             self.faulty += 1;
         }
-        let sum = &mut self.sum;
-        sum.steps += summary.steps;
-        sum.calls += summary.calls;
-        sum.waits += summary.waits;
-        sum.errors += summary.errors;
-        sum.creations += summary.creations;
-        sum.commits += summary.commits;
-        sum.refused_commits += summary.refused_commits;
-        sum.went_stale += summary.went_stale;
-        sum.wasted += summary.wasted;
-        sum.may_waste += summary.may_waste;
+        self.sum += *summary;
     }
 }
 

@@ -698,12 +698,7 @@ impl Flight<'_> {
         let lapse = remaining
             .unwrap_or(self.inner.config.lease_ttl)
             .saturating_add(poll);
-        let stale_in = self
-            .slot
-            .current()
-            .usable_until
-            .duration_since(now)
-            .unwrap_or_default();
+        let stale_in = until(now, self.slot.current().usable_until);
         let pause = lapse.min(stale_in.saturating_sub(poll).max(poll));
         self.slot.failures().lease_retry_at = Some(after(now, pause));
     }

@@ -41,6 +41,34 @@ pub struct Summary {
     pub may_waste: u64,
 }
 
+impl std::ops::AddAssign for Summary {
+    /// Adds every count; destructured without `..`, so that a new field cannot be left out.
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            steps,
+            calls,
+            waits,
+            errors,
+            creations,
+            commits,
+            refused_commits,
+            went_stale,
+            wasted,
+            may_waste,
+        } = other;
+        self.steps += steps;
+        self.calls += calls;
+        self.waits += waits;
+        self.errors += errors;
+        self.creations += creations;
+        self.commits += commits;
+        self.refused_commits += refused_commits;
+        self.went_stale += went_stale;
+        self.wasted += wasted;
+        self.may_waste += may_waste;
+    }
+}
+
 /// Runs the schedule of `seed` on a runtime of its own (one thread, tokio's time paused so that
 /// [`settle`] returns once every task waits).
 pub fn run(seed: u64) -> Outcome {
