@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use kigo_testkit::mock::MockKigo;
 use tokio::process::Command;
+use tokio::sync::Mutex;
+
+/// One quickstart at a time: its replicas' 2 s tokens leave no room for three other fleets
+/// competing for the machine's cores (a store operation past its 400 ms limit makes a replica
+/// create a token of its own).
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const CREDENTIAL_VARS: [&str; 3] = ["KIGO_API_KEY", "KIGO_PARTNER_ID", "KIGO_BASE_URL"];
 /// The quickstart runs for about 5 s; this allows for a slow, busy machine.
@@ -31,6 +37,7 @@ fn command(args: &[&str], vars: &[(&str, &str)]) -> Command {
 
 /// Runs the quickstart to its end, with a deadline: its output, its report and its process ID.
 async fn quickstart(args: &[&str], vars: &[(&str, &str)]) -> (Output, String, u32) {
+    let _alone = SERIAL.lock().await;
     let child = command(args, vars).spawn().unwrap();
     let pid = child.id().unwrap();
     let output = tokio::time::timeout(RUN_WITHIN, child.wait_with_output())
@@ -137,6 +144,7 @@ fn running(pid: u32) -> bool {
 async fn replicas_stop_when_the_quickstart_is_killed() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
+    let _alone = SERIAL.lock().await;
     let mut quickstart = command(&[], &[]).spawn().unwrap();
     let mut lines = BufReader::new(quickstart.stdout.take().unwrap()).lines();
     let (pids, store) = tokio::time::timeout(RUN_WITHIN, async {
