@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use examples::replicas::{Answer, Command, Traffic, answer, commands, loopback_manager};
@@ -18,6 +18,7 @@ use reqwest::header::{HeaderValue, USER_AGENT};
 use tokio::time::Instant;
 
 use crate::design::Alternative;
+use crate::measure::{lock, micros, peak_memory_kib};
 use crate::report::{ReplicaReport, WAITED_FROM_MICROS};
 use crate::{Failure, ReplicaArgs};
 
@@ -245,24 +246,9 @@ impl Tally {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// Sends one request and notes what it did.
 async fn request(caller: Arc<Caller>, tally: Arc<Tally>) {
     let started = Instant::now();
     let outcome = caller.call().await;
     tally.note(&outcome, started.elapsed());
-}
-
-/// This process's peak resident memory, from `/proc/self/status` (Linux only).
-fn peak_memory_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::measure::quantile_ms;
+
 /// A request whose token took at least this long to get waited for it.
 pub(crate) const WAITED_FROM_MICROS: u64 = 1_000;
 
@@ -117,15 +119,6 @@ pub(crate) fn compare_with_kigo(rows: &mut [Figures]) {
 pub(crate) fn renewals(reports: &[ReplicaReport]) -> u64 {
     let distinct = |r: &ReplicaReport| r.tokens.iter().collect::<HashSet<_>>().len() as u64;
     reports.iter().map(distinct).max().unwrap_or_default()
-}
-
-/// The latency at `share` of the sorted `micros`, in milliseconds (nearest rank).
-fn quantile_ms(micros: &[u32], share: f64) -> f64 {
-    if micros.is_empty() {
-        return 0.0;
-    }
-    let rank = (share * micros.len() as f64).ceil() as usize;
-    f64::from(micros[rank.clamp(1, micros.len()) - 1]) / 1_000.0
 }
 
 /// `rows` as a Markdown table.

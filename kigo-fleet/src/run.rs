@@ -3,16 +3,12 @@
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
 use std::time::Duration;
 
 use examples::replicas::Fleet;
 use indicatif::{ProgressBar, ProgressStyle};
-use kigo_core::codec::{SEALING_KEYS_VAR, SealingKey};
-use kigo_core::store::STORE_URL_VAR;
 use kigo_testkit::mock::MockKigo;
 use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::process::Command as Process;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -21,6 +17,7 @@ use crate::design::Design;
 use crate::faults::{CLOCK_AHEAD, Fault, Live};
 use crate::proxy::Proxy;
 use crate::report::{Figures, ReplicaReport, compare_with_kigo, markdown, renewals};
+use crate::store::FleetStore;
 use crate::{Failure, RunArgs};
 
 /// How long to keep asking kigo's replicas for their token after the traffic, until one of them
@@ -28,7 +25,7 @@ use crate::{Failure, RunArgs};
 const SETTLE_FOR: Duration = Duration::from_secs(1);
 const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 /// How often the progress display updates, and a fault's schedule is checked.
-const TICK: Duration = Duration::from_millis(10);
+pub(crate) const TICK: Duration = Duration::from_millis(10);
 
 /// Everything one invocation measured.
 #[derive(Debug, Serialize)]
@@ -42,12 +39,10 @@ pub(crate) struct Outcome {
     faults: Vec<Figures>,
 }
 
-/// Where the fleet keeps its token, and what the replicas are told.
+/// Where the fleet keeps its token, and the load.
 struct Setup<'a> {
-    url: String,
-    keys: SecretString,
+    store: FleetStore,
     args: &'a RunArgs,
-    program: std::path::PathBuf,
     /// Different partner IDs per phase and per invocation: each phase starts from an empty key.
     run_id: String,
     progress: ProgressBar,
@@ -55,24 +50,13 @@ struct Setup<'a> {
 
 /// Runs every design asked for, then (with `--faults`) kigo through each fault.
 pub(crate) async fn run(args: &RunArgs) -> Result<Outcome, Failure> {
-    let dir = tempfile::Builder::new().prefix("kigo-fleet-").tempdir()?;
-    let url = match std::env::var(STORE_URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => sqlite_url(&dir.path().join("kigo-tokens.db")),
-    };
-    let keys = match std::env::var(SEALING_KEYS_VAR) {
-        Ok(keys) if !keys.trim().is_empty() => SecretString::from(keys),
-        _ => SealingKey::generate_base64(),
-    };
     let setup = Setup {
-        url,
-        keys,
+        store: FleetStore::from_env()?,
         args,
-        program: std::env::current_exe()?,
         run_id: format!("{:08x}", fastrand::u32(..)),
-        progress: progress(args.json),
+        progress: progress(args.load.json),
     };
-    setup.migrate().await?;
+    setup.store.migrate().await?;
     let mut designs = Vec::new();
     for design in args.designs() {
         designs.push(setup.phase(design.name(), design, None).await?);
@@ -86,10 +70,10 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Outcome, Failure> {
     }
     setup.progress.finish_and_clear();
     Ok(Outcome {
-        store: store_kind(&setup.url),
-        replicas: args.replicas,
-        workers: args.workers,
-        seconds: args.seconds(),
+        store: setup.store.kind(),
+        replicas: args.load.replicas,
+        workers: args.load.workers,
+        seconds: args.load.seconds(),
         token_lifetime_seconds: args.lifetime().as_secs_f64(),
         designs,
         faults,
@@ -97,21 +81,6 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Outcome, Failure> {
 }
 
 impl Setup<'_> {
-    /// Applies the store's migrations once, in a child process with the fleet's environment (the
-    /// store opens with the sealing keys of `KIGO_SEALING_KEYS`, as a replica's does).
-    async fn migrate(&self) -> Result<(), Failure> {
-        let status = Process::new(&self.program)
-            .arg("migrate")
-            .env(STORE_URL_VAR, &self.url)
-            .env(SEALING_KEYS_VAR, self.keys.expose_secret())
-            .status()
-            .await?;
-        if !status.success() {
-            return Err(format!("the store's migration failed ({status}); see above").into());
-        }
-        Ok(())
-    }
-
     /// One fleet of `design` under the load, through `fault` if any.
     async fn phase(
         &self,
@@ -128,7 +97,7 @@ impl Setup<'_> {
         };
         let url = private
             .as_ref()
-            .map_or(self.url.as_str(), |redis| redis.url());
+            .map_or(self.store.url(), |redis| redis.url());
         // The first replica's connections to the store go through a proxy that can cut them.
         let proxy = match fault {
             Some(Fault::ConnectionCut) => Some(Proxy::start(socket_address(url)?).await?),
@@ -151,8 +120,8 @@ impl Setup<'_> {
             let process = self.replica(&name, design, &mock, url, ahead);
             (name, process)
         };
-        let at_start = fault.map_or(self.args.replicas, |f| {
-            f.replicas_at_start(self.args.replicas)
+        let at_start = fault.map_or(self.args.load.replicas, |f| {
+            f.replicas_at_start(self.args.load.replicas)
         });
         let mut fleet = Fleet::start((0..at_start).map(replica)).await?;
         let mut retired = Vec::new();
@@ -166,17 +135,17 @@ impl Setup<'_> {
         };
         self.progress.set_message(format!("{name}:"));
         self.progress
-            .set_length(self.args.duration().as_millis() as u64);
+            .set_length(self.args.load.duration().as_millis() as u64);
         self.progress.set_position(0);
         let started = Instant::now();
         live.fleet.go().await?;
         let mut fault =
-            fault.map(|fault| fault.schedule(self.args.duration(), self.args.lifetime()));
-        while started.elapsed() < self.args.duration() {
+            fault.map(|fault| fault.schedule(self.args.load.duration(), self.args.lifetime()));
+        while started.elapsed() < self.args.load.duration() {
             if let Some(schedule) = fault.as_mut() {
                 schedule.step(started.elapsed(), &mut live).await?;
             }
-            sleep_until((Instant::now() + TICK).min(started + self.args.duration())).await;
+            sleep_until((Instant::now() + TICK).min(started + self.args.load.duration())).await;
             self.progress
                 .set_position(started.elapsed().as_millis() as u64);
             self.progress.set_message(format!(
@@ -213,16 +182,13 @@ impl Setup<'_> {
         url: &str,
         ahead: bool,
     ) -> Process {
-        let mut process = Process::new(&self.program);
-        process
-            .args(["replica", "--design", design.name(), "--name", name])
-            .args(["--workers", &self.args.workers.to_string()])
-            .args(["--pause-ms", &self.args.pause_ms.to_string()])
-            .env(kigo_http::API_KEY_VAR, mock.api_key())
-            .env(kigo_http::PARTNER_ID_VAR, mock.partner_id().as_str())
-            .env(kigo_http::BASE_URL_VAR, mock.base_url())
-            .env(STORE_URL_VAR, url)
-            .env(SEALING_KEYS_VAR, self.keys.expose_secret());
+        let (workers, pause) = (
+            self.args.load.workers.to_string(),
+            self.args.pause_ms.to_string(),
+        );
+        let args = ["replica", "--design", design.name(), "--name", name];
+        let mut process = self.store.replica(args, mock, url);
+        process.args(["--workers", &workers, "--pause-ms", &pause]);
         if ahead {
             let ahead = CLOCK_AHEAD.as_millis().to_string();
             process.args(["--clock-ahead-ms", &ahead]);
@@ -270,18 +236,8 @@ fn through(url: &str, proxy: &Proxy) -> Result<String, Failure> {
     Ok(url.into())
 }
 
-fn sqlite_url(file: &Path) -> String {
-    format!("sqlite:{}", file.display())
-}
-
-/// The kind of store `url` names, never the URL (it may hold a password).
-fn store_kind(url: &str) -> String {
-    kigo_stores::StoreKind::of(url)
-        .map_or_else(|_| "an unknown store".to_owned(), |kind| kind.to_string())
-}
-
 /// A progress bar, shown only to a person at a terminal.
-fn progress(json: bool) -> ProgressBar {
+pub(crate) fn progress(json: bool) -> ProgressBar {
     if json || !std::io::stdout().is_terminal() {
         return ProgressBar::hidden();
     }

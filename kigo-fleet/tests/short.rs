@@ -2,57 +2,30 @@
 //! one token per renewal and fail no request, on every store; the other designs, in the same
 //! run, create more.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::{SERIAL, count, kigo_fleet};
 use serde_json::Value;
-use tokio::process::Command;
-use tokio::sync::Mutex;
 
-/// One test at a time, its store's set-up included: the machine's cores are the fleet's.
-static SERIAL: Mutex<()> = Mutex::const_new(());
-/// A short run takes about 4 s per design; this allows for a slow, busy machine.
-const RUN_WITHIN: Duration = Duration::from_secs(120);
-
-/// `kigo-fleet run --short --json` for `designs`, on the store `url` names (none: the default
-/// temporary SQLite file); its report.
+/// `kigo-fleet run --short` for `designs`, 8 replicas of 2 workers each, on the store `url`
+/// names (none: the default temporary SQLite file); its report.
 async fn short_run(url: Option<&str>, designs: &str) -> Value {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kigo-fleet"));
-    command
-        .args([
-            "run",
-            "--short",
-            "--json",
-            "--replicas",
-            "8",
-            "--workers",
-            "2",
-        ])
-        .args(["--designs", designs])
-        .env_remove("KIGO_STORE_URL")
-        .env_remove("KIGO_SEALING_KEYS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(url) = url {
-        command.env("KIGO_STORE_URL", url);
-    }
-    let output = tokio::time::timeout(RUN_WITHIN, command.output())
-        .await
-        .expect("kigo-fleet ran too long")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "kigo-fleet failed: {stderr}");
-    serde_json::from_slice(&output.stdout).unwrap()
+    let args = [
+        "run",
+        "--short",
+        "--replicas",
+        "8",
+        "--workers",
+        "2",
+        "--designs",
+        designs,
+    ];
+    kigo_fleet(&args, url).await
 }
 
 fn design<'a>(report: &'a Value, name: &str) -> &'a Value {
     let designs = report["designs"].as_array().unwrap();
     designs.iter().find(|row| row["name"] == name).unwrap()
-}
-
-fn count(row: &Value, figure: &str) -> u64 {
-    row[figure].as_u64().unwrap()
 }
 
 /// Kigo's fleet: one creation per renewal, across renewals, with no failed request; every other
