@@ -1,6 +1,7 @@
 //! `kigo-fleet run --short` on real stores, as CI runs it: 8 replica processes of kigo create
 //! one token per renewal and fail no request, on every store; the other designs, in the same
-//! run, create more.
+//! run, create more. And kigo through every fault, on Redis: no failed request wherever a valid
+//! token exists.
 
 mod common;
 
@@ -77,4 +78,46 @@ async fn on_mariadb_kigo_creates_one_token_per_renewal_and_a_cache_per_replica_m
     let db = kigo_test_services::mysql::database().await.unwrap();
     let report = short_run(Some(db.url()), "kigo,per-replica").await;
     assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
+}
+
+/// Faults during which the endpoint refuses to create tokens: a replica may find no valid token.
+const ENDPOINT_FAULTS: [&str; 2] = ["endpoint 503 for a while", "endpoint 429 + Retry-After: 1"];
+/// Faults that take the store away from replicas: their store-failure policy creates tokens of
+/// their own (at most once per replica and cool-down).
+const STORE_FAULTS: [&str; 2] = [
+    "store (redis-server) killed and restarted",
+    "one replica's store connection cut",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_redis_kigo_fails_no_request_through_a_fault_that_leaves_a_valid_token() {
+    let _serial = SERIAL.lock().await;
+    let redis = kigo_test_services::redis::redis().await.unwrap();
+    let args = [
+        "run",
+        "--short",
+        "--faults",
+        "--replicas",
+        "8",
+        "--workers",
+        "2",
+        "--designs",
+        "kigo",
+    ];
+    let report = kigo_fleet(&args, Some(redis.url())).await;
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 9, "{report}");
+    for fault in faults {
+        let name = fault["name"].as_str().unwrap();
+        let (creations, renewals) = (count(fault, "creations"), count(fault, "renewals"));
+        assert!(renewals >= 1, "{fault}");
+        if STORE_FAULTS.contains(&name) {
+            assert!(creations <= renewals + 8, "{fault}");
+        } else {
+            assert_eq!(creations, renewals, "{fault}");
+        }
+        if !ENDPOINT_FAULTS.contains(&name) {
+            assert_eq!(count(fault, "failures"), 0, "{fault}");
+        }
+    }
 }
