@@ -11,7 +11,7 @@ use kigo_testkit::mock::MockKigo;
 use reqwest::Url;
 use serde::Serialize;
 use tokio::process::Command as Process;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep_until};
 
 use crate::design::Design;
 use crate::faults::{CLOCK_AHEAD, Fault, Live};
@@ -20,10 +20,6 @@ use crate::report::{Figures, ReplicaReport, compare_with_kigo, markdown, renewal
 use crate::store::FleetStore;
 use crate::{Failure, RunArgs};
 
-/// How long to keep asking kigo's replicas for their token after the traffic, until one of them
-/// has seen every token the server created (a renewal just before the end).
-const SETTLE_FOR: Duration = Duration::from_secs(1);
-const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 /// How often the progress display updates, and a fault's schedule is checked.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
@@ -157,15 +153,14 @@ impl Setup<'_> {
         if let Some(schedule) = fault.as_mut() {
             schedule.end(&mut live).await?;
         }
-        // The server's count is read after the reports, so that no creation escapes them.
-        let mut reports: Vec<ReplicaReport> = fleet.reports().await?;
-        let mut creations = mock.creations(&mock.partner_key());
-        let settled = Instant::now() + SETTLE_FOR;
-        while design == Design::Kigo && renewals(&reports) < creations && Instant::now() < settled {
-            sleep(SETTLE_PAUSE).await;
-            reports = fleet.reports().await?;
-            creations = mock.creations(&mock.partner_key());
-        }
+        // Only kigo's replicas share every token: the others' reports never settle.
+        let shared = |reports: &[ReplicaReport]| match design {
+            Design::Kigo => renewals(reports),
+            _ => u64::MAX,
+        };
+        let (mut reports, creations) = fleet
+            .settled_reports(|| mock.creations(&mock.partner_key()), shared)
+            .await?;
         fleet.finish().await?;
         mock.shutdown();
         reports.append(&mut retired);

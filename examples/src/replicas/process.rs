@@ -16,6 +16,10 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// How long a replica may take to shut down once its input ends, before it is killed.
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
+/// How long to keep asking for reports after the traffic, until they show every token the
+/// server created (one created just before the end may not have reached a replica yet).
+const SETTLE_FOR: Duration = Duration::from_secs(1);
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 
 /// A replica that did not do its part.
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +294,25 @@ impl Fleet {
             }
         }
         Ok(reports)
+    }
+
+    /// Every replica's report, as [`Fleet::reports`], and `creations()`, the server's count of
+    /// tokens, read after them so that no creation escapes the reports. While the reports show
+    /// fewer renewals (`renewals(reports)`) than that count, asks again, for up to a second.
+    pub async fn settled_reports<R: DeserializeOwned>(
+        &mut self,
+        creations: impl Fn() -> u64,
+        renewals: impl Fn(&[R]) -> u64,
+    ) -> Result<(Vec<R>, u64), FleetError> {
+        let settled = tokio::time::Instant::now() + SETTLE_FOR;
+        loop {
+            let reports = self.reports().await?;
+            let created = creations();
+            if renewals(&reports) >= created || tokio::time::Instant::now() >= settled {
+                return Ok((reports, created));
+            }
+            tokio::time::sleep(SETTLE_PAUSE).await;
+        }
     }
 
     /// Stops every replica; all must exit cleanly.

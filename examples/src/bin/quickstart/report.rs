@@ -35,11 +35,7 @@ impl<'a> FleetReport<'a> {
     /// every replica moves through the same tokens, one per renewal; with a store each, each
     /// replica has tokens of its own and the fleet creates several per renewal.
     pub(crate) fn renewals(&self) -> u64 {
-        let most = self
-            .replicas
-            .iter()
-            .map(|replica| distinct(&replica.tokens).len());
-        most.max().unwrap_or_default() as u64
+        renewals(self.replicas)
     }
 
     /// Tokens every replica used: the token the processes shared.
@@ -100,6 +96,14 @@ impl<'a> FleetReport<'a> {
             self.per_renewal()
         ));
     }
+}
+
+/// The most tokens one of `replicas` used: the renewals of a fleet sharing one token.
+pub(crate) fn renewals(replicas: &[ReplicaReport]) -> u64 {
+    let most = replicas
+        .iter()
+        .map(|replica| distinct(&replica.tokens).len());
+    most.max().unwrap_or_default() as u64
 }
 
 fn distinct(tokens: &[String]) -> HashSet<&str> {

@@ -14,11 +14,11 @@ use kigo_store_sql::SqlStore;
 use kigo_testkit::mock::MockKigo;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command as Process;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep_until};
 
 use crate::Failure;
 use crate::protocol::REPLICA_ARG;
-use crate::report::FleetReport;
+use crate::report::{FleetReport, renewals};
 
 /// Replica processes.
 const REPLICAS: usize = 4;
@@ -42,11 +42,6 @@ const RUN_FOR: Duration = Duration::from_secs(5);
 /// handover, while a replica still holds the older token, costs that replica failed requests:
 /// its one retry adopts the newer token from the store, which is revoked too.)
 const REVOKE_AT: Duration = Duration::from_millis(2100);
-/// How long to keep asking the replicas for their token after the traffic, until one of them
-/// has seen every token the server created.
-const SETTLE_FOR: Duration = Duration::from_secs(1);
-const SETTLE_PAUSE: Duration = Duration::from_millis(20);
-
 /// Where the replicas keep the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
@@ -126,15 +121,9 @@ pub(crate) async fn run(layout: Layout) -> Result<ExitCode, Failure> {
     sleep_until(started + REVOKE_AT).await;
     let revoked = mock.revoke_all();
     sleep_until(started + RUN_FOR).await;
-    // The server's count is read after the reports, so that no creation escapes them.
-    let mut reports = fleet.reports().await?;
-    let mut creations = mock.creations(&mock.partner_key());
-    let settled = Instant::now() + SETTLE_FOR;
-    while FleetReport::new(&reports, creations).renewals() < creations && Instant::now() < settled {
-        sleep(SETTLE_PAUSE).await;
-        reports = fleet.reports().await?;
-        creations = mock.creations(&mock.partner_key());
-    }
+    let (reports, creations) = fleet
+        .settled_reports(|| mock.creations(&mock.partner_key()), renewals)
+        .await?;
     fleet.finish().await?;
     dir.close()?;
 
