@@ -14,7 +14,7 @@ use crate::proxy::Proxy;
 use crate::report::ReplicaReport;
 
 /// Replicas while the fleet is scaled up.
-const SCALED_TO: usize = 16;
+pub(crate) const SCALED_TO: usize = 16;
 /// How far ahead one replica's clock is.
 pub(crate) const CLOCK_AHEAD: Duration = Duration::from_secs(60);
 /// How often to look for the creation in progress whose holder is to be killed.

@@ -103,6 +103,15 @@ impl RunArgs {
         Duration::from_secs_f64(self.lifetime)
     }
 
+    /// The most replicas running at once: the scaling fault grows the fleet.
+    fn most_replicas(&self) -> usize {
+        if self.faults {
+            self.load.replicas.max(faults::SCALED_TO)
+        } else {
+            self.load.replicas
+        }
+    }
+
     fn designs(&self) -> Vec<Design> {
         if self.designs.is_empty() {
             Design::ALL.to_vec()

@@ -47,7 +47,7 @@ struct Setup<'a> {
 /// Runs every design asked for, then (with `--faults`) kigo through each fault.
 pub(crate) async fn run(args: &RunArgs) -> Result<Outcome, Failure> {
     let setup = Setup {
-        store: FleetStore::from_env()?,
+        store: FleetStore::from_env(args.most_replicas())?,
         args,
         run_id: format!("{:08x}", fastrand::u32(..)),
         progress: progress(args.load.json),

@@ -71,7 +71,7 @@ pub(crate) struct Outcome {
 pub(crate) async fn run(args: &UsersArgs) -> Result<Outcome, Failure> {
     // Refused here, before any process starts, rather than by every replica.
     Zipf::new(f64::from(args.users), args.zipf)?;
-    let store = FleetStore::from_env()?;
+    let store = FleetStore::from_env(args.load.replicas)?;
     store.migrate().await?;
     let mock = MockKigo::builder()
         .partner(

@@ -19,6 +19,23 @@ pub use kigo_core::store::STORE_URL_VAR;
 const STORE_URL_HINT: &str = "set KIGO_STORE_URL to the database URL (postgres://..., \
     mysql://... or sqlite://<file>), or configure the store in code with SqlStore::builder()";
 
+/// The pool size of a store built from a URL or file, unless the builder sets one
+/// ([`SqlStoreBuilder::max_connections`]); read by [`SqlStoreBuilder::build`], so it applies to
+/// [`SqlStore::connect`], [`SqlStore::from_env`] and `kigo_stores` alike.
+///
+/// Each replica opens up to this many connections, plus one listening for change notices on
+/// PostgreSQL: a fleet's replicas together must stay under the server's limit (PostgreSQL's
+/// `max_connections` is 100 by default; MySQL's `max_connections` 151). Sixteen replicas at the
+/// default 10 need 176, and a refused connection is a store outage for the replica that asked.
+pub const MAX_CONNECTIONS_VAR: &str = "KIGO_STORE_MAX_CONNECTIONS";
+
+/// The pool size when neither the builder nor [`MAX_CONNECTIONS_VAR`] sets one.
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// What an operator is told when [`MAX_CONNECTIONS_VAR`] holds no pool size.
+const MAX_CONNECTIONS_HINT: &str = "set KIGO_STORE_MAX_CONNECTIONS to the most connections one \
+    replica may open (a whole number from 1 up), or unset it for the default of 10";
+
 /// What an operator is told when a builder was given no database.
 const TARGET_HINT: &str = "give the store a database: SqlStore::builder().url(...) \
     (postgres://, mysql:// or sqlite:), .pool(...) for a pool you built, or .sqlite_file(...)";
@@ -51,7 +68,8 @@ pub struct SqlStoreBuilder {
     schema: Option<String>,
     sealing: Sealing,
     migrate: bool,
-    max_connections: u32,
+    /// Set by [`Self::max_connections`]; else [`MAX_CONNECTIONS_VAR`] or the default, in `build`.
+    max_connections: Option<u32>,
     acquire_timeout: Duration,
     busy_timeout: Duration,
     operation_timeout: Duration,
@@ -117,7 +135,7 @@ impl SqlStore {
             schema: None,
             sealing: Sealing::default(),
             migrate: false,
-            max_connections: 10,
+            max_connections: None,
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(5),
@@ -241,11 +259,12 @@ impl SqlStoreBuilder {
         self
     }
 
-    /// The most connections a pool built from a URL opens (default 10). Each store operation
-    /// holds one connection for one statement.
+    /// The most connections a pool built from a URL or file opens (default:
+    /// [`MAX_CONNECTIONS_VAR`] if set, else 10). Each store operation holds one connection for
+    /// one statement.
     #[must_use]
     pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max.max(1);
+        self.max_connections = Some(max.max(1));
         self
     }
 
@@ -368,6 +387,24 @@ impl SqlStoreBuilder {
         Ok(store)
     }
 
+    /// The pool size: the builder's, else [`MAX_CONNECTIONS_VAR`]'s, else the default.
+    fn pool_size(&self) -> Result<u32, StoreError> {
+        if let Some(max) = self.max_connections {
+            return Ok(max);
+        }
+        let value = std::env::var(MAX_CONNECTIONS_VAR).unwrap_or_default();
+        if value.trim().is_empty() {
+            return Ok(DEFAULT_MAX_CONNECTIONS);
+        }
+        match value.trim().parse::<u32>() {
+            Ok(max) if max >= 1 => Ok(max),
+            _ => Err(StoreError::misconfigured(
+                MAX_CONNECTIONS_HINT,
+                SqlError::InvalidMaxConnections { value },
+            )),
+        }
+    }
+
     /// A pool for `url`, a URL of `kind` (see [`kind_of`]).
     async fn pool_for(&self, url: &str, kind: BackendKind) -> Result<SqlPool, StoreError> {
         let invalid = |error: sqlx::Error| Class::Config.into_store_error(error);
@@ -381,7 +418,7 @@ impl SqlStoreBuilder {
                     .options([("statement_timeout", &timeout), ("lock_timeout", &timeout)]);
                 Ok(SqlPool::Postgres(
                     sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(self.max_connections)
+                        .max_connections(self.pool_size()?)
                         .acquire_timeout(self.acquire_timeout)
                         .connect_lazy_with(options),
                 ))
@@ -399,7 +436,7 @@ impl SqlStoreBuilder {
                 .into();
                 Ok(SqlPool::MySql(
                     sqlx::mysql::MySqlPoolOptions::new()
-                        .max_connections(self.max_connections)
+                        .max_connections(self.pool_size()?)
                         .acquire_timeout(self.acquire_timeout)
                         .after_connect(move |connection, _| {
                             let timeouts = sqlx::AssertSqlSafe(std::sync::Arc::clone(&timeouts));
@@ -497,7 +534,7 @@ impl SqlStoreBuilder {
         crate::backend::sqlite::use_wal(&options, self.busy_timeout).await?;
         Ok(SqlPool::Sqlite(
             SqlitePoolOptions::new()
-                .max_connections(self.max_connections)
+                .max_connections(self.pool_size()?)
                 .acquire_timeout(self.acquire_timeout.max(self.busy_timeout))
                 .connect_lazy_with(options),
         ))

@@ -94,6 +94,15 @@ pub(crate) enum SqlError {
     /// The builder was given no database.
     #[error("no database was given")]
     NoTarget,
+    /// The pool size in [`crate::MAX_CONNECTIONS_VAR`] is not a whole number from 1 up.
+    #[error(
+        "{} must be a whole number from 1 up, not {value:?}",
+        crate::MAX_CONNECTIONS_VAR
+    )]
+    InvalidMaxConnections {
+        /// What the variable holds (a count, never a secret).
+        value: String,
+    },
     /// [`crate::SqlStore::from_env`] found no URL in its variable.
     #[error("{} is not set", crate::STORE_URL_VAR)]
     NoUrlInEnv,

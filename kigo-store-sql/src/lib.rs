@@ -22,7 +22,7 @@ mod store;
 mod transport;
 
 pub use backend::BackendKind;
-pub use builder::{STORE_URL_VAR, SqlStoreBuilder};
+pub use builder::{MAX_CONNECTIONS_VAR, STORE_URL_VAR, SqlStoreBuilder};
 pub use kigo_core::codec::{Keyring, SealingKey};
 pub use pool::SqlPool;
 pub use store::SqlStore;

@@ -25,6 +25,11 @@ mod url;
 
 pub use url::{InvalidStoreUrl, StoreKind};
 
+/// The pool size of an SQL store, if set: the most connections each replica opens to the
+/// database (default 10; see [`kigo_store_sql::MAX_CONNECTIONS_VAR`]).
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub use kigo_store_sql::MAX_CONNECTIONS_VAR;
+
 /// A store of any of the kinds a URL can name.
 #[derive(Clone)]
 #[non_exhaustive]

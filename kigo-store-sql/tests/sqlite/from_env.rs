@@ -1,5 +1,6 @@
 //! `SqlStore::from_env`: the database URL from `KIGO_STORE_URL`, every other setting its default
-//! (the `kigo_tokens` table, entries sealed with the keys in `KIGO_SEALING_KEYS`).
+//! (the `kigo_tokens` table, entries sealed with the keys in `KIGO_SEALING_KEYS`, the pool size
+//! of `KIGO_STORE_MAX_CONNECTIONS` if set).
 //!
 //! The variables are set only in child processes (this test binary again, running the same test
 //! with [`CASE`] set), never in the test process: changing the environment of a multi-threaded
@@ -9,7 +10,7 @@ use std::ffi::OsString;
 
 use kigo_core::codec::{Keyring, SEALING_KEYS_VAR, SealingKey};
 use kigo_core::{PartnerId, StoreError, Token, TokenKey, TokenStore};
-use kigo_store_sql::{STORE_URL_VAR, SqlStore};
+use kigo_store_sql::{MAX_CONNECTIONS_VAR, STORE_URL_VAR, SqlPool, SqlStore};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -22,13 +23,24 @@ const CASE: &str = "KIGO_TEST_SQLITE_FROM_ENV_CASE";
 const HELD: &str = "kigo-from-env-case-held";
 
 /// Runs the test `name` of this binary in a child process with `case`, `url` (or nothing) in
-/// `KIGO_STORE_URL` and `keys` in `KIGO_SEALING_KEYS`; fails unless the child's case held.
-async fn run_child(name: &str, case: &str, url: Option<&str>, keys: &SecretString) {
+/// `KIGO_STORE_URL`, `keys` in `KIGO_SEALING_KEYS` and `pool_size` (or nothing) in
+/// `KIGO_STORE_MAX_CONNECTIONS`; fails unless the child's case held.
+async fn run_child(
+    name: &str,
+    case: &str,
+    url: Option<&str>,
+    keys: &SecretString,
+    pool_size: Option<&str>,
+) {
     let mut child = Command::new(std::env::current_exe().unwrap());
     child
         .args(crate::only(&format!("from_env::{name}")))
         .env(CASE, case)
         .env(SEALING_KEYS_VAR, keys.expose_secret());
+    match pool_size {
+        Some(size) => child.env(MAX_CONNECTIONS_VAR, size),
+        None => child.env_remove(MAX_CONNECTIONS_VAR),
+    };
     match url {
         Some(url) => child.env(STORE_URL_VAR, url),
         None => child.env_remove(STORE_URL_VAR),
@@ -53,6 +65,7 @@ async fn without_kigo_store_url_from_env_is_refused_with_a_hint_naming_it() {
             "missing",
             url,
             &keys,
+            None,
         )
         .await;
     }
@@ -68,6 +81,7 @@ async fn from_env_checks_the_url_of_kigo_store_url_and_keeps_its_password_out_of
         "refused db.internal pa55-secret",
         Some("postgres://kigo:pa55-secret@db.internal/app"),
         &SealingKey::generate_base64(),
+        None,
     )
     .await;
 }
@@ -100,8 +114,33 @@ async fn from_env_opens_the_database_of_kigo_store_url_with_the_default_settings
         &case,
         Some(&url),
         &keys,
+        None,
     )
     .await;
+}
+
+/// The pool of a store from the environment has the size `KIGO_STORE_MAX_CONNECTIONS` gives (a
+/// fleet's replicas must fit the server's connection limit); a value that is no size is refused
+/// with a hint naming the variable, and an empty one means the default.
+#[tokio::test]
+async fn from_env_sizes_its_pool_by_kigo_store_max_connections_and_refuses_a_bad_size() {
+    if let Some(case) = std::env::var_os(CASE) {
+        return child(case).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tokens.db").display());
+    let keys = SealingKey::generate_base64();
+    let name = "from_env_sizes_its_pool_by_kigo_store_max_connections_and_refuses_a_bad_size";
+    for (size, case) in [
+        (Some("3"), "pool 3"),
+        (Some(" 1 "), "pool 1"),
+        (None, "pool 10"),
+        (Some(""), "pool 10"),
+        (Some("0"), "bad-pool"),
+        (Some("lots"), "bad-pool"),
+    ] {
+        run_child(name, case, Some(&url), &keys, size).await;
+    }
 }
 
 fn partner_key(partner: &str) -> TokenKey {
@@ -109,7 +148,8 @@ fn partner_key(partner: &str) -> TokenKey {
 }
 
 /// The child side: opens a store with `SqlStore::from_env` and checks it against `case`:
-/// `missing`, `refused <host> <password>`, or `reads <partner> <fingerprint>`.
+/// `missing`, `refused <host> <password>`, `reads <partner> <fingerprint>`, `pool <size>` or
+/// `bad-pool`.
 async fn child(case: OsString) {
     let case = case.into_string().unwrap();
     let opened = SqlStore::from_env().await;
@@ -119,6 +159,15 @@ async fn child(case: OsString) {
             let loaded = store.load(&partner_key(partner)).await.unwrap();
             let stored = loaded.token().map(Token::fingerprint);
             assert_eq!(stored.map(|f| f.to_string()).as_deref(), Some(*fingerprint));
+        }
+        (["pool", size], Ok(store)) => {
+            let SqlPool::Sqlite(pool) = store.pool() else {
+                panic!("not an SQLite pool");
+            };
+            assert_eq!(pool.options().get_max_connections().to_string(), *size);
+        }
+        (["bad-pool"], Err(StoreError::Misconfigured { hint, .. })) => {
+            assert!(hint.contains(MAX_CONNECTIONS_VAR), "{hint}");
         }
         (["missing"], Err(StoreError::Misconfigured { hint, .. })) => {
             assert!(hint.contains(STORE_URL_VAR), "{hint}");
