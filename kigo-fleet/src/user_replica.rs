@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use examples::replicas::{Answer, Command, Traffic, answer, commands, loopback_manager};
+use examples::replicas::{Answer, Command, Traffic, answer, commands};
 use kigo_http::{KigoApi, UserTokens};
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,14 @@ pub(crate) struct UserReplicaReport {
 pub(crate) async fn run(args: &UserReplicaArgs) -> Result<(), Failure> {
     let api = KigoApi::from_env()?;
     let store = kigo_stores::from_env().await?;
-    let partners = loopback_manager(&api, store.clone(), &args.name).build()?;
+    // The library's defaults: the mock's partner-level token lives 30 minutes, like Kigo's (the
+    // loopback settings of the other runs fit 2-second tokens, and a store slower than their
+    // 400 ms under this load would make a replica create its own).
+    let partners = api
+        .partner_manager()
+        .store(store.clone())
+        .replica_name(&args.name)
+        .build()?;
     let users = api.user_tokens(&partners, |manager| {
         manager
             .store(store)
