@@ -65,6 +65,23 @@ async fn on_redis_kigo_creates_one_token_per_renewal_and_the_other_designs_more(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn on_redis_cluster_kigo_creates_one_token_per_renewal_and_a_cache_per_replica_more() {
+    let _serial = SERIAL.lock().await;
+    let cluster = kigo_test_services::redis_cluster::redis_cluster()
+        .await
+        .unwrap();
+    let nodes: Vec<&str> = cluster
+        .urls()
+        .iter()
+        .map(|url| url.trim_start_matches("redis://"))
+        .collect();
+    let url = format!("redis+cluster://{}", nodes.join(","));
+    let report = short_run(Some(&url), "kigo,per-replica").await;
+    assert_eq!(report["store"], "redis cluster");
+    assert_kigo_creates_once_per_renewal_and_the_others_more(&report);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn on_postgres_kigo_creates_one_token_per_renewal_and_the_other_designs_more() {
     let _serial = SERIAL.lock().await;
     let db = kigo_test_services::postgres::database().await.unwrap();
