@@ -22,18 +22,23 @@ pub(super) type FlightOutcome = Result<(), Error>;
 pub(super) type Flight = Shared<BoxFuture<'static, FlightOutcome>>;
 
 /// A token as cached by one manager, with the points in time this manager judges it by.
+///
+/// `repr(C)`, what the hot path reads first (the validity, the used mark, then the token): right
+/// after the reference counts, so that handing the token out touches as few cache lines as
+/// possible.
 #[derive(Debug)]
+#[repr(C)]
 pub(super) struct Cached {
-    pub(super) token: Token,
-    /// False for the placeholder of an empty slot.
-    pub(super) present: bool,
-    pub(super) refresh_at: SystemTime,
     /// The stale point minus the clock's coarse lag: handed out only before this.
     pub(super) usable_until: SystemTime,
     /// Whether a caller has taken this token; user-level tokens nobody uses are not renewed.
     used: AtomicBool,
+    /// False for the placeholder of an empty slot.
+    pub(super) present: bool,
     /// Where the token came from.
     pub(super) origin: TokenOrigin,
+    pub(super) token: Token,
+    pub(super) refresh_at: SystemTime,
 }
 
 impl Cached {
@@ -192,21 +197,25 @@ impl Rejections {
 }
 
 /// One key's state in one manager.
+///
+/// `repr(C)`, the cached token first: the hot path reads it right after the registry's lookup
+/// has touched the reference counts, so usually in the same cache line.
+#[repr(C)]
 pub(super) struct KeySlot {
-    pub(super) key: TokenKey,
     current: ArcSwap<Cached>,
+    pub(super) key: TokenKey,
     /// Fires on every install and invalidation here, on change notices from the store, and when a
     /// failure schedules a retry: whoever waits on it re-evaluates.
     pub(super) changed: Event,
     flight: Mutex<Option<Flight>>,
     failures: Mutex<Option<Box<Failures>>>,
-    /// Set when a 401 drops the cached token, taken by the next flight (to say why it runs).
-    dropped_by_rejection: AtomicBool,
     /// The number of this key's current entry in the manager's scheduler (0: none).
     pub(super) scheduled: AtomicU64,
     /// When the last refresh ended, in ms since the epoch (0: none yet), and how.
     last_refresh_ms: AtomicU64,
     last_outcome: AtomicU8,
+    /// Set when a 401 drops the cached token, taken by the next flight (to say why it runs).
+    dropped_by_rejection: AtomicBool,
 }
 
 impl fmt::Debug for KeySlot {
