@@ -34,7 +34,7 @@ pub(super) async fn follow_changes(inner: Weak<Inner>) {
                 return;
             };
             if let Some(slot) = inner.registry.get(&notice.key) {
-                slot.changed.notify(usize::MAX);
+                slot.notify_changed();
                 drop(inner.flight(&slot, Reason::Notice));
             }
         }

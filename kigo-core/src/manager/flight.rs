@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use event_listener::EventListener;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::select;
@@ -165,7 +164,7 @@ impl Flight<'_> {
         }
         let mut spare = None;
         loop {
-            let changed = self.slot.changed.listen();
+            let seen = self.slot.changes();
             let snapshot = match self.load().await {
                 Ok(snapshot) => snapshot,
                 Err(error) => return self.store_failed(error).await,
@@ -213,7 +212,7 @@ impl Flight<'_> {
                         return Ok(());
                     }
                     drop(turn);
-                    self.wait_for_holder(changed)
+                    self.wait_for_holder(seen)
                         .instrument(tracing::debug_span!("kigo.wait"))
                         .await?;
                 }
@@ -490,7 +489,7 @@ impl Flight<'_> {
             failures.endpoint_error = Some(outcome.clone());
             (delay, outcome, first)
         };
-        self.slot.changed.notify(usize::MAX);
+        self.slot.notify_changed();
         if transient {
             tracing::warn!(key = %self.logged(), error = %error, cause = %error.cause(), retry_in = ?delay, "token creation failed");
         } else if first {
@@ -591,7 +590,7 @@ impl Flight<'_> {
             failures.endpoint_error = Some(error.clone());
             error
         };
-        self.slot.changed.notify(usize::MAX);
+        self.slot.notify_changed();
         self.serve_or(error)
     }
 
@@ -615,7 +614,7 @@ impl Flight<'_> {
         }
         failures.store_error = Some(error);
         drop(failures);
-        self.slot.changed.notify(usize::MAX);
+        self.slot.notify_changed();
     }
 
     fn store_ok(&self) {
@@ -703,8 +702,9 @@ impl Flight<'_> {
         self.slot.failures().lease_retry_at = Some(after(now, pause));
     }
 
-    /// Waits for the lease holder's commit: a change notice, or the poll interval.
-    async fn wait_for_holder(&self, changed: EventListener) -> Result<(), Error> {
+    /// Waits for the lease holder's commit: a change notice since `seen` (a reading of the key's
+    /// change count), or the poll interval.
+    async fn wait_for_holder(&self, seen: u32) -> Result<(), Error> {
         self.inner.metrics.waiting_for_holder();
         let waited = self.now().duration_since(self.started).unwrap_or_default();
         let max_wait = self.inner.config.max_wait;
@@ -715,7 +715,11 @@ impl Flight<'_> {
             });
         }
         let nap = self.inner.poll_delay().min(max_wait - waited);
-        select(changed, self.inner.env.sleep(nap)).await;
+        select(
+            pin!(self.slot.wait_for_change(seen)),
+            self.inner.env.sleep(nap),
+        )
+        .await;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -205,8 +205,9 @@ pub(super) struct KeySlot {
     current: ArcSwap<Cached>,
     pub(super) key: TokenKey,
     /// Fires on every install and invalidation here, on change notices from the store, and when a
-    /// failure schedules a retry: whoever waits on it re-evaluates.
-    pub(super) changed: Event,
+    /// failure schedules a retry: whoever waits on it re-evaluates. Only a flight that must wait
+    /// listens, and only then is it notified, so that most keys never allocate its listener list.
+    changed: Event,
     flight: Mutex<Option<Flight>>,
     failures: Mutex<Option<Box<Failures>>>,
     /// The number of this key's current entry in the manager's scheduler (0: none).
@@ -216,6 +217,9 @@ pub(super) struct KeySlot {
     last_outcome: AtomicU8,
     /// Set when a 401 drops the cached token, taken by the next flight (to say why it runs).
     dropped_by_rejection: AtomicBool,
+    /// Counts the firings of `changed` (wrapping), so that a flight can tell whether one came
+    /// since it looked without listening all along.
+    changes: AtomicU32,
 }
 
 impl fmt::Debug for KeySlot {
@@ -235,6 +239,7 @@ impl KeySlot {
             flight: Mutex::new(None),
             failures: Mutex::new(None),
             dropped_by_rejection: AtomicBool::new(false),
+            changes: AtomicU32::new(0),
             scheduled: AtomicU64::new(0),
             last_refresh_ms: AtomicU64::new(0),
             last_outcome: AtomicU8::new(0),
@@ -258,7 +263,33 @@ impl KeySlot {
 
     pub(super) fn install(&self, cached: Cached) {
         self.current.store(Arc::new(cached));
-        self.changed.notify(usize::MAX);
+        self.notify_changed();
+    }
+
+    /// Wakes whoever waits for a change of this key: see [`KeySlot::changes`].
+    pub(super) fn notify_changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        // Most keys have no listener: asking first keeps their list unallocated (notifying
+        // allocates it). A listener added after this check sees the new count: the list's lock
+        // orders the two.
+        if self.changed.total_listeners() > 0 {
+            self.changed.notify(usize::MAX);
+        }
+    }
+
+    /// How many changes were notified so far (wrapping): read it before looking at the key,
+    /// then [`KeySlot::wait_for_change`] returns at once if one came since.
+    pub(super) fn changes(&self) -> u32 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a change comes after `seen` (a reading of [`KeySlot::changes`]).
+    pub(super) async fn wait_for_change(&self, seen: u32) {
+        let listener = self.changed.listen();
+        if self.changes() != seen {
+            return;
+        }
+        listener.await;
     }
 
     /// Drops the cached token if it is the one with `fingerprint`; true if it did.
@@ -273,7 +304,7 @@ impl KeySlot {
         let dropped = Arc::ptr_eq(&previous, &current);
         if dropped {
             self.dropped_by_rejection.store(true, Ordering::Relaxed);
-            self.changed.notify(usize::MAX);
+            self.notify_changed();
         }
         dropped
     }
