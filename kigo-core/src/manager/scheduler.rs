@@ -5,13 +5,13 @@
 //! A key is (re)scheduled when it is created and whenever one of its flights ends: every change
 //! that moves its refresh point (a new token, a failure, another replica's lease) happens in a
 //! flight. An entry that a later scheduling of the same key superseded is skipped when it comes
-//! up.
+//! up; a scheduling for the time already queued adds none.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event;
 use futures_util::future::select;
@@ -25,22 +25,34 @@ use crate::{Error, TokenKey};
 #[derive(Debug, Default)]
 pub(super) struct Scheduler {
     queue: Mutex<BinaryHeap<Reverse<Entry>>>,
-    /// Numbers entries, so that a key's latest one is told from those it superseded.
-    next_seq: AtomicU64,
     /// Fires when an entry earlier than every other is queued.
     earlier: Event,
 }
 
+/// A key due at `at`: its current entry while its slot's `scheduled` holds the same time.
 #[derive(Debug)]
 struct Entry {
-    at: SystemTime,
-    seq: u64,
+    at: DueTime,
     slot: Weak<KeySlot>,
+}
+
+/// A due time in nanoseconds since the epoch, never [`NOT_QUEUED`]: 8 bytes where a
+/// `SystemTime` takes 16, for each of a million keys.
+type DueTime = u64;
+
+/// A slot's `scheduled` when none of its entries is current.
+pub(super) const NOT_QUEUED: DueTime = 0;
+
+fn due_time(at: SystemTime) -> DueTime {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(NOT_QUEUED + 1)
 }
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+        self.at == other.at
     }
 }
 
@@ -54,7 +66,7 @@ impl PartialOrd for Entry {
 
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        self.at.cmp(&other.at)
     }
 }
 
@@ -64,16 +76,18 @@ impl Scheduler {
     }
 
     /// Queues `slot` for `at` (or takes it off the queue with `None`), superseding its earlier
-    /// entries.
+    /// entries. A slot already queued for `at` is left as it is: a flight that changes nothing
+    /// (the notice of this manager's own commit) would otherwise add an entry that only takes
+    /// memory until it comes up.
     fn put(&self, slot: &Arc<KeySlot>, at: Option<SystemTime>) {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        slot.scheduled.store(seq, Ordering::Relaxed);
-        let Some(at) = at else { return };
         let mut queue = self.queue();
+        let at = at.map_or(NOT_QUEUED, due_time);
+        if slot.scheduled.swap(at, Ordering::Relaxed) == at || at == NOT_QUEUED {
+            return;
+        }
         let earliest = queue.peek().is_none_or(|Reverse(first)| at < first.at);
         queue.push(Reverse(Entry {
             at,
-            seq,
             slot: Arc::downgrade(slot),
         }));
         drop(queue);
@@ -84,14 +98,20 @@ impl Scheduler {
 
     /// The slots whose current entry is due at `now`, taken off the queue.
     fn take_due(&self, now: SystemTime) -> Vec<Arc<KeySlot>> {
+        let now = due_time(now);
         let mut queue = self.queue();
         let mut due = Vec::new();
         while queue.peek().is_some_and(|Reverse(first)| first.at <= now) {
             let Some(Reverse(entry)) = queue.pop() else {
                 break;
             };
+            // Another entry of the slot's for the same time, if one is left, is no longer
+            // current once this one is taken.
             if let Some(slot) = entry.slot.upgrade()
-                && slot.scheduled.load(Ordering::Relaxed) == entry.seq
+                && slot
+                    .scheduled
+                    .compare_exchange(entry.at, NOT_QUEUED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
             {
                 due.push(slot);
             }
@@ -100,7 +120,8 @@ impl Scheduler {
     }
 
     fn next_at(&self) -> Option<SystemTime> {
-        self.queue().peek().map(|Reverse(first)| first.at)
+        let first = self.queue().peek().map(|Reverse(first)| first.at)?;
+        Some(UNIX_EPOCH + Duration::from_nanos(first))
     }
 }
 

@@ -210,7 +210,8 @@ pub(super) struct KeySlot {
     changed: Event,
     flight: Mutex<Option<Flight>>,
     failures: Mutex<Option<Box<Failures>>>,
-    /// The number of this key's current entry in the manager's scheduler (0: none).
+    /// When this key's current entry in the manager's scheduler is due, in nanoseconds since the
+    /// epoch (`scheduler::NOT_QUEUED`: none queued). Written under the scheduler's lock.
     pub(super) scheduled: AtomicU64,
     /// When the last refresh ended, in ms since the epoch (0: none yet), and how.
     last_refresh_ms: AtomicU64,
@@ -240,7 +241,7 @@ impl KeySlot {
             failures: Mutex::new(None),
             dropped_by_rejection: AtomicBool::new(false),
             changes: AtomicU32::new(0),
-            scheduled: AtomicU64::new(0),
+            scheduled: AtomicU64::new(super::scheduler::NOT_QUEUED),
             last_refresh_ms: AtomicU64::new(0),
             last_outcome: AtomicU8::new(0),
         }
