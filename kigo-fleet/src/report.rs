@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::quantile_ms;
+use crate::measure::{Percentiles, highest_mib};
 
 /// A request whose token took at least this long to get waited for it.
 pub(crate) const WAITED_FROM_MICROS: u64 = 1_000;
@@ -55,9 +55,8 @@ pub(crate) struct Figures {
     pub(crate) unauthorized: u64,
     pub(crate) waited: u64,
     pub(crate) mean_wait_ms: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) p999_ms: f64,
+    #[serde(flatten)]
+    pub(crate) latency: Percentiles,
     pub(crate) requests_per_second: f64,
     pub(crate) store_ops_per_request: f64,
     pub(crate) store_errors: u64,
@@ -71,12 +70,6 @@ impl Figures {
         let sum = |figure: fn(&ReplicaReport) -> u64| reports.iter().map(figure).sum::<u64>();
         let renewals = renewals(reports);
         let (requests, waited) = (sum(|r| r.requests), sum(|r| r.waited));
-        let mut latencies: Vec<u32> = reports
-            .iter()
-            .flat_map(|r| r.latencies_micros.iter().copied())
-            .collect();
-        latencies.sort_unstable();
-        let percentile = |share: f64| quantile_ms(&latencies, share);
         Self {
             name: name.to_owned(),
             replicas: reports.len(),
@@ -89,17 +82,11 @@ impl Figures {
             unauthorized: sum(|r| r.unauthorized),
             waited,
             mean_wait_ms: sum(|r| r.waited_micros) as f64 / 1_000.0 / waited.max(1) as f64,
-            p50_ms: percentile(0.5),
-            p99_ms: percentile(0.99),
-            p999_ms: percentile(0.999),
+            latency: Percentiles::of(reports.iter().map(|r| r.latencies_micros.as_slice())),
             requests_per_second: requests as f64 / seconds,
             store_ops_per_request: sum(|r| r.store_ops) as f64 / requests.max(1) as f64,
             store_errors: sum(|r| r.store_errors),
-            peak_memory_mib: reports
-                .iter()
-                .filter_map(|r| r.peak_memory_kib)
-                .max()
-                .map(|kib| kib as f64 / 1024.0),
+            peak_memory_mib: highest_mib(reports.iter().map(|r| r.peak_memory_kib)),
         }
     }
 }
@@ -145,9 +132,9 @@ pub(crate) fn markdown(first_column: &str, rows: &[Figures]) -> String {
             f.unauthorized,
             f.waited,
             f.mean_wait_ms,
-            f.p50_ms,
-            f.p99_ms,
-            f.p999_ms,
+            f.latency.p50_ms,
+            f.latency.p99_ms,
+            f.latency.p999_ms,
             f.requests_per_second,
             f.store_ops_per_request,
             f.store_errors,
@@ -188,9 +175,9 @@ mod tests {
         let slow: Vec<u32> = (1..=1000).collect();
         let reports = [used(&[], &slow[..500]), used(&[], &slow[500..])];
         let figures = Figures::of("kigo", &reports, 0, 2.0);
-        assert_eq!(figures.p50_ms, 0.5);
-        assert_eq!(figures.p99_ms, 0.99);
-        assert_eq!(figures.p999_ms, 0.999);
+        assert_eq!(figures.latency.p50_ms, 0.5);
+        assert_eq!(figures.latency.p99_ms, 0.99);
+        assert_eq!(figures.latency.p999_ms, 0.999);
         assert_eq!(figures.requests_per_second, 500.0);
     }
 

@@ -13,7 +13,7 @@ use rand_distr::Zipf;
 use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
 
-use crate::measure::quantile_ms;
+use crate::measure::{Percentiles, highest_mib};
 use crate::run::{TICK, progress};
 use crate::store::FleetStore;
 use crate::user_replica::UserReplicaReport;
@@ -44,9 +44,8 @@ pub(crate) struct Outcome {
     pub(crate) requests: u64,
     pub(crate) failures: u64,
     pub(crate) requests_per_second: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) p999_ms: f64,
+    #[serde(flatten)]
+    pub(crate) latency: Percentiles,
     /// Distinct users asked for, fleet-wide.
     pub(crate) users_requested: u64,
     /// Users asked for by more than one replica: where replicas raced to create one token.
@@ -144,8 +143,9 @@ impl Outcome {
         for index in reports.iter().flat_map(|r| r.users.iter().copied()) {
             *askers.entry(index).or_default() += 1;
         }
-        let partner_key = TokenKey::partner(partner.clone()).storage_id();
-        let partner_tokens_created = counters.creations.get(&partner_key).copied().unwrap_or(0);
+        let partner_key = TokenKey::partner(partner.clone());
+        let partner_tokens_created = counters.creations_for(&partner_key);
+        let partner_entry = partner_key.storage_id();
         let (mut never_created, mut created_more_than_once) = (0, 0);
         for &index in askers.keys() {
             let key = TokenKey::user(partner.clone(), user_id(index)?);
@@ -155,11 +155,6 @@ impl Outcome {
                 _ => created_more_than_once += 1,
             }
         }
-        let mut latencies: Vec<u32> = reports
-            .iter()
-            .flat_map(|r| r.latencies_micros.iter().copied())
-            .collect();
-        latencies.sort_unstable();
         let requests = reports.iter().map(|r| r.requests).sum::<u64>();
         Ok(Self {
             store: load.store.clone(),
@@ -171,9 +166,7 @@ impl Outcome {
             requests,
             failures: reports.iter().map(|r| r.failures).sum(),
             requests_per_second: requests as f64 / load.seconds,
-            p50_ms: quantile_ms(&latencies, 0.5),
-            p99_ms: quantile_ms(&latencies, 0.99),
-            p999_ms: quantile_ms(&latencies, 0.999),
+            latency: Percentiles::of(reports.iter().map(|r| r.latencies_micros.as_slice())),
             users_requested: askers.len() as u64,
             users_shared: askers.values().filter(|&&askers| askers > 1).count() as u64,
             user_tokens_created: counters
@@ -183,18 +176,14 @@ impl Outcome {
             most_for_one_user: counters
                 .creations
                 .iter()
-                .filter(|(key, _)| **key != partner_key)
+                .filter(|(key, _)| **key != partner_entry)
                 .map(|(_, count)| *count)
                 .max()
                 .unwrap_or_default(),
             never_created,
             partner_tokens_created,
             most_cached_keys: reports.iter().map(|r| r.cached_keys).max().unwrap_or(0),
-            peak_memory_mib: reports
-                .iter()
-                .filter_map(|r| r.peak_memory_kib)
-                .max()
-                .map(|kib| kib as f64 / 1024.0),
+            peak_memory_mib: highest_mib(reports.iter().map(|r| r.peak_memory_kib)),
         })
     }
 
@@ -236,9 +225,9 @@ impl Outcome {
             self.requests,
             self.failures,
             self.requests_per_second,
-            self.p50_ms,
-            self.p99_ms,
-            self.p999_ms,
+            self.latency.p50_ms,
+            self.latency.p99_ms,
+            self.latency.p999_ms,
             self.most_cached_keys,
         );
         text
