@@ -436,7 +436,7 @@ async fn entries_this_replica_cannot_open_are_left_alone_and_reported() {
     )
     .unwrap();
     let entry = sealed(2).encode(&key, 0, &fleet_token);
-    store.write_raw(&key, entry.as_bytes());
+    store.write_raw(&key, &entry);
 
     let manager = world
         .builder_on(79, Arc::new(store.clone()))
@@ -455,7 +455,7 @@ async fn entries_this_replica_cannot_open_are_left_alone_and_reported() {
     );
     assert_eq!(
         store.read_raw(&key).as_deref(),
-        Some(entry.as_bytes()),
+        Some(&entry[..]),
         "left as it was"
     );
     // Asked again later: still reported, still untouched.
@@ -466,5 +466,5 @@ async fn entries_this_replica_cannot_open_are_left_alone_and_reported() {
         manager.token(&key).await,
         Err(Error::StoreMisconfigured { .. })
     ));
-    assert_eq!(store.read_raw(&key).as_deref(), Some(entry.as_bytes()));
+    assert_eq!(store.read_raw(&key).as_deref(), Some(&entry[..]));
 }

@@ -190,7 +190,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Writes tokens as plaintext JSON: anyone who can read Redis, its backups, `MONITOR` or the
+    /// Writes tokens in the clear: anyone who can read Redis, its backups, `MONITOR` or the
     /// `SLOWLOG` can read the tokens, and anyone who can write it can plant or move one. Logged
     /// at warn when the store is built. A replica with plaintext entries reports a fleet's
     /// sealed entries as a misconfiguration and leaves them alone.

@@ -238,7 +238,7 @@ impl SqlStoreBuilder {
         self
     }
 
-    /// Writes entries as plaintext JSON instead of sealing them: anyone who can read the table,
+    /// Writes entries in the clear instead of sealing them: anyone who can read the table,
     /// its backups or the database's statement log can read the tokens (the partner-level token
     /// and users' refresh tokens) and plant tokens the fleet adopts. Logged at warn when the
     /// store is built. Every replica sharing the table must choose so too: a sealing replica

@@ -43,7 +43,7 @@ impl NewEntry {
     pub(crate) fn new(codec: &EntryCodec, key: &TokenKey, generation: u64, token: &Token) -> Self {
         Self {
             format: format_version(),
-            entry: codec.encode(key, generation, token).into_bytes(),
+            entry: codec.encode(key, generation, token),
             fingerprint: *token.fingerprint().as_bytes(),
             expires_us: epoch_micros(token.expires_at()),
         }
@@ -73,7 +73,7 @@ impl StoredRow {
         &self,
         key: &TokenKey,
         codec: &EntryCodec,
-    ) -> Result<Option<String>, CorruptEntry> {
+    ) -> Result<Option<Vec<u8>>, CorruptEntry> {
         let Some(entry) = &self.entry else {
             return Ok(None);
         };
@@ -110,10 +110,10 @@ fn decode(
     codec.decode(key, stored, readable(format, generation)?)
 }
 
-/// The generation of a row whose entry the codec can read (one of this format version), as
-/// the codec takes it.
+/// The generation of a row whose entry the codec can read (of this format version or an older
+/// one, which the codec still reads), as the codec takes it.
 fn readable(format: i64, generation: i64) -> Result<u64, CorruptEntry> {
-    if format != i64::from(FORMAT_VERSION) {
+    if !(1..=i64::from(FORMAT_VERSION)).contains(&format) {
         let version = u64::try_from(format).map_err(|_| CorruptEntry::Malformed)?;
         return Err(CorruptEntry::UnknownVersion(version));
     }

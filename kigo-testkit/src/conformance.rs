@@ -599,8 +599,11 @@ pub async fn commit_ends_the_cooldown(harness: &dyn StoreHarness) {
 /// kinds these are.
 pub async fn corrupt_entries_are_reported_and_replaced(harness: &dyn StoreHarness) {
     let store = harness.handle().await;
-    let cases: [(&[u8], CorruptEntry); 4] = [
+    let planted = EntryCodec::plaintext().encode(&fresh_key(), 1, &token(harness, "planted"));
+    let cases: [(&[u8], CorruptEntry); 6] = [
         (b"\x00\xffnot json at all", CorruptEntry::Malformed),
+        (b"\x02\x01truncated", CorruptEntry::Malformed),
+        (&planted, CorruptEntry::Plaintext),
         (
             br#"{"v":999,"token":"from-the-future"}"#,
             CorruptEntry::UnknownVersion(999),

@@ -84,7 +84,7 @@ impl StoreHarness for FileStoreHarness {
             .run(move |shared| shared.directory.read(&key))
             .await
             .expect("a raw read")?;
-        Some(Record::parse(&bytes)?.entry()?.as_bytes().to_vec())
+        Record::parse(&bytes)?.entry()
     }
 
     async fn pass(&self, duration: Duration) {

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use kigo_core::codec::EntryCodec;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kigo_core::codec::{CorruptEntry, EntryCodec};
 use kigo_core::store::{
     CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
 };
@@ -40,7 +42,8 @@ struct Holder {
 pub(super) struct Stored {
     /// The fence of the commit's lease; the codec binds the seal to it.
     generation: u64,
-    /// What [`EntryCodec::encode`] wrote: sealed, unless plaintext was chosen.
+    /// What [`EntryCodec::encode`] wrote (sealed, unless plaintext was chosen), in base64: the
+    /// entry is binary, the file JSON.
     entry: String,
     /// For invalidation without opening the entry; none for an entry planted by a test.
     fingerprint: Option<String>,
@@ -49,11 +52,19 @@ pub(super) struct Stored {
 }
 
 impl Stored {
+    /// The token this entry holds for `key`; text that is not base64 is a malformed entry.
+    fn decoded(&self, codec: &EntryCodec, key: &TokenKey) -> Result<Token, CorruptEntry> {
+        let entry = STANDARD
+            .decode(&self.entry)
+            .map_err(|_| CorruptEntry::Malformed)?;
+        codec.decode(key, &entry, self.generation)
+    }
+
     /// `token`, as committed under `lease`.
     pub(super) fn new(codec: &EntryCodec, lease: &Lease, token: &Token) -> Self {
         Self {
             generation: lease.fence(),
-            entry: codec.encode(lease.key(), lease.fence(), token),
+            entry: STANDARD.encode(codec.encode(lease.key(), lease.fence(), token)),
             fingerprint: Some(token.fingerprint().to_string()),
             expires_at_ms: millis(token.expires_at()),
         }
@@ -116,7 +127,7 @@ impl Record {
     pub(super) fn snapshot(&self, key: &TokenKey, codec: &EntryCodec, now_ms: u64) -> Snapshot {
         let entry = match self.token_at(now_ms) {
             None => Entry::Absent,
-            Some(stored) => match codec.decode(key, stored.entry.as_bytes(), stored.generation) {
+            Some(stored) => match stored.decoded(codec, key) {
                 Ok(token) => Entry::Present(token),
                 Err(corrupt) => Entry::Corrupt(corrupt),
             },
@@ -205,8 +216,7 @@ impl Record {
     }
 
     /// Writes `raw` where the entry is kept, at the stored generation, as an attacker or a bug
-    /// with write access might (for the conformance harness). Entries are text; bytes that are
-    /// not UTF-8 are written as their lossy text, which is no more an entry than they were.
+    /// with write access might (for the conformance harness).
     pub(super) fn plant(&mut self, raw: &[u8]) {
         let generation = self
             .token
@@ -214,15 +224,15 @@ impl Record {
             .map_or(self.fence, |token| token.generation);
         self.token = Some(Stored {
             generation,
-            entry: String::from_utf8_lossy(raw).into_owned(),
+            entry: STANDARD.encode(raw),
             fingerprint: None,
             expires_at_ms: u64::MAX,
         });
     }
 
     /// The stored entry, as the codec wrote it.
-    pub(super) fn entry(&self) -> Option<&str> {
-        self.token.as_ref().map(|token| token.entry.as_str())
+    pub(super) fn entry(&self) -> Option<Vec<u8>> {
+        STANDARD.decode(&self.token.as_ref()?.entry).ok()
     }
 }
 

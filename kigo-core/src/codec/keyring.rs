@@ -34,6 +34,16 @@ impl KeyId {
         }
         Some(Self(bytes))
     }
+
+    /// The ID as a binary entry stores it.
+    pub(super) fn from_bytes(bytes: [u8; 4]) -> Self {
+        Self(bytes)
+    }
+
+    /// The ID's bytes, as a binary entry stores them.
+    pub(super) fn to_bytes(self) -> [u8; 4] {
+        self.0
+    }
 }
 
 impl fmt::Display for KeyId {

@@ -1,8 +1,10 @@
-//! How shared stores write a token: versioned JSON, sealed with an AEAD cipher unless a store is
-//! told to write plaintext by name.
+//! How shared stores write a token: a compact binary entry (format 2, see [`FORMAT_VERSION`]),
+//! sealed with an AEAD cipher unless a store is told to write plaintext by name.
 //!
 //! Every shared store uses this one codec, so an entry written by one backend version is read the
 //! same way by all, and corrupt, foreign, moved or tampered entries are told apart from tokens.
+//! Entries of format 1 (JSON, written before 0.x's binary format) are still read, and
+//! [`EntryCodec::reseal`] rewrites them in the current format.
 //!
 //! A sealed entry is bound to where it belongs: the store's namespace (a Redis prefix, an SQL
 //! table), its token key and its generation are the associated data of the seal. An entry copied
@@ -11,26 +13,27 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload as AeadPayload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use serde::{Deserialize, Serialize};
+use secrecy::zeroize::Zeroizing;
 
 use crate::{Token, TokenKey, TokenSecret};
 
+mod entry;
 mod keyring;
+use entry::{Body, Parsed, Payload, SealedParts};
 pub use keyring::{InvalidKeyring, KeyId, Keyring, SEALING_KEYS_VAR, SealingKey};
 
-/// The entry format this version writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The entry format this version writes: 2, binary (a 42-byte token sealed takes 108 bytes).
+/// Format 1 (JSON) is still read.
+pub const FORMAT_VERSION: u32 = entry::CURRENT as u32;
 
 /// Why a stored entry is not a usable token. The store reports it; the manager replaces the
 /// entry, unless [`CorruptEntry::is_misconfiguration`] says this replica cannot judge it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CorruptEntry {
-    /// Not an entry this codec wrote: not JSON, or fields missing or of the wrong type.
+    /// Not an entry this codec wrote: truncated, not of its layout, or fields of the wrong type.
     #[error("the stored entry is malformed")]
     Malformed,
     /// Written by a format version this build does not know.
@@ -90,33 +93,6 @@ impl fmt::Debug for EntryCodec {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    v: u64,
-    #[serde(flatten)]
-    body: Body,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum Body {
-    Sealed {
-        kid: String,
-        nonce: String,
-        sealed: String,
-    },
-    Plain(Payload),
-}
-
-#[derive(Serialize, Deserialize)]
-struct Payload {
-    token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    refresh: Option<String>,
-    issued_at_ms: u64,
-    expires_at_ms: u64,
-}
-
 impl EntryCodec {
     /// Seals entries with the current key of `keyring`; opens those sealed with any of its keys.
     pub fn sealed(keyring: Keyring) -> Self {
@@ -126,8 +102,8 @@ impl EntryCodec {
         }
     }
 
-    /// Writes tokens as plaintext JSON: anyone who can read the store (or its backups) can read
-    /// and forge the tokens. For in-process stores and stores the operator chose so by name.
+    /// Writes tokens in the clear: anyone who can read the store (or its backups) can read and
+    /// forge the tokens. For in-process stores and stores the operator chose so by name.
     pub fn plaintext() -> Self {
         Self {
             keyring: None,
@@ -154,22 +130,17 @@ impl EntryCodec {
     }
 
     /// The stored form of `token` under `key`, committed as `generation`.
-    pub fn encode(&self, key: &TokenKey, generation: u64, token: &Token) -> String {
+    pub fn encode(&self, key: &TokenKey, generation: u64, token: &Token) -> Vec<u8> {
         let payload = Payload {
             token: token.secret().expose().to_owned(),
             refresh: token.refresh_token().map(|r| r.expose().to_owned()),
             issued_at_ms: millis(token.issued_at()),
             expires_at_ms: millis(token.expires_at()),
         };
-        let body = match &self.keyring {
+        match &self.keyring {
             Some(keyring) => self.seal(keyring, key, generation, &payload),
-            None => Body::Plain(payload),
-        };
-        serde_json::to_string(&Envelope {
-            v: u64::from(FORMAT_VERSION),
-            body,
-        })
-        .unwrap_or_default()
+            None => entry::write_plain(&payload),
+        }
     }
 
     /// The token stored as `stored` under `key`, given the store's `generation` for it.
@@ -179,23 +150,13 @@ impl EntryCodec {
         stored: &[u8],
         generation: u64,
     ) -> Result<Token, CorruptEntry> {
-        #[derive(Deserialize)]
-        struct Version {
-            v: u64,
-        }
-        let version: Version =
-            serde_json::from_slice(stored).map_err(|_| CorruptEntry::Malformed)?;
-        if version.v != u64::from(FORMAT_VERSION) {
-            return Err(CorruptEntry::UnknownVersion(version.v));
-        }
-        let envelope: Envelope =
-            serde_json::from_slice(stored).map_err(|_| CorruptEntry::Malformed)?;
-        let payload = match (&self.keyring, envelope.body) {
+        let parsed = Parsed::read(stored)?;
+        let payload = match (&self.keyring, parsed.body) {
             (None, Body::Plain(payload)) => payload,
-            (None, Body::Sealed { .. }) => return Err(CorruptEntry::Sealed),
+            (None, Body::Sealed(_)) => return Err(CorruptEntry::Sealed),
             (Some(_), Body::Plain(_)) => return Err(CorruptEntry::Plaintext),
-            (Some(keyring), Body::Sealed { kid, nonce, sealed }) => {
-                self.open(keyring, key, generation, (&kid, &nonce, &sealed))?
+            (Some(keyring), Body::Sealed(parts)) => {
+                self.open(keyring, key, generation, parsed.version, &parts)?
             }
         };
         let mut token = Token::new(
@@ -211,49 +172,53 @@ impl EntryCodec {
         Ok(token)
     }
 
-    /// `stored` sealed again under the current key, if it opens with an older key of the
-    /// keyring; `None` if it is already sealed with the current key (or this codec writes
-    /// plaintext). For rotating keys without a creation: a store writes the result back only if
-    /// the entry is still `stored` at `generation`.
+    /// `stored` sealed again under the current key, in the current format, if it opens but was
+    /// sealed with an older key of the keyring or written in an older format; `None` if it is
+    /// current (or this codec writes plaintext). For rotating keys without a creation: a store
+    /// writes the result back only if the entry is still `stored` at `generation`.
     pub fn reseal(
         &self,
         key: &TokenKey,
         stored: &[u8],
         generation: u64,
-    ) -> Result<Option<String>, CorruptEntry> {
+    ) -> Result<Option<Vec<u8>>, CorruptEntry> {
         let Some(keyring) = &self.keyring else {
             return Ok(None);
         };
         let token = self.decode(key, stored, generation)?;
-        #[derive(Deserialize)]
-        struct Kid {
-            kid: String,
-        }
-        let current = keyring.current().id().to_string();
-        let sealed_with =
-            serde_json::from_slice::<Kid>(stored).map_err(|_| CorruptEntry::Malformed)?;
-        if sealed_with.kid == current {
-            return Ok(None);
-        }
-        Ok(Some(self.encode(key, generation, &token)))
+        let current = match Parsed::read(stored)? {
+            Parsed {
+                version: entry::CURRENT,
+                body: Body::Sealed(parts),
+            } => parts.kid == keyring.current().id(),
+            _ => false,
+        };
+        Ok((!current).then(|| self.encode(key, generation, &token)))
     }
 
-    /// What the seal of an entry for `key` at `generation` under key `kid` is bound to.
-    fn associated_data(&self, key: &TokenKey, generation: u64, kid: KeyId) -> Vec<u8> {
+    /// What the seal of a format `version` entry for `key` at `generation` under key `kid` is
+    /// bound to.
+    fn associated_data(&self, key: &TokenKey, generation: u64, version: u8, kid: KeyId) -> Vec<u8> {
         format!(
-            "kigo entry v{FORMAT_VERSION}\0{}\0{}\0{generation}\0{kid}",
+            "kigo entry v{version}\0{}\0{}\0{generation}\0{kid}",
             self.namespace,
             key.storage_id()
         )
         .into_bytes()
     }
 
-    fn seal(&self, keyring: &Keyring, key: &TokenKey, generation: u64, payload: &Payload) -> Body {
+    fn seal(
+        &self,
+        keyring: &Keyring,
+        key: &TokenKey,
+        generation: u64,
+        payload: &Payload,
+    ) -> Vec<u8> {
         let sealing = keyring.current();
-        let plain =
-            secrecy::zeroize::Zeroizing::new(serde_json::to_vec(payload).unwrap_or_default());
+        let mut plain = Zeroizing::new(Vec::with_capacity(payload.len()));
+        payload.write_to(&mut plain);
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = self.associated_data(key, generation, sealing.id());
+        let aad = self.associated_data(key, generation, entry::CURRENT, sealing.id());
         let sealed = sealing
             .cipher()
             .encrypt(
@@ -264,11 +229,7 @@ impl EntryCodec {
                 },
             )
             .unwrap_or_default();
-        Body::Sealed {
-            kid: sealing.id().to_string(),
-            nonce: STANDARD.encode(nonce),
-            sealed: STANDARD.encode(sealed),
-        }
+        entry::write_sealed(sealing.id(), &nonce.into(), &sealed)
     }
 
     fn open(
@@ -276,32 +237,35 @@ impl EntryCodec {
         keyring: &Keyring,
         key: &TokenKey,
         generation: u64,
-        (kid, nonce, sealed): (&str, &str, &str),
+        version: u8,
+        parts: &SealedParts,
     ) -> Result<Payload, CorruptEntry> {
-        let kid = KeyId::from_hex(kid).ok_or(CorruptEntry::Malformed)?;
-        let opening = keyring.find(kid).ok_or(CorruptEntry::UnknownKey(kid))?;
-        let nonce: [u8; 24] = STANDARD
-            .decode(nonce)
-            .ok()
-            .and_then(|nonce| nonce.try_into().ok())
-            .ok_or(CorruptEntry::Malformed)?;
-        let sealed = STANDARD
-            .decode(sealed)
-            .map_err(|_| CorruptEntry::Malformed)?;
-        let aad = self.associated_data(key, generation, kid);
-        let plain = secrecy::zeroize::Zeroizing::new(
+        let opening = keyring
+            .find(parts.kid)
+            .ok_or(CorruptEntry::UnknownKey(parts.kid))?;
+        let aad = self.associated_data(key, generation, version, parts.kid);
+        let plain = Zeroizing::new(
             opening
                 .cipher()
                 .decrypt(
-                    &XNonce::from(nonce),
+                    &XNonce::from(parts.nonce),
                     AeadPayload {
-                        msg: &sealed,
+                        msg: &parts.sealed,
                         aad: &aad,
                     },
                 )
                 .map_err(|_| CorruptEntry::Unauthentic)?,
         );
-        serde_json::from_slice(&plain).map_err(|_| CorruptEntry::Malformed)
+        Payload::from_bytes(version, &plain)
+    }
+}
+
+/// The key that sealed `stored`, read without opening it (for an operator's tool, or a test
+/// that watches a rotation): `None` for a plaintext entry or one that is no entry.
+pub fn sealed_with(stored: &[u8]) -> Option<KeyId> {
+    match Parsed::read(stored).ok()?.body {
+        Body::Sealed(parts) => Some(parts.kid),
+        Body::Plain(_) => None,
     }
 }
 
@@ -381,6 +345,51 @@ mod tests {
         EntryCodec::sealed(Keyring::new(SealingKey::from_bytes([byte; 32]))).in_namespace("ns")
     }
 
+    fn contains(stored: &[u8], text: &str) -> bool {
+        stored
+            .windows(text.len())
+            .any(|window| window == text.as_bytes())
+    }
+
+    /// `token` as version 0.x before the binary format sealed it: JSON, the payload's JSON
+    /// sealed and in base64, bound to `v1` in the associated data.
+    fn sealed_in_format_1(
+        codec: &EntryCodec,
+        key: &TokenKey,
+        generation: u64,
+        token: &Token,
+    ) -> Vec<u8> {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let sealing = codec.keyring().unwrap().current();
+        let payload = serde_json::json!({
+            "token": token.secret().expose(),
+            "refresh": token.refresh_token().map(TokenSecret::expose),
+            "issued_at_ms": millis(token.issued_at()),
+            "expires_at_ms": millis(token.expires_at()),
+        });
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = codec.associated_data(key, generation, 1, sealing.id());
+        let sealed = sealing
+            .cipher()
+            .encrypt(
+                &nonce,
+                AeadPayload {
+                    msg: payload.to_string().as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        serde_json::json!({
+            "v": 1,
+            "kid": sealing.id().to_string(),
+            "nonce": STANDARD.encode(nonce),
+            "sealed": STANDARD.encode(sealed),
+        })
+        .to_string()
+        .into_bytes()
+    }
+
     fn assert_same(a: &Token, b: &Token) {
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.issued_at(), b.issued_at());
@@ -395,7 +404,7 @@ mod tests {
     fn plaintext_round_trip_keeps_everything_and_takes_the_stored_generation() {
         let codec = EntryCodec::plaintext();
         let stored = codec.encode(&key("a"), 3, &token());
-        let decoded = codec.decode(&key("a"), stored.as_bytes(), 7).unwrap();
+        let decoded = codec.decode(&key("a"), &stored, 7).unwrap();
         assert_same(&decoded, &token());
         assert_eq!(decoded.generation(), 7);
     }
@@ -412,13 +421,18 @@ mod tests {
                 b"{\"v\":1}",
                 b"[1,2]",
                 br#"{"v":1,"kid":"zz","nonce":"","sealed":""}"#,
+                b"\x02",
+                b"\x02\x07",
+                b"\x02\x00\x00\x00",
+                b"\x02\x01\x01\x02\x03\x04\x05",
+                b"\x00\xffnot an entry",
+                b"\x01\x00",
             ] {
-                let expected = if codec.is_sealed() || !garbage.starts_with(b"{\"v\":1,\"kid") {
-                    CorruptEntry::Malformed
-                } else {
-                    CorruptEntry::Sealed
-                };
-                assert_eq!(codec.decode(&k, garbage, 1).unwrap_err(), expected);
+                assert_eq!(
+                    codec.decode(&k, garbage, 1).unwrap_err(),
+                    CorruptEntry::Malformed,
+                    "{garbage:?}"
+                );
             }
             assert_eq!(
                 codec
@@ -426,7 +440,18 @@ mod tests {
                     .unwrap_err(),
                 CorruptEntry::UnknownVersion(99)
             );
+            assert_eq!(
+                codec.decode(&k, b"\x03\x01", 1).unwrap_err(),
+                CorruptEntry::UnknownVersion(3)
+            );
         }
+        let plain = EntryCodec::plaintext();
+        let mut trailing = plain.encode(&key("a"), 1, &token());
+        trailing.push(0);
+        assert_eq!(
+            plain.decode(&key("a"), &trailing, 1).unwrap_err(),
+            CorruptEntry::Malformed
+        );
         let plain = EntryCodec::plaintext();
         let empty = br#"{"v":1,"token":"","issued_at_ms":1,"expires_at_ms":2}"#;
         assert_eq!(
@@ -449,9 +474,9 @@ mod tests {
     fn sealed_entries_hide_the_token() {
         let codec = sealing(7);
         let stored = codec.encode(&key("a"), 4, &token());
-        assert!(!stored.contains("secret-token"));
-        assert!(!stored.contains("refresh-token"));
-        let decoded = codec.decode(&key("a"), stored.as_bytes(), 4).unwrap();
+        assert!(!contains(&stored, "secret-token"));
+        assert!(!contains(&stored, "refresh-token"));
+        let decoded = codec.decode(&key("a"), &stored, 4).unwrap();
         assert_same(&decoded, &token());
         assert_eq!(decoded.generation(), 4);
     }
@@ -459,8 +484,7 @@ mod tests {
     #[test]
     fn a_sealed_entry_opens_only_for_its_namespace_key_and_generation() {
         let codec = sealing(7);
-        let stored = codec.encode(&key("a"), 4, &token());
-        let stored = stored.as_bytes();
+        let stored = &codec.encode(&key("a"), 4, &token());
         let moved = [
             codec.decode(&key("b"), stored, 4),
             codec.decode(&key("a"), stored, 5),
@@ -476,8 +500,7 @@ mod tests {
 
     #[test]
     fn a_replica_without_the_key_is_told_apart_from_tampering() {
-        let stored = sealing(7).encode(&key("a"), 1, &token());
-        let stored = stored.as_bytes();
+        let stored = &sealing(7).encode(&key("a"), 1, &token());
         assert!(matches!(
             sealing(8).decode(&key("a"), stored, 1),
             Err(CorruptEntry::UnknownKey(_))
@@ -490,9 +513,7 @@ mod tests {
         );
         let plain = EntryCodec::plaintext().encode(&key("a"), 1, &token());
         assert_eq!(
-            sealing(7)
-                .decode(&key("a"), plain.as_bytes(), 1)
-                .unwrap_err(),
+            sealing(7).decode(&key("a"), &plain, 1).unwrap_err(),
             CorruptEntry::Plaintext
         );
         assert!(
@@ -511,15 +532,13 @@ mod tests {
         let after = EntryCodec::sealed(Keyring::new(new.clone()).with_older_key(old).unwrap());
         let sealed_before = before.encode(&key("a"), 1, &token());
         assert_same(
-            &after
-                .decode(&key("a"), sealed_before.as_bytes(), 1)
-                .unwrap(),
+            &after.decode(&key("a"), &sealed_before, 1).unwrap(),
             &token(),
         );
         let sealed_after = after.encode(&key("a"), 2, &token());
-        assert!(sealed_after.contains(&new.id().to_string()));
+        assert_eq!(sealed_with(&sealed_after), Some(new.id()));
         assert!(matches!(
-            before.decode(&key("a"), sealed_after.as_bytes(), 2),
+            before.decode(&key("a"), &sealed_after, 2),
             Err(CorruptEntry::UnknownKey(id)) if id == new.id()
         ));
     }
@@ -531,24 +550,68 @@ mod tests {
         let before = EntryCodec::sealed(Keyring::new(old.clone()));
         let after = EntryCodec::sealed(Keyring::new(new.clone()).with_older_key(old).unwrap());
         let stored = before.encode(&key("a"), 3, &token());
+        let old_id = before.keyring().unwrap().current().id();
         let resealed = after
-            .reseal(&key("a"), stored.as_bytes(), 3)
+            .reseal(&key("a"), &stored, 3)
             .unwrap()
             .expect("sealed with an older key");
-        assert!(resealed.contains(&new.id().to_string()));
-        assert_same(
-            &after.decode(&key("a"), resealed.as_bytes(), 3).unwrap(),
-            &token(),
-        );
-        assert_eq!(after.reseal(&key("a"), resealed.as_bytes(), 3), Ok(None));
+        assert_eq!(sealed_with(&resealed), Some(new.id()));
+        assert_eq!(sealed_with(&stored), Some(old_id));
         assert_eq!(
-            after.reseal(&key("b"), stored.as_bytes(), 3),
+            sealed_with(&EntryCodec::plaintext().encode(&key("a"), 3, &token())),
+            None
+        );
+        assert_eq!(sealed_with(b"{}"), None);
+        assert_same(&after.decode(&key("a"), &resealed, 3).unwrap(), &token());
+        assert_eq!(after.reseal(&key("a"), &resealed, 3), Ok(None));
+        assert_eq!(
+            after.reseal(&key("b"), &stored, 3),
             Err(CorruptEntry::Unauthentic)
         );
         assert_eq!(
             EntryCodec::plaintext().reseal(&key("a"), b"{}", 3),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn a_sealed_entry_takes_66_bytes_beyond_its_token() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let token = Token::new(
+            TokenSecret::new("t".repeat(42)),
+            issued,
+            issued + Duration::from_secs(1800),
+        )
+        .unwrap();
+        assert_eq!(sealing(7).encode(&key("a"), 1, &token).len(), 108);
+        assert_eq!(
+            EntryCodec::plaintext().encode(&key("a"), 1, &token).len(),
+            64
+        );
+    }
+
+    #[test]
+    fn entries_of_format_1_are_read_and_resealed_in_the_current_format() {
+        let codec = sealing(7);
+        let old = sealed_in_format_1(&codec, &key("a"), 5, &token());
+        assert_same(&codec.decode(&key("a"), &old, 5).unwrap(), &token());
+        assert_eq!(
+            codec.decode(&key("a"), &old, 6).unwrap_err(),
+            CorruptEntry::Unauthentic
+        );
+        let current = codec
+            .reseal(&key("a"), &old, 5)
+            .unwrap()
+            .expect("an entry of format 1 is rewritten");
+        assert_eq!(current.first(), Some(&2));
+        assert_same(&codec.decode(&key("a"), &current, 5).unwrap(), &token());
+        assert_eq!(codec.reseal(&key("a"), &current, 5), Ok(None));
+
+        let plain = br#"{"v":1,"token":"t","refresh":"r","issued_at_ms":1,"expires_at_ms":2}"#;
+        let read = EntryCodec::plaintext().decode(&key("a"), plain, 1).unwrap();
+        assert_eq!(read.secret().expose(), "t");
+        assert_eq!(read.refresh_token().map(TokenSecret::expose), Some("r"));
+        assert_eq!(read.expires_at(), from_millis(2));
     }
 
     #[test]

@@ -250,10 +250,7 @@ impl TokenStore for MemoryStore {
 
     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
         let now = self.now();
-        let encoded = self
-            .codec
-            .encode(lease.key(), lease.fence(), token)
-            .into_bytes();
+        let encoded = self.codec.encode(lease.key(), lease.fence(), token);
         let mut state = self.state();
         let Some(record) = state.records.get_mut(lease.key()) else {
             return Ok(CommitOutcome::Rejected);
@@ -358,7 +355,7 @@ impl StoreAdmin for MemoryStore {
         };
         match self.codec.reseal(key, &stored.encoded, stored.generation) {
             Ok(Some(resealed)) => {
-                stored.encoded = resealed.into_bytes();
+                stored.encoded = resealed;
                 Ok(Resealed::Done)
             }
             Ok(None) => Ok(Resealed::Current),

@@ -366,7 +366,7 @@ impl StoreError {
 ///
 ///     async fn commit(&self, lease: &Lease, token: &Token) -> Result<CommitOutcome, StoreError> {
 ///         let now = self.clock.now();
-///         let encoded = self.codec.encode(lease.key(), lease.fence(), token).into_bytes();
+///         let encoded = self.codec.encode(lease.key(), lease.fence(), token);
 ///         let mut slots = self.slots();
 ///         let Some(slot) = slots.get_mut(lease.key()) else {
 ///             return Ok(CommitOutcome::Rejected);

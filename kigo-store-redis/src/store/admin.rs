@@ -23,7 +23,7 @@ pub(super) enum Standing {
     Older {
         read: Vec<u8>,
         generation: u64,
-        resealed: String,
+        resealed: Vec<u8>,
     },
     /// It does not open with this keyring, or is corrupt.
     Unreadable(CorruptEntry),
@@ -127,7 +127,7 @@ impl StoreAdmin for RedisStore {
                 resealed,
             } => {
                 let written = self
-                    .write_resealed(key, &read, generation, resealed.as_bytes())
+                    .write_resealed(key, &read, generation, &resealed)
                     .await?;
                 if written {
                     Resealed::Done
@@ -237,7 +237,7 @@ mod tests {
         commit(&before, &key).await;
         let committed = get("GET").await;
         let written = rotating
-            .write_resealed(&key, &read, generation, resealed.as_bytes())
+            .write_resealed(&key, &read, generation, &resealed)
             .await
             .unwrap();
         assert!(!written, "a commit came between");
@@ -245,22 +245,19 @@ mod tests {
 
         let (read, generation, resealed) = older().await;
         let at_another_generation = rotating
-            .write_resealed(&key, &read, generation + 1, resealed.as_bytes())
+            .write_resealed(&key, &read, generation + 1, &resealed)
             .await
             .unwrap();
         assert!(!at_another_generation);
         let expiry = get("PEXPIRETIME").await;
         for run in ["first", "second"] {
             let written = rotating
-                .write_resealed(&key, &read, generation, resealed.as_bytes())
+                .write_resealed(&key, &read, generation, &resealed)
                 .await
                 .unwrap();
             assert!(written, "{run} run");
         }
-        assert_eq!(
-            get("GET").await,
-            redis::Value::BulkString(resealed.into_bytes())
-        );
+        assert_eq!(get("GET").await, redis::Value::BulkString(resealed));
         assert_eq!(get("PEXPIRETIME").await, expiry, "the expiry is kept");
         assert!(matches!(
             rotating.standing(&key).await.unwrap(),

@@ -157,9 +157,7 @@ impl RedisHarness {
     /// The ID of the key that sealed the stored entry of `key`, read behind the store's back;
     /// `None` for no entry or one that names no key.
     pub(crate) async fn sealed_with(&self, key: &TokenKey) -> Option<KeyId> {
-        let raw = self.read_raw(key).await?;
-        let entry: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-        KeyId::from_hex(entry.get("kid")?.as_str()?)
+        kigo_core::codec::sealed_with(&self.read_raw(key).await?)
     }
 
     /// Runs `command` on the server directly, bypassing the store (on a one-node cluster, on

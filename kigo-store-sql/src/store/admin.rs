@@ -58,7 +58,7 @@ impl StoreAdmin for SqlStore {
         };
         let generation = row.generation;
         let written = self
-            .run(|| backend.reseal(&id, generation, entry, resealed.as_bytes()))
+            .run(|| backend.reseal(&id, generation, entry, &resealed))
             .await?;
         Ok(if written {
             Resealed::Done

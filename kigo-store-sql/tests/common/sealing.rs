@@ -24,13 +24,7 @@ use tokio::task::JoinHandle;
 use super::fleet::{commit_token, fleet_member, fresh_key, kigo_api, renew_at, replica, token};
 use super::harness::SqlHarness;
 
-/// The ID of the key that sealed `raw`, a stored entry (`{"v":1,"kid":"<8 hex digits>",...}`);
-/// `None` for an entry that is not sealed.
-pub(crate) fn sealed_with(raw: &[u8]) -> Option<KeyId> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let (_, rest) = text.split_once(r#""kid":""#)?;
-    KeyId::from_hex(rest.get(..8)?)
-}
+pub(crate) use kigo_core::codec::sealed_with;
 
 /// A new random sealing key.
 fn sealing_key() -> SealingKey {
