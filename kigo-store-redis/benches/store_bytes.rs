@@ -5,8 +5,8 @@
 //! Reports, per key: the growth of `INFO memory`'s `used_memory` (what Redis allocated, its
 //! dictionaries and expiry entries included), the part beyond the token itself (its 42-byte
 //! secret; the tokens have no refresh token), the growth of resident memory as a cross-check,
-//! the Redis keys each token key leaves, and `MEMORY USAGE` of each of one sample key's Redis
-//! keys, with the length of its stored entry.
+//! the Redis keys each token key leaves, and `MEMORY USAGE` of one sample key's record, with the
+//! length of the entry it holds.
 //!
 //! Run: `cargo bench -p kigo-store-redis --bench store_bytes` (10,000 keys;
 //! `KIGO_BENCH_STORE_KEYS=10000,1000000` for others).
@@ -28,7 +28,7 @@ const CONCURRENCY: usize = 64;
 async fn main() {
     println!(
         "| keys | used_memory per key | beyond the token | resident growth per key | Redis keys per \
-         token key | MEMORY USAGE of one key's token / state / fence | its entry | fill |"
+         token key | MEMORY USAGE of one key's record | its entry | fill |"
     );
     println!("|---:|---:|---:|---:|---:|---|---:|---:|");
     for count in fill::counts(&[10_000]) {
@@ -70,13 +70,11 @@ async fn measure(count: usize) -> String {
     let used = per_key(after.used - before.used, count);
     let sample = Sample::of(&store, &mut redis, &keys[count / 2]).await;
     format!(
-        "| {count} | {used:.0} | **{:.0}** | {:.0} | {:.2} | {} / {} / {} | {} | {:.1} s |",
+        "| {count} | {used:.0} | **{:.0}** | {:.0} | {:.2} | {} | {} | {:.1} s |",
         used - SECRET_LEN as f64,
         per_key(after.rss - before.rss, count),
         per_key(after.keys - before.keys, count),
-        sample.token,
-        sample.state,
-        sample.fence,
+        sample.record,
         sample.entry,
         took.as_secs_f64(),
     )
@@ -123,41 +121,35 @@ impl Memory {
     }
 }
 
-/// `MEMORY USAGE` of one token key's Redis keys, and the length of its stored entry.
+/// `MEMORY USAGE` of one token key's record, and the length of the entry it holds.
 struct Sample {
-    token: i64,
-    state: i64,
-    fence: i64,
+    record: i64,
     entry: i64,
 }
 
+/// The length of a record's header (see the crate's `scripts` module).
+const RECORD_HEADER_LEN: i64 = 35;
+
 impl Sample {
     async fn of(store: &RedisStore, redis: &mut MultiplexedConnection, key: &TokenKey) -> Self {
-        let names = store.key_names(key);
-        let mut usage = async |name: &str| -> i64 {
-            redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(name)
-                .arg("SAMPLES")
-                .arg(0)
-                .query_async::<Option<i64>>(&mut *redis)
-                .await
-                .expect("MEMORY USAGE")
-                .unwrap_or_default()
-        };
-        let token = usage(&names.token).await;
-        let state = usage(&names.state).await;
-        let fence = usage(&names.fence).await;
-        let entry = redis::cmd("STRLEN")
-            .arg(&names.token)
+        let record = store.key_names(key).record;
+        let usage = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&record)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async::<Option<i64>>(&mut *redis)
+            .await
+            .expect("MEMORY USAGE")
+            .unwrap_or_default();
+        let length: i64 = redis::cmd("STRLEN")
+            .arg(&record)
             .query_async(redis)
             .await
             .expect("STRLEN");
         Self {
-            token,
-            state,
-            fence,
-            entry,
+            record: usage,
+            entry: length - RECORD_HEADER_LEN,
         }
     }
 }

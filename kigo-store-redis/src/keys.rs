@@ -1,5 +1,6 @@
-//! Where the store keeps each token's state: five keys under one hash tag, so that every script
-//! touches a single Redis Cluster slot.
+//! Where the store keeps each token's state: one record key, and two short-lived keys (the
+//! lease and the cool-down), under one hash tag, so that every script touches a single Redis
+//! Cluster slot.
 
 use kigo_core::TokenKey;
 
@@ -8,72 +9,75 @@ const MAX_PREFIX_LEN: usize = 128;
 
 /// The Redis keys that hold the state of one token key.
 ///
-/// All five share the hash tag `{<storage id>}` (see [`TokenKey::storage_id`]), so that they
-/// live in one Cluster slot and one script can read and write them together. An ACL user for
-/// the store needs access to the pattern `<prefix>*` (see the crate docs).
+/// All share the hash tag `{<storage id>}` (see [`TokenKey::storage_id`]), so that they live in
+/// one Cluster slot and one script can read and write them together. An ACL user for the store
+/// needs access to the pattern `<prefix>*` (see the crate docs).
+///
+/// Only the record persists: the lease and the cool-down expire within seconds or minutes, and a
+/// commit deletes both. The two `legacy_` names are those of the three-key layout of earlier
+/// versions (0.1 before the record), which `acquire_lease` reads so that fences never go back
+/// across an upgrade; the store never writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyNames {
-    /// The encoded token (`SET ... PXAT <expiry>`): Redis drops it once the token expires.
-    pub token: String,
-    /// A hash with the stored token's generation (`gen`) and fingerprint (`fp`).
-    pub state: String,
+    /// The record, `<prefix>{<storage id>}`: a string with the generation, the last fence
+    /// granted, the token's expiry, its fingerprint and the sealed entry (see the crate docs).
+    pub record: String,
     /// The refresh lease, `<fence>:<holder>`, with the lease TTL.
     pub lease: String,
-    /// The fence counter: only grows, one step per lease granted.
-    pub fence: String,
     /// The shared cool-down, present while it runs.
     pub cooldown: String,
+    /// The fence counter of the earlier layout (`…:fence`): read, never written.
+    pub legacy_fence: String,
+    /// The state hash of the earlier layout (`…:state`, its field `gen`): read, never written.
+    pub legacy_state: String,
 }
 
 impl KeyNames {
     pub(crate) fn new(prefix: &str, key: &TokenKey) -> Self {
-        let base = base(prefix, &key.storage_id());
+        let record = record_name(prefix, &key.storage_id());
         Self {
-            token: format!("{base}:token"),
-            state: format!("{base}{STATE_SUFFIX}"),
-            lease: format!("{base}:lease"),
-            fence: format!("{base}:fence"),
-            cooldown: format!("{base}:cooldown"),
+            lease: format!("{record}:lease"),
+            cooldown: format!("{record}:cooldown"),
+            legacy_fence: format!("{record}:fence"),
+            legacy_state: format!("{record}:state"),
+            record,
         }
     }
 
     /// In the order every script declares them (`KEYS[1]` to `KEYS[5]`).
     pub(crate) fn in_script_order(&self) -> [&str; 5] {
         [
-            &self.token,
-            &self.state,
+            &self.record,
             &self.lease,
-            &self.fence,
             &self.cooldown,
+            &self.legacy_fence,
+            &self.legacy_state,
         ]
     }
 }
 
-/// Where the names of the keys of the token key with `storage_id` start.
-fn base(prefix: &str, storage_id: &str) -> String {
+/// The name of the record of the token key with `storage_id`; the other keys' names add a
+/// suffix to it.
+fn record_name(prefix: &str, storage_id: &str) -> String {
     format!("{prefix}{{{storage_id}}}")
 }
 
-/// The `SCAN` pattern that matches the state keys under `prefix`: one per token key with a
-/// stored generation.
-pub(crate) fn state_pattern(prefix: &str) -> String {
-    format!("{}{STATE_SUFFIX}", base(prefix, "*"))
+/// The `SCAN` pattern that matches the records under `prefix`: one per token key with state.
+pub(crate) fn record_pattern(prefix: &str) -> String {
+    record_name(prefix, "*")
 }
 
-/// The token key whose state key under `prefix` is `name`; `None` for a name the store did not
+/// The token key whose record under `prefix` is `name`; `None` for a name the store did not
 /// make (written by another program under the prefix, or a storage ID spelled otherwise).
-pub(crate) fn key_of_state(prefix: &str, name: &[u8]) -> Option<TokenKey> {
+pub(crate) fn key_of_record(prefix: &str, name: &[u8]) -> Option<TokenKey> {
     let storage_id = std::str::from_utf8(name)
         .ok()?
         .strip_prefix(prefix)?
         .strip_prefix('{')?
-        .strip_suffix(STATE_SUFFIX)?
         .strip_suffix('}')?;
     TokenKey::from_storage_id(storage_id).filter(|key| key.storage_id() == storage_id)
 }
-
-const STATE_SUFFIX: &str = ":state";
 
 /// The pub/sub channel on which commits and invalidations under `prefix` are announced.
 pub(crate) fn channel(prefix: &str) -> String {
@@ -128,33 +132,34 @@ mod tests {
         );
         let names = KeyNames::new("app:", &key);
         let tag = format!("{{{}}}", key.storage_id());
+        assert_eq!(names.record, format!("app:{tag}"));
         for name in names.in_script_order() {
-            assert!(name.starts_with(&format!("app:{tag}:")), "{name}");
+            assert!(name.starts_with(&format!("app:{tag}")), "{name}");
             assert_eq!(name.matches('{').count(), 1, "{name}");
         }
     }
 
     #[test]
-    fn state_keys_name_their_token_key_and_nothing_else_does() {
+    fn records_name_their_token_key_and_nothing_else_does() {
         let key = TokenKey::user(
             PartnerId::new("a/b").unwrap(),
             UserId::new("{alice} %41").unwrap(),
         );
         let names = KeyNames::new("app:", &key);
-        assert_eq!(key_of_state("app:", names.state.as_bytes()), Some(key));
-        assert_eq!(state_pattern("app:"), "app:{*}:state");
+        assert_eq!(key_of_record("app:", names.record.as_bytes()), Some(key));
+        assert_eq!(record_pattern("app:"), "app:{*}");
         for foreign in [
-            names.token.as_str(),
             names.lease.as_str(),
-            "app:{p/acme}:state:x",
-            "app:{not an id}:state",
-            "app:{p/%61cme}:state",
-            "app:p/acme:state",
-            "other:{p/acme}:state",
+            names.legacy_state.as_str(),
+            "app:{p/acme}x",
+            "app:{not an id}",
+            "app:{p/%61cme}",
+            "app:p/acme",
+            "other:{p/acme}",
         ] {
-            assert_eq!(key_of_state("app:", foreign.as_bytes()), None, "{foreign}");
+            assert_eq!(key_of_record("app:", foreign.as_bytes()), None, "{foreign}");
         }
-        assert_eq!(key_of_state("app:", b"app:{p/\xff}:state"), None);
+        assert_eq!(key_of_record("app:", b"app:{p/\xff}"), None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The Lua scripts that make every read-check-write of the store atomic.
 //!
-//! Each script gets the five keys of one token in the order of
-//! [`KeyNames::in_script_order`](crate::keys::KeyNames::in_script_order), all in one Cluster slot.
-//! [`redis::Script`] sends `EVALSHA` and loads the script again after a `NOSCRIPT` (a restart, a
-//! failover or `SCRIPT FLUSH`).
+//! Each script gets the keys of one token in the order of
+//! [`KeyNames::in_script_order`](crate::keys::KeyNames::in_script_order), all in one Cluster slot
+//! (one hash tag). [`redis::Script`] sends `EVALSHA` and loads the script again after a
+//! `NOSCRIPT` (a restart, a failover or `SCRIPT FLUSH`).
 //!
 //! A value of a foreign type or form under one of the keys (written by another program or by
 //! hand) never makes a script fail: reads go through `redis.pcall`, and writes replace it.
@@ -13,7 +13,32 @@
 //! permission gets a `NOPERM` error; the client classifies both by code, and nothing changed.
 //!
 //! Every script may run twice with the same arguments (a lost reply is settled by running it
-//! again): the second run reports the same result and changes nothing more.
+//! again): the second run reports the same result and changes nothing more (`invalidate` and
+//! `purge` excepted: run again, they find nothing left to remove and report so).
+//!
+//! # The record
+//!
+//! One string key per token key holds everything that must outlive a lease: a header packed
+//! with Lua's `struct` library as `>BI6I6I6c16` (35 bytes, big-endian), then the sealed entry:
+//!
+//! | bytes | field |
+//! |---:|---|
+//! | 1 | the layout version, 1 |
+//! | 6 | the generation of the stored entry (0 if none was ever committed) |
+//! | 6 | the last fence granted (never below the generation) |
+//! | 6 | the token's expiry, Unix milliseconds (0 without a token) |
+//! | 16 | the token's fingerprint (zeros without a token) |
+//! | rest | the entry, as [`EntryCodec`](kigo_core::codec::EntryCodec) wrote it (empty without a token) |
+//!
+//! Six-byte integers hold every value up to 2^48 exactly, which Lua's numbers (doubles) keep
+//! exact too. A string shorter than the header or of another layout version is foreign: read as
+//! an empty record (and reported as a corrupt entry by `load`), replaced by the next write.
+//!
+//! Redis does not drop an expired token by itself any more: `load` compares the expiry with the
+//! server's clock (`TIME`) and reports a token past it as absent, and `purge` removes its bytes.
+//! The record's TTL keeps the generation and the fence for the retention after the last lease
+//! or commit, and at least as long as the token (an invalidation needs its fingerprint):
+//! `PXAT max(now + retention, expiry)`, kept (`KEEPTTL`) by the writes that only remove.
 
 use std::sync::LazyLock;
 
@@ -28,7 +53,11 @@ macro_rules! script {
         LazyLock::new(|| {
             Script::new(concat!(
                 r#"
-local token, state, lease, fence, cooldown = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local record, lease, cooldown, legacy_fence, legacy_state = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+-- The record's header (see the Rust module's docs) and what it holds without a token.
+local HEADER, HEADER_LEN, VERSION = '>BI6I6I6c16', 35, 1
+local NO_FINGERPRINT = string.rep('\0', 16)
 
 -- The string at `key`, false if absent, nil if a foreign type is stored there.
 local function read_string(key)
@@ -37,18 +66,54 @@ local function read_string(key)
   return reply
 end
 
--- The generation of the stored token; 0 if none, or if the state key holds something foreign.
-local function stored_generation()
-  local reply = redis.pcall('HGET', state, 'gen')
-  if type(reply) == 'table' then return 0 end
-  return tonumber(reply) or 0
+-- A count written by the store (digits, below 2^48), else 0.
+local function count(value)
+  if type(value) ~= 'string' or #value > 14 or not string.match(value, '^%d+$') then return 0 end
+  return tonumber(value)
 end
 
--- The fingerprint of the stored token, false if none.
-local function stored_fingerprint()
-  local reply = redis.pcall('HGET', state, 'fp')
-  if type(reply) == 'table' then return false end
-  return reply
+-- The record: its fields, and `foreign` 1 if the key holds something the store did not write
+-- (then read as an empty record).
+local function read_record()
+  local r = {generation = 0, fence = 0, expiry = 0, fingerprint = NO_FINGERPRINT, entry = '',
+    foreign = 0}
+  local value = read_string(record)
+  if value == false then return r end
+  if value == nil or #value < HEADER_LEN or string.byte(value, 1) ~= VERSION then
+    r.foreign = 1
+    return r
+  end
+  local _, generation, fence, expiry, fingerprint = struct.unpack(HEADER, value)
+  r.generation, r.fence, r.expiry, r.fingerprint = generation, fence, expiry, fingerprint
+  r.entry = string.sub(value, HEADER_LEN + 1)
+  return r
+end
+
+-- Writes the record `r`, expiring at `at` (Unix ms), or with its TTL kept if `at` is nil.
+local function write_record(r, at)
+  local value = struct.pack(HEADER, VERSION, r.generation, r.fence, r.expiry, r.fingerprint) ..
+    r.entry
+  if at then
+    redis.call('SET', record, value, 'PXAT', at)
+  else
+    redis.call('SET', record, value, 'KEEPTTL')
+  end
+end
+
+-- Forgets the token of `r`; its generation and fence stay.
+local function forget_token(r)
+  r.entry, r.fingerprint, r.expiry = '', NO_FINGERPRINT, 0
+end
+
+-- The server's clock, Unix ms.
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- When the record `r` may expire: the retention after now, and not before its token.
+local function kept_until(r, retention_ms)
+  return math.max(now_ms() + tonumber(retention_ms), r.expiry)
 end
 
 -- Why the script must not run, as an error the client classifies by code: a server older than
@@ -64,11 +129,6 @@ local function refusal(commands)
   end
   return nil
 end
-
--- Drops a state key of a foreign type, so that it can be written.
-local function reset_foreign_state()
-  if redis.call('TYPE', state)['ok'] ~= 'hash' then redis.call('DEL', state) end
-end
 "#,
                 $body
             ))
@@ -76,31 +136,35 @@ end
     };
 }
 
-/// `load`: `{token or nil, 1 if the token key holds a foreign type, generation, cool-down PTTL}`.
+/// `load`: `{entry or nil, 1 if the record is foreign, generation, cool-down PTTL}`. A token
+/// past its expiry by the server's clock is no entry.
 pub(crate) static LOAD: LazyLock<Script> = script!(
     r#"
-local refused = refusal({{'GET', token}, {'HGET', state, 'gen'}, {'PTTL', cooldown}})
+local refused = refusal({{'GET', record}, {'TIME'}, {'PTTL', cooldown}})
 if refused then return refused end
-local value = read_string(token)
-local foreign = 0
-if value == nil then
-  value = false
-  foreign = 1
-end
-return {value, foreign, stored_generation(), redis.call('PTTL', cooldown)}
+local r = read_record()
+local entry = false
+if r.entry ~= '' and r.expiry > now_ms() then entry = r.entry end
+return {entry, r.foreign, r.generation, redis.call('PTTL', cooldown)}
 "#
 );
 
 /// `acquire_lease`, ARGV `holder, ttl ms, retention ms`: `{1, fence}` if granted, `{0, PTTL}` if
 /// held. A value without a TTL (or of another type) under the lease key is no lease: replaced.
 ///
+/// The fence granted is above the last one granted and the stored generation, and above the
+/// fence counter and generation of the earlier layout (a store upgraded on a live Redis), so
+/// that fences never go back. It is written into the record, which then lives for the retention
+/// (and at least as long as its token).
+///
 /// Running it twice is harmless: a lease already granted to `holder` is reported granted again,
 /// with its fence. So a request whose reply was lost (which the cluster client even sends again
 /// by itself) is settled by running it again.
 pub(crate) static ACQUIRE: LazyLock<Script> = script!(
     r#"
-local refused = refusal({{'PTTL', lease}, {'GET', lease}, {'DEL', lease}, {'HGET', state, 'gen'},
-  {'GET', fence}, {'SET', fence, '1'}, {'SET', lease, '1'}})
+local refused = refusal({{'PTTL', lease}, {'GET', lease}, {'DEL', lease}, {'GET', record},
+  {'GET', legacy_fence}, {'HGET', legacy_state, 'gen'}, {'TIME'}, {'SET', record, '1'},
+  {'SET', lease, '1'}})
 if refused then return refused end
 local left = redis.call('PTTL', lease)
 local current = read_string(lease)
@@ -110,13 +174,14 @@ if left > 0 and current then
   return {0, left}
 end
 if left ~= -2 then redis.call('DEL', lease) end
--- Above every fence granted and the stored generation, even when the counter is gone (evicted,
--- expired, or replaced by hand).
-local granted = math.max(tonumber(read_string(fence)) or 0, stored_generation()) + 1
--- One write with its retention: an unusable retention fails before anything was counted.
-redis.call('SET', fence, granted, 'PX', ARGV[3])
-redis.call('SET', lease, granted .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
-return {1, granted}
+local r = read_record()
+local legacy_generation = redis.pcall('HGET', legacy_state, 'gen')
+r.fence = math.max(r.fence, r.generation, count(read_string(legacy_fence)),
+  count(legacy_generation)) + 1
+-- One write with its retention: an unusable retention fails before anything was granted.
+write_record(r, kept_until(r, ARGV[3]))
+redis.call('SET', lease, r.fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
+return {1, r.fence}
 "#
 );
 
@@ -133,43 +198,58 @@ return 0
 "#
 );
 
-/// `commit`, ARGV `lease value, fence, entry, expiry (Unix ms), fingerprint, channel, storage
-/// id, retention ms`: 1 if committed, 0 if the lease is not held or the fence is not newer.
+/// `commit`, ARGV `lease value, fence, entry, expiry (Unix ms), fingerprint (16 bytes), channel,
+/// storage id, retention ms`: 1 if committed, 0 if the lease is not held or the fence is not
+/// newer.
 ///
 /// Running it twice is harmless: when the stored generation and fingerprint are already this
 /// commit's, it reports the commit again. So a commit whose reply was lost is settled by
 /// running it again.
 pub(crate) static COMMIT: LazyLock<Script> = script!(
     r#"
-local refused = refusal({{'HGET', state, 'gen'}, {'GET', lease}, {'SET', token, '1'}, {'TYPE', state},
-  {'HSET', state, 'f', '1'}, {'PTTL', token}, {'PEXPIRE', state, '1'}, {'DEL', lease, cooldown},
-  {'PUBLISH', ARGV[6], '1'}})
+local refused = refusal({{'GET', record}, {'GET', lease}, {'TIME'}, {'SET', record, '1'},
+  {'DEL', lease, cooldown}, {'PUBLISH', ARGV[6], '1'}})
 if refused then return refused end
-if stored_generation() == tonumber(ARGV[2]) and stored_fingerprint() == ARGV[5] then return 1 end
+local r = read_record()
+local fence = tonumber(ARGV[2])
+if r.generation == fence and r.fingerprint == ARGV[5] then return 1 end
 if read_string(lease) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) <= stored_generation() then return 0 end
-reset_foreign_state()
-redis.call('SET', token, ARGV[3], 'PXAT', ARGV[4])
-redis.call('HSET', state, 'gen', ARGV[2], 'fp', ARGV[5])
--- Kept for the retention, and at least as long as the token: invalidate needs its fingerprint.
-redis.call('PEXPIRE', state, math.max(tonumber(ARGV[8]), redis.call('PTTL', token)))
+if fence <= r.generation then return 0 end
+r.generation, r.fence = fence, math.max(r.fence, fence)
+r.expiry, r.fingerprint, r.entry = tonumber(ARGV[4]), ARGV[5], ARGV[3]
+write_record(r, kept_until(r, ARGV[8]))
 redis.call('DEL', lease, cooldown)
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 "#
 );
 
-/// `invalidate`, ARGV `fingerprint, channel, storage id`: 1 if the token with that fingerprint
-/// was current and is removed. The generation stays.
+/// `invalidate`, ARGV `fingerprint (16 bytes), channel, storage id`: 1 if the token with that
+/// fingerprint was stored and is removed. The generation and the fence stay.
 pub(crate) static INVALIDATE: LazyLock<Script> = script!(
     r#"
-local refused = refusal({{'EXISTS', token}, {'HGET', state, 'fp'}, {'DEL', token},
-  {'HDEL', state, 'fp'}, {'PUBLISH', ARGV[2], '1'}})
+local refused = refusal({{'GET', record}, {'SET', record, '1', 'KEEPTTL'},
+  {'PUBLISH', ARGV[2], '1'}})
 if refused then return refused end
-if redis.call('EXISTS', token) == 0 or stored_fingerprint() ~= ARGV[1] then return 0 end
-redis.call('DEL', token)
-redis.call('HDEL', state, 'fp')
+local r = read_record()
+if r.entry == '' or r.fingerprint ~= ARGV[1] then return 0 end
+forget_token(r)
+write_record(r, nil)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#
+);
+
+/// `purge`: removes the token of the record if it is past its expiry by the server's clock; 1
+/// if removed. The generation and the fence stay.
+pub(crate) static PURGE: LazyLock<Script> = script!(
+    r#"
+local refused = refusal({{'GET', record}, {'TIME'}, {'SET', record, '1', 'KEEPTTL'}})
+if refused then return refused end
+local r = read_record()
+if r.entry == '' or r.expiry > now_ms() then return 0 end
+forget_token(r)
+write_record(r, nil)
 return 1
 "#
 );
@@ -200,20 +280,22 @@ return {current, left}
 );
 
 /// `reseal`, ARGV `entry as read, generation as read, entry resealed`: writes the resealed entry
-/// with the token's expiry kept (`KEEPTTL`) if the token key still holds the entry as read at
-/// that generation; 1 if written, 0 if it changed (a commit or an invalidation came between).
+/// into the record, its TTL and the token's expiry kept, if the record still holds the entry as
+/// read at that generation; 1 if written, 0 if it changed (a commit or an invalidation came
+/// between).
 ///
 /// Running it twice is harmless: finding its own entry at that generation, it reports it
 /// written again.
 pub(crate) static RESEAL: LazyLock<Script> = script!(
     r#"
-local refused = refusal({{'GET', token}, {'HGET', state, 'gen'}, {'SET', token, '1', 'KEEPTTL'}})
+local refused = refusal({{'GET', record}, {'SET', record, '1', 'KEEPTTL'}})
 if refused then return refused end
-if stored_generation() ~= tonumber(ARGV[2]) then return 0 end
-local current = read_string(token)
-if current == ARGV[3] then return 1 end
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', token, ARGV[3], 'KEEPTTL')
+local r = read_record()
+if r.foreign == 1 or r.generation ~= tonumber(ARGV[2]) then return 0 end
+if r.entry == ARGV[3] then return 1 end
+if r.entry ~= ARGV[1] then return 0 end
+r.entry = ARGV[3]
+write_record(r, nil)
 return 1
 "#
 );

@@ -177,7 +177,7 @@ impl TokenStore for RedisStore {
             .arg(lease.fence())
             .arg(self.inner.codec.encode(key, lease.fence(), token))
             .arg(millis_since_epoch(token.expires_at()).max(1))
-            .arg(token.fingerprint().to_string())
+            .arg(&token.fingerprint().as_bytes()[..])
             .arg(&self.inner.channel)
             .arg(key.storage_id())
             .arg(self.inner.retention_ms);
@@ -192,7 +192,7 @@ impl TokenStore for RedisStore {
     ) -> Result<InvalidateOutcome, StoreError> {
         let mut invocation = self.invocation(&scripts::INVALIDATE, key);
         invocation
-            .arg(fingerprint.to_string())
+            .arg(&fingerprint.as_bytes()[..])
             .arg(&self.inner.channel)
             .arg(key.storage_id());
         let removed: i64 = self.run(&invocation).await?;
@@ -265,17 +265,20 @@ impl TokenStore for RedisStore {
     }
 }
 
-/// What the store keeps for one key: its entry, the generation and the cool-down's PTTL.
+/// What the store keeps for one key: its entry (none once past its expiry), the generation and
+/// the cool-down's PTTL.
 struct Stored {
     value: StoredValue,
     generation: u64,
     cooldown_ms: i64,
 }
 
-/// What the token key holds.
+/// What the record holds.
 enum StoredValue {
+    /// No token: none committed, expired, or invalidated.
     Absent,
-    /// A value of another Redis type, written by another program or by hand.
+    /// A value the store did not write (another Redis type, or a string of another layout),
+    /// written by another program or by hand.
     Foreign,
     Entry(Vec<u8>),
 }

@@ -4,13 +4,36 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use kigo_core::codec::CorruptEntry;
 use kigo_core::store::{KeyPage, Resealed, StoreAdmin, StoreCheck};
 use kigo_core::{StoreError, TokenKey};
 
 use super::{RedisStore, StoredValue, settle};
-use crate::keys::{key_of_state, state_pattern};
+use crate::keys::{key_of_record, record_pattern};
 use crate::scripts;
+
+/// How many keys a walk over every key lists at a time: each page costs a `SCAN` of every key
+/// under the prefix, so few large pages (a few megabytes of keys each).
+const PAGE: usize = 100_000;
+/// How many keys a walk visits at once.
+const CONCURRENT_VISITS: usize = 16;
+
+/// Why a walk over every key stopped.
+pub(super) enum WalkError {
+    /// Listing a page of keys failed.
+    Listing(StoreError),
+    /// Visiting a key failed.
+    Visit(StoreError),
+}
+
+impl From<WalkError> for StoreError {
+    fn from(error: WalkError) -> Self {
+        match error {
+            WalkError::Listing(error) | WalkError::Visit(error) => error,
+        }
+    }
+}
 
 /// How the entry of a key stands with the store's keyring.
 pub(super) enum Standing {
@@ -56,6 +79,33 @@ impl RedisStore {
         })
     }
 
+    /// Runs `visit` on every key with a record, through [`StoreAdmin::keys`] in pages of
+    /// [`PAGE`], [`CONCURRENT_VISITS`] at a time, and gives each result to `tally`.
+    pub(super) async fn walk<T, F: Future<Output = Result<T, StoreError>>>(
+        &self,
+        visit: impl Fn(TokenKey) -> F,
+        mut tally: impl FnMut(T),
+    ) -> Result<(), WalkError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .keys(after.as_ref(), PAGE)
+                .await
+                .map_err(WalkError::Listing)?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(());
+            };
+            let results: Vec<T> = stream::iter(page)
+                .map(&visit)
+                .buffer_unordered(CONCURRENT_VISITS)
+                .try_collect()
+                .await
+                .map_err(WalkError::Visit)?;
+            results.into_iter().for_each(&mut tally);
+            after = Some(last);
+        }
+    }
+
     /// Writes `resealed` over the entry of `key` if it is still `read` at `generation`; whether
     /// it was written.
     pub(super) async fn write_resealed(
@@ -74,10 +124,9 @@ impl RedisStore {
 
 #[async_trait]
 impl StoreAdmin for RedisStore {
-    /// Every token key with a stored generation under the prefix (a `…:state` key; see
-    /// [`KeyNames`](crate::KeyNames)).
+    /// Every token key with a record under the prefix (see [`KeyNames`](crate::KeyNames)).
     ///
-    /// Redis keeps no order, so each page `SCAN`s every state key under the prefix (on every
+    /// Redis keeps no order, so each page `SCAN`s every record under the prefix (on every
     /// master of a Cluster) and keeps the `limit` smallest storage IDs after `after`: a page
     /// costs time in proportion to all the keys under the prefix, and memory in proportion to
     /// `limit`. Walking N keys in pages of P takes N/P scans of N keys: for a million keys, ask
@@ -88,13 +137,13 @@ impl StoreAdmin for RedisStore {
         }
         let after = &after.map(TokenKey::storage_id);
         let prefix = &self.inner.prefix;
-        let pattern = &state_pattern(prefix);
+        let pattern = &record_pattern(prefix);
         let connection = &self.inner.connection;
         let page = settle(move || async move {
             let mut page = BTreeMap::new();
             connection
                 .scan(pattern, |name| {
-                    let Some(key) = key_of_state(prefix, name) else {
+                    let Some(key) = key_of_record(prefix, name) else {
                         return;
                     };
                     let id = key.storage_id();
@@ -114,7 +163,7 @@ impl StoreAdmin for RedisStore {
 
     /// Reads the entry and, if it is sealed with an older key, writes it back sealed with the
     /// current one by a script that first checks it is unchanged (same bytes, same generation),
-    /// keeping its expiry (`SET … KEEPTTL`). Otherwise [`Resealed::Changed`]: the replica that
+    /// keeping the token's expiry and the record's TTL (`SET … KEEPTTL`). Otherwise [`Resealed::Changed`]: the replica that
     /// committed meanwhile sealed with its own current key.
     async fn reseal(&self, key: &TokenKey) -> Result<Resealed, StoreError> {
         Ok(match self.standing(key).await? {
@@ -138,10 +187,21 @@ impl StoreAdmin for RedisStore {
         })
     }
 
-    /// Nothing to do: Redis drops a token at its expiry by itself (`SET … PXAT`), and the other
-    /// keys of a key when their TTL runs out (see the crate docs on the prefix). Always 0.
+    /// Removes the token of every record past its expiry by Redis's clock (a script per key
+    /// that keeps the generation and the fence), walking every key through
+    /// [`StoreAdmin::keys`]; how many it removed. The records themselves expire by their TTL
+    /// (see the crate docs on the prefix).
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        Ok(0)
+        let mut purged = 0;
+        self.walk(
+            |key| async move {
+                let invocation = self.invocation(&scripts::PURGE, &key);
+                self.run::<i64>(&invocation).await
+            },
+            |removed| purged += u64::from(removed == 1),
+        )
+        .await?;
+        Ok(purged)
     }
 
     /// Where the store connects (no password) and how, Redis's clock against this machine's
@@ -189,7 +249,7 @@ mod tests {
     /// The script behind `reseal` writes only over the entry it was given, at the generation it
     /// was given: a commit between the read and the write (a new entry and generation) leaves
     /// the write undone. Run twice, it reports the write both times; the token keeps its
-    /// expiry.
+    /// expiry and the record its TTL.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_reseal_script_writes_only_over_the_entry_it_read() {
         let service = shared_redis().await.unwrap();
@@ -209,7 +269,7 @@ mod tests {
         let before = build(Keyring::new(old.clone()));
         let rotating = build(Keyring::new(new).with_older_key(old).unwrap());
         let key = fresh_key();
-        let token_key = rotating.key_names(&key).token;
+        let record = rotating.key_names(&key).record;
         let mut raw = service
             .client()
             .unwrap()
@@ -218,7 +278,7 @@ mod tests {
             .unwrap();
         let mut get = async |command: &str| -> redis::Value {
             redis::cmd(command)
-                .arg(&token_key)
+                .arg(&record)
                 .query_async(&mut raw)
                 .await
                 .unwrap()
@@ -257,7 +317,10 @@ mod tests {
                 .unwrap();
             assert!(written, "{run} run");
         }
-        assert_eq!(get("GET").await, redis::Value::BulkString(resealed));
+        let redis::Value::BulkString(stored) = get("GET").await else {
+            panic!("no record");
+        };
+        assert!(stored.ends_with(&resealed), "the resealed entry");
         assert_eq!(get("PEXPIRETIME").await, expiry, "the expiry is kept");
         assert!(matches!(
             rotating.standing(&key).await.unwrap(),

@@ -2,21 +2,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use futures_util::{StreamExt, TryStreamExt, stream};
-use kigo_core::store::{HolderId, Lease, LeaseAttempt, StoreAdmin, StoreCheck};
+use kigo_core::store::{HolderId, Lease, LeaseAttempt, StoreCheck};
 use kigo_core::{PartnerId, StoreError, Token, TokenKey, TokenSecret, TokenStore};
 use redis::ConnectionAddr;
 
-use super::admin::Standing;
+use super::admin::{Standing, WalkError};
 use super::{RedisStore, StoredValue, settle};
 use crate::error::{refusal, store_error};
 use crate::transport;
 
-/// How many keys the check lists at a time: each page costs a `SCAN` of every key under the
-/// prefix, so few large pages (a few megabytes of keys each).
-const PAGE: usize = 100_000;
-/// How many entries the check reads at once.
-const CONCURRENT_READS: usize = 16;
 /// How long the keys of the check's own key live, should deleting them fail.
 const PROBE_TTL: Duration = Duration::from_secs(60);
 
@@ -148,21 +142,11 @@ impl RedisStore {
 
     /// Reads every stored entry, a page of keys at a time, and counts how they stand.
     async fn count_entries(&self, check: &mut StoreCheck) -> Result<(), Stop> {
-        let mut after = None;
-        loop {
-            let page = step("SCAN", self.keys(after.as_ref(), PAGE).await)?;
-            let Some(last) = page.last().cloned() else {
-                return Ok(());
-            };
-            let standings: Vec<Standing> = stream::iter(page)
-                .map(|key| async move { self.standing(&key).await })
-                .buffer_unordered(CONCURRENT_READS)
-                .try_collect()
-                .await
-                .map_err(Stop::Failed)?;
-            for standing in standings {
+        let counted = self.walk(
+            |key| async move { self.standing(&key).await },
+            |standing| {
                 let counts = match standing {
-                    Standing::Absent => continue,
+                    Standing::Absent => return,
                     Standing::Current => (0, 0),
                     Standing::Older { .. } => (0, 1),
                     Standing::Unreadable(_) => (1, 0),
@@ -170,8 +154,12 @@ impl RedisStore {
                 check.entries_read += 1;
                 check.entries_unreadable += counts.0;
                 check.entries_under_older_keys += counts.1;
-            }
-            after = Some(last);
+            },
+        );
+        match counted.await {
+            Ok(()) => Ok(()),
+            Err(WalkError::Listing(error)) => step("SCAN", Err(error)),
+            Err(WalkError::Visit(error)) => Err(Stop::Failed(error)),
         }
     }
 }

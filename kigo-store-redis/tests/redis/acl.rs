@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kigo_core::store::{CommitOutcome, HolderId, StoreAdmin};
+use kigo_core::store::{CommitOutcome, Entry, HolderId, StoreAdmin};
 use kigo_core::{StoreError, TokenStore};
 use kigo_store_redis::RedisStore;
 use kigo_store_redis::redis;
@@ -160,31 +160,36 @@ async fn a_commit_refused_for_a_missing_command_writes_nothing() {
     assert!(is_acl_misconfiguration(store.commit(&lease, &token).await));
 
     let names = store.key_names(&key);
-    let written: u64 = harness
-        .raw(redis::cmd("EXISTS").arg(&names.token).arg(&names.state))
-        .await;
-    assert_eq!(written, 0, "no token and no generation were written");
+    let written: u64 = harness.raw(redis::cmd("EXISTS").arg(&names.record)).await;
+    assert_eq!(written, 1, "the record of the grant is there");
+    assert!(
+        matches!(store.load(&key).await.unwrap().entry, Entry::Absent),
+        "with no token"
+    );
     assert!(
         harness.lease_pttl(&key).await > 0,
         "the lease was not released"
     );
 }
 
-/// Without `HGET` the scripts could not see the stored generation or fingerprint: they must
-/// say so instead of reading nothing.
+/// Without `HGET` the lease could not be granted above the generation of the earlier layout,
+/// and without `TIME` a token past its expiry could not be told from a valid one: the scripts
+/// must say so instead of reading nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_without_hget_is_a_misconfiguration() {
+async fn a_user_without_hget_or_time_is_a_misconfiguration() {
     let harness = RedisHarness::private().await;
-    let store = store_as_user(&harness, "no-hget", Some("+hget")).await;
     let key = fresh_key();
+    let store = store_as_user(&harness, "no-hget", Some("+hget")).await;
     let acquired = store
         .acquire_lease(&key, &HolderId::random(), Duration::from_secs(30))
         .await;
     assert!(is_acl_misconfiguration(acquired));
-    let fingerprint = token_valid_for("acl", Duration::from_secs(60)).fingerprint();
-    assert!(is_acl_misconfiguration(
-        store.invalidate(&key, &fingerprint).await
-    ));
+    let store = store_as_user(&harness, "no-time", Some("+time")).await;
+    assert!(is_acl_misconfiguration(store.load(&key).await));
+    let acquired = store
+        .acquire_lease(&key, &HolderId::random(), Duration::from_secs(30))
+        .await;
+    assert!(is_acl_misconfiguration(acquired));
 }
 
 /// A user that may not subscribe to the change channel gets no notices (waiters poll), and

@@ -10,7 +10,7 @@ use kigo_store_redis::redis;
 use kigo_testkit::conformance::fresh_key;
 
 use super::proxy::{Cut, CuttingProxy};
-use super::support::{RedisHarness, acquire, token_valid_for};
+use super::support::{Edit, RedisHarness, acquire, edit_record, token_valid_for};
 
 const TTL: Duration = Duration::from_secs(30);
 const LIFETIME: Duration = Duration::from_secs(1800);
@@ -206,7 +206,10 @@ async fn a_lease_lost_in_a_failover_gives_two_holders_but_one_stored_token() {
     // The promoted replica never saw A's grant.
     let () = harness.raw(redis::cmd("DEL").arg(&names.lease)).await;
     let () = harness
-        .raw(redis::cmd("SET").arg(&names.fence).arg(lease_a.fence() - 1))
+        .raw(&edit_record(
+            &names.record,
+            Edit::Fence(lease_a.fence() - 1),
+        ))
         .await;
 
     let lease_b = acquire(&b, &key, TTL).await;

@@ -11,7 +11,7 @@ use kigo_store_redis::redis::{self, Cmd};
 use kigo_testkit::FakeSource;
 use kigo_testkit::conformance::fresh_key;
 
-use super::support::{RedisHarness, replica};
+use super::support::{Edit, RedisHarness, edit_record, replica};
 
 /// Which key a hand-written value lands on, the command that writes it, and what `load` reports.
 struct Case {
@@ -38,29 +38,29 @@ fn of_type_hash(key: &str) -> Cmd {
 
 const CASES: &[Case] = &[
     Case {
-        what: "garbage token",
-        write: |names| set(&names.token, "\u{1}not json"),
+        what: "garbage entry",
+        write: |names| edit_record(&names.record, Edit::Entry(b"\x01not json")),
         loads_as: Some(CorruptEntry::Malformed),
     },
     Case {
-        what: "token of a future format",
-        write: |names| set(&names.token, r#"{"v":2,"sealed":"?"}"#),
+        what: "entry of a future format",
+        write: |names| edit_record(&names.record, Edit::Entry(br#"{"v":2,"sealed":"?"}"#)),
         loads_as: Some(CorruptEntry::UnknownVersion(2)),
     },
     Case {
-        what: "token key of another type (WRONGTYPE)",
-        write: |names| of_type_hash(&names.token),
+        what: "record of another layout",
+        write: |names| set(&names.record, "foreign"),
         loads_as: Some(CorruptEntry::Malformed),
     },
     Case {
-        what: "token key holding a list",
-        write: |names| of_type_list(&names.token),
+        what: "record of another type (WRONGTYPE)",
+        write: |names| of_type_hash(&names.record),
         loads_as: Some(CorruptEntry::Malformed),
     },
     Case {
-        what: "state key of another type",
-        write: |names| set(&names.state, "foreign"),
-        loads_as: None,
+        what: "record holding a list",
+        write: |names| of_type_list(&names.record),
+        loads_as: Some(CorruptEntry::Malformed),
     },
     Case {
         what: "lease without a TTL",
@@ -73,13 +73,23 @@ const CASES: &[Case] = &[
         loads_as: None,
     },
     Case {
-        what: "fence that is not a number",
-        write: |names| set(&names.fence, "not-a-number"),
+        what: "earlier layout's fence that is not a number",
+        write: |names| set(&names.legacy_fence, "not-a-number"),
         loads_as: None,
     },
     Case {
-        what: "fence key of another type",
-        write: |names| of_type_hash(&names.fence),
+        what: "earlier layout's fence beyond what a record holds",
+        write: |names| set(&names.legacy_fence, "1000000000000000000000"),
+        loads_as: None,
+    },
+    Case {
+        what: "earlier layout's fence key of another type",
+        write: |names| of_type_hash(&names.legacy_fence),
+        loads_as: None,
+    },
+    Case {
+        what: "earlier layout's state key of another type",
+        write: |names| set(&names.legacy_state, "foreign"),
         loads_as: None,
     },
     Case {

@@ -231,13 +231,16 @@ impl StoreHarness for RedisHarness {
     }
 
     async fn write_raw(&self, key: &TokenKey, raw: &[u8]) {
-        let token = self.store().key_names(key).token;
-        let () = self.raw(redis::cmd("SET").arg(token).arg(raw)).await;
+        let record = self.store().key_names(key).record;
+        let () = self.raw(&edit_record(&record, Edit::Entry(raw))).await;
     }
 
     async fn read_raw(&self, key: &TokenKey) -> Option<Vec<u8>> {
-        let token = self.store().key_names(key).token;
-        self.raw(redis::cmd("GET").arg(token)).await
+        let record = self.store().key_names(key).record;
+        let value: Option<Vec<u8>> = self.raw(redis::cmd("GET").arg(record)).await;
+        value
+            .and_then(|value| value.get(RECORD_HEADER_LEN..).map(<[u8]>::to_vec))
+            .filter(|entry| !entry.is_empty())
     }
 
     async fn pass(&self, duration: Duration) {
@@ -337,6 +340,52 @@ pub(crate) async fn acquire(store: &dyn TokenStore, key: &TokenKey, ttl: Duratio
         Ok(LeaseAttempt::Acquired(lease)) => lease,
         other => panic!("expected to acquire the lease, got {other:?}"),
     }
+}
+
+/// The length of a record's header (the crate's `scripts` module describes the layout).
+pub(crate) const RECORD_HEADER_LEN: usize = 35;
+
+/// A field of a record rewritten behind the store's back by [`edit_record`].
+pub(crate) enum Edit<'a> {
+    /// The stored generation.
+    Generation(u64),
+    /// The last fence granted.
+    Fence(u64),
+    /// The entry; a record without a token gets an expiry far ahead (in 2100).
+    Entry(&'a [u8]),
+}
+
+/// The command that rewrites one field of the record named `record`, the others (and its TTL)
+/// kept; a missing record is created empty, without a TTL.
+pub(crate) fn edit_record(record: &str, edit: Edit<'_>) -> redis::Cmd {
+    const SCRIPT: &str = r"
+local HEADER = '>BI6I6I6c16'
+local value = redis.call('GET', KEYS[1])
+local generation, fence, expiry, fingerprint = 0, 0, 0, string.rep('\0', 16)
+local entry = ''
+if value then
+  local _
+  _, generation, fence, expiry, fingerprint = struct.unpack(HEADER, value)
+  entry = string.sub(value, 36)
+end
+if ARGV[1] == 'generation' then generation = tonumber(ARGV[2]) end
+if ARGV[1] == 'fence' then fence = tonumber(ARGV[2]) end
+if ARGV[1] == 'entry' then
+  entry = ARGV[2]
+  if expiry == 0 then expiry = 4102444800000 end
+end
+local header = struct.pack(HEADER, 1, generation, fence, expiry, fingerprint)
+redis.call('SET', KEYS[1], header .. entry, 'KEEPTTL')
+return 0
+";
+    let mut command = redis::cmd("EVAL");
+    command.arg(SCRIPT).arg(1).arg(record);
+    match edit {
+        Edit::Generation(generation) => command.arg("generation").arg(generation),
+        Edit::Fence(fence) => command.arg("fence").arg(fence),
+        Edit::Entry(entry) => command.arg("entry").arg(entry),
+    };
+    command
 }
 
 /// `future`'s output, failing the test if it takes longer than 10 s.
