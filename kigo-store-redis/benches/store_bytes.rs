@@ -128,7 +128,7 @@ struct Sample {
 }
 
 /// The length of a record's header (see the crate's `scripts` module).
-const RECORD_HEADER_LEN: i64 = 35;
+const RECORD_HEADER_LEN: i64 = 15;
 
 impl Sample {
     async fn of(store: &RedisStore, redis: &mut MultiplexedConnection, key: &TokenKey) -> Self {

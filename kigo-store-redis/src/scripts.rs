@@ -19,26 +19,31 @@
 //! # The record
 //!
 //! One string key per token key holds everything that must outlive a lease: a header packed
-//! with Lua's `struct` library as `>BI6I6I6c16` (35 bytes, big-endian), then the sealed entry:
+//! with Lua's `struct` library as `>BI5I5I4` (15 bytes, big-endian), then the sealed entry:
 //!
 //! | bytes | field |
 //! |---:|---|
 //! | 1 | the layout version, 1 |
-//! | 6 | the generation of the stored entry (0 if none was ever committed) |
-//! | 6 | the last fence granted (never below the generation) |
-//! | 6 | the token's expiry, Unix milliseconds (0 without a token) |
-//! | 16 | the token's fingerprint (zeros without a token) |
+//! | 5 | the generation of the stored entry (0 if none was ever committed) |
+//! | 5 | the last fence granted (never below the generation) |
+//! | 4 | the token's expiry, Unix seconds rounded down (0 without a token) |
 //! | rest | the entry, as [`EntryCodec`](kigo_core::codec::EntryCodec) wrote it (empty without a token) |
 //!
-//! Six-byte integers hold every value up to 2^48 exactly, which Lua's numbers (doubles) keep
-//! exact too. A string shorter than the header or of another layout version is foreign: read as
-//! an empty record (and reported as a corrupt entry by `load`), replaced by the next write.
+//! The header is kept this small because every byte counts at a million keys: Redis allocates
+//! a value in size classes (128, 160, 192 bytes...), and a 42-byte token's binary entry (108
+//! bytes) with this header still fits 128. Five-byte counts reach 2^40 (a grant every
+//! millisecond for 34 years; `acquire` refuses to go further rather than wrap), exact in Lua's
+//! numbers (doubles). There is no fingerprint: `invalidate` opens the entry in the client and
+//! compares there (see [`INVALIDATE`]). A string shorter than the header or of another layout
+//! version is foreign: read as an empty record (and reported as a corrupt entry by `load`),
+//! replaced by the next write.
 //!
 //! Redis does not drop an expired token by itself any more: `load` compares the expiry with the
-//! server's clock (`TIME`) and reports a token past it as absent, and `purge` removes its bytes.
-//! The record's TTL keeps the generation and the fence for the retention after the last lease
-//! or commit, and at least as long as the token (an invalidation needs its fingerprint):
-//! `PXAT max(now + retention, expiry)`, kept (`KEEPTTL`) by the writes that only remove.
+//! server's clock (`TIME`) and reports a token past it as absent (up to a second early, the
+//! expiry being rounded down), and `purge` removes its bytes. The record's TTL keeps the
+//! generation and the fence for the retention after the last lease or commit, and at least as
+//! long as the token: `PXAT max(now + retention, expiry)`, kept (`KEEPTTL`) by the writes that
+//! only remove.
 
 use std::sync::LazyLock;
 
@@ -55,9 +60,9 @@ macro_rules! script {
                 r#"
 local record, lease, cooldown, legacy_fence, legacy_state = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
--- The record's header (see the Rust module's docs) and what it holds without a token.
-local HEADER, HEADER_LEN, VERSION = '>BI6I6I6c16', 35, 1
-local NO_FINGERPRINT = string.rep('\0', 16)
+-- The record's header (see the Rust module's docs), and the first count it cannot hold.
+local HEADER, HEADER_LEN, VERSION = '>BI5I5I4', 15, 1
+local COUNT_LIMIT = 1099511627776
 
 -- The string at `key`, false if absent, nil if a foreign type is stored there.
 local function read_string(key)
@@ -66,33 +71,33 @@ local function read_string(key)
   return reply
 end
 
--- A count written by the store (digits, below 2^48), else 0.
+-- A count written by the store (digits, below the limit), else 0.
 local function count(value)
-  if type(value) ~= 'string' or #value > 14 or not string.match(value, '^%d+$') then return 0 end
-  return tonumber(value)
+  if type(value) ~= 'string' or #value > 13 or not string.match(value, '^%d+$') then return 0 end
+  local n = tonumber(value)
+  if n >= COUNT_LIMIT then return 0 end
+  return n
 end
 
 -- The record: its fields, and `foreign` 1 if the key holds something the store did not write
 -- (then read as an empty record).
 local function read_record()
-  local r = {generation = 0, fence = 0, expiry = 0, fingerprint = NO_FINGERPRINT, entry = '',
-    foreign = 0}
+  local r = {generation = 0, fence = 0, expiry = 0, entry = '', foreign = 0}
   local value = read_string(record)
   if value == false then return r end
   if value == nil or #value < HEADER_LEN or string.byte(value, 1) ~= VERSION then
     r.foreign = 1
     return r
   end
-  local _, generation, fence, expiry, fingerprint = struct.unpack(HEADER, value)
-  r.generation, r.fence, r.expiry, r.fingerprint = generation, fence, expiry, fingerprint
+  local _, generation, fence, expiry = struct.unpack(HEADER, value)
+  r.generation, r.fence, r.expiry = generation, fence, expiry
   r.entry = string.sub(value, HEADER_LEN + 1)
   return r
 end
 
 -- Writes the record `r`, expiring at `at` (Unix ms), or with its TTL kept if `at` is nil.
 local function write_record(r, at)
-  local value = struct.pack(HEADER, VERSION, r.generation, r.fence, r.expiry, r.fingerprint) ..
-    r.entry
+  local value = struct.pack(HEADER, VERSION, r.generation, r.fence, r.expiry) .. r.entry
   if at then
     redis.call('SET', record, value, 'PXAT', at)
   else
@@ -102,7 +107,7 @@ end
 
 -- Forgets the token of `r`; its generation and fence stay.
 local function forget_token(r)
-  r.entry, r.fingerprint, r.expiry = '', NO_FINGERPRINT, 0
+  r.entry, r.expiry = '', 0
 end
 
 -- The server's clock, Unix ms.
@@ -111,9 +116,14 @@ local function now_ms()
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 
+-- Whether the token of `r` is past its expiry by the server's clock.
+local function expired(r)
+  return r.expiry * 1000 <= now_ms()
+end
+
 -- When the record `r` may expire: the retention after now, and not before its token.
 local function kept_until(r, retention_ms)
-  return math.max(now_ms() + tonumber(retention_ms), r.expiry)
+  return math.max(now_ms() + tonumber(retention_ms), r.expiry * 1000)
 end
 
 -- Why the script must not run, as an error the client classifies by code: a server older than
@@ -144,7 +154,7 @@ local refused = refusal({{'GET', record}, {'TIME'}, {'PTTL', cooldown}})
 if refused then return refused end
 local r = read_record()
 local entry = false
-if r.entry ~= '' and r.expiry > now_ms() then entry = r.entry end
+if r.entry ~= '' and not expired(r) then entry = r.entry end
 return {entry, r.foreign, r.generation, redis.call('PTTL', cooldown)}
 "#
 );
@@ -178,6 +188,9 @@ local r = read_record()
 local legacy_generation = redis.pcall('HGET', legacy_state, 'gen')
 r.fence = math.max(r.fence, r.generation, count(read_string(legacy_fence)),
   count(legacy_generation)) + 1
+if r.fence >= COUNT_LIMIT then
+  return redis.error_reply('KIGO_FENCES_EXHAUSTED the fences of this key reached 2^40')
+end
 -- One write with its retention: an unusable retention fails before anything was granted.
 write_record(r, kept_until(r, ARGV[3]))
 redis.call('SET', lease, r.fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
@@ -198,44 +211,47 @@ return 0
 "#
 );
 
-/// `commit`, ARGV `lease value, fence, entry, expiry (Unix ms), fingerprint (16 bytes), channel,
-/// storage id, retention ms`: 1 if committed, 0 if the lease is not held or the fence is not
-/// newer.
+/// `commit`, ARGV `lease value, fence, entry, expiry (Unix s), channel, storage id, retention
+/// ms`: 1 if committed, 0 if the lease is not held or the fence is not newer.
 ///
-/// Running it twice is harmless: when the stored generation and fingerprint are already this
+/// Running it twice is harmless: when the stored generation and entry are already this
 /// commit's, it reports the commit again. So a commit whose reply was lost is settled by
 /// running it again.
 pub(crate) static COMMIT: LazyLock<Script> = script!(
     r#"
 local refused = refusal({{'GET', record}, {'GET', lease}, {'TIME'}, {'SET', record, '1'},
-  {'DEL', lease, cooldown}, {'PUBLISH', ARGV[6], '1'}})
+  {'DEL', lease, cooldown}, {'PUBLISH', ARGV[5], '1'}})
 if refused then return refused end
 local r = read_record()
 local fence = tonumber(ARGV[2])
-if r.generation == fence and r.fingerprint == ARGV[5] then return 1 end
+if r.generation == fence and r.entry == ARGV[3] then return 1 end
 if read_string(lease) ~= ARGV[1] then return 0 end
 if fence <= r.generation then return 0 end
 r.generation, r.fence = fence, math.max(r.fence, fence)
-r.expiry, r.fingerprint, r.entry = tonumber(ARGV[4]), ARGV[5], ARGV[3]
-write_record(r, kept_until(r, ARGV[8]))
+r.expiry, r.entry = tonumber(ARGV[4]), ARGV[3]
+write_record(r, kept_until(r, ARGV[7]))
 redis.call('DEL', lease, cooldown)
-redis.call('PUBLISH', ARGV[6], ARGV[7])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 "#
 );
 
-/// `invalidate`, ARGV `fingerprint (16 bytes), channel, storage id`: 1 if the token with that
-/// fingerprint was stored and is removed. The generation and the fence stay.
+/// `invalidate`, ARGV `generation as read, entry as read, channel, storage id`: 1 if the record
+/// still held that entry at that generation and it is removed; 0 if it changed (a commit or
+/// another invalidation came between). The generation and the fence stay.
+///
+/// The record keeps no fingerprint: the client reads the entry (`load`), opens it and compares
+/// the token's fingerprint with the one rejected, then removes exactly the entry it read.
 pub(crate) static INVALIDATE: LazyLock<Script> = script!(
     r#"
 local refused = refusal({{'GET', record}, {'SET', record, '1', 'KEEPTTL'},
-  {'PUBLISH', ARGV[2], '1'}})
+  {'PUBLISH', ARGV[3], '1'}})
 if refused then return refused end
 local r = read_record()
-if r.entry == '' or r.fingerprint ~= ARGV[1] then return 0 end
+if r.entry == '' or r.entry ~= ARGV[2] or r.generation ~= tonumber(ARGV[1]) then return 0 end
 forget_token(r)
 write_record(r, nil)
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 "#
 );
@@ -247,7 +263,7 @@ pub(crate) static PURGE: LazyLock<Script> = script!(
 local refused = refusal({{'GET', record}, {'TIME'}, {'SET', record, '1', 'KEEPTTL'}})
 if refused then return refused end
 local r = read_record()
-if r.entry == '' or r.expiry > now_ms() then return 0 end
+if r.entry == '' or not expired(r) then return 0 end
 forget_token(r)
 write_record(r, nil)
 return 1

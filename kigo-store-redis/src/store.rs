@@ -176,8 +176,7 @@ impl TokenStore for RedisStore {
             .arg(lease_value(lease))
             .arg(lease.fence())
             .arg(self.inner.codec.encode(key, lease.fence(), token))
-            .arg(millis_since_epoch(token.expires_at()).max(1))
-            .arg(&token.fingerprint().as_bytes()[..])
+            .arg(seconds_since_epoch(token.expires_at()).max(1))
             .arg(&self.inner.channel)
             .arg(key.storage_id())
             .arg(self.inner.retention_ms);
@@ -190,9 +189,20 @@ impl TokenStore for RedisStore {
         key: &TokenKey,
         fingerprint: &Fingerprint,
     ) -> Result<InvalidateOutcome, StoreError> {
+        // The record keeps no fingerprint: open the stored entry here, and remove exactly the
+        // entry read if it holds the rejected token.
+        let stored = self.read(key).await?;
+        let StoredValue::Entry(entry) = &stored.value else {
+            return Ok(InvalidateOutcome::NotCurrent);
+        };
+        let current = self.inner.codec.decode(key, entry, stored.generation);
+        if current.map(|token| token.fingerprint()).ok() != Some(*fingerprint) {
+            return Ok(InvalidateOutcome::NotCurrent);
+        }
         let mut invocation = self.invocation(&scripts::INVALIDATE, key);
         invocation
-            .arg(&fingerprint.as_bytes()[..])
+            .arg(stored.generation)
+            .arg(entry.as_slice())
             .arg(&self.inner.channel)
             .arg(key.storage_id());
         let removed: i64 = self.run(&invocation).await?;
@@ -344,11 +354,11 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn millis_since_epoch(time: SystemTime) -> u64 {
-    millis(
-        time.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
+/// `time` as Unix seconds, rounded down.
+fn seconds_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 #[cfg(test)]

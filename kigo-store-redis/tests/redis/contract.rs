@@ -200,3 +200,24 @@ async fn fences_go_on_above_the_earlier_layout_after_an_upgrade() {
         )
         .await;
 }
+
+/// A record holds fences below 2^40: at the limit, `acquire_lease` fails rather than wrap
+/// around to a fence already granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_at_the_records_limit_fail_rather_than_wrap() {
+    let harness = RedisHarness::standalone().await;
+    let store = harness.store();
+    let key = fresh_key();
+    let record = store.key_names(&key).record;
+    let () = harness
+        .raw(&edit_record(&record, Edit::Fence((1 << 40) - 2)))
+        .await;
+    let lease = acquire(&store, &key, TTL).await;
+    assert_eq!(lease.fence(), (1 << 40) - 1, "the last fence");
+    store.release_lease(&lease).await.unwrap();
+    let refused = store
+        .acquire_lease(&key, &kigo_core::store::HolderId::random(), TTL)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let () = harness.raw(redis::cmd("DEL").arg(&record)).await;
+}

@@ -343,7 +343,7 @@ pub(crate) async fn acquire(store: &dyn TokenStore, key: &TokenKey, ttl: Duratio
 }
 
 /// The length of a record's header (the crate's `scripts` module describes the layout).
-pub(crate) const RECORD_HEADER_LEN: usize = 35;
+pub(crate) const RECORD_HEADER_LEN: usize = 15;
 
 /// A field of a record rewritten behind the store's back by [`edit_record`].
 pub(crate) enum Edit<'a> {
@@ -359,22 +359,21 @@ pub(crate) enum Edit<'a> {
 /// kept; a missing record is created empty, without a TTL.
 pub(crate) fn edit_record(record: &str, edit: Edit<'_>) -> redis::Cmd {
     const SCRIPT: &str = r"
-local HEADER = '>BI6I6I6c16'
+local HEADER = '>BI5I5I4'
 local value = redis.call('GET', KEYS[1])
-local generation, fence, expiry, fingerprint = 0, 0, 0, string.rep('\0', 16)
-local entry = ''
+local generation, fence, expiry, entry = 0, 0, 0, ''
 if value then
   local _
-  _, generation, fence, expiry, fingerprint = struct.unpack(HEADER, value)
-  entry = string.sub(value, 36)
+  _, generation, fence, expiry = struct.unpack(HEADER, value)
+  entry = string.sub(value, 16)
 end
 if ARGV[1] == 'generation' then generation = tonumber(ARGV[2]) end
 if ARGV[1] == 'fence' then fence = tonumber(ARGV[2]) end
 if ARGV[1] == 'entry' then
   entry = ARGV[2]
-  if expiry == 0 then expiry = 4102444800000 end
+  if expiry == 0 then expiry = 4102444800 end
 end
-local header = struct.pack(HEADER, 1, generation, fence, expiry, fingerprint)
+local header = struct.pack(HEADER, 1, generation, fence, expiry)
 redis.call('SET', KEYS[1], header .. entry, 'KEEPTTL')
 return 0
 ";
