@@ -32,8 +32,6 @@ pub(crate) struct NewEntry {
     pub(crate) format: i64,
     /// The token through the store's codec.
     pub(crate) entry: Vec<u8>,
-    /// The token's fingerprint, for invalidation.
-    pub(crate) fingerprint: [u8; 16],
     /// The token's expiry, in microseconds since the Unix epoch.
     pub(crate) expires_us: i64,
 }
@@ -44,7 +42,6 @@ impl NewEntry {
         Self {
             format: format_version(),
             entry: codec.encode(key, generation, token),
-            fingerprint: *token.fingerprint().as_bytes(),
             expires_us: epoch_micros(token.expires_at()),
         }
     }
@@ -187,7 +184,6 @@ mod tests {
         let present = loaded.token().unwrap();
         assert_eq!(present.fingerprint(), token.fingerprint());
         assert_eq!(present.generation(), 7);
-        assert_eq!(&written.fingerprint, token.fingerprint().as_bytes());
 
         let absent = row(format, None, 7).into_snapshot(&key(), &codec);
         assert!(matches!(absent.entry, Entry::Absent));

@@ -274,20 +274,15 @@ impl Backend {
             Int(fence),
             Int(entry.format),
             Bytes(&entry.entry),
-            Bytes(&entry.fingerprint),
             Int(entry.expires_us),
         ];
         Ok(self.changed(&self.statements.commit, &values).await? == 1)
     }
 
-    /// Removes the token of `key` if its fingerprint is `fingerprint`, keeping the generation;
-    /// notifies. Whether it did.
-    pub(crate) async fn invalidate(
-        &self,
-        key: &str,
-        fingerprint: &[u8],
-    ) -> Result<bool, sqlx::Error> {
-        let values = [Text(key), Bytes(fingerprint)];
+    /// Removes the token of `key` if it is still the one committed as `generation`, keeping
+    /// the generation; notifies. Whether it did.
+    pub(crate) async fn invalidate(&self, key: &str, generation: i64) -> Result<bool, sqlx::Error> {
+        let values = [Text(key), Int(generation)];
         Ok(self.changed(&self.statements.invalidate, &values).await? == 1)
     }
 

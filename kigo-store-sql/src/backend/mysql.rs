@@ -62,16 +62,16 @@ const TEMPLATES: Templates = Templates {
     ),
     commit: Sql::ordered(
         "UPDATE {table}
-            SET format_version = ?, entry = ?, generation = fence, fingerprint = ?,
+            SET format_version = ?, entry = ?, generation = fence, fingerprint = NULL,
                 expires_at = TIMESTAMPADD(MICROSECOND, ?, TIMESTAMP'1970-01-01 00:00:00'),
                 lease_holder = NULL, lease_until = NULL, cooldown_until = NULL
           WHERE token_key = ? AND lease_holder = ? AND fence = ? AND generation < fence
             AND lease_until > {now}",
-        &[3, 4, 5, 6, 0, 1, 2],
+        &[3, 4, 5, 0, 1, 2],
     ),
     invalidate: Sql::new(
         "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
-          WHERE token_key = ? AND fingerprint = ?",
+          WHERE token_key = ? AND generation = ? AND entry IS NOT NULL",
     ),
     set_cooldown: Sql::ordered(
         "INSERT INTO {table} (token_key, format_version, cooldown_until)

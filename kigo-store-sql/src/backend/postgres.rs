@@ -69,8 +69,8 @@ const TEMPLATES: Templates = Templates {
     commit: Sql::new(
         "WITH committed AS (
              UPDATE {table}
-                SET format_version = $4, entry = $5, generation = $3, fingerprint = $6,
-                    expires_at = TIMESTAMPTZ 'epoch' + $7::FLOAT8 * INTERVAL '1 microsecond',
+                SET format_version = $4, entry = $5, generation = $3, fingerprint = NULL,
+                    expires_at = TIMESTAMPTZ 'epoch' + $6::FLOAT8 * INTERVAL '1 microsecond',
                     lease_holder = NULL, lease_until = NULL, cooldown_until = NULL
               WHERE token_key = $1 AND lease_holder = $2 AND fence = $3
                 AND generation < $3 AND lease_until > {now}
@@ -80,7 +80,7 @@ const TEMPLATES: Templates = Templates {
     invalidate: Sql::new(
         "WITH removed AS (
              UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
-              WHERE token_key = $1 AND fingerprint = $2
+              WHERE token_key = $1 AND generation = $2 AND entry IS NOT NULL
           RETURNING token_key)
          SELECT token_key, pg_notify({channel}, token_key) FROM removed",
     ),

@@ -78,15 +78,15 @@ const TEMPLATES: Templates = Templates {
     ),
     commit: Sql::new(
         "UPDATE {table}
-            SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = ?6,
-                expires_at_us = ?7,
+            SET format_version = ?4, entry = ?5, generation = ?3, fingerprint = NULL,
+                expires_at_us = ?6,
                 lease_holder = NULL, lease_until_us = NULL, cooldown_until_us = NULL
           WHERE token_key = ?1 AND lease_holder = ?2 AND fence = ?3 AND generation < ?3
             AND lease_until_us > {now}",
     ),
     invalidate: Sql::new(
         "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
-          WHERE token_key = ?1 AND fingerprint = ?2",
+          WHERE token_key = ?1 AND generation = ?2 AND entry IS NOT NULL",
     ),
     set_cooldown: Sql::new(
         "INSERT INTO {table} AS t (token_key, format_version, cooldown_until_us)

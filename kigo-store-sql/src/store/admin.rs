@@ -227,8 +227,7 @@ impl SqlStore {
         self.attempt(|| backend.commit(&id, holder, fence, &entry))
             .await
             .map_err(step("commit"))?;
-        let fingerprint = token.fingerprint();
-        self.attempt(|| backend.invalidate(&id, fingerprint.as_bytes()))
+        self.attempt(|| backend.invalidate(&id, fence))
             .await
             .map_err(step("invalidate"))?;
         let fence = claim().await?;

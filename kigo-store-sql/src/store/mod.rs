@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kigo_core::codec::EntryCodec;
 use kigo_core::store::{
-    ChangeFeed, CommitOutcome, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
+    ChangeFeed, CommitOutcome, Entry, HolderId, InvalidateOutcome, Lease, LeaseAttempt, Snapshot,
 };
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 use sqlx::migrate::MigrateError;
@@ -293,9 +293,22 @@ impl TokenStore for SqlStore {
         key: &TokenKey,
         fingerprint: &Fingerprint,
     ) -> Result<InvalidateOutcome, StoreError> {
+        // The row keeps no fingerprint (16 bytes and their alignment in every row): the token
+        // stored is read and opened here, and removed only if still the one committed then.
         let id = key.storage_id();
+        let Some(row) = self.run(|| self.shared.backend.load(&id)).await? else {
+            return Ok(InvalidateOutcome::NotCurrent);
+        };
+        let generation = row.generation;
+        let current = match row.into_snapshot(key, &self.shared.codec).entry {
+            Entry::Present(token) => token.fingerprint() == *fingerprint,
+            _ => false,
+        };
+        if !current {
+            return Ok(InvalidateOutcome::NotCurrent);
+        }
         let removed = self
-            .run(|| self.shared.backend.invalidate(&id, fingerprint.as_bytes()))
+            .run(|| self.shared.backend.invalidate(&id, generation))
             .await?;
         Ok(if removed {
             InvalidateOutcome::Removed

@@ -1,7 +1,8 @@
 //! Token material that can no longer be used leaves the rows: a token that expired by the
-//! database's clock is cleared (entry and fingerprint) by the claim of its row, by the commits
-//! of other keys (a bounded batch each) and by `SqlStore::purge_expired`; the row keeps its
-//! generation and fence, so the key's next lease is still fenced above every earlier one.
+//! database's clock is cleared (its entry, and the fingerprint earlier versions wrote) by the
+//! claim of its row, by the commits of other keys (a bounded batch each) and by
+//! `SqlStore::purge_expired`; the row keeps its generation and fence, so the key's next lease is
+//! still fenced above every earlier one.
 
 use kigo_core::store::{CommitOutcome, Entry, InvalidateOutcome};
 use kigo_core::{TokenKey, TokenStore};
@@ -54,7 +55,11 @@ pub(crate) async fn a_claim_clears_the_expired_token_of_its_row(harness: &SqlHar
     commit_token(&store, &key, &token("expiring")).await;
     harness.expire(std::slice::from_ref(&key)).await;
     let before = harness.raw_row(&key).await;
-    assert!(before.entry.is_some() && before.fingerprint.is_some());
+    assert!(before.entry.is_some());
+    assert!(
+        before.fingerprint.is_none(),
+        "a commit writes no fingerprint"
+    );
 
     let lease = acquire(&store, &key).await;
     let after = harness.raw_row(&key).await;
