@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, partner, user, warm};
+use common::{MIN_TOKEN_AGE, World, partner, user, warm};
 use kigo_core::manager::BuildError;
 use kigo_core::runtime::RuntimeEnv;
 use kigo_core::{Error, Fingerprint, KeyScope, PartnerId, Token, TokenManager, TokenSecret};
@@ -88,6 +88,33 @@ async fn user_level_keys_stay_within_the_capacity() {
         manager.user_keys()
     );
     assert_eq!(world.source.creations(), 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_token_dropped_by_a_401_is_no_longer_handed_out_by_key() {
+    let world = World::new();
+    let manager = world.builder(186).scope(KeyScope::AnyUser).build().unwrap();
+    let alice = user("acme", "alice");
+    let first = manager.token(&alice).await.unwrap().fingerprint();
+    world.clock.advance(MIN_TOKEN_AGE);
+
+    // Rejected through a handle: the lookup by key sees it.
+    let handle = manager.handle(alice.clone()).unwrap();
+    assert!(handle.invalidate(&first));
+    let second = manager.token(&alice).await.unwrap().fingerprint();
+    assert_ne!(second, first);
+    assert_eq!(
+        handle.cached().map(|token| token.fingerprint()),
+        Some(second)
+    );
+    world.clock.advance(MIN_TOKEN_AGE);
+
+    // Rejected by key: the handle sees it.
+    assert!(manager.invalidate(&alice, &second));
+    let third = warm(&handle).await;
+    assert!(third != first && third != second);
+    assert_eq!(manager.token(&alice).await.unwrap().fingerprint(), third);
+    assert_eq!(world.source.creations(), 3);
 }
 
 #[tokio::test(start_paused = true)]

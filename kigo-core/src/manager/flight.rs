@@ -280,7 +280,7 @@ impl Flight<'_> {
         self.inner
             .metrics
             .installed(self.key(), cached.token.expires_at());
-        self.slot.install(cached);
+        self.inner.install(self.slot, cached);
     }
 
     /// Takes the stored token if it is one this replica should use now; true if it did.

@@ -34,7 +34,7 @@ use flight::StoreTimedOut as TimedOut;
 use lifecycle::Lifecycle;
 use metrics::{Metrics, StoreOp};
 use partners::PartnerPauses;
-use registry::Registry;
+use registry::{Lookup, Registry};
 use slot::{Cached, KeySlot};
 
 use crate::runtime::RuntimeEnv;
@@ -152,13 +152,18 @@ impl TokenManager {
     /// by the manager's `max_wait`. A key outside the scope gets [`Error::ForeignKey`]; otherwise
     /// as [`TokenHandle::token`] says.
     pub async fn token(&self, key: &TokenKey) -> Result<TokenGuard, Error> {
-        let slot = match self.inner.registry.get(key) {
-            Some(slot) => slot,
-            None => self.inner.slot(key)?,
+        let now = self.inner.env.time().now_coarse();
+        let slot = match self.inner.registry.lookup(key, now) {
+            Lookup::Token(token) => return Ok(token),
+            Lookup::Slot(slot) => slot,
+            Lookup::Missing => {
+                let slot = self.inner.slot(key)?;
+                if let Some(token) = slot.cached(now) {
+                    return Ok(token);
+                }
+                slot
+            }
         };
-        if let Some(token) = slot.cached(self.inner.env.time().now_coarse()) {
-            return Ok(token);
-        }
         Box::pin(self.inner.wait_for_token(&slot)).await
     }
 
@@ -270,7 +275,7 @@ impl TokenHandle {
             return false;
         }
         self.slot.failures().rejected.record(*fingerprint);
-        let dropped = self.slot.drop_if_current(fingerprint);
+        let dropped = self.inner.drop_if_current(&self.slot, fingerprint);
         if dropped {
             self.inner.metrics.rejection(&self.slot.key, true);
             let key = self.inner.config.user_ids.show(&self.slot.key);
@@ -299,7 +304,7 @@ impl TokenHandle {
         let cached = cached.present.then(|| cached.token.fingerprint());
         for fingerprint in stored.into_iter().chain(cached) {
             self.slot.failures().rejected.record(fingerprint);
-            self.slot.drop_if_current(&fingerprint);
+            self.inner.drop_if_current(&self.slot, &fingerprint);
         }
         Box::pin(self.inner.wait_for_token(&self.slot)).await
     }
@@ -332,6 +337,24 @@ impl Inner {
             self.start_background(&slot);
         }
         Ok(slot)
+    }
+
+    /// Makes `cached` the token `slot` hands out.
+    fn install(&self, slot: &KeySlot, cached: Cached) {
+        self.registry.replace_if(slot, cached, |_| true);
+        slot.notify_changed();
+    }
+
+    /// Drops the cached token of `slot` if it is the one with `fingerprint`; true if it did.
+    fn drop_if_current(&self, slot: &KeySlot, fingerprint: &Fingerprint) -> bool {
+        let dropped = self.registry.replace_if(slot, Cached::empty(), |current| {
+            current.present && current.token.fingerprint() == *fingerprint
+        });
+        if dropped {
+            slot.note_rejection_drop();
+            slot.notify_changed();
+        }
+        dropped
     }
 
     /// Whether a 401 for `token` comes too early to drop it.

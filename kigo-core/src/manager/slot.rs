@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use event_listener::Event;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
@@ -39,6 +39,10 @@ pub(super) struct Cached {
     pub(super) origin: TokenOrigin,
     pub(super) token: Token,
     pub(super) refresh_at: SystemTime,
+    /// The slot this entry stands for in the registry's cache of user-level keys, while it is
+    /// the value there: the way back from a lookup to the key's refreshes. Cleared when the
+    /// registry evicts the key, so that the slot and its entry stop keeping each other alive.
+    registered: ArcSwapOption<KeySlot>,
 }
 
 impl Cached {
@@ -50,6 +54,7 @@ impl Cached {
             usable_until: SystemTime::UNIX_EPOCH,
             used: AtomicBool::new(false),
             origin: TokenOrigin::CreatedHere,
+            registered: ArcSwapOption::empty(),
         }
     }
 
@@ -66,6 +71,7 @@ impl Cached {
             usable_until,
             used: AtomicBool::new(false),
             origin,
+            registered: ArcSwapOption::empty(),
         }
     }
 
@@ -75,6 +81,39 @@ impl Cached {
 
     pub(super) fn was_used(&self) -> bool {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// The slot this entry stands for in the registry, if it is (or was) the registry's value.
+    pub(super) fn registered_slot(&self) -> Option<Arc<KeySlot>> {
+        self.registered.load_full()
+    }
+
+    /// Makes this entry stand for `slot` in the registry.
+    pub(super) fn register(&self, slot: Arc<KeySlot>) {
+        self.registered.store(Some(slot));
+    }
+
+    /// Whether this entry is the registry's value for `slot`.
+    pub(super) fn stands_for(&self, slot: &KeySlot) -> bool {
+        self.registered
+            .load()
+            .as_deref()
+            .is_some_and(|registered| std::ptr::eq(registered, slot))
+    }
+
+    /// Ends this entry's standing for its slot (the registry evicted it): the slot, if this
+    /// held the last reference, goes with it.
+    pub(super) fn unregister(&self) -> Option<Arc<KeySlot>> {
+        self.registered.swap(None)
+    }
+
+    /// Hands this entry out if it is usable at `now`: the hot path of a lookup by key.
+    pub(super) fn hand_out(self: Arc<Self>, now: SystemTime) -> Result<TokenGuard, Arc<Self>> {
+        if !self.usable_at(now) {
+            return Err(self);
+        }
+        self.mark_used();
+        Ok(TokenGuard(Guard::from_inner(self)))
     }
 
     fn mark_used(&self) {
@@ -262,9 +301,30 @@ impl KeySlot {
         self.current.load_full()
     }
 
-    pub(super) fn install(&self, cached: Cached) {
-        self.current.store(Arc::new(cached));
-        self.notify_changed();
+    /// Makes `next` the cached entry if `when` holds for the current one; true if it did. A
+    /// compare-and-swap, so that a 401 never drops a token installed since it looked.
+    pub(super) fn replace_if(&self, next: &Arc<Cached>, when: impl Fn(&Cached) -> bool) -> bool {
+        let mut current = self.current.load_full();
+        loop {
+            if !when(&current) {
+                return false;
+            }
+            let previous = self.current.compare_and_swap(&current, Arc::clone(next));
+            if Arc::ptr_eq(&previous, &current) {
+                return true;
+            }
+            current = Guard::into_inner(previous);
+        }
+    }
+
+    /// Sets the cached entry (the registry does, while it holds the lock of the slot's key).
+    pub(super) fn set_current(&self, next: Arc<Cached>) {
+        self.current.store(next);
+    }
+
+    /// Marks the cached token as dropped by a 401, for the next flight to say why it runs.
+    pub(super) fn note_rejection_drop(&self) {
+        self.dropped_by_rejection.store(true, Ordering::Relaxed);
     }
 
     /// Wakes whoever waits for a change of this key: see [`KeySlot::changes`].
@@ -291,23 +351,6 @@ impl KeySlot {
             return;
         }
         listener.await;
-    }
-
-    /// Drops the cached token if it is the one with `fingerprint`; true if it did.
-    pub(super) fn drop_if_current(&self, fingerprint: &Fingerprint) -> bool {
-        let current = self.current.load_full();
-        if !current.present || current.token.fingerprint() != *fingerprint {
-            return false;
-        }
-        let previous = self
-            .current
-            .compare_and_swap(&current, Arc::new(Cached::empty()));
-        let dropped = Arc::ptr_eq(&previous, &current);
-        if dropped {
-            self.dropped_by_rejection.store(true, Ordering::Relaxed);
-            self.notify_changed();
-        }
-        dropped
     }
 
     /// Whether a 401 dropped the cached token since the last call.
