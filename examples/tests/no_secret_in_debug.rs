@@ -17,9 +17,12 @@
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
 use std::fmt::{Debug, Display};
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -60,10 +63,11 @@ use tower_layer::Layer;
 const FORMATTED: &[(&str, &str)] = &[
     // The partner manager before its first token, with it, after a 401 and renewal, after
     // failures (a 400 echoing the API key, a 401, a 429, a wrong API key, a failing store, a
-    // store sealed with another fleet's key) and after shutdown, with its handle, guard, token,
-    // statuses, metrics and health; the shared plaintext memory store holding the partner token,
-    // user tokens with refresh tokens and SSO sessions; a sealed store, its keyring, keys and
-    // codec; every store operation's result; the errors of bad keys, IDs, tokens and policies.
+    // store sealed with another fleet's key) and after shutdown, with its handle, guard, token
+    // future (before and after its first poll), token, statuses, metrics and health; the shared
+    // plaintext memory store holding the partner token, user tokens with refresh tokens and SSO
+    // sessions; a sealed store, its keyring, keys and codec; every store operation's result; the
+    // errors of bad keys, IDs, tokens and policies.
     (
         "kigo-core",
         "BackoffPolicy BuildError ChangeNotice CommitOutcome CorruptEntry CreateRequest \
@@ -72,7 +76,7 @@ const FORMATTED: &[(&str, &str)] = &[
          KeyStatus Keyring Lease LeaseAttempt ManagerBuilder ManagerStatus ManualClock \
          MemoryStore MetricsSnapshot NeedsStore RefreshPanicked Resealed RuntimeEnv Sealing \
          SealingKey Snapshot SourceError StaleOnArrival StoreCheck StoreError \
-         StoreFailurePolicy StoreKeyStatus StoreTimedOut SystemClock Token TokenGuard \
+         StoreFailurePolicy StoreKeyStatus StoreTimedOut SystemClock Token TokenFuture TokenGuard \
          TokenHandle TokenKey TokenManager TokenOrigin TokenSecret TokenStatus TokioSleep \
          TokioSpawn UserIdLogging",
     ),
@@ -1141,6 +1145,11 @@ impl Run {
         if let Some(guard) = handle.cached() {
             shown.debug(state, &guard);
         }
+        let mut future = manager.token(&key);
+        shown.debug(state, &future);
+        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(Waker::noop()));
+        shown.debug(state, &future);
+        drop(polled);
         match manager.inspect(&key).await {
             Ok(inspected) => shown.debug(state, &inspected),
             Err(error) => shown.error(state, &error),

@@ -20,7 +20,7 @@ pub use error::Error;
 pub use key::{InvalidId, KeyScope, MAX_ID_LEN, PartnerId, TokenKey, UserId};
 pub use manager::{
     BuildError, CreateTimedOut, ManagerBuilder, RefreshPanicked, StaleOnArrival, StoreTimedOut,
-    TokenGuard, TokenHandle, TokenManager,
+    TokenFuture, TokenGuard, TokenHandle, TokenManager,
 };
 pub use policy::{BackoffPolicy, ExpiryPolicy, InvalidPolicy, StoreFailurePolicy};
 pub use source::{CreateRequest, SharedError, SourceError, TokenSource};

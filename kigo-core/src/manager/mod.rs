@@ -3,9 +3,10 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::{Either, select};
@@ -34,7 +35,7 @@ use flight::StoreTimedOut as TimedOut;
 use lifecycle::Lifecycle;
 use metrics::{Metrics, StoreOp};
 use partners::PartnerPauses;
-use registry::{Lookup, Registry};
+use registry::Registry;
 use slot::{Cached, KeySlot};
 
 use crate::runtime::RuntimeEnv;
@@ -151,20 +152,9 @@ impl TokenManager {
     /// A valid token for `key`, waiting for a refresh only if none is cached; the wait is bounded
     /// by the manager's `max_wait`. A key outside the scope gets [`Error::ForeignKey`]; otherwise
     /// as [`TokenHandle::token`] says.
-    pub async fn token(&self, key: &TokenKey) -> Result<TokenGuard, Error> {
-        let now = self.inner.env.time().now_coarse();
-        let slot = match self.inner.registry.lookup(key, now) {
-            Lookup::Token(token) => return Ok(token),
-            Lookup::Slot(slot) => slot,
-            Lookup::Missing => {
-                let slot = self.inner.slot(key)?;
-                if let Some(token) = slot.cached(now) {
-                    return Ok(token);
-                }
-                slot
-            }
-        };
-        Box::pin(self.inner.wait_for_token(&slot)).await
+    #[inline]
+    pub fn token<'a>(&'a self, key: &'a TokenKey) -> TokenFuture<'a> {
+        TokenFuture(TokenFutureState::Start { manager: self, key })
     }
 
     /// Reports that the API rejected the token with `fingerprint` for `key` (a 401): see
@@ -199,6 +189,106 @@ impl TokenManager {
     pub async fn shutdown(&self) {
         self.inner.lifecycle.stop();
         self.inner.lifecycle.idle().await;
+    }
+}
+
+/// The future of [`TokenManager::token`].
+///
+/// Its first poll hands out a cached, valid token at once: one lookup in the manager's keys, no
+/// allocation, and code small enough to be inlined into the caller. Only when no valid token
+/// is cached does it make the key's slot and wait for a refresh, in a boxed future, so that
+/// this one stays small.
+#[must_use = "futures do nothing unless polled"]
+pub struct TokenFuture<'a>(TokenFutureState<'a>);
+
+enum TokenFutureState<'a> {
+    Start {
+        manager: &'a TokenManager,
+        key: &'a TokenKey,
+    },
+    Waiting(Pin<Box<dyn Future<Output = Result<TokenGuard, Error>> + Send + 'a>>),
+    Done,
+}
+
+impl Future for TokenFuture<'_> {
+    type Output = Result<TokenGuard, Error>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let TokenFutureState::Start { manager, key } = self.0
+            && let Some(token) = manager.cached(key)
+        {
+            self.0 = TokenFutureState::Done;
+            return Poll::Ready(Ok(token));
+        }
+        self.poll_slow(cx)
+    }
+}
+
+impl TokenFuture<'_> {
+    /// No usable token was cached when first polled: find or make the key's slot, and wait.
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<TokenGuard, Error>> {
+        if let TokenFutureState::Start { manager, key } = self.0 {
+            match manager.cached_or_slot(key) {
+                Ok(token) => {
+                    self.0 = TokenFutureState::Done;
+                    return Poll::Ready(Ok(token));
+                }
+                Err(Err(error)) => {
+                    self.0 = TokenFutureState::Done;
+                    return Poll::Ready(Err(error));
+                }
+                Err(Ok(slot)) => {
+                    let inner = &manager.inner;
+                    self.0 = TokenFutureState::Waiting(Box::pin(async move {
+                        inner.wait_for_token(&slot).await
+                    }));
+                }
+            }
+        }
+        let TokenFutureState::Waiting(waiting) = &mut self.0 else {
+            // Polled again after it completed: nothing more to give.
+            return Poll::Pending;
+        };
+        let outcome = ready!(waiting.as_mut().poll(cx));
+        self.0 = TokenFutureState::Done;
+        Poll::Ready(outcome)
+    }
+}
+
+impl fmt::Debug for TokenFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the key: a user ID is shown only as the manager's `UserIdLogging` says.
+        let state = match &self.0 {
+            TokenFutureState::Start { .. } => "not polled",
+            TokenFutureState::Waiting(_) => "waiting for a refresh",
+            TokenFutureState::Done => "done",
+        };
+        f.debug_tuple("TokenFuture").field(&state).finish()
+    }
+}
+
+impl TokenManager {
+    /// A token of `key` usable now, if one is cached: the hot path of [`TokenManager::token`].
+    #[inline]
+    fn cached(&self, key: &TokenKey) -> Option<TokenGuard> {
+        self.inner
+            .registry
+            .cached(key, self.inner.env.time().now_coarse())
+    }
+
+    /// A token of `key` usable now, else its slot (or why there is none).
+    fn cached_or_slot(&self, key: &TokenKey) -> Result<TokenGuard, Result<Arc<KeySlot>, Error>> {
+        let now = self.inner.env.time().now_coarse();
+        match self.inner.registry.lookup(key, now) {
+            registry::Lookup::Token(token) => Ok(token),
+            registry::Lookup::Slot(slot) => Err(Ok(slot)),
+            registry::Lookup::Missing => {
+                let slot = self.inner.slot(key).map_err(Err)?;
+                slot.cached(now).ok_or(Ok(slot))
+            }
+        }
     }
 }
 

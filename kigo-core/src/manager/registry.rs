@@ -50,8 +50,16 @@ impl Registry {
         }
     }
 
-    /// A token of `key` usable at `now`, else its slot if it has one: the hot path of a lookup
-    /// by key.
+    /// A token of `key` usable at `now`, if one is cached: the hot path of a lookup by key.
+    #[inline]
+    pub(super) fn cached(&self, key: &TokenKey, now: SystemTime) -> Option<TokenGuard> {
+        match key {
+            TokenKey::User { .. } => self.users.get(key)?.hand_out(now).ok(),
+            TokenKey::Partner(_) => self.get(key)?.cached(now),
+        }
+    }
+
+    /// A token of `key` usable at `now`, else its slot if it has one.
     pub(super) fn lookup(&self, key: &TokenKey, now: SystemTime) -> Lookup {
         let slot = match key {
             TokenKey::Partner(_) => self.get(key),

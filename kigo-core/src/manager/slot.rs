@@ -75,6 +75,7 @@ impl Cached {
         }
     }
 
+    #[inline]
     pub(super) fn usable_at(&self, now: SystemTime) -> bool {
         now < self.usable_until
     }
@@ -108,6 +109,7 @@ impl Cached {
     }
 
     /// Hands this entry out if it is usable at `now`: the hot path of a lookup by key.
+    #[inline]
     pub(super) fn hand_out(self: Arc<Self>, now: SystemTime) -> Result<TokenGuard, Arc<Self>> {
         if !self.usable_at(now) {
             return Err(self);
@@ -116,6 +118,7 @@ impl Cached {
         Ok(TokenGuard(Guard::from_inner(self)))
     }
 
+    #[inline]
     fn mark_used(&self) {
         // Load first: after the first caller, the line stays shared and readers do not contend.
         if !self.used.load(Ordering::Relaxed) {
