@@ -180,6 +180,17 @@ impl Registry {
     }
 }
 
+impl Drop for Registry {
+    /// Ends every user-level entry's standing for its slot: a slot and its current entry point
+    /// at each other, and only eviction or this breaks the pair, so a dropped manager's keys
+    /// (and their tokens) would otherwise stay in memory for good.
+    fn drop(&mut self) {
+        for (_, entry) in self.users.drain() {
+            drop(entry.unregister());
+        }
+    }
+}
+
 /// Ends an evicted entry's standing for its slot, so that the two stop keeping each other alive;
 /// the slots are dropped after the shard's lock is released.
 #[derive(Clone, Copy, Debug)]
@@ -271,6 +282,22 @@ mod tests {
             registry.user_keys(),
             "the slots of evicted keys and their entries keep each other alive"
         );
+    }
+
+    #[test]
+    fn a_dropped_registry_lets_its_slots_and_tokens_go() {
+        let registry = Registry::new(100);
+        let now = SystemTime::now();
+        let slots: Vec<_> = (0..10)
+            .map(|n| {
+                let (slot, _) = registry.get_or_insert(&user(&format!("user-{n}")));
+                assert!(registry.replace_if(&slot, entry("token", now), |_| true));
+                Arc::downgrade(&slot)
+            })
+            .collect();
+        drop(registry);
+        let alive = slots.iter().filter(|slot| slot.strong_count() > 0).count();
+        assert_eq!(alive, 0, "slots and their entries outlive the registry");
     }
 
     #[test]
