@@ -226,26 +226,19 @@ impl Future for TokenFuture<'_> {
 }
 
 impl TokenFuture<'_> {
-    /// No usable token was cached when first polled: find or make the key's slot, and wait.
+    /// No usable token was cached when first polled: find or make the key's slot (refusing a
+    /// foreign key), and wait unless a token came meanwhile.
     #[inline(never)]
     fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<TokenGuard, Error>> {
         if let TokenFutureState::Start { manager, key } = self.0 {
-            match manager.cached_or_slot(key) {
-                Ok(token) => {
-                    self.0 = TokenFutureState::Done;
-                    return Poll::Ready(Ok(token));
+            let inner = &manager.inner;
+            self.0 = TokenFutureState::Waiting(Box::pin(async move {
+                let slot = inner.slot(key)?;
+                match slot.cached(inner.env.time().now_coarse()) {
+                    Some(token) => Ok(token),
+                    None => inner.wait_for_token(&slot).await,
                 }
-                Err(Err(error)) => {
-                    self.0 = TokenFutureState::Done;
-                    return Poll::Ready(Err(error));
-                }
-                Err(Ok(slot)) => {
-                    let inner = &manager.inner;
-                    self.0 = TokenFutureState::Waiting(Box::pin(async move {
-                        inner.wait_for_token(&slot).await
-                    }));
-                }
-            }
+            }));
         }
         let TokenFutureState::Waiting(waiting) = &mut self.0 else {
             // Polled again after it completed: nothing more to give.
@@ -276,19 +269,6 @@ impl TokenManager {
         self.inner
             .registry
             .cached(key, self.inner.env.time().now_coarse())
-    }
-
-    /// A token of `key` usable now, else its slot (or why there is none).
-    fn cached_or_slot(&self, key: &TokenKey) -> Result<TokenGuard, Result<Arc<KeySlot>, Error>> {
-        let now = self.inner.env.time().now_coarse();
-        match self.inner.registry.lookup(key, now) {
-            registry::Lookup::Token(token) => Ok(token),
-            registry::Lookup::Slot(slot) => Err(Ok(slot)),
-            registry::Lookup::Missing => {
-                let slot = self.inner.slot(key).map_err(Err)?;
-                slot.cached(now).ok_or(Ok(slot))
-            }
-        }
     }
 }
 

@@ -26,16 +26,6 @@ pub(super) struct Registry {
     users: Users,
 }
 
-/// What a lookup by key found.
-pub(super) enum Lookup {
-    /// A token usable at the time asked for.
-    Token(TokenGuard),
-    /// The key's slot, without a usable token.
-    Slot(Arc<KeySlot>),
-    /// Nothing: the key is not cached.
-    Missing,
-}
-
 impl Registry {
     pub(super) fn new(user_capacity: usize) -> Self {
         Self {
@@ -56,27 +46,6 @@ impl Registry {
         match key {
             TokenKey::User { .. } => self.users.get(key)?.hand_out(now).ok(),
             TokenKey::Partner(_) => self.get(key)?.cached(now),
-        }
-    }
-
-    /// A token of `key` usable at `now`, else its slot if it has one.
-    pub(super) fn lookup(&self, key: &TokenKey, now: SystemTime) -> Lookup {
-        let slot = match key {
-            TokenKey::Partner(_) => self.get(key),
-            TokenKey::User { .. } => match self.users.get(key) {
-                Some(entry) => match entry.hand_out(now) {
-                    Ok(token) => return Lookup::Token(token),
-                    Err(entry) => entry.registered_slot(),
-                },
-                None => None,
-            },
-        };
-        let Some(slot) = slot else {
-            return Lookup::Missing;
-        };
-        match slot.cached(now) {
-            Some(token) => Lookup::Token(token),
-            None => Lookup::Slot(slot),
         }
     }
 
@@ -222,6 +191,11 @@ mod tests {
         Cached::new(token, expires, expires, TokenOrigin::CreatedHere)
     }
 
+    /// Whether `key` has a slot in `registry` but no token usable at `now`.
+    fn slot_without_token(registry: &Registry, key: &TokenKey, now: SystemTime) -> bool {
+        registry.cached(key, now).is_none() && registry.get(key).is_some()
+    }
+
     #[test]
     fn a_lookup_by_key_hands_out_what_the_slot_holds() {
         let registry = Registry::new(100);
@@ -229,10 +203,10 @@ mod tests {
         let now = SystemTime::now();
         let (slot, created) = registry.get_or_insert(&alice);
         assert!(created);
-        assert!(matches!(registry.lookup(&alice, now), Lookup::Slot(_)));
+        assert!(slot_without_token(&registry, &alice, now));
 
         assert!(registry.replace_if(&slot, entry("first", now), |_| true));
-        let Lookup::Token(token) = registry.lookup(&alice, now) else {
+        let Some(token) = registry.cached(&alice, now) else {
             panic!("the installed token is not handed out by key");
         };
         let first = token.fingerprint();
@@ -241,7 +215,7 @@ mod tests {
         let rejected = |current: &Cached| current.present && current.token.fingerprint() == first;
         assert!(registry.replace_if(&slot, Cached::empty(), rejected));
         assert!(
-            matches!(registry.lookup(&alice, now), Lookup::Slot(_)),
+            slot_without_token(&registry, &alice, now),
             "a dropped token is still handed out by key"
         );
         assert!(!registry.replace_if(&slot, Cached::empty(), rejected));
@@ -316,6 +290,6 @@ mod tests {
         let (again, created) = registry.get_or_insert(&kept_key);
         assert!(created && !Arc::ptr_eq(&again, &kept));
         assert!(again.cached(now).is_none());
-        assert!(matches!(registry.lookup(&kept_key, now), Lookup::Slot(_)));
+        assert!(slot_without_token(&registry, &kept_key, now));
     }
 }
