@@ -122,7 +122,8 @@ impl Payload {
         }
     }
 
-    /// The bytes' length in the current format, for a buffer allocated once.
+    /// The bytes' length in the current format: the sealing buffer is allocated once, as a
+    /// buffer that grew would leave copies of the token behind in freed memory.
     pub(super) fn len(&self) -> usize {
         20 + self.token.len() + self.refresh.as_ref().map_or(0, |refresh| 4 + refresh.len())
     }

@@ -150,7 +150,16 @@ impl EntryCodec {
         stored: &[u8],
         generation: u64,
     ) -> Result<Token, CorruptEntry> {
-        let parsed = Parsed::read(stored)?;
+        self.token_of(key, Parsed::read(stored)?, generation)
+    }
+
+    /// The token `parsed` holds under `key` at `generation`.
+    fn token_of(
+        &self,
+        key: &TokenKey,
+        parsed: Parsed,
+        generation: u64,
+    ) -> Result<Token, CorruptEntry> {
         let payload = match (&self.keyring, parsed.body) {
             (None, Body::Plain(payload)) => payload,
             (None, Body::Sealed(_)) => return Err(CorruptEntry::Sealed),
@@ -185,14 +194,15 @@ impl EntryCodec {
         let Some(keyring) = &self.keyring else {
             return Ok(None);
         };
-        let token = self.decode(key, stored, generation)?;
-        let current = match Parsed::read(stored)? {
+        let parsed = Parsed::read(stored)?;
+        let current = match &parsed {
             Parsed {
                 version: entry::CURRENT,
                 body: Body::Sealed(parts),
             } => parts.kid == keyring.current().id(),
             _ => false,
         };
+        let token = self.token_of(key, parsed, generation)?;
         Ok((!current).then(|| self.encode(key, generation, &token)))
     }
 
