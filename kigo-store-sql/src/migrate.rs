@@ -14,7 +14,8 @@ use crate::BackendKind;
 use crate::names::{TableRef, quote};
 
 /// One versioned migration, with `{table}` where the token table's name goes, `{index}` where
-/// the name of its index on token expiry goes, and `{key_index}` that of its index on keys.
+/// the name of its index on token expiry goes, and `{key_index}` that of its index on keys
+/// (`{qualified_index}` and `{qualified_key_index}`: qualified by the schema, for `DROP INDEX`).
 #[derive(Debug)]
 pub(crate) struct Template {
     pub(crate) version: i64,
@@ -27,6 +28,7 @@ fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Ve
     let quoted = table.quoted(kind);
     let index = table.expiry_index_quoted(kind);
     let key_index = table.key_index_quoted(kind);
+    let qualified_index = table.expiry_index_qualified(kind);
     let qualified_key_index = table.key_index_qualified(kind);
     templates
         .iter()
@@ -36,6 +38,7 @@ fn migrations(templates: &[Template], table: &TableRef, kind: BackendKind) -> Ve
                 .replace("{table}", &quoted)
                 .replace("{index}", &index)
                 .replace("{key_index}", &key_index)
+                .replace("{qualified_index}", &qualified_index)
                 .replace("{qualified_key_index}", &qualified_key_index);
             let sql = AssertSqlSafe(sql).into_sql_str();
             let description = template.description.into();

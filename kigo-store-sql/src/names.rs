@@ -88,6 +88,12 @@ impl TableRef {
         quote(kind, &format!("{}{KEY_INDEX_SUFFIX}", self.table))
     }
 
+    /// [`Self::expiry_index_quoted`] qualified by the table's schema, as `DROP INDEX` takes it.
+    pub(crate) fn expiry_index_qualified(&self, kind: BackendKind) -> String {
+        let index = format!("{}{EXPIRY_INDEX_SUFFIX}", self.table);
+        qualified(kind, self.schema(), &index)
+    }
+
     /// [`Self::key_index_quoted`] qualified by the table's schema, as `DROP INDEX` takes it.
     pub(crate) fn key_index_qualified(&self, kind: BackendKind) -> String {
         let index = format!("{}{KEY_INDEX_SUFFIX}", self.table);

@@ -847,7 +847,7 @@ async fn check_reports_what_a_read_only_role_may_not_do() {
     let problem = check.permission_problem.unwrap_or_default();
     assert!(problem.starts_with("set a cool-down: refused"), "{problem}");
     assert!(problem.contains("delete the check's own row"), "{problem}");
-    assert_eq!(check.schema.as_deref(), Some("4"));
+    assert_eq!(check.schema.as_deref(), Some("5"));
 
     let SqlPool::Postgres(pool) = store.pool() else {
         unreachable!()

@@ -558,6 +558,6 @@ async fn check_reports_what_a_read_only_file_refuses() {
     assert!(!check.permissions_ok, "{check:?}");
     let problem = check.permission_problem.unwrap_or_default();
     assert!(problem.starts_with("set a cool-down: refused"), "{problem}");
-    assert_eq!(check.schema.as_deref(), Some("2"));
+    assert_eq!(check.schema.as_deref(), Some("3"));
     assert_eq!(check.entries_read, 1);
 }

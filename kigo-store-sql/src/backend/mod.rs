@@ -100,8 +100,17 @@ macro_rules! on_pool {
     };
 }
 
+/// What one step of a sweep over the table did: how many expired tokens it cleared, and the key
+/// the next step starts after (`None` once it reached the last row).
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    pub(crate) cleared: u64,
+    pub(crate) next: Option<String>,
+}
+
 /// The store's operations on one database. Every operation runs one statement (an upsert, an
-/// update or a select) on a pooled connection, so no connection is held between them.
+/// update or a select; a sweep, two) on a pooled connection, so no connection is held between
+/// them.
 #[derive(Debug)]
 pub(crate) struct Backend {
     pool: SqlPool,
@@ -297,10 +306,25 @@ impl Backend {
         Ok(())
     }
 
-    /// Clears the token (entry, fingerprint, expiry) of at most `limit` rows whose token has
-    /// expired, keeping their generation and fence; how many it cleared.
-    pub(crate) async fn clear_expired(&self, limit: i64) -> Result<u64, sqlx::Error> {
-        self.changed(&self.statements.clear_expired, &[Int(limit)])
+    /// Examines the (up to) `limit` rows after the token key `after`, in the byte order of
+    /// their keys, and clears the token (entry, fingerprint, expiry) of those whose token has
+    /// expired, keeping their generation and fence.
+    pub(crate) async fn sweep(&self, after: &str, limit: i64) -> Result<Swept, sqlx::Error> {
+        let batch_end = &self.statements.batch_end;
+        let values = [Text(after), Int(limit)];
+        let end = on_pool!(&self.pool, pool => pool.text_and_number(batch_end, &values).await)?;
+        let Some((Some(last), Some(examined))) = end else {
+            return Ok(Swept::default());
+        };
+        let cleared = self.clear_expired(after, &last).await?;
+        let next = (examined >= limit).then_some(last);
+        Ok(Swept { cleared, next })
+    }
+
+    /// Clears the token of the rows whose key is after `after` and up to `last` (byte order)
+    /// and whose token has expired; how many it cleared.
+    pub(crate) async fn clear_expired(&self, after: &str, last: &str) -> Result<u64, sqlx::Error> {
+        self.changed(&self.statements.clear_expired, &[Text(after), Text(last)])
             .await
     }
 
@@ -410,6 +434,9 @@ pub(crate) struct Templates {
     pub(crate) commit: Sql,
     pub(crate) invalidate: Sql,
     pub(crate) set_cooldown: Sql,
+    /// The last key of the rows a sweep examines next, and how many they are.
+    pub(crate) batch_end: Sql,
+    /// Clears the expired tokens of the rows between two keys.
     pub(crate) clear_expired: Sql,
     /// A page of rows in the byte order of their keys.
     pub(crate) page: Sql,
@@ -456,6 +483,7 @@ struct Statements {
     commit: Statement,
     invalidate: Statement,
     set_cooldown: Statement,
+    batch_end: Statement,
     clear_expired: Statement,
     page: Statement,
     reseal: Statement,
@@ -502,6 +530,7 @@ impl Statements {
             commit: render(templates.commit),
             invalidate: render(templates.invalidate),
             set_cooldown: render(templates.set_cooldown),
+            batch_end: render(templates.batch_end),
             clear_expired: render(templates.clear_expired),
             page: render(templates.page),
             reseal: render(templates.reseal),

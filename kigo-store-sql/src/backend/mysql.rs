@@ -16,6 +16,7 @@ use crate::{BackendKind, SqlPool};
 pub(crate) const MIGRATIONS: &[Template] = migrations!("mysql":
     1 "create token table" "0001_create_token_table.sql",
     2 "index token expiry" "0002_index_token_expiry.sql",
+    3 "drop the expiry index" "0003_drop_expiry_index.sql",
 );
 
 const NOW: &str = "UTC_TIMESTAMP(6)";
@@ -81,9 +82,14 @@ const TEMPLATES: Templates = Templates {
              TIMESTAMPADD(MICROSECOND, ?, {now}))",
         &[0, 1, 2, 2],
     ),
+    batch_end: Sql::new(
+        "SELECT MAX(b.token_key), COUNT(*)
+           FROM (SELECT token_key FROM {table} WHERE token_key > ?
+                  ORDER BY token_key LIMIT ?) AS b",
+    ),
     clear_expired: Sql::new(
         "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
-          WHERE expires_at <= {now} ORDER BY expires_at LIMIT ?",
+          WHERE token_key > ? AND token_key <= ? AND expires_at <= {now}",
     ),
     // Keys are `ascii_bin`: they compare byte by byte, the order of `TokenKey::storage_id`.
     page: Sql::new(

@@ -24,12 +24,13 @@ pub(crate) const MIGRATIONS: &[Template] = migrations!("postgres":
     2 "index token expiry" "0002_index_token_expiry.sql",
     3 "index token keys bytewise" "0003_index_token_keys_bytewise.sql",
     4 "primary key bytewise" "0004_key_in_byte_order.sql",
+    5 "drop the expiry index" "0005_drop_expiry_index.sql",
 );
 
 // Expiry is judged by `statement_timestamp()` where a token is cleared: one instant for the
 // whole statement (so that entry, fingerprint and expiry are cleared together), never later
 // than the `clock_timestamp()` a load judges by (so that no token a load would still serve is
-// cleared), and, unlike `clock_timestamp()`, usable in an index scan.
+// cleared).
 const TEMPLATES: Templates = Templates {
     now: "clock_timestamp()",
     load: Sql::new(
@@ -90,12 +91,20 @@ const TEMPLATES: Templates = Templates {
          ON CONFLICT (token_key) DO UPDATE
             SET cooldown_until = GREATEST(t.cooldown_until, EXCLUDED.cooldown_until)",
     ),
+    // Keys compare byte by byte, as in `page`.
+    batch_end: Sql::new(
+        "SELECT MAX(b.token_key COLLATE \"C\"), COUNT(*)
+           FROM (SELECT token_key FROM {table} WHERE token_key COLLATE \"C\" > $1
+                  ORDER BY token_key COLLATE \"C\" LIMIT $2) AS b",
+    ),
     // Rows a concurrent statement has locked are left for the next sweep.
     clear_expired: Sql::new(
         "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at = NULL
           WHERE token_key IN (SELECT token_key FROM {table}
-                               WHERE expires_at <= statement_timestamp()
-                               LIMIT $1 FOR UPDATE SKIP LOCKED)",
+                               WHERE token_key COLLATE \"C\" > $1
+                                 AND token_key COLLATE \"C\" <= $2
+                                 AND expires_at <= statement_timestamp()
+                               FOR UPDATE SKIP LOCKED)",
     ),
     // Keys compare byte by byte (`COLLATE "C"`, the primary key's order since migration 4),
     // whatever the database's collation: the order of `TokenKey::storage_id`.

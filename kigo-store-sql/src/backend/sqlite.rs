@@ -20,6 +20,7 @@ use crate::{BackendKind, SqlPool};
 pub(crate) const MIGRATIONS: &[Template] = migrations!("sqlite":
     1 "create token table" "0001_create_token_table.sql",
     2 "index token expiry" "0002_index_token_expiry.sql",
+    3 "drop the expiry index" "0003_drop_expiry_index.sql",
 );
 
 /// The columns of the token table the statements use.
@@ -95,11 +96,14 @@ const TEMPLATES: Templates = Templates {
             SET cooldown_until_us =
                 MAX(COALESCE(t.cooldown_until_us, 0), excluded.cooldown_until_us)",
     ),
-    // `UPDATE ... LIMIT` needs a compile-time option of SQLite: a subquery bounds it instead.
+    batch_end: Sql::new(
+        "SELECT MAX(b.token_key), COUNT(*)
+           FROM (SELECT token_key FROM {table} WHERE token_key > ?1
+                  ORDER BY token_key LIMIT ?2) AS b",
+    ),
     clear_expired: Sql::new(
         "UPDATE {table} SET entry = NULL, fingerprint = NULL, expires_at_us = NULL
-          WHERE token_key IN (SELECT token_key FROM {table}
-                               WHERE expires_at_us <= {now} LIMIT ?1)",
+          WHERE token_key > ?1 AND token_key <= ?2 AND expires_at_us <= {now}",
     ),
     // Keys compare byte by byte (SQLite's BINARY collation): the order of
     // `TokenKey::storage_id`.

@@ -234,7 +234,7 @@ impl SqlStore {
         self.attempt(|| backend.release(&id, holder, fence))
             .await
             .map_err(step("release the lease"))?;
-        self.attempt(|| backend.clear_expired(0))
+        self.attempt(|| backend.clear_expired("", ""))
             .await
             .map_err(step("clear expired tokens"))?;
         Ok(())

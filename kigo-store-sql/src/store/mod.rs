@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use kigo_core::store::{
 use kigo_core::{Fingerprint, StoreError, Token, TokenKey, TokenStore};
 use sqlx::migrate::MigrateError;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Swept};
 
 mod admin;
 use crate::error::{Class, HISTORY_HINT, SqlError};
@@ -27,10 +27,10 @@ use crate::{BackendKind, SqlPool};
 /// through within a few attempts once they are spread out (see [`retry_pause`]).
 const ATTEMPTS: u32 = 10;
 
-/// How many rows with an expired token one statement clears at most: after each commit (so that
-/// a table with a million expired rows never holds up a commit), and per statement of
-/// [`SqlStore::purge_expired`].
-const CLEAR_BATCH: u64 = 100;
+/// How many rows one step of a sweep for expired tokens examines (in the byte order of their
+/// keys): after each commit (so that a table of a million rows never holds up a commit), and per
+/// step of [`SqlStore::purge_expired`].
+const SWEEP_BATCH: i64 = 100;
 
 /// The pause before attempt `attempt` (2 or more) of a statement the database rolled back: a
 /// random share of a window that doubles from 8 ms up to 512 ms, so that the statements that
@@ -63,6 +63,18 @@ struct Shared {
     /// How long one store operation may take: all its attempts, the pauses between them, the
     /// waits for a pooled connection, and the classification of an error.
     timeout: Duration,
+    /// The key after which the sweep for expired tokens that follows a commit goes on: one
+    /// batch of rows per commit, through the whole table and round again. (Concurrent commits
+    /// may sweep one batch twice: harmless.)
+    sweep_after: Mutex<String>,
+}
+
+impl Shared {
+    fn sweep_after(&self) -> MutexGuard<'_, String> {
+        self.sweep_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl SqlStore {
@@ -72,6 +84,7 @@ impl SqlStore {
                 backend,
                 codec,
                 timeout,
+                sweep_after: Mutex::default(),
             }),
         }
     }
@@ -96,32 +109,39 @@ impl SqlStore {
         }
     }
 
-    /// Clears the token of every row whose token has expired by the database's clock, a batch of
-    /// rows per statement; how many rows it cleared. A row keeps its fence and generation, so
-    /// the key's next lease is still fenced above every earlier one. Each commit already clears
-    /// up to 100 such rows, and a claim clears its own row: this is for an operator who wants
-    /// none left now (say, before a backup).
+    /// Clears the token of every row whose token has expired by the database's clock, walking
+    /// the table by its keys, 100 rows a step; how many rows it cleared. A row keeps its fence
+    /// and generation, so the key's next lease is still fenced above every earlier one. Each
+    /// commit already sweeps the next 100 rows, and a claim clears its own row: this is for an
+    /// operator who wants none left now (say, before a backup).
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let mut cleared = 0;
+        let mut after = String::new();
         loop {
-            let batch = self.clear_expired().await?;
-            cleared += batch;
-            if batch < CLEAR_BATCH {
-                return Ok(cleared);
+            let swept = self.sweep(&after).await?;
+            cleared += swept.cleared;
+            match swept.next {
+                Some(next) => after = next,
+                None => return Ok(cleared),
             }
         }
     }
 
-    /// Clears the token of up to [`CLEAR_BATCH`] rows whose token has expired.
-    async fn clear_expired(&self) -> Result<u64, StoreError> {
-        let limit = i64::try_from(CLEAR_BATCH).unwrap_or(i64::MAX);
-        self.run(|| self.shared.backend.clear_expired(limit)).await
+    /// Sweeps the [`SWEEP_BATCH`] rows after the key `after` for expired tokens.
+    async fn sweep(&self, after: &str) -> Result<Swept, StoreError> {
+        self.run(|| self.shared.backend.sweep(after, SWEEP_BATCH))
+            .await
     }
 
-    /// After a commit: clears a batch of other rows' expired tokens. The commit is done, so a
-    /// failure is only logged; the next commit tries again.
-    async fn clear_expired_after_commit(&self) {
-        match self.clear_expired().await {
+    /// After a commit: sweeps the next batch of rows for expired tokens. The commit is done, so
+    /// a failure is only logged; the next commit tries again.
+    async fn sweep_after_commit(&self) {
+        let after = self.shared.sweep_after().clone();
+        let swept = self.sweep(&after).await;
+        if let Ok(swept) = &swept {
+            *self.shared.sweep_after() = swept.next.clone().unwrap_or_default();
+        }
+        match swept.map(|swept| swept.cleared) {
             Ok(0) => {}
             Ok(cleared) => tracing::debug!(
                 cleared,
@@ -284,7 +304,7 @@ impl TokenStore for SqlStore {
         if !committed {
             return Ok(CommitOutcome::Rejected);
         }
-        self.clear_expired_after_commit().await;
+        self.sweep_after_commit().await;
         Ok(CommitOutcome::Committed)
     }
 

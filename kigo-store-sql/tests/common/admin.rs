@@ -65,9 +65,9 @@ pub(crate) async fn check_reports_the_setup(harness: &SqlHarness) {
     let offset = check.clock_offset_ms.expect("a clock offset");
     assert!(offset.abs() < 1000, "{offset} ms");
     let shipped = if kind == kigo_store_sql::BackendKind::Postgres {
-        "4"
+        "5"
     } else {
-        "2"
+        "3"
     };
     assert_eq!(check.schema.as_deref(), Some(shipped));
     assert!(check.permissions_ok, "{check:?}");

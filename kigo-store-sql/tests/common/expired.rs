@@ -1,16 +1,16 @@
 //! Token material that can no longer be used leaves the rows: a token that expired by the
 //! database's clock is cleared (its entry, and the fingerprint earlier versions wrote) by the
-//! claim of its row, by the commits of other keys (a bounded batch each) and by
-//! `SqlStore::purge_expired`; the row keeps its generation and fence, so the key's next lease is
+//! claim of its row, by the commits of other keys (each sweeps the next batch of rows in key
+//! order) and by `SqlStore::purge_expired`; the row keeps its generation and fence, so the key's next lease is
 //! still fenced above every earlier one.
 
 use kigo_core::store::{CommitOutcome, Entry, InvalidateOutcome};
-use kigo_core::{TokenKey, TokenStore};
+use kigo_core::{PartnerId, TokenKey, TokenStore};
 
 use super::fleet::{acquire, commit_token, fresh_key, token};
 use super::harness::{RawRow, SqlHarness};
 
-/// How many expired rows a commit clears at most (the README's number).
+/// How many rows a commit sweeps for expired tokens (the README's number).
 const BATCH: usize = 100;
 
 /// Commits a token for each of `count` fresh keys; the keys.
@@ -78,26 +78,52 @@ pub(crate) async fn a_claim_clears_the_expired_token_of_its_row(harness: &SqlHar
     );
 }
 
-/// A commit clears the expired tokens of other rows, at most a batch of them: with more expired
-/// rows than that, one commit leaves the rest to the next. Generations stay, fences grow.
-pub(crate) async fn a_commit_clears_a_bounded_batch_of_expired_tokens(harness: &SqlHarness) {
-    let store = harness.store().await;
-    let keys = committed_keys(&store, BATCH + 20).await;
+/// A commit sweeps the next batch of rows, in the byte order of their keys, for expired tokens:
+/// with more rows than that, one commit leaves the rest to the next, which goes on where the
+/// first stopped; after the last row the sweep starts over. Generations stay, fences grow.
+pub(crate) async fn commits_sweep_the_table_a_batch_of_rows_at_a_time(harness: &SqlHarness) {
+    let keys = committed_keys(&harness.store().await, BATCH + 20).await;
     harness.expire(&keys).await;
     let generation = harness.raw_row(&keys[0]).await.generation;
+    // A store of its own: its sweep starts at the first key.
+    let store = harness.store().await;
+    // Before every `fleet-` key in byte order: the first row.
+    let first_live = TokenKey::partner(PartnerId::new("a-first").unwrap());
+    let mut rows: Vec<String> = keys.iter().map(TokenKey::storage_id).collect();
+    rows.push(first_live.storage_id());
+    rows.sort_unstable();
+    let first_batch = &rows[..BATCH];
+    let (swept, left): (Vec<_>, Vec<_>) = keys
+        .iter()
+        .partition(|key| first_batch.contains(&key.storage_id()));
 
-    commit_token(&store, &fresh_key(), &token("live")).await;
+    commit_token(&store, &first_live, &token("live")).await;
+    for key in &swept {
+        cleared(&harness.raw_row(key).await, generation);
+    }
     assert_eq!(
         harness.rows_with_token_material().await,
-        20 + 1,
-        "the expired rows one commit leaves, and the live row"
+        i64::try_from(left.len() + 1).unwrap(),
+        "the expired rows after the first batch, and the live row"
     );
     commit_token(&store, &fresh_key(), &token("live")).await;
     assert_eq!(harness.rows_with_token_material().await, 2, "the live rows");
-    for key in &keys {
+    for key in &left {
         cleared(&harness.raw_row(key).await, generation);
     }
+
+    // The second sweep reached the last row: the third starts over, at the first row.
+    harness.expire(std::slice::from_ref(&first_live)).await;
+    commit_token(&store, &fresh_key(), &token("live")).await;
+    assert_eq!(harness.rows_with_token_material().await, 2, "the live rows");
     next_fence_is_above(&store, &keys[0], generation).await;
+}
+
+/// The migrations leave the table one index, its primary key: expired tokens are found by
+/// walking it, and no index on expiry makes every commit rewrite index entries (on PostgreSQL,
+/// a commit is then an update in place on its page).
+pub(crate) async fn the_primary_key_is_the_only_index(harness: &SqlHarness) {
+    assert_eq!(harness.indexes().await, 1);
 }
 
 /// `purge_expired` clears every expired token, batch after batch, and says how many; live

@@ -194,6 +194,22 @@ impl SqlHarness {
         self.count("SELECT COUNT(*) FROM kigo_tokens").await
     }
 
+    /// How many indexes the token table has (its primary key's among them).
+    pub(crate) async fn indexes(&self) -> i64 {
+        self.count(match self.admin.kind() {
+            BackendKind::Postgres => {
+                "SELECT COUNT(*) FROM pg_indexes
+                  WHERE schemaname = current_schema() AND tablename = 'kigo_tokens'"
+            }
+            BackendKind::MySql => {
+                "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics
+                  WHERE table_schema = DATABASE() AND table_name = 'kigo_tokens'"
+            }
+            _ => "SELECT COUNT(*) FROM pragma_index_list('kigo_tokens')",
+        })
+        .await
+    }
+
     /// The count `statement` returns.
     async fn count(&self, statement: &'static str) -> i64 {
         let counted = match self.admin.pool() {
