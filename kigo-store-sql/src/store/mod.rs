@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -63,18 +63,11 @@ struct Shared {
     /// How long one store operation may take: all its attempts, the pauses between them, the
     /// waits for a pooled connection, and the classification of an error.
     timeout: Duration,
-    /// The key after which the sweep for expired tokens that follows a commit goes on: one
-    /// batch of rows per commit, through the whole table and round again. (Concurrent commits
-    /// may sweep one batch twice: harmless.)
-    sweep_after: Mutex<String>,
-}
-
-impl Shared {
-    fn sweep_after(&self) -> MutexGuard<'_, String> {
-        self.sweep_after
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
+    /// The key after which the sweep for expired tokens that follows a commit goes on (one
+    /// batch of rows per commit, through the whole table and round again), locked while that
+    /// sweep runs: a commit that finds it locked leaves the sweeping to the one running, so that
+    /// a burst of commits costs the database one sweep at a time per store.
+    sweep_after: tokio::sync::Mutex<String>,
 }
 
 impl SqlStore {
@@ -84,7 +77,7 @@ impl SqlStore {
                 backend,
                 codec,
                 timeout,
-                sweep_after: Mutex::default(),
+                sweep_after: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -133,13 +126,16 @@ impl SqlStore {
             .await
     }
 
-    /// After a commit: sweeps the next batch of rows for expired tokens. The commit is done, so
-    /// a failure is only logged; the next commit tries again.
+    /// After a commit: sweeps the next batch of rows for expired tokens, unless this store's
+    /// previous sweep still runs. The commit is done, so a failure is only logged; the next
+    /// commit tries again.
     async fn sweep_after_commit(&self) {
-        let after = self.shared.sweep_after().clone();
+        let Ok(mut after) = self.shared.sweep_after.try_lock() else {
+            return;
+        };
         let swept = self.sweep(&after).await;
         if let Ok(swept) = &swept {
-            *self.shared.sweep_after() = swept.next.clone().unwrap_or_default();
+            *after = swept.next.clone().unwrap_or_default();
         }
         match swept.map(|swept| swept.cleared) {
             Ok(0) => {}
