@@ -134,10 +134,10 @@ impl SqlStore {
             return;
         };
         let swept = self.sweep(&after).await;
-        if let Ok(swept) = &swept {
-            *after = swept.next.clone().unwrap_or_default();
-        }
-        match swept.map(|swept| swept.cleared) {
+        match swept.map(|swept| {
+            *after = swept.next.unwrap_or_default();
+            swept.cleared
+        }) {
             Ok(0) => {}
             Ok(cleared) => tracing::debug!(
                 cleared,
