@@ -1,12 +1,12 @@
 //! Looking up a cached user-level token by key, with many users cached, side by side with the
 //! caches a user would otherwise reach for, on 1, 2 and 8 threads, in the same run:
 //!
-//! - `kigo_token`: `TokenManager::token(&user_key)` (polled once: it completes at once when a
-//!   token is cached);
+//! - `kigo_token`: `TokenManager::token(&user_key)` awaited, one lookup after another inside one
+//!   future, as a request handler awaits it (a cached token completes the await at once);
 //! - `quick_cache_get`: a bare `quick_cache::sync::Cache<TokenKey, Arc<Token>>` get;
 //! - `moka_get`: a bare `moka::sync::Cache<TokenKey, Arc<Token>>` get;
-//! - `kigo_partner_token`: `TokenManager::token(&partner_key)` on a manager of one partner-level
-//!   key, for reference.
+//! - `kigo_partner_token`: `TokenManager::token(&partner_key)` awaited the same way, on a manager
+//!   of one partner-level key, for reference.
 //!
 //! The caches hold the same tokens as the manager, and every reader looks up the same random
 //! sequence of keys (each thread from its own place in it).
@@ -18,8 +18,11 @@
 
 mod support;
 
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::{Arc, Barrier};
+use std::task::Context;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,10 +41,18 @@ fn mark(token: &Token) -> u8 {
     token.fingerprint().as_bytes()[0] | 1
 }
 
-/// One way of looking up a cached token by key; `read` returns [`mark`] of it (0 for none), so
-/// that the work cannot be optimised away.
+/// One way of looking up a cached token by key. `read_all` is what is timed; `read` looks up one
+/// key and returns [`mark`] of its token (0 for none), which checks that every key is cached.
 trait Cache: Send + Sync {
     fn read(&self, key: &TokenKey) -> u8;
+
+    /// Looks up `count` keys of `lookups` one after another from `first`, keeping [`mark`] of
+    /// each token from being optimised away.
+    fn read_all(&self, lookups: &Lookups, first: usize, count: usize) {
+        for at in first..first + count {
+            black_box(self.read(lookups.key(at)));
+        }
+    }
 }
 
 struct Kigo(TokenManager);
@@ -57,15 +68,44 @@ fn polled_once(manager: &TokenManager, key: &TokenKey) -> u8 {
     }
 }
 
+/// Awaits `manager.token(key_at(at))` for every `at` in `range`, one after another inside one
+/// future, as a request handler awaits it: a cached token completes each await at once, so the
+/// future is polled once.
+fn awaited<'a>(
+    manager: &TokenManager,
+    range: std::ops::Range<usize>,
+    key_at: impl Fn(usize) -> &'a TokenKey,
+) {
+    let waker = futures_util::task::noop_waker();
+    let all = pin!(async {
+        for at in range {
+            let token = manager.token(key_at(at)).await;
+            black_box(token.as_ref().map_or(0, |token| mark(token)));
+        }
+    });
+    assert!(
+        all.poll(&mut Context::from_waker(&waker)).is_ready(),
+        "a lookup waited for a refresh"
+    );
+}
+
 impl Cache for Kigo {
     fn read(&self, key: &TokenKey) -> u8 {
         polled_once(&self.0, key)
+    }
+
+    fn read_all(&self, lookups: &Lookups, first: usize, count: usize) {
+        awaited(&self.0, first..first + count, |at| lookups.key(at));
     }
 }
 
 impl Cache for KigoPartner {
     fn read(&self, _: &TokenKey) -> u8 {
         polled_once(&self.0, &self.1)
+    }
+
+    fn read_all(&self, _: &Lookups, first: usize, count: usize) {
+        awaited(&self.0, first..first + count, |_| &self.1);
     }
 }
 
@@ -112,9 +152,7 @@ fn timed(cache: &dyn Cache, lookups: &Lookups, threads: usize, iters: u64) -> Du
                 scope.spawn(move || {
                     start.wait();
                     let began = Instant::now();
-                    for at in first..first + iters {
-                        black_box(cache.read(lookups.key(at)));
-                    }
+                    cache.read_all(lookups, first, iters);
                     began.elapsed()
                 })
             })
