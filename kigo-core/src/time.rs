@@ -24,6 +24,20 @@ pub(crate) fn before(time: SystemTime, duration: Duration) -> SystemTime {
         })
 }
 
+/// Nanoseconds since the Unix epoch, saturating: 0 before it, `u64::MAX` after the year 2554.
+/// The hot path compares these integers where it would compare `SystemTime`s.
+pub(crate) fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The instant `nanos` after the Unix epoch: [`unix_nanos`] undone.
+pub(crate) fn from_unix_nanos(nanos: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
 /// `duration × factor`, saturating instead of panicking on overflow; `factor` in `[0, 1]`.
 pub(crate) fn share(duration: Duration, factor: f64) -> Duration {
     let factor = if factor.is_nan() {
@@ -49,5 +63,17 @@ mod tests {
         assert_eq!(before(now, Duration::MAX), SystemTime::UNIX_EPOCH);
         assert!(share(Duration::MAX, 0.5) >= Duration::MAX / 3);
         assert_eq!(share(Duration::from_secs(10), f64::NAN), Duration::ZERO);
+    }
+
+    #[test]
+    fn unix_nanos_saturate_and_round_trip() {
+        let now = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(unix_nanos(now), 1_700_000_000_123_456_789);
+        assert_eq!(from_unix_nanos(unix_nanos(now)), now);
+        assert_eq!(
+            unix_nanos(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            0
+        );
+        assert_eq!(unix_nanos(end_of_time()), u64::MAX);
     }
 }

@@ -23,7 +23,7 @@ use super::status::TokenOrigin;
 use crate::policy::StoreFailurePolicy;
 use crate::source::CreateRequest;
 use crate::store::{CommitOutcome, Entry, Lease, LeaseAttempt, Snapshot};
-use crate::time::after;
+use crate::time::{after, unix_nanos};
 use crate::{Error, SourceError, StoreError, Token, TokenKey};
 
 /// Why a flight runs; it decides how eager the flight is.
@@ -264,7 +264,7 @@ impl Flight<'_> {
     /// Whether the cached token can still be handed out.
     fn serving(&self) -> bool {
         let current = self.slot.current();
-        current.present && current.usable_at(self.now())
+        current.present && current.usable_at(unix_nanos(self.now()))
     }
 
     fn serve_or(&self, error: Error) -> FlightOutcome {
@@ -307,7 +307,9 @@ impl Flight<'_> {
             .cache_entry(token.clone(), TokenOrigin::ReadFromStore);
         let now = self.now();
         let due = now >= candidate.refresh_at;
-        if !candidate.usable_at(now) || (self.reason == Reason::Ahead && due && self.serving()) {
+        if !candidate.usable_at(unix_nanos(now))
+            || (self.reason == Reason::Ahead && due && self.serving())
+        {
             return false;
         }
         tracing::debug!(key = %self.logged(), %fingerprint, generation = token.generation(), "adopted the stored token");
@@ -697,7 +699,7 @@ impl Flight<'_> {
         let lapse = remaining
             .unwrap_or(self.inner.config.lease_ttl)
             .saturating_add(poll);
-        let stale_in = until(now, self.slot.current().usable_until);
+        let stale_in = until(now, self.slot.current().usable_until());
         let pause = lapse.min(stale_in.saturating_sub(poll).max(poll));
         self.slot.failures().lease_retry_at = Some(after(now, pause));
     }

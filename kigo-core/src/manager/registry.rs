@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::SystemTime;
 
 use quick_cache::sync::{EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
@@ -40,12 +39,13 @@ impl Registry {
         }
     }
 
-    /// A token of `key` usable at `now`, if one is cached: the hot path of a lookup by key.
-    #[inline]
-    pub(super) fn cached(&self, key: &TokenKey, now: SystemTime) -> Option<TokenGuard> {
+    /// A token of `key` usable at `now_ns` (nanoseconds since the Unix epoch), if one is
+    /// cached: the hot path of a lookup by key.
+    #[inline(always)]
+    pub(super) fn cached(&self, key: &TokenKey, now_ns: u64) -> Option<TokenGuard> {
         match key {
-            TokenKey::User { .. } => self.users.get(key)?.hand_out(now).ok(),
-            TokenKey::Partner(_) => self.get(key)?.cached(now),
+            TokenKey::User { .. } => self.users.get(key)?.hand_out(now_ns).ok(),
+            TokenKey::Partner(_) => self.get(key)?.cached(now_ns),
         }
     }
 
@@ -179,6 +179,7 @@ mod tests {
 
     use super::*;
     use crate::manager::status::TokenOrigin;
+    use crate::time::unix_nanos;
     use crate::{PartnerId, Token, TokenSecret, UserId};
 
     fn user(id: &str) -> TokenKey {
@@ -193,7 +194,7 @@ mod tests {
 
     /// Whether `key` has a slot in `registry` but no token usable at `now`.
     fn slot_without_token(registry: &Registry, key: &TokenKey, now: SystemTime) -> bool {
-        registry.cached(key, now).is_none() && registry.get(key).is_some()
+        registry.cached(key, unix_nanos(now)).is_none() && registry.get(key).is_some()
     }
 
     #[test]
@@ -206,11 +207,14 @@ mod tests {
         assert!(slot_without_token(&registry, &alice, now));
 
         assert!(registry.replace_if(&slot, entry("first", now), |_| true));
-        let Some(token) = registry.cached(&alice, now) else {
+        let Some(token) = registry.cached(&alice, unix_nanos(now)) else {
             panic!("the installed token is not handed out by key");
         };
         let first = token.fingerprint();
-        assert_eq!(slot.cached(now).map(|t| t.fingerprint()), Some(first));
+        assert_eq!(
+            slot.cached(unix_nanos(now)).map(|t| t.fingerprint()),
+            Some(first)
+        );
 
         let rejected = |current: &Cached| current.present && current.token.fingerprint() == first;
         assert!(registry.replace_if(&slot, Cached::empty(), rejected));
@@ -284,12 +288,12 @@ mod tests {
         evict(&registry, &kept, now);
         assert!(registry.get(&kept_key).is_none());
         // A handle's slot keeps its token and its changes, outside the registry.
-        assert!(kept.cached(now).is_some());
+        assert!(kept.cached(unix_nanos(now)).is_some());
         assert!(registry.replace_if(&kept, entry("kept-again", now), |_| true));
-        assert!(kept.cached(now).is_some());
+        assert!(kept.cached(unix_nanos(now)).is_some());
         let (again, created) = registry.get_or_insert(&kept_key);
         assert!(created && !Arc::ptr_eq(&again, &kept));
-        assert!(again.cached(now).is_none());
+        assert!(again.cached(unix_nanos(now)).is_none());
         assert!(slot_without_token(&registry, &kept_key, now));
     }
 }

@@ -13,6 +13,7 @@ use event_listener::Event;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::status::TokenOrigin;
+use crate::time::{from_unix_nanos, unix_nanos};
 use crate::{Error, Fingerprint, StoreError, Token, TokenKey};
 
 /// What callers of one flight share: its outcome.
@@ -25,12 +26,14 @@ pub(super) type Flight = Shared<BoxFuture<'static, FlightOutcome>>;
 ///
 /// `repr(C)`, what the hot path reads first (the validity, the used mark, then the token): right
 /// after the reference counts, so that handing the token out touches as few cache lines as
-/// possible.
+/// possible. The validity is an integer, so that checking it is one comparison with the clock's
+/// [`TimeSource::now_coarse_nanos`](crate::runtime::TimeSource::now_coarse_nanos).
 #[derive(Debug)]
 #[repr(C)]
 pub(super) struct Cached {
-    /// The stale point minus the clock's coarse lag: handed out only before this.
-    pub(super) usable_until: SystemTime,
+    /// The stale point minus the clock's coarse lag, in nanoseconds since the Unix epoch: handed
+    /// out only before this.
+    usable_until_ns: u64,
     /// Whether a caller has taken this token; user-level tokens nobody uses are not renewed.
     used: AtomicBool,
     /// False for the placeholder of an empty slot.
@@ -51,7 +54,7 @@ impl Cached {
             token: Token::placeholder(),
             present: false,
             refresh_at: SystemTime::UNIX_EPOCH,
-            usable_until: SystemTime::UNIX_EPOCH,
+            usable_until_ns: 0,
             used: AtomicBool::new(false),
             origin: TokenOrigin::CreatedHere,
             registered: ArcSwapOption::empty(),
@@ -68,16 +71,22 @@ impl Cached {
             token,
             present: true,
             refresh_at,
-            usable_until,
+            usable_until_ns: unix_nanos(usable_until),
             used: AtomicBool::new(false),
             origin,
             registered: ArcSwapOption::empty(),
         }
     }
 
-    #[inline]
-    pub(super) fn usable_at(&self, now: SystemTime) -> bool {
-        now < self.usable_until
+    /// Whether this entry may be handed out at `now_ns` (nanoseconds since the Unix epoch).
+    #[inline(always)]
+    pub(super) fn usable_at(&self, now_ns: u64) -> bool {
+        now_ns < self.usable_until_ns
+    }
+
+    /// Until when this entry may be handed out.
+    pub(super) fn usable_until(&self) -> SystemTime {
+        from_unix_nanos(self.usable_until_ns)
     }
 
     pub(super) fn was_used(&self) -> bool {
@@ -108,17 +117,17 @@ impl Cached {
         self.registered.swap(None)
     }
 
-    /// Hands this entry out if it is usable at `now`: the hot path of a lookup by key.
-    #[inline]
-    pub(super) fn hand_out(self: Arc<Self>, now: SystemTime) -> Result<TokenGuard, Arc<Self>> {
-        if !self.usable_at(now) {
+    /// Hands this entry out if it is usable at `now_ns`: the hot path of a lookup by key.
+    #[inline(always)]
+    pub(super) fn hand_out(self: Arc<Self>, now_ns: u64) -> Result<TokenGuard, Arc<Self>> {
+        if !self.usable_at(now_ns) {
             return Err(self);
         }
         self.mark_used();
         Ok(TokenGuard(Guard::from_inner(self)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn mark_used(&self) {
         // Load first: after the first caller, the line stays shared and readers do not contend.
         if !self.used.load(Ordering::Relaxed) {
@@ -289,10 +298,11 @@ impl KeySlot {
         }
     }
 
-    /// The hot path: one atomic pointer load and a time comparison.
-    pub(super) fn cached(&self, now: SystemTime) -> Option<TokenGuard> {
+    /// The hot path: one atomic pointer load and a time comparison, at `now_ns` (nanoseconds
+    /// since the Unix epoch).
+    pub(super) fn cached(&self, now_ns: u64) -> Option<TokenGuard> {
         let guard = self.current.load();
-        if !guard.usable_at(now) {
+        if !guard.usable_at(now_ns) {
             return None;
         }
         guard.mark_used();

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::slot::KeySlot;
 use super::{Inner, TokenHandle, TokenManager};
 use crate::store::StoreKeyStatus;
+use crate::time::unix_nanos;
 use crate::{Error, TokenKey};
 
 /// Where a cached token came from.
@@ -175,10 +176,10 @@ impl Inner {
             issued_at_ms: unix_ms(current.token.issued_at()),
             expires_at_ms: unix_ms(current.token.expires_at()),
             refresh_at_ms: unix_ms(current.refresh_at),
-            usable_until_ms: unix_ms(current.usable_until),
+            usable_until_ms: unix_ms(current.usable_until()),
             generation: current.token.generation(),
             origin: current.origin,
-            usable: current.usable_at(now),
+            usable: current.usable_at(unix_nanos(now)),
         });
         let failures = slot.failures();
         let store_error = failures.store_error.as_ref().map(ToString::to_string);

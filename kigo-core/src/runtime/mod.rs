@@ -42,6 +42,14 @@ pub trait TimeSource: Send + Sync + Debug + 'static {
         self.now()
     }
 
+    /// [`TimeSource::now_coarse`] in nanoseconds since the Unix epoch (0 before it, `u64::MAX`
+    /// after the year 2554): what a cached token's validity is checked against on the hot path,
+    /// one integer comparison. Clocks that keep their coarse reading as an integer override it
+    /// with the same reading, sparing the conversion.
+    fn now_coarse_nanos(&self) -> u64 {
+        crate::time::unix_nanos(self.now_coarse())
+    }
+
     /// How far [`TimeSource::now_coarse`] may trail [`TimeSource::now`].
     fn coarse_lag(&self) -> Duration {
         Duration::ZERO

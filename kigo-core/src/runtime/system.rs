@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::TimeSource;
+use crate::time::unix_nanos;
 
 /// How often the coarse reading is refreshed.
 const TICK: Duration = Duration::from_millis(10);
@@ -12,6 +13,8 @@ const TICK: Duration = Duration::from_millis(10);
 /// The lag the manager allows for: ten ticks, so that a briefly starved ticker thread does not
 /// let a token through past its stale point.
 const COARSE_LAG: Duration = Duration::from_millis(100);
+
+const NANOS_PER_MILLI: u64 = 1_000_000;
 
 /// The system's wall clock.
 ///
@@ -53,6 +56,13 @@ impl TimeSource for SystemClock {
         }
     }
 
+    fn now_coarse_nanos(&self) -> u64 {
+        match &self.coarse {
+            Some(coarse) => coarse.reading_ms().saturating_mul(NANOS_PER_MILLI),
+            None => unix_nanos(SystemTime::now()),
+        }
+    }
+
     fn coarse_lag(&self) -> Duration {
         if self.coarse.is_some() {
             COARSE_LAG
@@ -84,8 +94,12 @@ impl CoarseNow {
         Some(coarse)
     }
 
+    fn reading_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
     fn get(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_millis(self.0.load(Ordering::Relaxed))
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.reading_ms())
     }
 }
 
@@ -117,6 +131,20 @@ mod tests {
         let precise = clock.now();
         assert!(coarse <= precise);
         assert!(precise.duration_since(coarse).unwrap() <= clock.coarse_lag());
+    }
+
+    #[test]
+    fn coarse_nanos_are_the_coarse_reading() {
+        let clock = SystemClock::new();
+        let before = clock.now_coarse_nanos();
+        let coarse = unix_nanos(clock.now_coarse());
+        let after = clock.now_coarse_nanos();
+        // The ticker may move the reading between the three reads, never backwards in a test.
+        assert!(
+            before <= coarse && coarse <= after,
+            "{before} {coarse} {after}"
+        );
+        assert_eq!(coarse % NANOS_PER_MILLI, 0);
     }
 
     #[test]
