@@ -139,7 +139,8 @@ mod tests {
         let before = clock.now_coarse_nanos();
         let coarse = unix_nanos(clock.now_coarse());
         let after = clock.now_coarse_nanos();
-        // The ticker may move the reading between the three reads, never backwards in a test.
+        // The ticker may move the reading forward between the three reads (the wall clock is
+        // not stepped back while a test runs).
         assert!(
             before <= coarse && coarse <= after,
             "{before} {coarse} {after}"
