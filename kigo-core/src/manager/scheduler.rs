@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use event_listener::Event;
 use futures_util::future::select;
@@ -19,6 +19,7 @@ use futures_util::future::select;
 use super::Inner;
 use super::flight::Reason;
 use super::slot::KeySlot;
+use crate::time::{from_unix_nanos, unix_nanos};
 use crate::{Error, TokenKey};
 
 /// The queue of due times.
@@ -44,10 +45,7 @@ type DueTime = u64;
 pub(super) const NOT_QUEUED: DueTime = 0;
 
 fn due_time(at: SystemTime) -> DueTime {
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(NOT_QUEUED + 1)
+    unix_nanos(at).max(NOT_QUEUED + 1)
 }
 
 impl PartialEq for Entry {
@@ -121,7 +119,7 @@ impl Scheduler {
 
     fn next_at(&self) -> Option<SystemTime> {
         let first = self.queue().peek().map(|Reverse(first)| first.at)?;
-        Some(UNIX_EPOCH + Duration::from_nanos(first))
+        Some(from_unix_nanos(first))
     }
 }
 
