@@ -24,6 +24,20 @@ pub(crate) fn before(time: SystemTime, duration: Duration) -> SystemTime {
         })
 }
 
+/// `duration` in whole milliseconds, saturating.
+pub(crate) fn millis_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whole milliseconds since the Unix epoch, saturating: 0 before it. What tokens, statuses and
+/// the coarse clock record.
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
+    millis_of(
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
 /// Nanoseconds since the Unix epoch, saturating: 0 before it, `u64::MAX` after the year 2554.
 /// The hot path compares these integers where it would compare `SystemTime`s.
 pub(crate) fn unix_nanos(time: SystemTime) -> u64 {
@@ -63,6 +77,14 @@ mod tests {
         assert_eq!(before(now, Duration::MAX), SystemTime::UNIX_EPOCH);
         assert!(share(Duration::MAX, 0.5) >= Duration::MAX / 3);
         assert_eq!(share(Duration::from_secs(10), f64::NAN), Duration::ZERO);
+    }
+
+    #[test]
+    fn unix_ms_truncate_and_saturate() {
+        let now = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(unix_ms(now), 1_700_000_000_123);
+        assert_eq!(unix_ms(SystemTime::UNIX_EPOCH - Duration::from_secs(1)), 0);
+        assert_eq!(millis_of(Duration::MAX), u64::MAX);
     }
 
     #[test]

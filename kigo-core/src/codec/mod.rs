@@ -17,6 +17,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload as AeadPayload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secrecy::zeroize::Zeroizing;
 
+use crate::time::unix_ms;
 use crate::{Token, TokenKey, TokenSecret};
 
 mod entry;
@@ -134,8 +135,8 @@ impl EntryCodec {
         let payload = Payload {
             token: token.secret().expose().to_owned(),
             refresh: token.refresh_token().map(|r| r.expose().to_owned()),
-            issued_at_ms: millis(token.issued_at()),
-            expires_at_ms: millis(token.expires_at()),
+            issued_at_ms: unix_ms(token.issued_at()),
+            expires_at_ms: unix_ms(token.expires_at()),
         };
         match &self.keyring {
             Some(keyring) => self.seal(keyring, key, generation, &payload),
@@ -321,13 +322,6 @@ impl Sealing {
     }
 }
 
-fn millis(time: SystemTime) -> u64 {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn from_millis(ms: u64) -> SystemTime {
     crate::time::after(SystemTime::UNIX_EPOCH, Duration::from_millis(ms))
 }
@@ -375,8 +369,8 @@ mod tests {
         let payload = serde_json::json!({
             "token": token.secret().expose(),
             "refresh": token.refresh_token().map(TokenSecret::expose),
-            "issued_at_ms": millis(token.issued_at()),
-            "expires_at_ms": millis(token.expires_at()),
+            "issued_at_ms": unix_ms(token.issued_at()),
+            "expires_at_ms": unix_ms(token.expires_at()),
         });
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let aad = codec.associated_data(key, generation, 1, sealing.id());

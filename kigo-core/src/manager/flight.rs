@@ -95,7 +95,7 @@ impl Inner {
                     .await
                     .unwrap_or_else(|_| inner.panicked(&task_slot));
                 let outcome = super::status::outcome_index(result.as_ref().err());
-                task_slot.record_refresh(super::status::unix_ms(inner.now()), outcome);
+                task_slot.record_refresh(crate::time::unix_ms(inner.now()), outcome);
                 drop(end);
                 inner.schedule(&task_slot);
                 let _ = done.send(result);

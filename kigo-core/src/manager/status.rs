@@ -2,14 +2,12 @@
 //! endpoint returns as is. Serialisable; never a token (fingerprints only), users by their
 //! logged form (a keyed hash unless the operator opted in).
 
-use std::time::SystemTime;
-
 use serde::Serialize;
 
 use super::slot::KeySlot;
 use super::{Inner, TokenHandle, TokenManager};
 use crate::store::StoreKeyStatus;
-use crate::time::unix_nanos;
+use crate::time::{unix_ms, unix_nanos};
 use crate::{Error, TokenKey};
 
 /// Where a cached token came from.
@@ -228,15 +226,4 @@ pub(super) fn outcome_index(error: Option<&Error>) -> u8 {
     index
         .and_then(|index| u8::try_from(index).ok())
         .unwrap_or(0)
-}
-
-pub(super) fn unix_ms(time: SystemTime) -> u64 {
-    millis_of(
-        time.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
-}
-
-fn millis_of(duration: std::time::Duration) -> u64 {
-    crate::store::millis_of(duration)
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::TimeSource;
-use crate::time::unix_nanos;
+use crate::time::{unix_ms, unix_nanos};
 
 /// How often the coarse reading is refreshed.
 const TICK: Duration = Duration::from_millis(10);
@@ -84,7 +84,7 @@ impl CoarseNow {
         if let Some(existing) = shared.upgrade() {
             return Some(existing);
         }
-        let coarse = Arc::new(Self(AtomicU64::new(millis(SystemTime::now()))));
+        let coarse = Arc::new(Self(AtomicU64::new(unix_ms(SystemTime::now()))));
         let weak = Arc::downgrade(&coarse);
         std::thread::Builder::new()
             .name("kigo-coarse-clock".into())
@@ -107,17 +107,12 @@ fn tick(coarse: &Weak<CoarseNow>) {
     loop {
         std::thread::sleep(TICK);
         match coarse.upgrade() {
-            Some(coarse) => coarse.0.store(millis(SystemTime::now()), Ordering::Relaxed),
+            Some(coarse) => coarse
+                .0
+                .store(unix_ms(SystemTime::now()), Ordering::Relaxed),
             None => return,
         }
     }
-}
-
-fn millis(time: SystemTime) -> u64 {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

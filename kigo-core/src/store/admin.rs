@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{Entry, StoreError, TokenStore};
 use crate::TokenKey;
 use crate::codec::CorruptEntry;
+use crate::time::{millis_of, unix_ms};
 
 /// What [`StoreAdmin::reseal`] did to one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,22 +130,13 @@ pub async fn inspect(store: &dyn TokenStore, key: &TokenKey) -> Result<StoreKeyS
         Entry::Present(token) => ("present".to_owned(), Some(token)),
         Entry::Corrupt(corrupt) => (format!("corrupt: {corrupt}"), None),
     };
-    let since_epoch = |time: std::time::SystemTime| {
-        time.duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-    };
     Ok(StoreKeyStatus {
         entry,
         fingerprint: token.map(|token| token.fingerprint().to_string()),
         generation: token.map(crate::Token::generation),
-        expires_at_ms: token.map(|token| millis_of(since_epoch(token.expires_at()))),
+        expires_at_ms: token.map(|token| unix_ms(token.expires_at())),
         cooldown_ms: snapshot.cooldown.map(millis_of),
         lease_holder: lease.as_ref().map(|(holder, _)| holder.to_string()),
         lease_remaining_ms: lease.and_then(|(_, left)| left.map(millis_of)),
     })
-}
-
-/// `duration` in whole milliseconds, saturating.
-pub(crate) fn millis_of(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -17,7 +17,6 @@ mod memory;
 /// The environment variable that names the fleet's store by URL (`rediss://...`,
 /// `postgres://...`, `sqlite:...`), read by the stores' `from_env` and by the `kigo` tool.
 pub const STORE_URL_VAR: &str = "KIGO_STORE_URL";
-pub(crate) use admin::millis_of;
 pub use admin::{KeyPage, Resealed, StoreAdmin, StoreCheck, StoreKeyStatus, inspect};
 pub use memory::MemoryStore;
 
